@@ -1,0 +1,46 @@
+"""Pad a list of rendered examples into a batch."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from instructgpt.data.render import Example
+
+
+def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad ``examples`` to the longest one; pads get attention 0 and loss mask False.
+
+    Worked example (run as a test):
+
+    >>> from instructgpt.data.render import Example
+    >>> batch = collate([Example([5, 6, 7, 8], [False, False, True, True]),
+    ...                  Example([5, 9], [False, True])], pad_id=0)
+    >>> batch["input_ids"]
+    tensor([[5, 6, 7, 8],
+            [5, 9, 0, 0]])
+    >>> batch["attention_mask"]
+    tensor([[1, 1, 1, 1],
+            [1, 1, 0, 0]])
+    >>> batch["loss_mask"]
+    tensor([[False, False,  True,  True],
+            [False,  True, False, False]])
+    >>> collate([Example([5, 9], [False, True]), Example([5, 6, 7], [False, True, True])],
+    ...         pad_id=0, padding_side="left")["input_ids"]
+    tensor([[0, 5, 9],
+            [5, 6, 7]])
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    width = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # [B, T]
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # [B, T]
+    loss_mask = torch.zeros((len(examples), width), dtype=torch.bool)  # [B, T]
+    for row, example in enumerate(examples):
+        n = len(example)
+        cols = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        input_ids[row, cols] = torch.tensor(example.input_ids)
+        attention_mask[row, cols] = 1
+        loss_mask[row, cols] = torch.tensor(example.loss_mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}

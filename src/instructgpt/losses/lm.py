@@ -1,0 +1,116 @@
+"""Language-model losses over a large vocabulary, without full-vocabulary logits for the batch.
+
+The default model's vocabulary has 262,144 tokens: the fp32 logits of one 8 x 512 batch are
+4 GB, and the unembedding is 60% of the model's FLOPs. Both functions here therefore take the
+final hidden states of *only the tokens that are scored* (response tokens for SFT, every token
+for pretraining text), and walk over them in chunks of ``chunk_size`` rows, so at most
+``chunk_size x vocab`` logits exist at a time.
+
+- :func:`fused_linear_cross_entropy` is the SFT / pretraining loss: a weighted sum of token
+  negative log-likelihoods. It computes the gradients for the hidden states and the unembedding
+  in the same chunked pass (no second pass over the logits in backward).
+- :func:`token_logprobs` returns per-token log-probabilities with autograd (for PPO): each
+  chunk is recomputed in backward instead of being stored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    logits = (hidden @ weight.T).float()  # [n, V]
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+class _FusedLinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, token_weights, chunk_size, compute_dtype, softcap):
+        hidden_c, weight_c = hidden.to(compute_dtype), weight.to(compute_dtype)
+        grad_hidden = torch.empty_like(hidden, dtype=torch.float32)  # [N, H]
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)  # [V, H]
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk_size):
+            rows = slice(start, start + chunk_size)
+            h, t, w = hidden_c[rows], targets[rows], token_weights[rows].float()
+            raw = (h @ weight_c.T).float()  # [n, V]
+            logits = torch.tanh(raw / softcap) * softcap if softcap else raw
+            logz = torch.logsumexp(logits, dim=-1)  # [n]
+            total += (w * (logz - logits.gather(1, t[:, None])[:, 0])).sum()
+            # d(w * nll)/dlogits = w * (softmax - onehot)
+            grad = logits.sub_(logz[:, None]).exp_()
+            grad[torch.arange(len(t)), t] -= 1.0
+            grad.mul_(w[:, None])
+            if softcap:  # chain rule through tanh(raw / c) * c
+                grad.mul_(1.0 - torch.tanh(raw / softcap).square())
+            grad = grad.to(compute_dtype)
+            grad_hidden[rows] = (grad @ weight_c).float()
+            grad_weight.add_(grad.T @ h)
+        ctx.save_for_backward(grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None, None, None
+
+
+def fused_linear_cross_entropy(
+    hidden: torch.Tensor,  # [N, H] final hidden states of the scored positions
+    weight: torch.Tensor,  # [V, H] unembedding
+    targets: torch.Tensor,  # [N] next-token ids
+    token_weights: torch.Tensor | None = None,  # [N] per-token loss weights (default 1)
+    chunk_size: int = 1024,
+    compute_dtype: torch.dtype | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """``sum_i w_i * -log softmax(hidden_i @ weight.T)[targets_i]``, chunked, as a scalar.
+
+    Equivalent to the naive (and memory-hungry)::
+
+        logits = (hidden @ weight.T).float()
+        (F.cross_entropy(logits, targets, reduction="none") * token_weights).sum()
+
+    ``compute_dtype`` (e.g. bf16) is used for the matrix products; the softmax is fp32.
+    ``softcap`` applies Gemma-2 style ``tanh(logits / c) * c`` final-logit soft-capping.
+    """
+    if token_weights is None:
+        token_weights = torch.ones_like(targets, dtype=torch.float32)
+    if hidden.shape[0] == 0:
+        return (hidden.sum() + weight.sum()) * 0.0
+    compute_dtype = compute_dtype or hidden.dtype
+    return _FusedLinearCE.apply(hidden, weight, targets, token_weights, chunk_size, compute_dtype, softcap)
+
+
+def _chunk_logprobs(hidden, weight, targets, softcap):
+    logits = _logits(hidden, weight, softcap)  # [n, V]
+    return logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs(
+    hidden: torch.Tensor,  # [N, H]
+    weight: torch.Tensor,  # [V, H]
+    targets: torch.Tensor,  # [N]
+    chunk_size: int = 1024,
+    softcap: float | None = None,
+) -> torch.Tensor:  # [N]
+    """``log softmax(hidden @ weight.T)[targets]`` per token, chunked, with autograd.
+
+    Equivalent to ``torch.log_softmax((hidden @ weight.T).float(), -1).gather(1, targets[:, None])[:, 0]``.
+    """
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        args = (hidden[start : start + chunk_size], weight, targets[start : start + chunk_size], softcap)
+        parts.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False) if needs_grad else _chunk_logprobs(*args))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def naive_cross_entropy(hidden, weight, targets, token_weights=None, softcap=None) -> torch.Tensor:
+    """The reference the chunked losses are tested against (holds all logits at once)."""
+    losses = F.cross_entropy(_logits(hidden, weight, softcap), targets, reduction="none")
+    return (losses * (1.0 if token_weights is None else token_weights)).sum()

@@ -1,0 +1,79 @@
+"""Checkpoints: model weights + a small JSON of config, step and parent (+ trainer state).
+
+Layout of one checkpoint folder::
+
+    step-000120/
+      config.json, model.safetensors, tokenizer files   # a loadable Hugging Face folder
+      meta.json                                         # {"kind", "step", "epoch", "parent", "config", "metrics"}
+      trainer_state.pt                                  # optimizer and scheduler states (resume only)
+
+``parent`` is the model the run started from, so lineage (base -> SFT -> RM/PPO) is traceable.
+A checkpoint is written into a hidden staging folder and renamed into place, so a crash never
+leaves a half-written checkpoint where :func:`latest_checkpoint` would pick it up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+META = "meta.json"
+TRAINER_STATE = "trainer_state.pt"
+
+
+def save_checkpoint(folder: Path, model: Any, tokenizer: Any, meta: dict, trainer_state: dict | None = None) -> Path:
+    """Write a checkpoint atomically to ``folder`` (replacing an older one of the same name)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        if trainer_state is not None:
+            torch.save(trainer_state, staging / TRAINER_STATE)
+        (staging / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((Path(folder) / META).read_text(encoding="utf-8"))
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (those with a ``meta.json``) under ``run_dir/checkpoints``, by step."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for p in root.glob("step-*") if (p / META).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: read_meta(p)["step"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = [p for p in list_checkpoints(run_dir) if (p / TRAINER_STATE).is_file()]
+    return found[-1] if found else None
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """Load a checkpoint's weights into an existing model of the same architecture."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {folder}")
+    state = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{folder}: weights do not match the model (missing {missing}, unexpected {unexpected})")

@@ -1,0 +1,57 @@
+"""The causal LM with its training loss as one module, so DDP sees a single forward.
+
+``CausalLMLoss(model)(input_ids, attention_mask, loss_mask, token_weight)`` runs the decoder
+trunk (under bf16 autocast when asked), keeps the final hidden states of the positions whose
+*next* token is a target (``loss_mask[:, 1:]``), and applies the chunked fused
+cross-entropy of :mod:`instructgpt.losses.lm`: full-vocabulary logits are never built for the
+batch, and prompt and padding positions never reach the vocabulary projection at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from instructgpt.losses.lm import fused_linear_cross_entropy
+from instructgpt.models.dropout import add_residual_dropout
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """``bf16`` -> torch.bfloat16, ``fp32`` -> None (no autocast), ``auto`` -> bf16 where native.
+
+    bf16 autocast keeps fp32 master weights and fp32 softmax/loss, so it is safe for training;
+    ``auto`` uses it on GPUs that support bf16 and on CPUs with native bf16 (AVX512-BF16/AMX),
+    where it is fast. Elsewhere bf16 is emulated and slower, so ``auto`` stays in fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+class CausalLMLoss(torch.nn.Module):
+    """A Hugging Face causal LM plus the response-token cross-entropy, in one forward."""
+
+    def __init__(self, model: Any, residual_dropout: float = 0.0, chunk_size: int = 1024, autocast: torch.dtype | None = None):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+        self.autocast = autocast
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self._hooks = add_residual_dropout(model, residual_dropout)
+
+    def forward(self, input_ids, attention_mask, loss_mask, token_weight: float = 1.0) -> torch.Tensor:
+        """``token_weight * sum`` of the target tokens' negative log-likelihoods (a scalar)."""
+        device_type = input_ids.device.type
+        with torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+        select = loss_mask[:, 1:]  # [B, T-1]: position t predicts token t+1
+        scored = hidden[:, :-1][select]  # [N, H]
+        targets = input_ids[:, 1:][select]  # [N]
+        weights = torch.full_like(targets, token_weight, dtype=torch.float32)  # [N]
+        unembedding = self.model.get_output_embeddings().weight  # [V, H]
+        return fused_linear_cross_entropy(scored, unembedding, targets, weights, self.chunk_size, self.autocast, self.softcap)

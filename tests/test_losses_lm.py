@@ -1,0 +1,59 @@
+"""The chunked losses equal the naive full-logits computation, values and gradients."""
+
+import pytest
+import torch
+
+from instructgpt.losses.lm import fused_linear_cross_entropy, naive_cross_entropy, token_logprobs
+
+
+def _inputs(n=37, h=8, v=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g, requires_grad=True)
+    weight = torch.randn(v, h, generator=g, requires_grad=True)
+    targets = torch.randint(0, v, (n,), generator=g)
+    weights = torch.rand(n, generator=g)
+    return hidden, weight, targets, weights
+
+
+def _grads(loss, *tensors):
+    return torch.autograd.grad(loss, tensors)
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_fused_cross_entropy_matches_naive(chunk, softcap):
+    hidden, weight, targets, weights = _inputs()
+    naive = naive_cross_entropy(hidden, weight, targets, weights, softcap=softcap)
+    fused = fused_linear_cross_entropy(hidden, weight, targets, weights, chunk_size=chunk, softcap=softcap)
+    torch.testing.assert_close(fused, naive)
+    for a, b in zip(_grads(2.5 * fused, hidden, weight), _grads(2.5 * naive, hidden, weight)):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_cross_entropy_bf16_close_to_fp32():
+    hidden, weight, targets, weights = _inputs(n=64, h=32, v=300)
+    naive = naive_cross_entropy(hidden, weight, targets, weights)
+    fused = fused_linear_cross_entropy(hidden, weight, targets, weights, chunk_size=16, compute_dtype=torch.bfloat16)
+    assert fused.dtype == torch.float32
+    torch.testing.assert_close(fused, naive, rtol=2e-2, atol=0.0)
+
+
+def test_fused_cross_entropy_empty_selection_has_zero_gradient():
+    hidden, weight, _, _ = _inputs(n=0)
+    loss = fused_linear_cross_entropy(hidden, weight, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(weight.grad == 0)
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_token_logprobs_matches_log_softmax(softcap):
+    hidden, weight, targets, _ = _inputs()
+    logits = hidden @ weight.T
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    naive = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+    chunked = token_logprobs(hidden, weight, targets, chunk_size=8, softcap=softcap)
+    torch.testing.assert_close(chunked, naive)
+    coeffs = torch.linspace(-1, 1, len(targets))
+    for a, b in zip(_grads((chunked * coeffs).sum(), hidden, weight), _grads((naive * coeffs).sum(), hidden, weight)):
+        torch.testing.assert_close(a, b)

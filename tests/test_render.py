@@ -1,0 +1,52 @@
+"""Prompt rendering builds the ids and the loss mask together, and never drops silently."""
+
+import doctest
+
+import instructgpt.data.collate
+from instructgpt.data.render import RenderStats, render_all, render_example, render_prompt, response_ids
+from instructgpt.models.tiny import tiny_tokenizer
+
+
+def test_collate_worked_example():
+    result = doctest.testmod(instructgpt.data.collate)
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_raw_rendering_masks_only_the_response_and_eos(tokenizer):
+    example = render_example(tokenizer, "Say hi.", "hi", template="raw")
+    text = tokenizer.decode(example.input_ids)
+    assert text == "<bos>Say hi.\n\nhi<eos>"
+    masked = [t for t, m in zip(example.input_ids, example.loss_mask) if m]
+    assert tokenizer.decode(masked) == "hi<eos>"
+    assert example.input_ids[: len(render_prompt(tokenizer, "Say hi.", "raw"))] == render_prompt(tokenizer, "Say hi.", "raw")
+
+
+def test_conversation_prompt_renders_as_transcript(tokenizer):
+    prompt = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye?"}]
+    text = tokenizer.decode(render_prompt(tokenizer, prompt, "raw"))
+    assert text == "<bos>User: Hi\n\nAssistant: Hello\n\nUser: Bye?\n\nAssistant:\n\n"
+
+
+def test_chat_template_rendering_splits_at_the_generation_prompt():
+    tokenizer = tiny_tokenizer(chat_template=True)
+    example = render_example(tokenizer, "Say hi.", "hi", template="auto")
+    masked = [t for t, m in zip(example.input_ids, example.loss_mask) if m]
+    assert tokenizer.decode(masked) == "hi<|end|>\n<eos>"
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}], tokenize=False
+    )
+    assert tokenizer.decode(example.input_ids) == full + "<eos>"
+
+
+def test_long_prompts_dropped_and_long_responses_truncated_with_counts(tokenizer):
+    pairs = [("x" * 50, "ok"), ("short", "y" * 40), ("short", "fine")]
+    examples, stats = render_all(tokenizer, pairs, template="raw", max_prompt_tokens=20, max_response_tokens=10)
+    assert len(examples) == 2
+    assert stats.counts == {"rendered": 2, "dropped_long_prompt": 1, "truncated_response": 1}
+    assert sum(examples[0].loss_mask) == 10 and examples[0].input_ids[-1] != tokenizer.eos_token_id
+    assert "1 dropped" in stats.summary() and "1 responses truncated" in stats.summary()
+
+
+def test_response_ids_end_with_eos(tokenizer):
+    assert response_ids(tokenizer, "p", "abc", "raw")[-1] == tokenizer.eos_token_id
+    assert isinstance(RenderStats().summary(), str)

@@ -1,0 +1,108 @@
+"""SFT end to end on a tiny random model: learning, resume, accumulation, data parallelism."""
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from instructgpt.models.tiny import tiny_model, tiny_tokenizer
+from instructgpt.training.checkpoint import list_checkpoints, read_meta
+from instructgpt.training.metrics import read_metrics
+from instructgpt.training.sft import SFTConfig, build_examples, train_sft
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(demos, out, **overrides):
+    base = dict(epochs=2, lr=3e-3, batch_size=8, micro_batch_size=2, residual_dropout=0.0, val_fraction=0.0, progress=False, precision="fp32")
+    return SFTConfig(model="tiny-random", data=(demos,), out_dir=out, **{**base, **overrides})
+
+
+def _train(config, seed=0):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer, seed=seed)
+    train_sft(config, model, tokenizer)
+    return model
+
+
+def _losses(run_dir, key="sft/loss"):
+    return [r[key] for r in read_metrics(run_dir) if key in r]
+
+
+def test_sft_learns_and_changes_parameters(demos_file, tmp_path):
+    before = tiny_model(tiny_tokenizer())
+    after = _train(_config(demos_file, tmp_path / "run", epochs=4, val_fraction=0.125))
+    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)]
+    assert len(changed) == len(list(before.parameters()))
+    losses = _losses(tmp_path / "run")
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    val = _losses(tmp_path / "run", "sft/val_loss")
+    assert len(val) == 4 and val[-1] < val[0]
+    meta = read_meta(tmp_path / "run" / "final")
+    assert meta["kind"] == "sft" and meta["parent"] == "tiny-random" and meta["step"] == 28
+    assert meta["config"]["lr"] == 3e-3
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(demos_file, tmp_path):
+    # residual dropout on, so the resumed run must also reproduce the dropout masks
+    full = _train(_config(demos_file, tmp_path / "full", residual_dropout=0.2))
+    interrupted = _config(demos_file, tmp_path / "resumed", residual_dropout=0.2, max_steps=5)
+    _train(interrupted)
+    assert [read_meta(p)["step"] for p in list_checkpoints(tmp_path / "resumed")] == [5]
+    resumed = _train(replace(interrupted, max_steps=0), seed=123)  # fresh init: weights come from the checkpoint
+    for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), name
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "resumed")
+
+
+def test_gradient_accumulation_gives_the_same_update(demos_file, tmp_path):
+    one = _train(_config(demos_file, tmp_path / "a", micro_batch_size=8, epochs=1))
+    many = _train(_config(demos_file, tmp_path / "b", micro_batch_size=1, epochs=1))
+    torch.testing.assert_close(_losses(tmp_path / "a"), _losses(tmp_path / "b"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(_losses(tmp_path / "a", "sft/grad_norm"), _losses(tmp_path / "b", "sft/grad_norm"), rtol=1e-5, atol=0)
+    for a, b in zip(one.parameters(), many.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(demos_file, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    run = [*launch, "-m", "tests.helpers.sft_run", str(demos_file), str(tmp_path / "ddp"), "epochs=1"]
+    subprocess.run(run, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+    single = _train(_config(demos_file, tmp_path / "single", epochs=1))
+    torch.testing.assert_close(_losses(tmp_path / "ddp"), _losses(tmp_path / "single"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(_losses(tmp_path / "ddp", "sft/grad_norm"), _losses(tmp_path / "single", "sft/grad_norm"), rtol=1e-5, atol=0)
+    from transformers import AutoModelForCausalLM
+
+    ddp = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "final")
+    for a, b in zip(ddp.parameters(), single.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_pretrain_mix_adds_the_requested_fraction(demos_file, tmp_path, tokenizer):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join('{"text": "%s"}' % ("lorem ipsum dolor sit amet " * 40) for _ in range(3)))
+    config = _config(demos_file, tmp_path / "run", pretrain_mix=0.2, pretrain_data=corpus, pretrain_seq_len=32)
+    train, _ = build_examples(config, tokenizer, verbose=False)
+    mixed = [e for e in train if all(e.loss_mask[1:])]
+    assert len(train) == 64 + 16 and len(mixed) == 16  # 16 / 80 = 20%
+    assert all(len(e) == 32 for e in mixed)
+
+
+def test_residual_dropout_acts_in_training_only(tokenizer):
+    from instructgpt.training.lm import CausalLMLoss
+
+    model = tiny_model(tokenizer)
+    wrapped = CausalLMLoss(model, residual_dropout=0.5)
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), loss_mask=torch.ones_like(ids, dtype=torch.bool))
+    wrapped.eval()
+    assert torch.equal(wrapped(**batch), wrapped(**batch))
+    wrapped.train()
+    assert not torch.equal(wrapped(**batch), wrapped(**batch))
