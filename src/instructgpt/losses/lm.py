@@ -28,35 +28,48 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -
 
 
 class _FusedLinearCE(torch.autograd.Function):
+    """Loss and both gradients in one chunked pass; backward only rescales them.
+
+    Per chunk: ``logp = log_softmax(h @ W.T)`` (fp32 from the bf16 product), loss
+    ``-sum(w * logp[t])``, and ``G = softmax - onehot``; the token weights scale the small
+    ``[n, H]`` side (``grad_h = w * (G @ W)``, ``grad_W = G.T @ (w * h)``), never the
+    ``[n, V]`` matrix.
+    """
+
     @staticmethod
     def forward(ctx, hidden, weight, targets, token_weights, chunk_size, compute_dtype, softcap):
         hidden_c, weight_c = hidden.to(compute_dtype), weight.to(compute_dtype)
         grad_hidden = torch.empty_like(hidden, dtype=torch.float32)  # [N, H]
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32)  # [V, H]
+        grad_weight = None  # [V, H] fp32, created by the first chunk (no zero-fill pass)
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
-            h, t, w = hidden_c[rows], targets[rows], token_weights[rows].float()
-            raw = (h @ weight_c.T).float()  # [n, V]
-            logits = torch.tanh(raw / softcap) * softcap if softcap else raw
-            logz = torch.logsumexp(logits, dim=-1)  # [n]
-            total += (w * (logz - logits.gather(1, t[:, None])[:, 0])).sum()
-            # d(w * nll)/dlogits = w * (softmax - onehot)
-            grad = logits.sub_(logz[:, None]).exp_()
-            grad[torch.arange(len(t)), t] -= 1.0
-            grad.mul_(w[:, None])
+            h, t, w = hidden_c[rows], targets[rows], token_weights[rows].float()[:, None]  # w: [n, 1]
+            raw = h @ weight_c.T  # [n, V]
+            if softcap:
+                raw = torch.tanh(raw.float() / softcap)
+                grad = torch.log_softmax(raw * softcap, dim=-1)
+            else:
+                grad = torch.log_softmax(raw, dim=-1, dtype=torch.float32)  # [n, V] log-probabilities
+            picked = torch.arange(len(t))
+            total -= (w[:, 0] * grad[picked, t]).sum()
+            grad = grad.exp_()  # softmax
+            grad[picked, t] -= 1.0  # d(nll)/dlogits = softmax - onehot
             if softcap:  # chain rule through tanh(raw / c) * c
-                grad.mul_(1.0 - torch.tanh(raw / softcap).square())
+                grad.mul_(1.0 - raw.square())
             grad = grad.to(compute_dtype)
-            grad_hidden[rows] = (grad @ weight_c).float()
-            grad_weight.add_(grad.T @ h)
-        ctx.save_for_backward(grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype))
+            grad_hidden[rows] = (grad @ weight_c).float() * w
+            part = grad.T @ (hidden[rows].float() * w).to(compute_dtype)  # [V, H]
+            grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
+        # Kept as attributes, not saved tensors, so backward can hand them over without a copy.
+        ctx.grads = (grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype))
         return total
 
     @staticmethod
     def backward(ctx, grad_output):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None, None, None
+        grad_hidden, grad_weight = ctx.grads
+        del ctx.grads  # used once: scale in place and let autograd take ownership (no V x H copy)
+        return grad_hidden.mul_(grad_output), grad_weight.mul_(grad_output), None, None, None, None, None
 
 
 def fused_linear_cross_entropy(

@@ -62,7 +62,7 @@ class SFTConfig:
     """Final learning rate as a fraction of lr (paper: 10%)."""
     batch_size: int = 32
     """Demonstrations per optimizer step, over all processes (paper: 32)."""
-    micro_batch_size: int = 8
+    micro_batch_size: int = 16
     """Sequences per forward pass on one process; batch_size / (micro_batch_size x processes) is the gradient accumulation."""
     residual_dropout: float = 0.2
     """Dropout on each residual branch of the decoder (paper: 0.2)."""
@@ -132,7 +132,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     precision = resolve_precision(config.precision, accelerator.device)
     wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay
+        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _maybe_resume(config, model, optimizer, scheduler, accelerator)

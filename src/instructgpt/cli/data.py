@@ -1,0 +1,105 @@
+"""``instructgpt data``: validate record files and import the bundled datasets.
+
+    instructgpt data validate FILE... [--kind KIND] [--max-line-bytes N]
+    instructgpt data import SOURCE [--input PATH] --out PATH [--include-synthetic]
+
+``validate`` prints each problem as ``file:line: field: reason`` on stdout and a summary on
+stderr, and exits 1 when there is any problem. ``import`` writes the records atomically.
+Data errors are reported in one line each, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from instructgpt.data.importers import DEFAULT_PATHS, IMPORTERS, find_data_root
+from instructgpt.data.jsonl import MAX_LINE_BYTES, DataError, write_jsonl_atomic
+from instructgpt.data.schemas import KINDS
+from instructgpt.data.validate import validate_file
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instructgpt data", description="Validate record files; import datasets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("validate", help="check JSONL record files")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("--kind", choices=list(KINDS), help="record kind (default: detect per file)")
+    check.add_argument("--max-line-bytes", type=_positive_int, default=MAX_LINE_BYTES,
+                       help="longest line accepted, in bytes (default: %(default)s)")
+
+    load = commands.add_parser("import", help="turn a bundled dataset into records")
+    load.add_argument("source", choices=list(IMPORTERS))
+    load.add_argument("--input", type=Path, help="source file (default: the bundled copy "
+                      "under $INSTRUCTGPT_DATA or shared/data)")
+    load.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    load.add_argument("--include-synthetic", action="store_true",
+                      help="oasst: keep best replies written by a model")
+    return parser
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _validate(args: argparse.Namespace) -> int:
+    reports = [validate_file(path, args.kind, args.max_line_bytes) for path in args.files]
+    problems = [p for report in reports for p in report.problems]
+    for problem in problems:
+        print(problem)
+    files = _plural(len(reports), "file")
+    if problems:
+        bad = sum(1 for report in reports if report.problems)
+        print(f"{files}, {bad} with problems, {_plural(len(problems), 'problem')}",
+              file=sys.stderr)
+        return 1
+    records = sum(report.records for report in reports)
+    print(f"OK: {files}, {_plural(records, 'record')}", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    if args.include_synthetic and args.source != "oasst":
+        print("--include-synthetic applies to the oasst source only", file=sys.stderr)
+        return 2
+    source = args.input or find_data_root() / DEFAULT_PATHS[args.source]
+    if not args.out.parent.is_dir():
+        print(f"no folder {args.out.parent} to write {args.out.name} in", file=sys.stderr)
+        return 2
+    if args.out.resolve() == Path(source).resolve():
+        print(f"refusing to overwrite the input {source}", file=sys.stderr)
+        return 2
+    options = {"include_synthetic": True} if args.include_synthetic else {}
+    records = IMPORTERS[args.source](source, **options)
+    write_jsonl_atomic(args.out, records)
+    print(f"{args.source}: {_plural(len(records), 'record')} from {source} written to {args.out}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Runs ``instructgpt data`` with ``argv`` (the words after ``data``); returns the exit
+    status: 0 success, 1 invalid data, 2 bad usage or an unreadable input."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse exits on --help and on usage errors
+        return e.code if isinstance(e.code, int) else 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return _validate(args) if args.command == "validate" else _import(args)
+    except DataError as e:
+        print(e, file=sys.stderr)
+    except (ValidationError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    return 2
