@@ -10,6 +10,7 @@ place, the dataclass's ``validate`` method, which raises :class:`ConfigError` na
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -42,7 +43,19 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(fields)}")
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(v, hints[k]) for k, v in values.items()})
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """YAML gives lists and strings: turn them into the tuples and Paths the field declares."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(value, list) and typing.get_origin(hint) is tuple:
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner) for v in value)
+    if isinstance(value, str) and (hint is Path or Path in args):
+        return Path(value)
+    return value
 
 
 def split_config_flag(argv: Sequence[str]) -> tuple[str | None, list[str]]:
