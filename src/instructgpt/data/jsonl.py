@@ -207,6 +207,7 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[BaseModel | di
     file is untouched.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
