@@ -32,8 +32,11 @@ class QuickstartConfig:
     """How many bundled demonstrations to train on (a seeded subset)."""
     epochs: int = 1
     """SFT epochs (the paper uses 16; one keeps the quickstart short on a CPU)."""
-    lr: float = 3e-5
+    lr: float = 5e-5
     """Peak learning rate (larger than the paper's 9.65e-6, which is for 1.3B+ models and batch 32)."""
+    residual_dropout: float = 0.0
+    """Residual dropout. The paper's 0.2 suits models pretrained with dropout; Gemma 3 was not, and
+    0.2 raises its loss on the first batch from 2.1 to 7.6 (0.1: 4.5), which a short run cannot recover."""
     batch_size: int = 16
     """Demonstrations per optimizer step."""
     max_prompt_tokens: int = 256
@@ -70,6 +73,7 @@ def run_quickstart(config: QuickstartConfig) -> Path:
         out_dir=config.out_dir / "sft",
         epochs=config.epochs,
         lr=config.lr,
+        residual_dropout=config.residual_dropout,
         batch_size=config.batch_size,
         micro_batch_size=config.batch_size,
         val_fraction=0.0,

@@ -65,7 +65,7 @@ class SFTConfig:
     micro_batch_size: int = 16
     """Sequences per forward pass on one process; batch_size / (micro_batch_size x processes) is the gradient accumulation."""
     residual_dropout: float = 0.2
-    """Dropout on each residual branch of the decoder (paper: 0.2)."""
+    """Dropout on each residual branch of the decoder (paper: 0.2). A model pretrained without dropout suffers at first: on the embedded Gemma 3 270M, 0.2 raises the first-batch loss from 2.1 to 7.6; use 0-0.05 for short runs."""
     adam_betas: tuple[float, float] = (0.9, 0.95)
     """Adam beta1, beta2 (paper: 0.9, 0.95)."""
     adam_eps: float = 1e-8
