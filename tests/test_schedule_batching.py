@@ -43,3 +43,12 @@ def test_shards_partition_the_batch_and_sort_by_length():
         assert sizes == sorted(sizes)
     with pytest.raises(ValueError):
         shard_and_split([1, 2, 3], lengths, 0, 2, 2)
+
+
+def test_token_budget_puts_long_sequences_in_small_micro_batches():
+    lengths = [10, 10, 10, 10, 100, 100]
+    groups = shard_and_split(list(range(6)), lengths, 0, 1, micro_batch_size=8, micro_batch_tokens=200)
+    assert groups == [[0, 1, 2, 3], [4, 5]]
+    assert all(len(g) * max(lengths[i] for i in g) <= 200 for g in groups)
+    single = shard_and_split([4], lengths, 0, 1, micro_batch_size=8, micro_batch_tokens=50)
+    assert single == [[4]]  # a sequence longer than the budget still gets its own micro-batch

@@ -49,13 +49,25 @@ class BatchPlan:
         return order[k * self.batch_size : (k + 1) * self.batch_size].tolist()
 
 
-def shard_and_split(indices: list[int], lengths: list[int], rank: int, world: int, micro_batch_size: int) -> list[list[int]]:
-    """This process's micro-batches of a global batch: sort by length, deal out, chunk.
+def shard_and_split(
+    indices: list[int], lengths: list[int], rank: int, world: int, micro_batch_size: int, micro_batch_tokens: int = 0
+) -> list[list[int]]:
+    """This process's micro-batches of a global batch: sort by length, deal out, group.
 
-    Dealing the sorted list round-robin gives every process a similar mix of lengths.
+    Dealing the sorted list round-robin gives every process a similar mix of lengths. A
+    micro-batch holds at most ``micro_batch_size`` sequences and, when ``micro_batch_tokens``
+    is set, at most that many tokens once padded, so long sequences travel in small groups and
+    short ones in large groups (little padding, few forward passes). Processes may end up with
+    different numbers of micro-batches: each still makes exactly one synchronising backward.
     """
     if len(indices) % world:
         raise ValueError(f"batch of {len(indices)} examples does not split over {world} processes")
     ordered = sorted(indices, key=lambda i: (lengths[i], i))
-    mine = ordered[rank::world]
-    return [mine[i : i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]
+    groups: list[list[int]] = []
+    for i in ordered[rank::world]:  # ascending: lengths[i] is the padded width if i joins
+        full = groups and len(groups[-1]) >= micro_batch_size
+        over = groups and micro_batch_tokens and (len(groups[-1]) + 1) * lengths[i] > micro_batch_tokens
+        if not groups or full or over:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
