@@ -189,6 +189,17 @@ def _read_json_list(path: str | os.PathLike, model: type[BaseModel]) -> list:
         raise DataError(problems_from_error(str(path), 0, e)) from None
 
 
+def _instruction_demo(source: str, instruction: str, input: str, output: str, prompt_id: str) -> Demonstration:
+    """An instruction-tuning item as a demonstration labelled by its dataset."""
+    return Demonstration(
+        prompt=instruction_prompt(instruction, input),
+        response=output,
+        labeler_id=source,
+        prompt_id=prompt_id,
+        source=source,
+    )
+
+
 def import_alpaca(path: str | os.PathLike) -> list[Demonstration]:
     """Demonstrations from Stanford Alpaca (a JSON list of ``{instruction, input, output}``).
 
@@ -202,13 +213,7 @@ def import_alpaca(path: str | os.PathLike) -> list[Demonstration]:
         if not item.instruction.strip() or not item.output.strip():
             skipped += 1
             continue
-        demonstrations.append(Demonstration(
-            prompt=instruction_prompt(item.instruction, item.input),
-            response=item.output,
-            labeler_id="alpaca",
-            prompt_id=f"alpaca-{i}",
-            source="alpaca",
-        ))
+        demonstrations.append(_instruction_demo("alpaca", item.instruction, item.input, item.output, f"alpaca-{i}"))
     _log_skipped("alpaca", skipped, "items with an empty instruction or output")
     return demonstrations
 
@@ -227,13 +232,9 @@ def import_self_instruct(path: str | os.PathLike) -> list[Demonstration]:
             if not instance.output.strip():
                 skipped += 1
                 continue
-            demonstrations.append(Demonstration(
-                prompt=instruction_prompt(task.instruction, instance.input),
-                response=instance.output,
-                labeler_id="self-instruct",
-                prompt_id=f"{task.id}:{i}",
-                source="self-instruct",
-            ))
+            demonstrations.append(
+                _instruction_demo("self-instruct", task.instruction, instance.input, instance.output, f"{task.id}:{i}")
+            )
     _log_skipped("self-instruct", skipped, "instances with an empty output")
     return demonstrations
 
