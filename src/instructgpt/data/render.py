@@ -73,11 +73,11 @@ def as_messages(prompt: str | Sequence[Any]) -> list[dict[str, str]]:
 
 def as_text(prompt: str | Sequence[Any]) -> str:
     """A prompt as raw text: a conversation becomes a "User:/Assistant:" transcript."""
+    from instructgpt.data.schemas import Message, prompt_text
+
     if isinstance(prompt, str):
         return prompt
-    names = {"user": "User", "assistant": "Assistant", "system": "System"}
-    turns = [f"{names[m['role']]}: {m['content']}" for m in as_messages(prompt)]
-    return "\n\n".join(turns + ["Assistant:"])
+    return prompt_text([Message(**m) for m in as_messages(prompt)])
 
 
 def render_prompt(tokenizer: Any, prompt: str | Sequence[Any], template: str = "auto", separator: str = "\n\n") -> list[int]:
