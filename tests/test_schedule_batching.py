@@ -52,3 +52,9 @@ def test_token_budget_puts_long_sequences_in_small_micro_batches():
     assert all(len(g) * max(lengths[i] for i in g) <= 200 for g in groups)
     single = shard_and_split([4], lengths, 0, 1, micro_batch_size=8, micro_batch_tokens=50)
     assert single == [[4]]  # a sequence longer than the budget still gets its own micro-batch
+
+
+def test_packed_budget_counts_real_tokens():
+    lengths = [10, 10, 10, 10, 100, 100]
+    groups = shard_and_split(list(range(6)), lengths, 0, 1, micro_batch_size=8, micro_batch_tokens=140, packed=True)
+    assert groups == [[0, 1, 2, 3, 4], [5]]

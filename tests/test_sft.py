@@ -106,3 +106,50 @@ def test_residual_dropout_acts_in_training_only(tokenizer):
     assert torch.equal(wrapped(**batch), wrapped(**batch))
     wrapped.train()
     assert not torch.equal(wrapped(**batch), wrapped(**batch))
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_packed_rows_give_the_padded_batch_loss_and_gradients(chat):
+    """Packing (restarting positions, no mask) must equal padding (attention mask): same loss, same gradients."""
+    from instructgpt.data.collate import collate, pack
+    from instructgpt.data.render import render_all
+    from instructgpt.training.lm import CausalLMLoss
+
+    tokenizer = tiny_tokenizer(chat_template=chat)
+    pairs = [("Say hi.", "hi there"), ("Count to five, please, slowly.", "1 2 3 4 5"), ("?", "A long answer " * 6)]
+    examples, _ = render_all(tokenizer, pairs)
+    results = []
+    for batch in (collate(examples, tokenizer.pad_token_id), pack(examples)):
+        model = tiny_model(tokenizer)
+        loss = CausalLMLoss(model)(**batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (padded, padded_grads), (packed, packed_grads) = results
+    torch.testing.assert_close(packed, padded)
+    for a, b in zip(packed_grads, padded_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_and_padding_train_the_same(demos_file, tmp_path):
+    packed = _train(_config(demos_file, tmp_path / "packed", epochs=1, packing=True))
+    padded = _train(_config(demos_file, tmp_path / "padded", epochs=1, packing=False))
+    torch.testing.assert_close(_losses(tmp_path / "packed"), _losses(tmp_path / "padded"), rtol=1e-5, atol=0)
+    for a, b in zip(packed.parameters(), padded.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_tied_embedding_gradient_equals_dense(tokenizer):
+    from instructgpt.data.collate import pack
+    from instructgpt.data.render import render_all
+    from instructgpt.training.lm import CausalLMLoss
+
+    examples, _ = render_all(tokenizer, [("Say hi.", "hi there"), ("Count.", "1 2 3")])
+    grads = []
+    for sparse in (False, True):
+        model = tiny_model(tokenizer)
+        for _ in range(2):  # two micro-batches accumulate
+            CausalLMLoss(model, sparse_embedding_grad=sparse)(**pack(examples)).backward()
+        weight = model.get_input_embeddings().weight
+        assert not weight.grad.is_sparse
+        grads.append(weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])

@@ -1,4 +1,4 @@
-"""Pad a list of rendered examples into a batch."""
+"""Turn rendered examples into model inputs: padded (``collate``) or packed into one row (``pack``)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,25 @@ def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right
         attention_mask[row, cols] = 1
         loss_mask[row, cols] = torch.tensor(example.loss_mask)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
+def pack(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """Concatenate ``examples`` into one row with restarting positions: no padding at all.
+
+    Hugging Face models read a row whose ``position_ids`` restart at 0 (and no attention mask)
+    as several independent sequences, and mask attention between them. The first token of
+    each example is never a target, so no token is trained to follow another example.
+
+    >>> from instructgpt.data.render import Example
+    >>> batch = pack([Example([5, 6, 7], [False, True, True]), Example([5, 9], [False, True])])
+    >>> batch["input_ids"]
+    tensor([[5, 6, 7, 5, 9]])
+    >>> batch["position_ids"]
+    tensor([[0, 1, 2, 0, 1]])
+    >>> batch["loss_mask"]
+    tensor([[False,  True,  True, False,  True]])
+    """
+    input_ids = torch.tensor([[t for e in examples for t in e.input_ids]])  # [1, L]
+    position_ids = torch.tensor([[p for e in examples for p in range(len(e))]])  # [1, L]
+    loss_mask = torch.tensor([[m for e in examples for m in e.loss_mask]], dtype=torch.bool)  # [1, L]
+    return {"input_ids": input_ids, "position_ids": position_ids, "loss_mask": loss_mask}

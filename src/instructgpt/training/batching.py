@@ -50,14 +50,20 @@ class BatchPlan:
 
 
 def shard_and_split(
-    indices: list[int], lengths: list[int], rank: int, world: int, micro_batch_size: int, micro_batch_tokens: int = 0
+    indices: list[int],
+    lengths: list[int],
+    rank: int,
+    world: int,
+    micro_batch_size: int,
+    micro_batch_tokens: int = 0,
+    packed: bool = False,
 ) -> list[list[int]]:
     """This process's micro-batches of a global batch: sort by length, deal out, group.
 
     Dealing the sorted list round-robin gives every process a similar mix of lengths. A
     micro-batch holds at most ``micro_batch_size`` sequences and, when ``micro_batch_tokens``
-    is set, at most that many tokens once padded, so long sequences travel in small groups and
-    short ones in large groups (little padding, few forward passes). Processes may end up with
+    is set, at most that many tokens once padded (``packed``: in total, since a packed row has
+    no padding), so long sequences travel in small groups and short ones in large groups. Processes may end up with
     different numbers of micro-batches: each still makes exactly one synchronising backward.
     """
     if len(indices) % world:
@@ -65,9 +71,14 @@ def shard_and_split(
     ordered = sorted(indices, key=lambda i: (lengths[i], i))
     groups: list[list[int]] = []
     for i in ordered[rank::world]:  # ascending: lengths[i] is the padded width if i joins
-        full = groups and len(groups[-1]) >= micro_batch_size
-        over = groups and micro_batch_tokens and (len(groups[-1]) + 1) * lengths[i] > micro_batch_tokens
-        if not groups or full or over:
+        if not groups or not _fits(groups[-1], i, lengths, micro_batch_size, micro_batch_tokens, packed):
             groups.append([])
         groups[-1].append(i)
     return groups
+
+
+def _fits(group: list[int], i: int, lengths: list[int], max_seqs: int, max_tokens: int, packed: bool) -> bool:
+    if len(group) >= max_seqs:
+        return False
+    tokens = sum(lengths[j] for j in group) + lengths[i] if packed else (len(group) + 1) * lengths[i]
+    return not max_tokens or tokens <= max_tokens

@@ -36,22 +36,50 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 class CausalLMLoss(torch.nn.Module):
     """A Hugging Face causal LM plus the response-token cross-entropy, in one forward."""
 
-    def __init__(self, model: Any, residual_dropout: float = 0.0, chunk_size: int = 1024, autocast: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: Any,
+        residual_dropout: float = 0.0,
+        chunk_size: int = 1024,
+        autocast: torch.dtype | None = None,
+        sparse_embedding_grad: bool = False,
+    ):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
         self.autocast = autocast
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
         self._hooks = add_residual_dropout(model, residual_dropout)
+        if sparse_embedding_grad:
+            _sparse_tied_embedding(model)
 
-    def forward(self, input_ids, attention_mask, loss_mask, token_weight: float = 1.0) -> torch.Tensor:
-        """``token_weight * sum`` of the target tokens' negative log-likelihoods (a scalar)."""
+    def forward(self, input_ids, loss_mask, attention_mask=None, position_ids=None, token_weight: float = 1.0) -> torch.Tensor:
+        """``token_weight * sum`` of the target tokens' negative log-likelihoods (a scalar).
+
+        Padded batches pass ``attention_mask``; packed rows (:func:`instructgpt.data.collate.pack`)
+        pass restarting ``position_ids`` and no mask instead.
+        """
         device_type = input_ids.device.type
         with torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+            trunk = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+            hidden = trunk.last_hidden_state  # [B, T, H]
         select = loss_mask[:, 1:]  # [B, T-1]: position t predicts token t+1
         scored = hidden[:, :-1][select]  # [N, H]
         targets = input_ids[:, 1:][select]  # [N]
         weights = torch.full_like(targets, token_weight, dtype=torch.float32)  # [N]
         unembedding = self.model.get_output_embeddings().weight  # [V, H]
         return fused_linear_cross_entropy(scored, unembedding, targets, weights, self.chunk_size, self.autocast, self.softcap)
+
+
+def _sparse_tied_embedding(model: Any) -> None:
+    """Let the input embedding send a sparse gradient when it shares its weight with the head.
+
+    The head's gradient is dense ([V, H]) anyway; with a dense lookup gradient too, backward
+    zero-fills a second [V, H] buffer (670 MB in fp32 for a 262k vocabulary) and adds the two.
+    Sparse, the few looked-up rows are added into the head's gradient in place. Only for one
+    process: DDP treats a sparse embedding's parameter as sparse-gradient throughout.
+    """
+    embedding = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    if isinstance(embedding, torch.nn.Embedding) and head is not None and embedding.weight is head.weight:
+        embedding.sparse = True

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 
 from instructgpt.config import check, to_dict
-from instructgpt.data.collate import collate
+from instructgpt.data.collate import collate, pack
 from instructgpt.data.render import TEMPLATES, Example, RenderStats, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
@@ -64,8 +64,10 @@ class SFTConfig:
     """Demonstrations per optimizer step, over all processes (paper: 32)."""
     micro_batch_size: int = 16
     """Most sequences per forward pass on one process (gradient accumulation covers the rest of the batch)."""
-    micro_batch_tokens: int = 4096
-    """Most padded tokens per forward pass (0: no limit); long sequences then go in smaller micro-batches."""
+    micro_batch_tokens: int = 2048
+    """Most tokens per forward pass, padding included (0: no limit); long sequences go in smaller micro-batches."""
+    packing: bool = True
+    """Pack each micro-batch into one row with restarting positions (no padding; attention stays within each sequence)."""
     residual_dropout: float = 0.2
     """Dropout on each residual branch of the decoder (paper: 0.2). A model pretrained without dropout suffers at first: on the embedded Gemma 3 270M, 0.2 raises the first-batch loss from 2.1 to 7.6; use 0-0.05 for short runs."""
     adam_betas: tuple[float, float] = (0.9, 0.95)
@@ -132,7 +134,8 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     train, val = build_examples(config, tokenizer, accelerator.is_main_process)
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
     precision = resolve_precision(config.precision, accelerator.device)
-    wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision)
+    sparse = accelerator.num_processes == 1  # see CausalLMLoss: not under DDP
+    wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
     )
@@ -164,14 +167,15 @@ def sft_step(wrapped, optimizer, examples, indices, step, config, accelerator, p
     torch.manual_seed(config.seed * 1_000_003 + step * 1009 + accelerator.process_index)  # dropout
     lengths = [len(e) for e in examples]
     micro = shard_and_split(
-        indices, lengths, accelerator.process_index, accelerator.num_processes, config.micro_batch_size, config.micro_batch_tokens
+        indices, lengths, accelerator.process_index, accelerator.num_processes, config.micro_batch_size, config.micro_batch_tokens, config.packing
     )
     targets = sum(sum(examples[i].loss_mask[1:]) for i in indices)  # response tokens in the global batch
     scale = accelerator.num_processes / max(targets, 1)  # DDP averages over processes: undo it
     wrapped.train()
     loss_sum = torch.zeros(())
     for k, chunk in enumerate(micro):
-        batch = collate([examples[i] for i in chunk], pad_id)
+        chosen = [examples[i] for i in chunk]
+        batch = pack(chosen) if config.packing else collate(chosen, pad_id)
         sync = k == len(micro) - 1
         with accelerator.no_sync(wrapped) if not sync else nullcontext():
             loss = wrapped(**{n: t.to(accelerator.device) for n, t in batch.items()}, token_weight=scale)
