@@ -46,12 +46,16 @@ def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right
     return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
 
 
-def pack(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
-    """Concatenate ``examples`` into one row with restarting positions: no padding at all.
+def pack(examples: Sequence[Example], row_tokens: int = 0, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pack ``examples`` into rows with restarting positions: (almost) no padding.
 
     Hugging Face models read a row whose ``position_ids`` restart at 0 (and no attention mask)
-    as several independent sequences, and mask attention between them. The first token of
-    each example is never a target, so no token is trained to follow another example.
+    as several independent sequences and mask attention between them. The first token of each
+    example is never a target, so no token is trained to follow another example. Rows hold at
+    most ``row_tokens`` tokens (0: everything in one row; a longer example gets a row of its
+    own), filled first-fit by decreasing length; shorter rows are padded at the end with a
+    segment of their own (positions restart there too), never attended to by real tokens.
+    Attention costs grow with the row length, so moderate rows are faster than one long row.
 
     >>> from instructgpt.data.render import Example
     >>> batch = pack([Example([5, 6, 7], [False, True, True]), Example([5, 9], [False, True])])
@@ -61,8 +65,38 @@ def pack(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     tensor([[0, 1, 2, 0, 1]])
     >>> batch["loss_mask"]
     tensor([[False,  True,  True, False,  True]])
+    >>> two_rows = pack([Example([5, 6, 7], [False, True, True]), Example([5, 9], [False, True]),
+    ...                  Example([5, 8], [False, True])], row_tokens=4)
+    >>> two_rows["input_ids"]
+    tensor([[5, 6, 7, 0],
+            [5, 9, 5, 8]])
+    >>> two_rows["position_ids"]
+    tensor([[0, 1, 2, 0],
+            [0, 1, 0, 1]])
     """
-    input_ids = torch.tensor([[t for e in examples for t in e.input_ids]])  # [1, L]
-    position_ids = torch.tensor([[p for e in examples for p in range(len(e))]])  # [1, L]
-    loss_mask = torch.tensor([[m for e in examples for m in e.loss_mask]], dtype=torch.bool)  # [1, L]
+    rows = _first_fit(examples, row_tokens or sum(len(e) for e in examples))
+    width = max(sum(len(e) for e in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [R, L]
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # [R, L]
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # [R, L]
+    for r, row in enumerate(rows):
+        ids = [t for e in row for t in e.input_ids]
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        loss_mask[r, : len(ids)] = torch.tensor([m for e in row for m in e.loss_mask])
+        positions = [p for e in row for p in range(len(e))] + list(range(width - len(ids)))
+        position_ids[r] = torch.tensor(positions)
     return {"input_ids": input_ids, "position_ids": position_ids, "loss_mask": loss_mask}
+
+
+def _first_fit(examples: Sequence[Example], capacity: int) -> list[list[Example]]:
+    rows: list[list[Example]] = []
+    room: list[int] = []
+    for example in sorted(examples, key=len, reverse=True):
+        slot = next((r for r, free in enumerate(room) if len(example) <= free), None)
+        if slot is None:
+            rows.append([])
+            room.append(max(capacity, len(example)))
+            slot = len(rows) - 1
+        rows[slot].append(example)
+        room[slot] -= len(example)
+    return rows
