@@ -327,7 +327,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         epochs=epochs,
         lr=args["lr"],
         batch_size=args["batch_size"],
-        micro_batch_size=args["micro_batch_size"],
+        micro_batch_size=args["batch_size"],  # our best: one packed forward while the tokens fit micro_batch_tokens
         residual_dropout=0.0,  # TRL trains without dropout
         max_prompt_tokens=args["max_len"],
         max_response_tokens=args["max_len"],
@@ -349,11 +349,13 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     step_list = []
     for step, record in enumerate(records):
         indices = plan.batch(step)
-        micro = shard_and_split(indices, lengths, 0, 1, config.micro_batch_size)
+        micro = shard_and_split(
+            indices, lengths, 0, 1, config.micro_batch_size, config.micro_batch_tokens, config.packing
+        )
         targets = sum(sum(train[i].loss_mask[1:]) for i in indices)
         step_list.append({
             "tokens": record["sft/tokens"],
-            "positions": sum(len(m) * max(lengths[i] for i in m) for m in micro),  # padded to each micro-batch's longest
+            "positions": sum(_positions(config, [train[i] for i in m]) for m in micro),  # incl. padding
             "targets": targets,
             "projected": targets,  # only the rows that predict a response token reach the vocabulary projection
             "step_s": record["time/step_s"],
@@ -362,12 +364,13 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "side": "ours",
         "name": "ours",
-        "settings": {"precision": "bf16 autocast, fp32 master weights", "optimizer": "torch.optim.AdamW (default impl.)",
-                     "batching": "sorted by length within the step, padded per micro-batch",
+        "settings": {"precision": "bf16 autocast, fp32 master weights", "optimizer": "torch.optim.AdamW (fused)",
+                     "batching": f"sorted by length within the step; packing={config.packing} "
+                                 f"(rows of {config.pack_row_tokens} tokens), at most {config.micro_batch_tokens} tokens per forward",
                      "loss_chunk_size": config.loss_chunk_size},
         "steps": step_list,
-        "batch": {"per_forward": config.micro_batch_size, "accumulation": config.batch_size // config.micro_batch_size,
-                  "unit": "demonstrations"},
+        "batch": {"per_forward": f"up to {config.micro_batch_size} demonstrations / {config.micro_batch_tokens} tokens",
+                  "accumulation": "as many forwards as the token budget needs", "unit": "demonstrations"},
         "dataset": {"sequences": len(train), "tokens": sum(lengths)},
         "model_dims": _model_dims(model),
         "passes": {"trunk": 3, "head": 3},
@@ -375,6 +378,15 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),
     }
+
+
+def _positions(config: Any, examples: list) -> int:
+    """Trunk positions one of our forwards computes, padding included."""
+    from instructgpt.data.collate import pack
+
+    if config.packing:
+        return pack(examples, config.pack_row_tokens)["input_ids"].numel()
+    return len(examples) * max(len(e) for e in examples)
 
 
 def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
