@@ -50,3 +50,14 @@ def test_long_prompts_dropped_and_long_responses_truncated_with_counts(tokenizer
 def test_response_ids_end_with_eos(tokenizer):
     assert response_ids(tokenizer, "p", "abc", "raw")[-1] == tokenizer.eos_token_id
     assert isinstance(RenderStats().summary(), str)
+
+
+def test_pack_spreads_examples_evenly_over_rows():
+    from instructgpt.data.collate import pack
+    from instructgpt.data.render import Example
+
+    examples = [Example(list(range(1, n + 1)), [False] + [True] * (n - 1)) for n in (10, 9, 8, 7, 6, 5, 4, 3)]
+    batch = pack(examples, row_tokens=20)
+    assert batch["input_ids"].shape == (3, 18)  # 52 tokens in ceil(52 / 20) = 3 rows, the widest 18
+    assert sorted(batch["input_ids"][batch["input_ids"] > 0].tolist()) == sorted(t for e in examples for t in e.input_ids)
+    assert batch["loss_mask"].sum() == sum(sum(e.loss_mask) for e in examples)

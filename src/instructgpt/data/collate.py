@@ -51,10 +51,10 @@ def pack(examples: Sequence[Example], row_tokens: int = 0, pad_id: int = 0) -> d
 
     Hugging Face models read a row whose ``position_ids`` restart at 0 (and no attention mask)
     as several independent sequences and mask attention between them. The first token of each
-    example is never a target, so no token is trained to follow another example. Rows hold at
-    most ``row_tokens`` tokens (0: everything in one row; a longer example gets a row of its
-    own), filled first-fit by decreasing length; shorter rows are padded at the end with a
-    segment of their own (positions restart there too), never attended to by real tokens.
+    example is never a target, so no token is trained to follow another example. The examples
+    are spread evenly over ``ceil(total / row_tokens)`` rows (0: one row), longest first into
+    the emptiest row; shorter rows are padded at the end with a segment of their own
+    (positions restart there too), never attended to by real tokens.
     Attention costs grow with the row length, so moderate rows are faster than one long row.
 
     >>> from instructgpt.data.render import Example
@@ -66,7 +66,7 @@ def pack(examples: Sequence[Example], row_tokens: int = 0, pad_id: int = 0) -> d
     >>> batch["loss_mask"]
     tensor([[False,  True,  True, False,  True]])
     >>> two_rows = pack([Example([5, 6, 7], [False, True, True]), Example([5, 9], [False, True]),
-    ...                  Example([5, 8], [False, True])], row_tokens=4)
+    ...                  Example([5, 8], [False, True])], row_tokens=5)
     >>> two_rows["input_ids"]
     tensor([[5, 6, 7, 0],
             [5, 9, 5, 8]])
@@ -74,7 +74,7 @@ def pack(examples: Sequence[Example], row_tokens: int = 0, pad_id: int = 0) -> d
     tensor([[0, 1, 2, 0],
             [0, 1, 0, 1]])
     """
-    rows = _first_fit(examples, row_tokens or sum(len(e) for e in examples))
+    rows = _balanced_rows(examples, row_tokens or sum(len(e) for e in examples))
     width = max(sum(len(e) for e in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [R, L]
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # [R, L]
@@ -88,15 +88,17 @@ def pack(examples: Sequence[Example], row_tokens: int = 0, pad_id: int = 0) -> d
     return {"input_ids": input_ids, "position_ids": position_ids, "loss_mask": loss_mask}
 
 
-def _first_fit(examples: Sequence[Example], capacity: int) -> list[list[Example]]:
-    rows: list[list[Example]] = []
-    room: list[int] = []
+def _balanced_rows(examples: Sequence[Example], capacity: int) -> list[list[Example]]:
+    """As few rows as ``capacity`` allows, filled evenly: longest first, into the emptiest row.
+
+    Even rows keep the padding at the row ends small. A row may exceed ``capacity`` by less
+    than one example when the lengths do not divide evenly.
+    """
+    total = sum(len(e) for e in examples)
+    rows: list[list[Example]] = [[] for _ in range(max(1, -(-total // capacity)))]
+    fill = [0] * len(rows)
     for example in sorted(examples, key=len, reverse=True):
-        slot = next((r for r, free in enumerate(room) if len(example) <= free), None)
-        if slot is None:
-            rows.append([])
-            room.append(max(capacity, len(example)))
-            slot = len(rows) - 1
-        rows[slot].append(example)
-        room[slot] -= len(example)
-    return rows
+        r = fill.index(min(fill))
+        rows[r].append(example)
+        fill[r] += len(example)
+    return [row for row in rows if row]
