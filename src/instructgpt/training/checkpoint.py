@@ -39,9 +39,14 @@ def save_checkpoint(folder: Path, model: Any, tokenizer: Any, meta: dict, traine
         if trainer_state is not None:
             torch.save(trainer_state, staging / TRAINER_STATE)
         (staging / META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        if folder.exists():  # move the old one aside first: a crash leaves one complete copy
+            old = folder.with_name(f".{folder.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
