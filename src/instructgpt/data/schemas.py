@@ -1,9 +1,10 @@
-"""The three record kinds of the method's data (paper section 3.2, appendix A and B).
+"""The record kinds of the method's data (paper section 3.2, appendix A and B).
 
 One JSONL line is one record: a ``Prompt`` (for the PPO prompt pool and as the input of
 labeling), a ``Demonstration`` (SFT: a prompt and the response a labeler wrote) or a
 ``Ranking`` (RM: K responses to one prompt ranked by a labeler, ties allowed, with optional
-1-7 Likert ratings and the Table 3 yes/no metadata per response).
+1-7 Likert ratings and the Table 3 yes/no metadata per response) or a ``Comparison`` (a blind
+choice between two outputs, for win rates).
 
 Validation is strict: a value of the wrong JSON type is an error (``1`` is not a string,
 ``true`` is not an integer). Unknown fields are accepted and dropped, so that source data can
@@ -229,6 +230,33 @@ class Ranking(_Record):
         return [(i, j) for i in pairs for j in pairs if self.ranks[i] < self.ranks[j]]
 
 
+class Comparison(_Record):
+    """A blind pairwise choice between two outputs for one prompt: one win-rate record.
+
+    The labeler saw ``response_a`` and ``response_b`` in a random order without the model
+    names; ``model_a`` and ``model_b`` say which model wrote each, for the win-rate tally.
+    """
+
+    prompt: PromptInput
+    """The prompt, as raw text or as a conversation ending with the user's turn."""
+    response_a: Text
+    """The first output."""
+    response_b: Text
+    """The second output."""
+    preferred: Literal["a", "b", "tie"]
+    """Which output the labeler would rather receive: ``a``, ``b`` or ``tie``."""
+    labeler_id: Id
+    """Who chose."""
+    model_a: str | None = None
+    """Which model wrote ``response_a`` (hidden from the labeler)."""
+    model_b: str | None = None
+    """Which model wrote ``response_b`` (hidden from the labeler)."""
+    prompt_id: str | None = None
+    """Id of the prompt, when it has one."""
+    notes: str | None = None
+    """Optional free-text comments by the labeler."""
+
+
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -252,6 +280,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "prompts": Prompt,
     "demonstrations": Demonstration,
     "rankings": Ranking,
+    "comparisons": Comparison,
 }
 """Record kinds by name, as used by ``--kind``."""
 
@@ -259,9 +288,11 @@ KINDS: dict[str, type[BaseModel]] = {
 def detect_kind(record: dict) -> str | None:
     """Guesses the kind of a raw record from its distinctive fields, or None.
 
-    ``responses`` or ``ranks``: rankings; ``response``: demonstrations; ``text`` and
+    ``preferred``: comparisons; ``responses`` or ``ranks``: rankings; ``response``: demonstrations; ``text`` and
     ``user_id``: prompts.
     """
+    if "preferred" in record:
+        return "comparisons"
     if "responses" in record or "ranks" in record:
         return "rankings"
     if "response" in record:
