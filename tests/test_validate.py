@@ -85,7 +85,7 @@ def test_reasons_say_what_is_wrong():
 
 def test_good_files_have_no_problems():
     paths = sorted(GOOD.glob("*.jsonl"))
-    assert len(paths) == 3 and validate_files(paths) == []
+    assert len(paths) == 4 and validate_files(paths) == []
 
 
 def test_huge_line_is_skipped_not_loaded(tmp_path):
