@@ -193,7 +193,7 @@ def test_cli_validate_ok(capsys):
     paths = [str(p) for p in sorted(GOOD.glob("*.jsonl"))]
     assert main(["validate", *paths]) == 0
     out, err = capsys.readouterr()
-    assert out == "" and err.strip() == "OK: 3 files, 10 records"
+    assert out == "" and err.strip() == "OK: 4 files, 12 records"
 
 
 def test_cli_validate_problems(capsys):
