@@ -48,3 +48,18 @@ def test_help_documents_every_field(capsys):
     for field in dataclasses.fields(SFTConfig):
         assert "--" + field.name.replace("_", "-") in text, field.name
     assert "paper: 0.2" in text  # the help text written beside residual_dropout
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path):
+    from dataclasses import dataclass
+
+    from instructgpt.config import parse
+
+    @dataclass
+    class Cfg:
+        lr: float = 1.0
+        """Rate."""
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 2e-5\n")
+    assert parse(Cfg, ["--config", str(path)], prog="x").lr == 2e-5

@@ -55,6 +55,11 @@ def _coerce(value: Any, hint: Any) -> Any:
         return tuple(_coerce(v, inner) for v in value)
     if isinstance(value, str) and (hint is Path or Path in args):
         return Path(value)
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and (hint is float or float in args):
+        try:  # YAML 1.1 reads "2e-5" (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"expected a number, got {value!r}") from None
     return value
 
 

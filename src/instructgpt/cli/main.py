@@ -1,6 +1,7 @@
 """The ``instructgpt`` command line.
 
-    instructgpt quickstart [flags]      the main job: SFT of the embedded base model, samples before/after
+    instructgpt pipeline [--preset quickstart|large] [flags]   the main job: the whole method end to end
+    instructgpt quickstart [flags]      SFT of the embedded base model only, samples before/after
     instructgpt sft [--config F] [flags] step 1: supervised fine-tuning on demonstrations
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
     instructgpt data validate FILE...   check record files (file:line: field: reason)
@@ -15,6 +16,7 @@ import sys
 from typing import Callable
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "pipeline": ("instructgpt.cli.pipeline", "main"),
     "quickstart": ("instructgpt.cli.stages", "quickstart"),
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),

@@ -1,0 +1,41 @@
+"""``instructgpt pipeline [--preset quickstart|large] [--config F] [flags]``: the whole method."""
+
+from __future__ import annotations
+
+import sys
+
+from instructgpt.config import ConfigError
+
+
+def _preset(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Turn ``--preset NAME`` into ``--config <packaged preset yaml>``."""
+    from instructgpt.pipeline.config import preset_path
+
+    rest, name, it = [], None, iter(argv)
+    for arg in it:
+        if arg == "--preset":
+            name = next(it, None)
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    if name is None:
+        return None, rest
+    if any(a == "--config" or a.startswith("--config=") for a in rest):
+        raise ConfigError("give --preset or --config, not both")
+    return str(preset_path(name)), rest
+
+
+def main(argv: list[str]) -> int:
+    from instructgpt.cli.stages import _command
+    from instructgpt.pipeline.config import PipelineConfig
+    from instructgpt.pipeline.run import run_pipeline
+
+    try:
+        preset, rest = _preset(argv)
+    except ConfigError as err:
+        print(f"error: config: {err}", file=sys.stderr)
+        return 2
+    if preset is not None:
+        rest = ["--config", preset, *rest]
+    return _command(PipelineConfig, rest, "pipeline", run_pipeline)

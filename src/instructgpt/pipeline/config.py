@@ -1,0 +1,103 @@
+"""The pipeline's typed configuration, with the sizes of every stage in one place.
+
+The defaults are the ``quickstart`` preset: sized so the whole method runs on a 2-core CPU in
+about 20 minutes with the embedded Gemma 3 270M. ``--preset large`` loads
+``presets/large.yaml`` (bigger sets, more steps; for people with time or a GPU); any flag
+overrides a preset value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from instructgpt.config import check
+from instructgpt.models.loader import DEFAULT_MODEL
+
+PRESETS = ("quickstart", "large")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole method end to end: prompts -> SFT -> samples -> rankings -> RM -> PPO(-ptx) -> evaluation -> report."""
+
+    out_dir: Path = Path("runs/pipeline")
+    """Run folder; one sub-folder per stage. A re-run skips finished stages and resumes the others."""
+    model: str = DEFAULT_MODEL
+    """Pretrained base model: 'gemma-3-270m' (embedded), a local Hugging Face folder, a .gguf file, or a Hub id."""
+    seed: int = 0
+    """Seed of every sampling, split and data order in the run."""
+    # --- data
+    hh_prompts: int = 600
+    """hh-rlhf first human turns added to the unlabelled prompt pool."""
+    max_prompt_tokens: int = 256
+    """Prompts longer than this are dropped in preparation (paper: 1k; shorter keeps a CPU run fast)."""
+    # --- step 1: SFT
+    sft_demonstrations: int = 160
+    """Most demonstrations SFT trains on (a seeded subset of the SFT training split)."""
+    sft_epochs: int = 1
+    """SFT epochs (paper: 16)."""
+    sft_lr: float = 5e-5
+    """SFT peak learning rate (paper, 1.3B: 9.65e-6; a short run of a small model wants more)."""
+    sft_batch_size: int = 16
+    """Demonstrations per SFT optimizer step (paper: 32)."""
+    sft_pretrain_mix: float = 0.0
+    """Fraction of pretraining sequences mixed into SFT (paper's PPO-init model: 0.1)."""
+    max_response_tokens: int = 128
+    """Longest demonstration / sampled response, in tokens (paper: 1k)."""
+    # --- step 2: comparisons and the reward model
+    rm_prompts: int = 48
+    """RM training prompts whose SFT samples the simulated training labelers rank."""
+    rm_eval_prompts: int = 24
+    """RM validation prompts whose SFT samples the held-out labelers rank (generalisation check)."""
+    samples_per_prompt: int = 4
+    """K, the outputs sampled per RM prompt (paper: 4..9)."""
+    sample_tokens: int = 48
+    """New tokens per sampled output."""
+    human_rankings: int = 120
+    """Bundled OpenAssistant human rankings added to the RM training set (0: simulated only)."""
+    rm_lr: float = 2e-5
+    """Reward-model peak learning rate (paper: 9e-6)."""
+    rm_batch_size: int = 16
+    """Prompts per RM optimizer step (paper: 64)."""
+    # --- step 3: PPO
+    ppo_iterations: int = 4
+    """PPO iterations (each: a batch of episodes, one inner epoch)."""
+    ppo_batch_size: int = 16
+    """Episodes per PPO iteration (paper: 512)."""
+    ppo_minibatch_size: int = 8
+    """Episodes per PPO minibatch (paper: 64)."""
+    ppo_lr: float = 1e-5
+    """Policy learning rate."""
+    ppo_response_tokens: int = 48
+    """New tokens per PPO episode."""
+    ptx_coef: float = 27.8
+    """PPO-ptx pretraining coefficient gamma (paper: 27.8); the plain PPO run uses 0."""
+    ptx_per_episode: float = 1.0
+    """Pretraining sequences per episode (paper: 8)."""
+    run_plain_ppo: bool = True
+    """Also train plain PPO (gamma = 0) to measure PPO-ptx's alignment tax against it."""
+    # --- evaluation
+    eval_prompts: int = 24
+    """Held-out test prompts for the win rates."""
+    eval_items: int = 40
+    """Items per automatic benchmark (TruthfulQA, RealToxicityPrompts, CrowS-Pairs, ...)."""
+    eval_tokens: int = 48
+    """New tokens per evaluation sample."""
+    # --- the simulated labeler panel
+    training_labelers: int = 6
+    """Simulated training labelers (their rankings train the RM)."""
+    held_out_labelers: int = 4
+    """Simulated held-out labelers (no training data; they judge the final comparisons)."""
+
+    def validate(self) -> None:
+        check(self.samples_per_prompt >= 2, "samples_per_prompt", "K must be at least 2")
+        check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
+        check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
+        check(self.training_labelers >= 1 and self.held_out_labelers >= 1, "held_out_labelers", "need at least one of each")
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of a named preset."""
+    check(name in PRESETS, "preset", f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return Path(__file__).parent / "presets" / f"{name}.yaml"

@@ -1,0 +1,148 @@
+"""``instructgpt pipeline``: the whole method, from the embedded base model and bundled data.
+
+Stages (each skipped when its outputs exist for the same settings; see ``stages.py``):
+
+1. ``prepare``  prompt records -> dedup, per-user cap, user splits, PII filter, token limit
+2. ``sft``      step 1: supervised fine-tuning on the demonstrations of the SFT training split
+3. ``samples``  K samples per RM prompt from the SFT model (temperature 1)
+4. ``rankings`` the simulated panel ranks them (training labelers for training prompts,
+                held-out labelers for validation prompts); bundled human rankings are added
+5. ``rm``       step 2: the K-wise reward model, normalised on the demonstrations, evaluated
+6. ``ppo``      step 3: PPO-ptx (and plain PPO) against the RM, initialised from SFT
+7. ``eval``     win rates against SFT judged by held-out labelers, public benchmarks
+8. ``report``   one HTML page + JSON of every figure
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from instructgpt.data.jsonl import read_records, write_jsonl_atomic
+from instructgpt.pipeline import sources
+from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.stages import Stage, run_stages
+
+
+def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Path]]:
+    """Run every stage; returns the outputs of each, by stage name."""
+    config.validate()
+    return run_stages(build_stages(config), config.out_dir)
+
+
+def build_stages(config: PipelineConfig) -> list[Stage]:
+    c = asdict(config)
+
+    def pick(*names: str) -> dict[str, Any]:
+        return {n: c[n] for n in ("model", "seed", *names)}
+
+    results: dict[str, dict[str, Path]] = {}
+
+    def stage(name: str, title: str, fn, *names: str) -> Stage:
+        def run(folder: Path) -> dict[str, Path]:
+            results[name] = fn(config, folder, results)
+            return results[name]
+
+        return Stage(name, title, run, pick(*names))
+
+    return [
+        stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "max_prompt_tokens"),
+        stage("sft", "supervised fine-tuning", train_sft_stage, "sft_demonstrations", "sft_epochs", "sft_lr", "sft_batch_size", "sft_pretrain_mix", "max_response_tokens"),
+        stage("samples", "K samples per RM prompt from the SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
+    ]
+
+
+def _load(results: dict[str, dict[str, Path]], out_dir: Path, name: str) -> dict[str, Path]:
+    """A finished stage's outputs (from this run or from its stage.json)."""
+    if name in results:
+        return results[name]
+    record = json.loads((out_dir / name / "stage.json").read_text(encoding="utf-8"))
+    return {k: Path(v) for k, v in record["outputs"].items()}
+
+
+def prepare_prompts(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """Demonstration prompts all go to the SFT set; the unlabelled pool to the RM and PPO sets."""
+    from instructgpt.data.prepare import PrepareConfig, prepare, summary
+
+    demos = sources.demonstrations()
+    write_jsonl_atomic(folder / "raw" / "demonstrations.jsonl", demos)
+    write_jsonl_atomic(folder / "raw" / "labeler_prompts.jsonl", sources.demonstration_prompts(demos))
+    write_jsonl_atomic(folder / "raw" / "api_prompts.jsonl", sources.unlabelled_prompts(hh_limit=config.hh_prompts))
+    write_jsonl_atomic(folder / "raw" / "human_rankings.jsonl", sources.human_rankings())
+    write_jsonl_atomic(folder / "raw" / "test_prompts.jsonl", sources.test_prompts())
+    common = dict(tokenizer=config.model, max_prompt_tokens=config.max_prompt_tokens, seed=config.seed)
+    runs = {
+        "labeler": PrepareConfig(inputs=(folder / "raw" / "labeler_prompts.jsonl",), out_dir=folder / "labeler", dataset_fractions=(1.0, 0.0, 0.0), **common),
+        "api": PrepareConfig(inputs=(folder / "raw" / "api_prompts.jsonl",), out_dir=folder / "api", dataset_fractions=(0.0, 0.4, 0.6), **common),
+    }
+    for name, run in runs.items():
+        print(f"    {name} prompts: {summary(prepare(run))}")
+    return {
+        "demonstrations": folder / "raw" / "demonstrations.jsonl",
+        "human_rankings": folder / "raw" / "human_rankings.jsonl",
+        "test_prompts": folder / "raw" / "test_prompts.jsonl",
+        "sft_train": folder / "labeler" / "sft" / "train.jsonl",
+        "sft_valid": folder / "labeler" / "sft" / "valid.jsonl",
+        "rm_train": folder / "api" / "rm" / "train.jsonl",
+        "rm_valid": folder / "api" / "rm" / "valid.jsonl",
+        "ppo_train": folder / "api" / "ppo" / "train.jsonl",
+    }
+
+
+def _demos_for(prompts_file: Path, demos_file: Path) -> list:
+    ids = {p.id for p in read_records(prompts_file, "prompts")}
+    return [d for d in read_records(demos_file, "demonstrations") if d.prompt_id in ids]
+
+
+def train_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    from instructgpt.training.sft import SFTConfig, train_sft
+
+    data = _load(results, config.out_dir, "prepare")
+    train = _demos_for(data["sft_train"], data["demonstrations"])
+    random.Random(config.seed).shuffle(train)
+    write_jsonl_atomic(folder / "train.jsonl", train[: config.sft_demonstrations])
+    write_jsonl_atomic(folder / "valid.jsonl", _demos_for(data["sft_valid"], data["demonstrations"]))
+    sft = SFTConfig(
+        model=config.model,
+        data=(folder / "train.jsonl",),
+        val_data=(folder / "valid.jsonl",),
+        out_dir=folder,
+        epochs=config.sft_epochs,
+        lr=config.sft_lr,
+        residual_dropout=0.0,
+        batch_size=config.sft_batch_size,
+        micro_batch_size=config.sft_batch_size,
+        max_prompt_tokens=config.max_prompt_tokens,
+        max_response_tokens=config.max_response_tokens,
+        pretrain_mix=config.sft_pretrain_mix,
+        seed=config.seed,
+    )
+    return {"model": train_sft(sft), "metrics": folder / "metrics.jsonl"}
+
+
+def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """K distinct samples per prompt at temperature 1; a prompt with fewer than 2 distinct ones is dropped."""
+    from instructgpt.models.generate import generate
+    from instructgpt.models.loader import load_model
+
+    data = _load(results, config.out_dir, "prepare")
+    model, tokenizer = load_model(_load(results, config.out_dir, "sft")["model"])
+    outputs = {}
+    for split, count in (("train", config.rm_prompts), ("valid", config.rm_eval_prompts)):
+        prompts = read_records(data[f"rm_{split}"], "prompts")
+        chosen = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
+        texts = [p.text for p in chosen for _ in range(config.samples_per_prompt)]
+        samples = generate(model, tokenizer, texts, config.sample_tokens, temperature=1.0, batch_size=16, seed=config.seed)
+        k = config.samples_per_prompt
+        rows = []
+        for i, prompt in enumerate(chosen):
+            distinct = list(dict.fromkeys(s for s in samples[i * k : (i + 1) * k] if s.strip()))
+            if len(distinct) >= 2:
+                rows.append({"prompt_id": prompt.id, "prompt": prompt.text, "responses": distinct})
+        outputs[split] = folder / f"{split}.jsonl"
+        write_jsonl_atomic(outputs[split], rows)
+        print(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
+    return outputs

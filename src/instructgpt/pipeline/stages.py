@@ -1,0 +1,81 @@
+"""Run a list of named stages, skipping each whose outputs exist and whose inputs are unchanged.
+
+A stage that finishes writes ``<out_dir>/<name>/stage.json`` with a fingerprint of the
+configuration it ran with, the paths it produced and its wall time. On the next run the stage is
+skipped when that file exists, its fingerprint matches and every output it names still exists;
+otherwise it runs again (and trainers inside it resume from their own checkpoints). Changing a
+setting that a stage depends on therefore re-runs that stage and every stage after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+STAGE_JSON = "stage.json"
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline: ``run(out_folder)`` returns the paths it produced."""
+
+    name: str
+    title: str
+    run: Callable[[Path], dict[str, Path]]
+    settings: dict[str, Any]
+    """What the stage's result depends on (its part of the config); hashed into the fingerprint."""
+
+
+def fingerprint(settings: dict[str, Any], upstream: str) -> str:
+    """A short hash of a stage's settings and of every stage before it."""
+    text = json.dumps(settings, sort_keys=True, default=str) + upstream
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished(folder: Path, key: str) -> dict[str, Path] | None:
+    """The outputs of a completed run of this stage with this fingerprint, or None."""
+    path = folder / STAGE_JSON
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    outputs = {name: Path(p) for name, p in record.get("outputs", {}).items()}
+    if record.get("fingerprint") != key or not all(p.exists() for p in outputs.values()):
+        return None
+    return outputs
+
+
+def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = print) -> dict[str, dict[str, Path]]:
+    """Run (or skip) each stage in order; returns every stage's outputs by stage name."""
+    results: dict[str, dict[str, Path]] = {}
+    upstream = ""
+    timings: dict[str, float] = {}
+    for number, stage in enumerate(stages, 1):
+        folder = out_dir / stage.name
+        key = fingerprint(stage.settings, upstream)
+        upstream = key
+        done = finished(folder, key)
+        head = f"[{number}/{len(stages)}] {stage.name}: {stage.title}"
+        if done is not None:
+            log(f"{head} (done, skipped)")
+            results[stage.name] = done
+            continue
+        log(head)
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        outputs = stage.run(folder)
+        timings[stage.name] = time.perf_counter() - started
+        record = {"fingerprint": key, "outputs": {k: str(v) for k, v in outputs.items()}, "seconds": timings[stage.name]}
+        _write_json(folder / STAGE_JSON, record)
+        results[stage.name] = outputs
+        log(f"    {stage.name} finished in {timings[stage.name]:.0f} s")
+    return results
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
