@@ -3,8 +3,8 @@
 A stage that finishes writes ``<out_dir>/<name>/stage.json`` with a fingerprint of the
 configuration it ran with, the paths it produced and its wall time. On the next run the stage is
 skipped when that file exists, its fingerprint matches and every output it names still exists;
-otherwise it runs again (and trainers inside it resume from their own checkpoints). Changing a
-setting that a stage depends on therefore re-runs that stage and every stage after it.
+otherwise it runs again (and trainers inside it resume from their own checkpoints), and so does
+every stage after it, since their inputs may have changed.
 """
 
 from __future__ import annotations
@@ -53,17 +53,19 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
     results: dict[str, dict[str, Path]] = {}
     upstream = ""
     timings: dict[str, float] = {}
+    ran_before = False  # once a stage runs, every later stage runs on its new outputs
     for number, stage in enumerate(stages, 1):
         folder = out_dir / stage.name
         key = fingerprint(stage.settings, upstream)
         upstream = key
-        done = finished(folder, key)
+        done = None if ran_before else finished(folder, key)
         head = f"[{number}/{len(stages)}] {stage.name}: {stage.title}"
         if done is not None:
             log(f"{head} (done, skipped)")
             results[stage.name] = done
             continue
         log(head)
+        ran_before = True
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         outputs = stage.run(folder)

@@ -1,0 +1,54 @@
+"""The stage runner skips finished stages and re-runs a stage (and those after) when settings change."""
+
+import json
+
+from instructgpt.pipeline.stages import STAGE_JSON, Stage, run_stages
+
+
+def _stages(calls, settings_b=None):
+    def make(name):
+        def run(folder):
+            calls.append(name)
+            out = folder / "out.txt"
+            out.write_text(name)
+            return {"out": out}
+
+        return run
+
+    return [
+        Stage("a", "first", make("a"), {"x": 1}),
+        Stage("b", "second", make("b"), settings_b or {"y": 2}),
+        Stage("c", "third", make("c"), {"z": 3}),
+    ]
+
+
+def test_second_run_skips_everything(tmp_path):
+    calls = []
+    first = run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    assert calls == ["a", "b", "c"]
+    second = run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    assert calls == ["a", "b", "c"] and second == first
+
+
+def test_changed_setting_reruns_that_stage_and_later_ones(tmp_path):
+    calls = []
+    run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    run_stages(_stages(calls, settings_b={"y": 5}), tmp_path, log=lambda s: None)
+    assert calls == ["a", "b", "c", "b", "c"]
+
+
+def test_missing_output_or_crash_reruns(tmp_path):
+    calls = []
+    run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    (tmp_path / "c" / "out.txt").unlink()
+    (tmp_path / "a" / STAGE_JSON).write_text(json.dumps({"fingerprint": "stale", "outputs": {}}))
+    run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    assert calls == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_missing_last_output_reruns_only_the_last(tmp_path):
+    calls = []
+    run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    (tmp_path / "c" / "out.txt").unlink()
+    run_stages(_stages(calls), tmp_path, log=lambda s: None)
+    assert calls == ["a", "b", "c", "c"]
