@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.checkpoint import list_checkpoints, read_meta
@@ -48,10 +49,11 @@ def test_sft_learns_and_changes_parameters(demos_file, tmp_path):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
-def test_killed_and_resumed_run_ends_with_identical_weights(demos_file, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16-weights"])
+def test_killed_and_resumed_run_ends_with_identical_weights(demos_file, tmp_path, precision):
     # residual dropout on, so the resumed run must also reproduce the dropout masks
-    full = _train(_config(demos_file, tmp_path / "full", residual_dropout=0.2))
-    interrupted = _config(demos_file, tmp_path / "resumed", residual_dropout=0.2, max_steps=5)
+    full = _train(_config(demos_file, tmp_path / "full", residual_dropout=0.2, precision=precision))
+    interrupted = _config(demos_file, tmp_path / "resumed", residual_dropout=0.2, max_steps=5, precision=precision)
     _train(interrupted)
     assert [read_meta(p)["step"] for p in list_checkpoints(tmp_path / "resumed")] == [5]
     resumed = _train(replace(interrupted, max_steps=0), seed=123)  # fresh init: weights come from the checkpoint
@@ -153,3 +155,34 @@ def test_sparse_tied_embedding_gradient_equals_dense(tokenizer):
         assert not weight.grad.is_sparse
         grads.append(weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_bf16_weights_trains_like_fp32_and_ends_with_fp32_masters(demos_file, tmp_path):
+    fp32 = _train(_config(demos_file, tmp_path / "fp32", epochs=4))
+    low = _train(_config(demos_file, tmp_path / "bf16w", epochs=4, precision="bf16-weights"))
+    assert all(p.dtype == torch.float32 for p in low.parameters())
+    a, b = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16w")
+    assert sum(b[-4:]) / 4 < 0.8 * sum(b[:4]) / 4  # it learns
+    assert abs(sum(a[-4:]) - sum(b[-4:])) / sum(a[-4:]) < 0.05  # and about as well as fp32
+    saved = load_file(str(tmp_path / "bf16w" / "final" / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in saved.values())
+    for name, param in low.named_parameters():  # the fp32 masters, not rounded bf16 copies
+        if name in saved:
+            assert torch.equal(saved[name], param.detach()), name
+
+
+def test_master_weights_keep_updates_smaller_than_bf16_resolution(tokenizer):
+    from instructgpt.training.precision import MasterWeights
+
+    model = tiny_model(tokenizer)
+    master = MasterWeights(model)
+    param, weights = master.params[0], master.masters[0]
+    with torch.no_grad():
+        weights.fill_(1.0)
+        for _ in range(100):
+            weights.add_(1e-4)  # each far below bf16 resolution near 1 (2 ** -7)
+            master.copy_to_model()
+    assert param.dtype == torch.bfloat16 and weights.dtype == torch.float32
+    torch.testing.assert_close(weights, torch.full_like(weights, 1.01))  # the masters kept every update
+    assert torch.equal(param, weights.to(torch.bfloat16))  # the model holds them rounded
+    assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())  # buffers untouched

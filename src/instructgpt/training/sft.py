@@ -37,6 +37,7 @@ from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import CausalLMLoss, resolve_precision
 from instructgpt.training.metrics import MetricsLog
+from instructgpt.training.precision import MasterWeights
 from instructgpt.training.schedule import cosine_lambda
 
 
@@ -94,8 +95,8 @@ class SFTConfig:
     """Pretraining corpus (JSONL with a 'text' field, or a folder of .txt); default: the bundled shared/data/pretrain mix."""
     pretrain_seq_len: int = 512
     """Tokens per pretraining sequence."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """bf16 autocast with fp32 master weights, fp32, or auto (bf16 where the hardware runs it natively)."""
+    precision: Literal["auto", "bf16", "bf16-weights", "fp32"] = "auto"
+    """bf16: autocast, fp32 weights; bf16-weights: bf16 weights and activations with fp32 master weights in the optimizer (faster on CPU, see training/precision.py); fp32; auto: bf16 where the hardware runs it natively."""
     loss_chunk_size: int = 1024
     """Tokens per chunk of the vocabulary projection in the loss (bounds logits memory)."""
     seed: int = 0
@@ -135,21 +136,26 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
         model, tokenizer = load_model(config.model)
     train, val = build_examples(config, tokenizer, accelerator.is_main_process)
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
-    precision = resolve_precision(config.precision, accelerator.device)
+    last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
+    if last is not None:
+        ckpt.load_weights(model, last)  # before any cast: the checkpoint holds the fp32 weights
+    master = MasterWeights(model) if config.precision == "bf16-weights" else None
+    precision = None if master else resolve_precision(config.precision, accelerator.device)
     sparse = accelerator.num_processes == 1  # see CausalLMLoss: not under DDP
     wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
+        master.masters if master else model.parameters(),
+        lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
-    start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
+    start = _resume_state(last, optimizer, scheduler, accelerator)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
     log = MetricsLog(config.out_dir, enabled=accelerator.is_main_process)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     bar = _progress(config, accelerator, start, stop)
     lengths = [len(e) for e in train]
     for step in range(start, stop):
-        metrics = sft_step(wrapped, optimizer, train, lengths, plan.batch(step), step, config, accelerator, tokenizer.pad_token_id)
+        metrics = sft_step(wrapped, optimizer, train, lengths, plan.batch(step), step, config, accelerator, tokenizer.pad_token_id, master)
         scheduler.step()
         log.log(step + 1, {**metrics, "sft/epoch": (step + 1) / plan.steps_per_epoch})
         bar.update(1)
@@ -158,16 +164,20 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
         if epoch_end and val:
             log.log(step + 1, {"sft/val_loss": evaluate_loss(wrapped, val, config, accelerator, tokenizer.pad_token_id)})
         if epoch_end or step + 1 == stop or (config.save_every and (step + 1) % config.save_every == 0):
-            _save(config, accelerator, model, tokenizer, optimizer, scheduler, step + 1, plan)
+            with master.fp32_model() if master else nullcontext(model) as weights:
+                _save(config, accelerator, weights, tokenizer, optimizer, scheduler, step + 1, plan)
     bar.close()
     log.close()
+    if master:
+        master.restore()
     return _finish(config, accelerator, model, tokenizer, stop, plan)
 
 
-def sft_step(wrapped, optimizer, examples, lengths, indices, step, config, accelerator, pad_id) -> dict[str, float]:
+def sft_step(wrapped, optimizer, examples, lengths, indices, step, config, accelerator, pad_id, master=None) -> dict[str, float]:
     """One optimizer step over the global batch ``indices``: accumulate, clip, step.
 
-    ``lengths[i] == len(examples[i])``, computed once per run.
+    ``lengths[i] == len(examples[i])``, computed once per run. With ``master``
+    (:class:`MasterWeights`), gradients are accumulated and the step taken in fp32.
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed * 1_000_003 + step * 1009 + accelerator.process_index)  # dropout
@@ -185,10 +195,14 @@ def sft_step(wrapped, optimizer, examples, lengths, indices, step, config, accel
         with accelerator.no_sync(wrapped) if not sync else nullcontext():
             loss = wrapped(**{n: t.to(accelerator.device) for n, t in batch.items()}, token_weight=scale)
             accelerator.backward(loss)
-        loss_sum += loss.detach().cpu() / accelerator.num_processes
-    grad_norm = _clip(wrapped, config.max_grad_norm)
+        if master:
+            master.accumulate_grads()
+        loss_sum += loss.detach().float().cpu() / accelerator.num_processes
+    grad_norm = _clip(master.masters if master else wrapped.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if master:
+        master.copy_to_model()
     loss_total = accelerator.reduce(loss_sum.to(accelerator.device), "sum").item()
     tokens = sum(lengths[i] for i in indices)
     elapsed = time.perf_counter() - started
@@ -258,11 +272,10 @@ def _default_pretrain_path() -> Path:
     return find_data_root() / "pretrain" / "derived" / "ptx_documents.jsonl.gz"
 
 
-def _maybe_resume(config, model, optimizer, scheduler, accelerator) -> int:
-    last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
+def _resume_state(last: Path | None, optimizer, scheduler, accelerator) -> int:
+    """Load the optimizer and scheduler of checkpoint ``last`` (weights are loaded before); its step."""
     if last is None:
         return 0
-    ckpt.load_weights(model, last)
     state = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -293,9 +306,9 @@ def _meta(config: SFTConfig, step: int, plan: BatchPlan) -> dict:
     return {"kind": "sft", "step": step, "epoch": step / plan.steps_per_epoch, "parent": config.model, "config": to_dict(config)}
 
 
-def _clip(wrapped, max_norm: float) -> float:
+def _clip(params, max_norm: float) -> float:
     """Clip to ``max_norm`` (0: no clipping); returns the norm before clipping."""
-    return float(torch.nn.utils.clip_grad_norm_(wrapped.parameters(), max_norm if max_norm > 0 else float("inf")))
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
 
 
 def _progress(config, accelerator, start: int, stop: int):

@@ -1,0 +1,65 @@
+"""Mixed precision with bf16 model weights and fp32 master weights (the "O2" recipe).
+
+bf16 autocast (``precision="bf16"``) keeps fp32 weights and casts them, and the activations
+around every matrix product, on each forward and backward: on a CPU those casts are memory
+passes comparable to the products themselves. ``precision="bf16-weights"`` instead stores the
+model in bf16, so the forward and backward run in bf16 without casts, while the optimizer
+updates fp32 *master* copies: a learning-rate-sized update (1e-5 relative) would be lost to
+bf16 rounding (8 bits of mantissa), so updates are applied in fp32 and the bf16 weights are
+re-derived from the masters after each step. Gradients are accumulated in fp32 after every
+micro-batch, and checkpoints store the fp32 masters, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+
+class MasterWeights:
+    """fp32 masters of a model's trainable parameters, whose model copies are cast to ``dtype``."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.masters = [p.detach().float().clone().requires_grad_(True) for p in self.params]
+        for param in self.params:  # parameters only: buffers such as rotary frequencies stay fp32
+            param.data = param.data.to(dtype)
+
+    def accumulate_grads(self) -> None:
+        """Add the model's (bf16) gradients into the masters' fp32 gradients and clear them."""
+        for param, master in zip(self.params, self.masters):
+            grad = param.grad
+            if grad is None:
+                continue
+            grad = grad.to_dense() if grad.is_sparse else grad
+            if master.grad is None:
+                master.grad = grad.float()
+            else:
+                master.grad.add_(grad)
+            param.grad = None
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Round the updated masters into the model's weights."""
+        for param, master in zip(self.params, self.masters):
+            param.copy_(master)
+
+    @contextmanager
+    def fp32_model(self) -> Iterator[Any]:
+        """The model with its master (fp32) weights in place, e.g. to save a checkpoint."""
+        low = [p.data for p in self.params]
+        for param, master in zip(self.params, self.masters):
+            param.data = master.data
+        try:
+            yield self.model
+        finally:
+            for param, data in zip(self.params, low):
+                param.data = data
+
+    def restore(self) -> None:
+        """Put the fp32 masters back as the model's weights (end of training)."""
+        for param, master in zip(self.params, self.masters):
+            param.data = master.data
