@@ -99,15 +99,15 @@ def pack_sequences(sequences: Sequence[Sequence[int]], row_tokens: int, pad_id: 
     ``row_tokens`` allows (a longer sequence gets a row of its own). Row ends are padded with a
     segment of their own (positions restart there too), which real tokens never attend to.
 
-    >>> batch = pack_sequences([[5, 6, 7], [8, 9], [4]], row_tokens=4, pad_id=0)
+    >>> batch = pack_sequences([[5, 6, 7], [8, 9], [4, 3]], row_tokens=4, pad_id=0)
     >>> batch["input_ids"]
     tensor([[5, 6, 7, 0],
-            [8, 9, 4, 0]])
+            [8, 9, 4, 3]])
     >>> batch["position_ids"]
     tensor([[0, 1, 2, 0],
-            [0, 1, 0, 0]])
+            [0, 1, 0, 1]])
     >>> batch["rows"].tolist(), batch["cols"].tolist()
-    ([0, 1, 1], [2, 1, 2])
+    ([0, 1, 1], [2, 1, 3])
     """
     total = sum(len(s) for s in sequences)
     num_rows = max(1, -(-total // max(row_tokens, 1)))
