@@ -95,7 +95,9 @@ def labeler_groups(keys: Sequence[str], num_groups: int, seed: int) -> dict[str,
     """Deal the distinct ``keys`` (labeler ids) into ``num_groups`` groups, shuffled by ``seed``."""
     distinct = sorted(set(keys))
     if len(distinct) < num_groups:
-        raise ValueError(f"{len(distinct)} distinct labelers cannot form {num_groups} groups (try group_by='prompt')")
+        from instructgpt.config import ConfigError
+
+        raise ConfigError(f"cv_groups: {len(distinct)} distinct labelers cannot form {num_groups} groups (try group_by='prompt')")
     random.Random(seed).shuffle(distinct)
     return {key: i % num_groups for i, key in enumerate(distinct)}
 
