@@ -165,7 +165,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
     objective = RankingObjective(model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device))
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay
+        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
