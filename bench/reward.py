@@ -1,6 +1,6 @@
 """Benchmark: our K-wise reward-model trainer against TRL's ``RewardTrainer`` on the pairwise expansion.
 
-    python bench/reward.py              # truncated gemma-3-270m, K = 4 and K = 9 (about 30 min on 2 CPU cores)
+    python bench/reward.py              # gemma-3-270m cut to 2 layers, K = 4 and K = 9 (about 20 min on 2 busy CPU cores)
     python bench/reward.py --quick      # a tiny random model, a few minutes (a smoke run)
     python bench/reward.py --help
 
@@ -73,13 +73,13 @@ class Args:
 
     model: str = "gemma-3-270m"
     """Model both sides train: 'gemma-3-270m' (embedded), a local Hugging Face folder or a .gguf file."""
-    layers: int = 4
+    layers: int = 2
     """Keep the first N decoder layers of the model (0: all). The full 18-layer model is too slow on a 2-core CPU."""
     ks: tuple[int, ...] = (4, 9)
     """Responses per prompt to benchmark (4 and/or 9)."""
-    train_prompts: int = 64
+    train_prompts: int = 32
     """Training prompts (one epoch)."""
-    val_prompts: int = 32
+    val_prompts: int = 16
     """Validation prompts (accuracy over all their comparisons)."""
     batch_size: int = 8
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
@@ -89,9 +89,9 @@ class Args:
     """Ours: most tokens per forward."""
     lr: float = 3e-5
     """Peak learning rate of both sides (cosine decay to 10%)."""
-    max_prompt_tokens: int = 128
+    max_prompt_tokens: int = 96
     """Prompts longer than this are dropped (before the split)."""
-    max_response_tokens: int = 64
+    max_response_tokens: int = 48
     """Responses are truncated to this many tokens (both sides get the same ids)."""
     repeats: int = 1
     """Runs per side and K (alternating ours / TRL)."""
