@@ -162,6 +162,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         model, tokenizer = load_reward_model(config.model, seed=config.seed)
     model.to(accelerator.device)
     train, val, records = build_groups(config, tokenizer, accelerator.is_main_process)
+    check(len(train) >= config.batch_size, "batch_size", f"{config.batch_size} prompts per batch, but only {len(train)} training prompts")
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
     objective = RankingObjective(model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device))
     optimizer = torch.optim.AdamW(
