@@ -24,7 +24,8 @@ with fp32 master weights, and the same number of optimizer steps:
 - ours: ``--batch-size`` prompts per step, each response scored once, Eq. 1 over all pairs;
 - TRL: the usual pairwise expansion, every comparison an independent, shuffled example
   (chosen and rejected in one padded forward); ``--batch-size`` x C(K,2) pairs per step,
-  ``--trl-micro-batch`` pairs per forward, so both sides make the same number of updates.
+  ``--trl-micro-batch`` pairs per forward, so both sides make the same number of updates;
+  gradient checkpointing off (TRL's default is on; ours never recomputes activations).
 
 Measured per run (each run in its own subprocess, sides alternating, ours first):
 sequences through the trunk (forward passes of one sequence), tokens, wall time of the
@@ -93,7 +94,7 @@ class Args:
     """Prompts longer than this are dropped (before the split)."""
     max_response_tokens: int = 48
     """Responses are truncated to this many tokens (both sides get the same ids)."""
-    repeats: int = 1
+    repeats: int = 2
     """Runs per side and K (alternating ours / TRL)."""
     seed: int = 0
     """Seed of the split, the model head and both trainers."""
@@ -312,6 +313,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, max_length=None,
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=args["seed"],
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
+        gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
     )
     clock = _step_clock()
 
