@@ -74,6 +74,9 @@ def _import(args: argparse.Namespace) -> int:
     if args.include_synthetic and args.source != "oasst":
         print("--include-synthetic applies to the oasst source only", file=sys.stderr)
         return 2
+    if args.input is None and args.source not in DEFAULT_PATHS:
+        print(f"{args.source} has no bundled input: give --input", file=sys.stderr)
+        return 2
     source = args.input or find_data_root() / DEFAULT_PATHS[args.source]
     if not args.out.parent.is_dir():
         print(f"no folder {args.out.parent} to write {args.out.name} in", file=sys.stderr)

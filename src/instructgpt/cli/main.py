@@ -3,6 +3,7 @@
     instructgpt pipeline [--preset quickstart|large] [flags]   the main job: the whole method end to end
     instructgpt quickstart [flags]      SFT of the embedded base model only, samples before/after
     instructgpt sft [--config F] [flags] step 1: supervised fine-tuning on demonstrations
+    instructgpt rm train|eval|normalize|select-sft   step 2: the reward model on K-wise rankings
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
@@ -20,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("instructgpt.cli.stages", "quickstart"),
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),
+    "rm": ("instructgpt.cli.rm", "main"),
     "data": ("instructgpt.cli.data", "main"),
 }
 

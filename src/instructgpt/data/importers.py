@@ -2,7 +2,8 @@
 
 The paper's demonstrations and rankings come from OpenAI's labelers and are not public. These
 pure functions turn the public stand-ins under ``shared/data`` (see its README) into
-``Demonstration`` records for SFT and ``Ranking`` records for the reward model. Each takes a
+``Demonstration`` records for SFT and ``Ranking`` records for the reward model (OpenAssistant
+K-wise rankings, Anthropic hh-rlhf pairs, and any file in the common chosen/rejected format). Each takes a
 path and returns a list; what each keeps, drops and how it maps fields is in its docstring.
 Records dropped from a source are counted in an INFO log line.
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -33,6 +35,7 @@ DEFAULT_PATHS: dict[str, str] = {
     "alpaca": "alpaca/alpaca_5000.json",
     "self-instruct": "self-instruct/data/seed_tasks.jsonl",
     "oasst-rankings": "oasst/derived/en_100_kwise_rankings.jsonl",
+    "hh-rlhf": "hh-rlhf/harmless-base/test.jsonl.gz",
 }
 """Each importer's bundled input, relative to the data root."""
 
@@ -260,10 +263,126 @@ def import_rankings_oasst(path: str | os.PathLike) -> list[Ranking]:
     ]
 
 
+class ChosenRejectedText(_Source):
+    """One line of Anthropic's hh-rlhf: two whole transcripts."""
+
+    chosen: str
+    rejected: str
+
+
+Turns = list[Message]
+
+
+class PreferencePair(_Source):
+    """The common preference format: an optional prompt, a chosen and a rejected response.
+
+    Text (``"prompt": str, "chosen": str, "rejected": str``) or conversational (lists of
+    ``{role, content}`` messages; without ``prompt``, the common leading messages of chosen and
+    rejected are the prompt), as TRL and Hugging Face preference datasets write it.
+    """
+
+    prompt: str | Turns | None = None
+    chosen: str | Turns
+    rejected: str | Turns
+
+
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def hh_transcript(text: str) -> list[Message]:
+    """An hh-rlhf transcript (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) as messages.
+
+    >>> [(m.role, m.content) for m in hh_transcript("\\n\\nHuman: Hi\\n\\nAssistant: Hello!")]
+    [('user', 'Hi'), ('assistant', 'Hello!')]
+    """
+    parts = HH_TURN.split(text)  # ["", "Human", "Hi", "Assistant", "Hello!"]
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [Message.model_construct(role=roles[who], content=said.strip()) for who, said in zip(parts[1::2], parts[2::2])]
+
+
+def _pair_ranking(prompt: list[Message] | str, chosen: str, rejected: str, source: str, prompt_id: str) -> Ranking:
+    return Ranking(prompt=prompt, responses=[chosen, rejected], ranks=[0, 1], labeler_id=source, prompt_id=prompt_id)
+
+
+def _split_pair(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], str, str] | None:
+    """``(prompt, chosen reply, rejected reply)`` when the two conversations differ only in their last assistant turn."""
+    if len(chosen) < 2 or len(chosen) != len(rejected) or chosen[:-1] != rejected[:-1]:
+        return None
+    if chosen[-1].role != "assistant" or rejected[-1].role != "assistant" or chosen[-2].role != "user":
+        return None
+    return chosen[:-1], chosen[-1].content, rejected[-1].content
+
+
+def _usable(prompt: Any, chosen: str, rejected: str) -> bool:
+    """A pair the Ranking schema accepts: non-empty, different replies and a non-empty prompt."""
+    if not chosen.strip() or not rejected.strip() or chosen == rejected:
+        return False
+    if isinstance(prompt, str):
+        return bool(prompt.strip())
+    return bool(prompt) and all(m.content.strip() for m in prompt)
+
+
+def import_rankings_hh(path: str | os.PathLike) -> list[Ranking]:
+    """K = 2 rankings from Anthropic hh-rlhf (``{"chosen": transcript, "rejected": transcript}``).
+
+    The transcripts are split into turns (``Human`` -> user, ``Assistant`` -> assistant); the
+    prompt is the conversation up to the last human turn, the responses are the two final
+    assistant turns, chosen first (ranks ``[0, 1]``). Pairs whose dialogues differ before the
+    final turn (5 in the bundled file), end with an empty or identical reply, or hold an empty
+    turn, are skipped and counted. ``labeler_id`` is ``hh-rlhf`` (the data names no labeler),
+    ``prompt_id`` ``hh-rlhf:<record index>``.
+    """
+    rankings, skipped = [], 0
+    for i, pair in enumerate(read_models(path, ChosenRejectedText)):
+        split = _split_pair(hh_transcript(pair.chosen), hh_transcript(pair.rejected))
+        if split is None or not _usable(*split):
+            skipped += 1
+            continue
+        prompt, chosen, rejected = split
+        rankings.append(_pair_ranking([Message(role=m.role, content=m.content) for m in prompt], chosen, rejected, "hh-rlhf", f"hh-rlhf:{i}"))
+    _log_skipped("hh-rlhf", skipped, "pairs that differ before the last turn, or with an empty or identical reply")
+    return rankings
+
+
+def import_rankings_pairs(path: str | os.PathLike) -> list[Ranking]:
+    """K = 2 rankings from the common chosen/rejected JSONL format (:class:`PreferencePair`).
+
+    With an explicit ``prompt``, the responses are ``chosen`` and ``rejected`` (a message list
+    is reduced to its assistant text). Without one, the two must be conversations that differ
+    only in their last assistant turn; the shared turns are the prompt. Unusable pairs (empty
+    or identical replies, no shared prompt) are skipped and counted. ``labeler_id`` is
+    ``pairs``, ``prompt_id`` ``pairs:<record index>``.
+    """
+    rankings, skipped = [], 0
+    for i, pair in enumerate(read_models(path, PreferencePair)):
+        if pair.prompt is None:
+            split = _split_pair(_as_turns(pair.chosen), _as_turns(pair.rejected))
+        else:
+            split = (pair.prompt, _reply_text(pair.chosen), _reply_text(pair.rejected))
+        if split is None or not _usable(*split):
+            skipped += 1
+            continue
+        rankings.append(_pair_ranking(*split, "pairs", f"pairs:{i}"))
+    _log_skipped("pairs", skipped, "unusable pairs (empty or identical replies, or no shared prompt)")
+    return rankings
+
+
+def _as_turns(value: str | list[Message]) -> list[Message]:
+    return value if isinstance(value, list) else []
+
+
+def _reply_text(value: str | list[Message]) -> str:
+    if isinstance(value, str):
+        return value
+    return "\n\n".join(m.content for m in value if m.role == "assistant")
+
+
 IMPORTERS: dict[str, Callable[..., list]] = {
     "oasst": import_oasst,
     "alpaca": import_alpaca,
     "self-instruct": import_self_instruct,
     "oasst-rankings": import_rankings_oasst,
+    "hh-rlhf": import_rankings_hh,
+    "pairs": import_rankings_pairs,
 }
 """Importers by source name, as used by ``instructgpt data import``."""

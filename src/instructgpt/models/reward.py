@@ -14,7 +14,13 @@ Choices the paper leaves open:
   padding give the same score) and position ids are rebuilt from the mask, so a left-padded
   sequence sees the same positions as an unpadded one;
 - ``normalization_bias`` (method.md: "add a bias such that the labelers' demonstrations score
-  mean 0 before RL") is a buffer added to every score; it is saved with the model.
+  mean 0 before RL") is a buffer added to every score; it is saved with the model;
+- the head always runs in fp32, outside any autocast: under bf16 autocast the trunk computes
+  in bf16, but a bf16 score (8 bits of mantissa) would round the small score differences the
+  ranking loss is made of;
+- packed rows (several sequences in one row, positions restarting at 0, no attention mask;
+  :func:`instructgpt.data.collate.pack`) are scored by :meth:`RewardModel.score_packed`, which
+  reads each sequence at its own last token.
 
 Saved layout (a folder): the trunk as a Hugging Face base model (``config.json`` +
 ``model.safetensors``, loadable with ``AutoModel``), the tokenizer, ``reward_head.safetensors``
@@ -49,6 +55,7 @@ class RewardModel(nn.Module):
         with torch.no_grad():
             self.head.weight.normal_(0.0, 1.0 / math.sqrt(hidden + 1), generator=generator)
         self.register_buffer("normalization_bias", torch.tensor(float(normalization_bias)))
+        self.parent: str | None = None  # the model this one started from, written to reward.json
 
     @classmethod
     def from_causal_lm(cls, lm: nn.Module, seed: int = 0) -> "RewardModel":
@@ -66,15 +73,32 @@ class RewardModel(nn.Module):
         hidden = self.hidden_states(input_ids, attention_mask)  # [B, T, H]
         last = last_token_index(attention_mask)  # [B]
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
-        return self.head(picked).squeeze(-1).float() + self.normalization_bias
+        return self.score_hidden(picked)
+
+    def score_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Scores ``[S]`` of packed sequences; sequence s ends at ``input_ids[rows[s], cols[s]]``.
+
+        ``input_ids, position_ids [R, L]`` as :func:`instructgpt.data.collate.pack` builds them
+        (positions restart at 0 for each sequence; attention stays within a sequence).
+        """
+        out = self.trunk(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        return self.score_hidden(out.last_hidden_state[rows, cols])  # [S, H] -> [S]
+
+    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head in fp32 (outside autocast) plus the normalisation bias: ``[..., H] -> [...]``."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float() + self.normalization_bias
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The head at every position ``[B, T]`` (fp32): PPO's value model reads these."""
-        hidden = self.hidden_states(input_ids, attention_mask)
-        return self.head(hidden).squeeze(-1).float() + self.normalization_bias
+        return self.score_hidden(self.hidden_states(input_ids, attention_mask))
 
-    def save_pretrained(self, folder: str | os.PathLike, tokenizer: Any = None, parent: str | None = None) -> Path:
-        """Write the trunk, tokenizer, head and ``reward.json`` to ``folder``."""
+    def save_pretrained(self, folder: str | os.PathLike, tokenizer: Any = None, parent: str | None = None, **_: Any) -> Path:
+        """Write the trunk, tokenizer, head and ``reward.json`` to ``folder``.
+
+        Extra keyword arguments (``safe_serialization``, as :mod:`instructgpt.training.checkpoint`
+        passes) are accepted and ignored: the weights are always safetensors.
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
@@ -83,9 +107,24 @@ class RewardModel(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         save_file({"weight": self.head.weight.detach().contiguous().cpu()}, str(folder / HEAD_FILE))
-        meta = {"normalization_bias": float(self.normalization_bias), "parent": parent}
+        meta = {"normalization_bias": float(self.normalization_bias), "parent": parent or self.parent}
         (folder / REWARD_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
+
+
+def load_reward_weights(model: RewardModel, folder: str | os.PathLike) -> None:
+    """Load a saved reward model's trunk, head and bias into ``model`` (same architecture), in place."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):  # the trunk may be sharded
+        if file.name != HEAD_FILE:
+            state.update(load_file(str(file)))
+    model.trunk.load_state_dict(state)
+    model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    meta = json.loads((folder / REWARD_JSON).read_text())
+    model.normalization_bias.fill_(float(meta["normalization_bias"]))
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -122,6 +161,7 @@ def load_reward_model(name: str | os.PathLike, dtype: torch.dtype | None = None,
     meta = json.loads((folder / REWARD_JSON).read_text())
     trunk = AutoModel.from_pretrained(folder, dtype=dtype or torch.float32)
     model = RewardModel(trunk, normalization_bias=meta["normalization_bias"])
+    model.parent = meta.get("parent")
     model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     model.head.to(dtype or torch.float32)
     tokenizer = load_tokenizer(str(folder))

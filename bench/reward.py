@@ -1,0 +1,451 @@
+"""Benchmark: our K-wise reward-model trainer against TRL's ``RewardTrainer`` on the pairwise expansion.
+
+    python bench/reward.py              # gemma-3-270m cut to 2 layers, K = 4 and K = 9 (about 20 min on 2 busy CPU cores)
+    python bench/reward.py --quick      # a tiny random model, a few minutes (a smoke run)
+    python bench/reward.py --help
+
+Data (the same prompts at K = 4 and K = 9): the 252 user-oriented instructions of
+self-instruct's human evaluation come with 9 responses each: the expert-written target and
+the predictions of 8 GPT-3 models. Prompts whose 9 responses are non-empty and all different
+(120) are ranked by the source's quality order, from the self-instruct paper's human
+evaluation: target, text-davinci-003, -002, -001, davinci + self-instruct + SuperNI,
+davinci + self-instruct, davinci + SuperNI, davinci + T0, davinci (no ties). K = 9 keeps all;
+K = 4 keeps the target, text-davinci-003, text-davinci-001 and davinci. A seeded split gives
+``--train-prompts`` and ``--val-prompts``. (The self-instruct authors ask that these
+instructions not be used for training models: the benchmark's reward models are measured
+and thrown away.)
+
+Both sides train the same model (``--model``, cut to its first ``--layers`` decoder layers
+when the full model is too slow for a CPU benchmark) for one epoch, on identical token
+sequences (ours renders them; TRL receives the same ids as ``chosen_ids``/``rejected_ids``),
+with AdamW (0.9, 0.95), clipping 1.0, lr ``--lr`` with cosine decay to 10%, bf16 autocast
+with fp32 master weights, and the same number of optimizer steps:
+
+- ours: ``--batch-size`` prompts per step, each response scored once, Eq. 1 over all pairs;
+- TRL: the usual pairwise expansion, every comparison an independent, shuffled example
+  (chosen and rejected in one padded forward); ``--batch-size`` x C(K,2) pairs per step,
+  ``--trl-micro-batch`` pairs per forward, so both sides make the same number of updates;
+  gradient checkpointing off (TRL's default is on; ours never recomputes activations).
+
+Measured per run (each run in its own subprocess, sides alternating, ours first):
+sequences through the trunk (forward passes of one sequence), tokens, wall time of the
+optimizer steps (ours: the trainer's ``time/step_s``; TRL: a callback from step begin to step
+end), the whole ``train()`` call, peak RSS (``ru_maxrss``, load included), and the validation
+accuracy of the trained model, computed the same way for both (fp32, every comparison of
+every validation prompt at that K).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import current_rss_mib, format_table, machine, median, peak_rss_mib, ratio, run_worker, write_json
+
+SOURCES = (
+    "target",
+    "text-davinci-003",
+    "text-davinci-002",
+    "text-davinci-001",
+    "davinci-self-instruct-and-superni-ft",
+    "davinci-self-instruct",
+    "davinci-superni-ft",
+    "davinci-t0-ft",
+    "davinci",
+)
+"""The 9 responses of each prompt, best first (self-instruct paper, human evaluation)."""
+
+K4 = ("target", "text-davinci-003", "text-davinci-001", "davinci")
+"""The K = 4 subset, best first."""
+
+
+@dataclass(frozen=True)
+class Args:
+    """Our K-wise RM trainer against TRL's RewardTrainer on pairs: sequences, wall time, memory, accuracy."""
+
+    model: str = "gemma-3-270m"
+    """Model both sides train: 'gemma-3-270m' (embedded), a local Hugging Face folder or a .gguf file."""
+    layers: int = 2
+    """Keep the first N decoder layers of the model (0: all). The full 18-layer model is too slow on a 2-core CPU."""
+    ks: tuple[int, ...] = (4, 9)
+    """Responses per prompt to benchmark (4 and/or 9)."""
+    train_prompts: int = 32
+    """Training prompts (one epoch)."""
+    val_prompts: int = 16
+    """Validation prompts (accuracy over all their comparisons)."""
+    batch_size: int = 8
+    """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
+    trl_micro_batch: int = 8
+    """TRL: pairs per forward (2 x this many sequences)."""
+    micro_batch_tokens: int = 8192
+    """Ours: most tokens per forward."""
+    lr: float = 3e-5
+    """Peak learning rate of both sides (cosine decay to 10%)."""
+    max_prompt_tokens: int = 96
+    """Prompts longer than this are dropped (before the split)."""
+    max_response_tokens: int = 48
+    """Responses are truncated to this many tokens (both sides get the same ids)."""
+    repeats: int = 2
+    """Runs per side and K (alternating ours / TRL)."""
+    seed: int = 0
+    """Seed of the split, the model head and both trainers."""
+    quick: bool = False
+    """Smoke run: a tiny random model and small sizes wherever the command line keeps the default."""
+    out: Path = Path(__file__).resolve().parent / "results" / "reward.json"
+    """JSON report."""
+    work_dir: Path | None = None
+    """Keep data, worker logs and run folders here (default: a temporary folder, removed at the end)."""
+    timeout: int = 3600
+    """Seconds before a worker subprocess is killed."""
+
+
+QUICK = dict(train_prompts=16, val_prompts=8, batch_size=4, trl_micro_batch=8, max_prompt_tokens=96, max_response_tokens=24)
+
+
+def main(args: Args) -> None:
+    if args.quick:
+        defaults = Args()
+        args = dataclasses.replace(args, **{k: v for k, v in QUICK.items() if getattr(args, k) == getattr(defaults, k)})
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-reward-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        report = run_benchmark(args, work)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+
+
+def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
+    host = machine()
+    model = str(_tiny_model(work)) if args.quick else str(truncated_model(args.model, args.layers, work))
+    data = prepare_data(model, args, work)
+    print(f"data: {data['train_prompts']} training and {data['val_prompts']} validation prompts; model {model}")
+    runs: dict[str, dict[str, list]] = {}
+    for k in args.ks:
+        runs[str(k)] = {"ours": [], "trl": []}
+        for repeat in range(args.repeats):
+            for side in ("ours", "trl"):
+                spec = {"side": side, "k": k, "model": model, "data": data[str(k)], "args": _jsonable(args), "work": str(work)}
+                result = run_worker(Path(__file__), spec, work / "logs", f"{side}-k{k}-{repeat}", args.timeout)
+                runs[str(k)][side].append(result)
+                print(f"K={k} {side} #{repeat}: {_short(result)}", flush=True)
+                write_json(args.out.with_suffix(".partial.json"), {"model": model, "args": _jsonable(args), "runs": runs})
+    summary = {k: summarize(sides) for k, sides in runs.items()}
+    host["load_average_at_end"] = machine()["load_average_1_5_15min"]
+    report = {"benchmark": "reward", "machine": host, "model": model, "args": _jsonable(args), "data": _data_summary(data),
+              "summary": summary, "runs": runs}
+    print_report(report)
+    return report
+
+
+def truncated_model(name: str, layers: int, work: Path) -> Path:
+    """The model cut to its first ``layers`` decoder layers, saved as a Hugging Face folder."""
+    from transformers import AutoModelForCausalLM
+
+    from instructgpt.models.loader import load_tokenizer, resolve_model
+
+    source = resolve_model(name)
+    if not layers:
+        return Path(source)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    config = model.config
+    if layers < config.num_hidden_layers:
+        model.model.layers = model.model.layers[:layers]
+        config.num_hidden_layers = layers
+        if getattr(config, "layer_types", None):
+            config.layer_types = config.layer_types[:layers]
+    folder = work / f"model-{layers}-layers"
+    model.save_pretrained(folder)
+    load_tokenizer(source).save_pretrained(folder)
+    return folder
+
+
+def _tiny_model(work: Path) -> Path:
+    from instructgpt.models.tiny import save_tiny
+
+    return Path(save_tiny(str(work / "tiny-model")))
+
+
+def prepare_data(model: str, args: Args, work: Path) -> dict[str, Any]:
+    """Rankings files at each K (ours) and the same groups' token ids (TRL's pairs, and validation)."""
+    from instructgpt.data.importers import find_data_root
+    from instructgpt.data.jsonl import write_jsonl_atomic
+    from instructgpt.data.schemas import Ranking
+    from instructgpt.models.loader import ensure_pad_token, load_tokenizer
+    from instructgpt.training.rm_data import render_groups
+
+    tokenizer = load_tokenizer(model)
+    ensure_pad_token(tokenizer)
+    root = find_data_root() / "self-instruct" / "human_eval" / "predictions"
+    predictions = {s: [json.loads(line) for line in (root / f"{s}_predictions.jsonl").open()] for s in SOURCES[1:]}
+    usable = []
+    for i, item in enumerate(predictions["davinci"]):
+        prompt = item["instruction"].strip() + (f"\n\n{item['input'].strip()}" if item["input"].strip() else "")
+        responses = {"target": item["target"], **{s: predictions[s][i]["response"] for s in SOURCES[1:]}}
+        texts = [responses[s].strip() for s in SOURCES]
+        if all(texts) and len(set(texts)) == len(texts) and len(tokenizer(prompt)["input_ids"]) < args.max_prompt_tokens:
+            usable.append((f"self-instruct-{i}", prompt, {s: t for s, t in zip(SOURCES, texts)}))
+    if len(usable) < args.train_prompts + args.val_prompts:
+        raise SystemExit(f"only {len(usable)} usable prompts for --train-prompts + --val-prompts")
+    chosen = random.Random(args.seed).sample(usable, args.train_prompts + args.val_prompts)
+    data: dict[str, Any] = {"usable_prompts": len(usable), "train_prompts": args.train_prompts, "val_prompts": args.val_prompts}
+    for k in args.ks:
+        sources = SOURCES if k == 9 else K4 if k == 4 else SOURCES[:k]
+        entry: dict[str, Any] = {"k": k, "sources": list(sources)}
+        for split, items in (("train", chosen[: args.train_prompts]), ("val", chosen[args.train_prompts :])):
+            order = random.Random(f"{args.seed}-{split}-{k}")
+            records = []
+            for prompt_id, prompt, responses in items:
+                shown = order.sample(list(sources), len(sources))  # the order responses are listed in
+                records.append(Ranking(prompt=prompt, responses=[responses[s] for s in shown], ranks=[sources.index(s) for s in shown],
+                                       labeler_id="self-instruct-order", prompt_id=prompt_id))
+            path = work / f"k{k}-{split}.jsonl"
+            write_jsonl_atomic(path, records)
+            groups, _ = render_groups(tokenizer, records, "raw", "\n\n", args.max_prompt_tokens, args.max_response_tokens)
+            ids = work / f"k{k}-{split}-ids.json"
+            ids.write_text(json.dumps([{"sequences": g.sequences, "ranks": g.ranks} for g in groups]))
+            entry[split] = str(path)
+            entry[f"{split}_ids"] = str(ids)
+            entry[f"{split}_tokens"] = sum(g.tokens for g in groups)
+        data[str(k)] = entry
+    return data
+
+
+# --- workers (one subprocess per run) -------------------------------------------------------
+
+
+def _groups(path: str) -> list:
+    from instructgpt.training.rm_data import RankedGroup
+
+    return [RankedGroup(tuple(tuple(s) for s in g["sequences"]), tuple(g["ranks"])) for g in json.loads(Path(path).read_text())]
+
+
+def validation_accuracy(score, groups: list) -> dict[str, float]:
+    """Accuracy and log loss over every comparison of ``groups``; ``score(sequences) -> [N]`` scores."""
+    import torch
+    import torch.nn.functional as F
+
+    from instructgpt.losses.ranking import comparison_mask, ranking_accuracy
+    from instructgpt.training.rm_data import flatten
+
+    correct = comparisons = log_loss = 0.0
+    with torch.no_grad():
+        for start in range(0, len(groups), 4):
+            sequences, index, ranks = flatten(groups[start : start + 4])
+            scores = torch.cat([score(sequences[i : i + 16]) for i in range(0, len(sequences), 16)]).float().cpu()
+            right, total = ranking_accuracy(scores, index, ranks)
+            beats = comparison_mask(index, ranks)
+            log_loss += float(-F.logsigmoid(scores[:, None] - scores[None, :])[beats].sum())
+            correct, comparisons = correct + float(right.sum()), comparisons + float(total.sum())
+    return {"accuracy": correct / comparisons, "log_loss": log_loss / comparisons, "comparisons": int(comparisons)}
+
+
+def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train with our ``train_rm`` (one epoch); per-step work and times from its metrics."""
+    import torch
+
+    from instructgpt.models.reward import load_reward_model
+    from instructgpt.training import rm
+    from instructgpt.training.metrics import read_metrics
+    from instructgpt.training.rm_data import score_sequences
+
+    args, data = spec["args"], spec["data"]
+    torch.manual_seed(args["seed"])
+    model, tokenizer = load_reward_model(spec["model"], seed=args["seed"])
+    after_load = current_rss_mib()
+    config = rm.RMConfig(
+        model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
+        val_fraction=0.0, epochs=1, lr=args["lr"], batch_size=args["batch_size"], micro_batch_prompts=args["batch_size"],
+        micro_batch_tokens=args["micro_batch_tokens"], template="raw", max_prompt_tokens=args["max_prompt_tokens"],
+        max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=args["seed"],
+    )
+    rm._save = lambda *_, **__: None  # checkpoint writes are no part of training (TRL: save_strategy="no")
+    rm._finish = lambda *_, **__: None
+    started = time.perf_counter()
+    rm.train_rm(config, model, tokenizer)
+    train_s = time.perf_counter() - started
+    peak = peak_rss_mib()
+    steps = [r for r in read_metrics(config.out_dir) if "rm/responses" in r]
+    model.float()
+    scored = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), _groups(data["val_ids"]))
+    return {
+        "side": "ours",
+        "steps": [{"sequences": s["rm/responses"], "tokens": s["rm/tokens"], "pairs": s["rm/comparisons"], "step_s": s["time/step_s"]} for s in steps],
+        "train_s": train_s, "validation": scored, "rss_after_load_mib": after_load, "peak_rss_mib": peak,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train TRL's RewardTrainer on the pairwise expansion of the same groups (identical token ids)."""
+    import datasets
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from instructgpt.models.loader import ensure_pad_token, load_tokenizer
+
+    args, data, k = spec["args"], spec["data"], spec["k"]
+    torch.manual_seed(args["seed"])
+    model = AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=1, dtype=torch.float32)
+    tokenizer = load_tokenizer(spec["model"])
+    ensure_pad_token(tokenizer, model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    after_load = current_rss_mib()
+    pairs = [{"chosen_ids": list(g.sequences[w]), "rejected_ids": list(g.sequences[l])}
+             for g in _groups(data["train_ids"]) for w in range(g.k) for l in range(g.k) if g.ranks[w] < g.ranks[l]]
+    per_step = args["batch_size"] * math.comb(k, 2)
+    config = RewardConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
+        per_device_train_batch_size=args["trl_micro_batch"], gradient_accumulation_steps=per_step // args["trl_micro_batch"],
+        learning_rate=args["lr"], lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, max_length=None,
+        logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=args["seed"],
+        use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
+        gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
+    )
+    clock = _step_clock()
+
+    class CountingTrainer(RewardTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            clock.forwards.append({"step": self.state.global_step, "sequences": int(inputs["input_ids"].shape[0]),
+                                   "tokens": int(inputs["attention_mask"].sum()), "positions": int(inputs["input_ids"].numel())})
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    trainer = CountingTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(pairs),
+                              processing_class=tokenizer, callbacks=[clock])
+    started = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - started
+    peak = peak_rss_mib()
+    steps = []
+    for step, (begin, end) in enumerate(zip(clock.begin, clock.end)):
+        forwards = [f for f in clock.forwards if f["step"] == step]
+        steps.append({"sequences": sum(f["sequences"] for f in forwards), "tokens": sum(f["tokens"] for f in forwards),
+                      "pairs": sum(f["sequences"] for f in forwards) // 2, "step_s": end - begin})
+    model.eval().float()
+
+    def score(sequences):
+        from instructgpt.training.rm_data import pad_sequences
+
+        batch = pad_sequences(sequences, tokenizer.pad_token_id)
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+
+    return {
+        "side": "trl", "steps": steps, "train_s": train_s, "validation": validation_accuracy(score, _groups(data["val_ids"])),
+        "rss_after_load_mib": after_load, "peak_rss_mib": peak, "threads": torch.get_num_threads(), "pairs": len(pairs),
+    }
+
+
+def _step_clock() -> Any:
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.begin: list[float] = []
+            self.end: list[float] = []
+            self.forwards: list[dict] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.begin.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.end.append(time.perf_counter())
+
+    return StepClock()
+
+
+# --- aggregation and report -----------------------------------------------------------------
+
+
+def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    if "error" in run:
+        return {"error": run["error"]}
+    steps = run["steps"]
+    return {
+        "steps": len(steps),
+        "sequences": sum(s["sequences"] for s in steps),
+        "tokens": sum(s["tokens"] for s in steps),
+        "pairs": sum(s["pairs"] for s in steps),
+        "step_wall_s": sum(s["step_s"] for s in steps),
+        "train_wall_s": run["train_s"],
+        "peak_rss_mib": run["peak_rss_mib"],
+        "val_accuracy": run["validation"]["accuracy"],
+        "val_log_loss": run["validation"]["log_loss"],
+    }
+
+
+KEYS = ("steps", "sequences", "tokens", "pairs", "step_wall_s", "train_wall_s", "peak_rss_mib", "val_accuracy", "val_log_loss")
+
+
+def summarize(sides: dict[str, list]) -> dict[str, Any]:
+    """Medians per side over the runs that succeeded, and TRL / ours ratios."""
+    out: dict[str, Any] = {}
+    for side, runs in sides.items():
+        ok = [_run_summary(r) for r in runs if "error" not in r]
+        out[side] = {key: median([r[key] for r in ok]) for key in KEYS}
+        out[side]["runs_ok"] = len(ok)
+        out[side]["errors"] = [r["error"] for r in runs if "error" in r]
+    out["trl_over_ours"] = {key: ratio(out["trl"][key], out["ours"][key]) for key in ("sequences", "tokens", "step_wall_s", "train_wall_s", "peak_rss_mib")}
+    out["accuracy_ours_minus_trl"] = None if out["ours"]["val_accuracy"] is None or out["trl"]["val_accuracy"] is None else (
+        out["ours"]["val_accuracy"] - out["trl"]["val_accuracy"])
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    args = report["args"]
+    print(f"\nReward-model benchmark: {report['model']} on {report['machine']['cpu']}; {args['train_prompts']} training prompts, "
+          f"{args['val_prompts']} validation; {args['batch_size']} prompts per step; one epoch; medians of {args['repeats']} run(s)")
+    rows = []
+    for k, s in report["summary"].items():
+        for side in ("ours", "trl"):
+            r = s[side]
+            rows.append([f"K={k}", side, r["steps"], r["sequences"], r["tokens"], r["step_wall_s"], r["train_wall_s"], r["peak_rss_mib"],
+                         r["val_accuracy"], r["val_log_loss"]])
+        x = s["trl_over_ours"]
+        rows.append([f"K={k}", "TRL / ours", None, x["sequences"], x["tokens"], x["step_wall_s"], x["train_wall_s"], x["peak_rss_mib"],
+                     s["accuracy_ours_minus_trl"], None])
+    print(format_table(["K", "side", "steps", "sequences", "tokens", "steps wall s", "train() s", "peak RSS MiB", "val acc", "val log loss"], rows))
+    print("val acc in the ratio row: ours minus TRL.")
+
+
+def _data_summary(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: ({k: v for k, v in value.items() if not k.endswith("_ids")} if isinstance(value, dict) else value) for key, value in data.items()}
+
+
+def _short(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "FAILED " + result["error"].splitlines()[-1][:200]
+    s = _run_summary(result)
+    return (f"{s['steps']} steps, {s['sequences']} sequences, steps {s['step_wall_s']:.1f} s, train() {s['train_wall_s']:.1f} s, "
+            f"peak {s['peak_rss_mib']:.0f} MiB, val acc {s['val_accuracy']:.3f}")
+
+
+def _jsonable(args: Args) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
+
+
+def worker(spec_path: Path, result_path: Path) -> None:
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    result = (run_ours if spec["side"] == "ours" else run_trl)(spec)
+    write_json(result_path, result)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        worker(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        import tyro
+
+        main(tyro.cli(Args))

@@ -1,0 +1,356 @@
+"""Step 2 of the method: the reward model, trained on K-wise rankings as the paper does.
+
+method.md, step 2: per prompt, the K ranked responses give C(K,2) comparisons, and all of them
+form ONE batch element: each response gets one forward pass, the Eq. 1 loss
+(:func:`instructgpt.losses.ranking.ranking_loss`) is built from the K scores. 1 epoch, lr 9e-6
+with cosine decay to 10%, 64 prompts per batch. After training, a bias is set so that the
+labelers' demonstrations score mean 0 (:func:`normalize`), and saved with the model.
+
+Choices the paper leaves open, all configurable:
+
+- the batch is counted in prompts; the loss is the mean over the batch's prompts of each
+  prompt's normalised sum (``normalizer``: by its number of comparisons, default, or by
+  C(K,2)); micro-batches hold whole prompts, bounded by ``micro_batch_prompts`` and
+  ``micro_batch_tokens``, and each prompt's weight is computed over the whole optimizer batch,
+  so gradient accumulation and data parallelism give exactly the one-big-batch update;
+- the sequences of a micro-batch are packed into rows with restarting positions (``packing``),
+  so that K responses of very different lengths cost little padding;
+- Adam betas (0.9, 0.95) as for SFT, eps 1e-8, no weight decay, gradients clipped to 1.0, no
+  dropout (the paper gives none for the RM), no warmup;
+- bf16 autocast for the trunk where the hardware runs bf16 natively, the scalar head and the
+  loss in fp32 (``precision``);
+- the normalisation demonstrations default to the best-ranked responses (rank 0) of the
+  training rankings, the closest stand-in for "the labelers' demonstrations" when no
+  demonstrations file is given (``demonstrations``);
+- an incomplete last batch of an epoch is dropped (:class:`~instructgpt.training.batching.BatchPlan`).
+
+Distribution is accelerate's, as for SFT: the same loop on one process or data-parallel; every
+process builds the same deterministic plan, so a killed run resumed from its last checkpoint
+ends with exactly the weights of an uninterrupted one (the RM has no dropout).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from instructgpt.config import check, to_dict
+from instructgpt.data.render import TEMPLATES
+from instructgpt.losses.ranking import NORMALIZERS, ranking_accuracy, ranking_loss
+from instructgpt.models.loader import DEFAULT_MODEL
+from instructgpt.training import checkpoint as ckpt
+from instructgpt.training.batching import BatchPlan, shard_and_split
+from instructgpt.training.lm import resolve_precision
+from instructgpt.training.metrics import MetricsLog
+from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
+from instructgpt.training.schedule import cosine_lambda
+
+
+@dataclass
+class RMConfig:
+    """Reward-model training on K-wise rankings (method.md step 2)."""
+
+    model: str = DEFAULT_MODEL
+    """Initial model: an SFT checkpoint (the paper's), 'gemma-3-270m', a Hugging Face folder, a .gguf file, or a saved RM."""
+    data: tuple[Path, ...] = ()
+    """Ranking JSONL files ({"prompt", "responses", "ranks", "labeler_id"}; see docs/data-formats.md)."""
+    out_dir: Path = Path("runs/rm")
+    """Run folder: checkpoints/, final/, metrics.jsonl."""
+    val_data: tuple[Path, ...] = ()
+    """Validation rankings; when empty, val_fraction of `data` is held out."""
+    val_fraction: float = 0.05
+    """Fraction of rankings (prompts) held out for validation when val_data is empty."""
+    epochs: int = 1
+    """Passes over the rankings (paper: 1; more overfit quickly)."""
+    lr: float = 9e-6
+    """Peak learning rate (paper: 9e-6); cosine decay to lr_final_fraction, no warmup."""
+    lr_final_fraction: float = 0.1
+    """Final learning rate as a fraction of lr (paper: 10%)."""
+    batch_size: int = 64
+    """Prompts (ranked groups) per optimizer step, over all processes (paper: 64)."""
+    micro_batch_prompts: int = 16
+    """Most prompts per forward pass on one process; all K responses of a prompt are in the same forward."""
+    micro_batch_tokens: int = 8192
+    """Most tokens per forward pass (all responses of its prompts, before padding; 0: no limit). A prompt whose K responses exceed it goes alone."""
+    packing: bool = True
+    """Pack a forward's sequences into rows with restarting positions (little padding); otherwise pad to the longest."""
+    pack_row_tokens: int = 1024
+    """Packing: tokens per row (attention cost grows with it; a longer sequence gets a row of its own)."""
+    normalizer: Literal["comparisons", "choose_k"] = "comparisons"
+    """Divide a prompt's summed pair losses by its number of comparisons (ties give none), or by C(K,2) as Eq. 1 is written."""
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    """Adam beta1, beta2 (the paper's SFT values; none given for the RM)."""
+    adam_eps: float = 1e-8
+    """Adam epsilon (not given by the paper)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (not given by the paper)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables (not given by the paper)."""
+    template: Literal["auto", "raw", "chat"] = "auto"
+    """Prompt rendering, as in SFT: raw text (the paper's), the tokenizer's chat template, or auto."""
+    separator: str = "\n\n"
+    """Raw rendering: text between the prompt and the response."""
+    max_prompt_tokens: int = 1024
+    """Rankings whose prompt is longer are dropped, with a count (paper: 1k)."""
+    max_response_tokens: int = 1024
+    """Responses longer than this are truncated, with a count (paper: 1k)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Trunk in bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The head and loss are fp32."""
+    normalize: bool = True
+    """After training, set the bias so that the demonstrations score mean 0 (method.md)."""
+    demonstrations: tuple[Path, ...] = ()
+    """Demonstration JSONL files for the normalisation; default: the best-ranked responses of the training rankings."""
+    eval_every: int = 0
+    """Validation every N steps (0: before training and at the end of each epoch only)."""
+    seed: int = 0
+    """Seed of the data order, the validation split and the head's initialisation."""
+    save_every: int = 0
+    """Save a resumable checkpoint every N steps (0: only at the end of each epoch)."""
+    max_steps: int = 0
+    """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged."""
+    resume: bool = True
+    """Resume from the latest checkpoint in out_dir when there is one."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        check(self.epochs >= 1, "epochs", "must be at least 1")
+        check(self.lr > 0, "lr", "must be positive")
+        check(0 <= self.lr_final_fraction <= 1, "lr_final_fraction", "must be in [0, 1]")
+        check(self.batch_size >= 1 and self.micro_batch_prompts >= 1, "batch_size", "batch sizes must be at least 1")
+        check(self.micro_batch_tokens >= 0 and self.pack_row_tokens >= 1, "micro_batch_tokens", "token limits must be >= 0")
+        check(all(0 <= b < 1 for b in self.adam_betas), "adam_betas", "each beta must be in [0, 1)")
+        check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
+        check(self.normalizer in NORMALIZERS, "normalizer", f"must be one of {NORMALIZERS}")
+        check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
+        check(self.max_prompt_tokens >= 1 and self.max_response_tokens >= 1, "max_prompt_tokens", "limits must be >= 1")
+
+
+class RankingObjective(torch.nn.Module):
+    """The reward model and the Eq. 1 loss of one micro-batch, as one module (DDP sees one forward)."""
+
+    def __init__(self, reward_model: Any, pad_id: int, config: RMConfig, autocast: torch.dtype | None):
+        super().__init__()
+        self.reward_model = reward_model
+        self.pad_id, self.config, self.autocast = pad_id, config, autocast
+
+    def forward(self, groups: list[RankedGroup], prompt_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(prompt_weight * sum of the groups' Eq. 1 losses, scores [N])``."""
+        sequences, prompt_index, ranks = flatten(groups)
+        c = self.config
+        scores = score_sequences(self.reward_model, sequences, self.pad_id, c.packing, c.pack_row_tokens, self.autocast)
+        device = scores.device
+        losses = ranking_loss(scores, prompt_index.to(device), ranks.to(device), len(groups), c.normalizer)  # [P]
+        return prompt_weight * losses.sum(), scores
+
+
+def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path:
+    """Train the reward model; returns the folder of the final, normalised model (``out_dir/final``)."""
+    from accelerate import Accelerator
+
+    config.validate()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if model is None:
+        from instructgpt.models.reward import load_reward_model
+
+        model, tokenizer = load_reward_model(config.model, seed=config.seed)
+    model.to(accelerator.device)
+    train, val, records = build_groups(config, tokenizer, accelerator.is_main_process)
+    check(len(train) >= config.batch_size, "batch_size", f"{config.batch_size} prompts per batch, but only {len(train)} training prompts")
+    plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
+    objective = RankingObjective(model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
+    start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
+    wrapped, optimizer = accelerator.prepare(objective, optimizer)
+    log = MetricsLog(config.out_dir, enabled=accelerator.is_main_process)
+    stop = min(plan.total_steps, config.max_steps or plan.total_steps)
+    if val and start == 0:
+        log.log(0, validation_metrics(objective, val, config, accelerator))
+    bar = _progress(config, accelerator, start, stop)
+    lengths = [g.tokens for g in train]
+    for step in range(start, stop):
+        metrics = rm_step(wrapped, optimizer, train, lengths, plan.batch(step), config, accelerator)
+        scheduler.step()
+        log.log(step + 1, {**metrics, "rm/epoch": (step + 1) / plan.steps_per_epoch})
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['rm/loss']:.3f}", acc=f"{metrics['rm/accuracy']:.2f}")
+        epoch_end = (step + 1) % plan.steps_per_epoch == 0
+        if val and (epoch_end or (config.eval_every and (step + 1) % config.eval_every == 0)):
+            log.log(step + 1, validation_metrics(objective, val, config, accelerator))
+        if epoch_end or step + 1 == stop or (config.save_every and (step + 1) % config.save_every == 0):
+            _save(config, accelerator, model, tokenizer, optimizer, scheduler, step + 1, plan)
+    bar.close()
+    if stop == plan.total_steps and config.normalize:
+        bias = normalize(model, tokenizer, _demonstrations(config, records), config, accelerator)
+        log.log(stop, {"rm/normalization_bias": bias})
+    log.close()
+    return _finish(config, accelerator, model, tokenizer, stop, plan)
+
+
+def rm_step(wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], indices: list[int], config: RMConfig, accelerator) -> dict[str, float]:
+    """One optimizer step over the global batch ``indices`` (prompts): accumulate, clip, step.
+
+    ``lengths[i] == groups[i].tokens``, computed once per run.
+    """
+    started = time.perf_counter()
+    micro = shard_and_split(
+        indices, lengths, accelerator.process_index, accelerator.num_processes, config.micro_batch_prompts, config.micro_batch_tokens, True
+    )
+    weight = accelerator.num_processes / len(indices)  # mean over the batch's prompts; DDP averages over processes
+    wrapped.train()
+    sums = torch.zeros(5)  # loss, correct, comparisons, responses, tokens
+    for k, chunk in enumerate(micro):
+        chosen = [groups[i] for i in chunk]
+        with accelerator.no_sync(wrapped) if k < len(micro) - 1 else nullcontext():
+            loss, scores = wrapped(chosen, weight)
+            accelerator.backward(loss)
+        _, prompt_index, ranks = flatten(chosen)
+        correct, total = ranking_accuracy(scores.detach().cpu(), prompt_index, ranks, len(chosen))
+        sizes = [g.k for g in chosen], [g.tokens for g in chosen]
+        sums += torch.tensor([loss.item() / accelerator.num_processes, correct.sum(), total.sum(), sum(sizes[0]), sum(sizes[1])])
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm or float("inf")))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss, correct, comparisons, responses, tokens = accelerator.reduce(sums.to(accelerator.device), "sum").tolist()
+    elapsed = time.perf_counter() - started
+    return {
+        "rm/loss": loss,
+        "rm/accuracy": correct / max(comparisons, 1),
+        "rm/grad_norm": grad_norm,
+        "rm/lr": optimizer.param_groups[0]["lr"],
+        "rm/prompts": len(indices),
+        "rm/responses": int(responses),  # = forward sequences: one per response
+        "rm/comparisons": int(comparisons),
+        "rm/tokens": int(tokens),
+        "rm/tokens_per_s": tokens / elapsed,
+        "time/step_s": elapsed,
+    }
+
+
+def validation_metrics(objective: RankingObjective, groups: list[RankedGroup], config: RMConfig, accelerator) -> dict[str, float]:
+    """Validation accuracy and log loss (overall and per K) of the unwrapped objective's model."""
+    from instructgpt.training.rm_eval import evaluate_groups
+
+    report = evaluate_groups(
+        objective.reward_model, groups, objective.pad_id, config.micro_batch_prompts, config.micro_batch_tokens,
+        config.packing, config.pack_row_tokens, objective.autocast, accelerator,
+    )
+    metrics = {f"rm/val_{name}": value for name, value in report["overall"].items()}
+    for k, row in report["per_k"].items():
+        metrics[f"rm/val_accuracy_k{k}"] = row["accuracy"]
+    return metrics
+
+
+@torch.no_grad()
+def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: RMConfig, accelerator=None) -> float:
+    """Set ``model.normalization_bias`` so that the (prompt, response) ``pairs`` score mean 0; returns it.
+
+    Each process scores its share of the pairs; the sums are reduced, so all processes end with
+    the same bias.
+    """
+    from instructgpt.data.render import render_prompt, response_ids
+
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    autocast = resolve_precision(config.precision, next(model.parameters()).device)
+    model.eval()
+    old = float(model.normalization_bias)
+    total, count = torch.zeros(()), torch.zeros(())
+    mine = pairs[rank::world]
+    for start in range(0, len(mine), config.micro_batch_prompts * 4):
+        sequences = []
+        for prompt, response in mine[start : start + config.micro_batch_prompts * 4]:
+            ids = render_prompt(tokenizer, prompt, config.template, config.separator)
+            sequences.append(ids + response_ids(tokenizer, prompt, response, config.template)[: config.max_response_tokens])
+        scores = score_sequences(model, sequences, tokenizer.pad_token_id, config.packing, config.pack_row_tokens, autocast)
+        total += (scores - old).sum().cpu()
+        count += len(sequences)
+    if accelerator is not None:
+        total, count = (accelerator.reduce(t.to(accelerator.device), "sum").cpu() for t in (total, count))
+    bias = -(total / count.clamp(min=1)).item()
+    model.normalization_bias.fill_(bias)
+    return bias
+
+
+def build_groups(config: RMConfig, tokenizer: Any, verbose: bool = True) -> tuple[list[RankedGroup], list[RankedGroup], list]:
+    """Read and render the rankings: ``(train groups, validation groups, training Ranking records)``."""
+    from instructgpt.data.jsonl import read_records
+
+    check(bool(config.data), "data", "give at least one rankings JSONL file")
+    records = [r for path in config.data for r in read_records(path, "rankings")]
+    held = [r for path in config.val_data for r in read_records(path, "rankings")]
+    if not held and config.val_fraction > 0:
+        order = random.Random(config.seed).sample(range(len(records)), len(records))
+        cut = int(len(records) * config.val_fraction)
+        held, records = [records[i] for i in order[:cut]], [records[i] for i in order[cut:]]
+    kwargs = dict(
+        template=config.template,
+        separator=config.separator,
+        max_prompt_tokens=config.max_prompt_tokens,
+        max_response_tokens=config.max_response_tokens,
+    )
+    train, stats = render_groups(tokenizer, records, **kwargs)
+    val, _ = render_groups(tokenizer, held, **kwargs)
+    if verbose:
+        print(f"rm data: train {stats.summary()}; {len(train)} training prompts, {len(val)} validation")
+    return train, val, records
+
+
+def _demonstrations(config: RMConfig, records: list) -> list[tuple[Any, str]]:
+    """The normalisation set: the demonstrations files, or the training rankings' rank-0 responses."""
+    from instructgpt.data.jsonl import read_records
+
+    if config.demonstrations:
+        return [(d.prompt, d.response) for path in config.demonstrations for d in read_records(path, "demonstrations")]
+    return [(r.prompt, response) for r in records for response, rank in zip(r.responses, r.ranks) if rank == 0]
+
+
+def _maybe_resume(config, model, optimizer, scheduler, accelerator) -> int:
+    from instructgpt.models.reward import load_reward_weights
+
+    last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
+    if last is None:
+        return 0
+    load_reward_weights(model, last)
+    state = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if accelerator.is_main_process:
+        print(f"resuming from {last} (step {state['step']})")
+    return state["step"]
+
+
+def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+        ckpt.save_checkpoint(config.out_dir / "checkpoints" / f"step-{step:06d}", model, tokenizer, _meta(config, step, plan), state)
+    accelerator.wait_for_everyone()
+
+
+def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
+    final = config.out_dir / "final"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and stop == plan.total_steps:
+        model.parent = config.model
+        ckpt.save_checkpoint(final, model, tokenizer, _meta(config, stop, plan))
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _meta(config: RMConfig, step: int, plan: BatchPlan) -> dict:
+    return {"kind": "rm", "step": step, "epoch": step / plan.steps_per_epoch, "parent": config.model, "config": to_dict(config)}
+
+
+def _progress(config, accelerator, start: int, stop: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=stop, initial=start, desc="rm", unit="step", disable=not (config.progress and accelerator.is_main_process))
