@@ -160,3 +160,21 @@ def test_lora_trains_adapters_only_and_the_reference_is_the_base_model(tmp_path)
     merged, _ = load_model(str(final))  # a plain Hugging Face folder, LoRA merged in
     assert not any("lora" in n for n, _ in merged.named_parameters())
     load_reward_model(str(final / "value"))
+
+
+def test_ppo_command_with_preset(tmp_path, capsys):
+    from instructgpt.cli.main import main
+    from instructgpt.cli.ppo import expand_preset
+    from instructgpt.training.checkpoint import read_meta
+
+    assert expand_preset(["--preset", "ppo", "--lr", "1"]) == ["--ptx-coef", "0", "--lr", "1"]
+    assert expand_preset(["--preset=ppo-ptx"]) == ["--ptx-coef", "27.8"]
+    policy, rm, prompts = _folders(tmp_path)
+    args = ["--policy", policy, "--reward-model", rm, "--prompts", str(prompts), "--out-dir", str(tmp_path / "run"), "--episodes", "8",
+            "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "4", "--precision", "fp32", "--no-progress", "--template", "raw"]  # fmt: skip
+    assert main(["ppo", "--preset", "ppo", *args]) == 0
+    assert "final policy:" in capsys.readouterr().out
+    assert read_meta(tmp_path / "run" / "final")["config"]["ptx_coef"] == 0
+    assert main(["ppo", "--preset", "nope"]) == 2
+    assert main(["ppo", *args, "--minibatch-size", "3"]) == 2
+    assert "minibatch_size" in capsys.readouterr().err

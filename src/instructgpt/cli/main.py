@@ -2,6 +2,7 @@
 
     instructgpt quickstart [flags]      the main job: SFT of the embedded base model, samples before/after
     instructgpt sft [--config F] [flags] step 1: supervised fine-tuning on demonstrations
+    instructgpt ppo [--preset ppo|ppo-ptx] [flags]   step 3: PPO / PPO-ptx against a reward model
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
@@ -18,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("instructgpt.cli.stages", "quickstart"),
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),
+    "ppo": ("instructgpt.cli.ppo", "main"),
     "data": ("instructgpt.cli.data", "main"),
 }
 
