@@ -4,6 +4,7 @@
     instructgpt quickstart [flags]      SFT of the embedded base model only, samples before/after
     instructgpt sft [--config F] [flags] step 1: supervised fine-tuning on demonstrations
     instructgpt rm train|eval|normalize|select-sft   step 2: the reward model on K-wise rankings
+    instructgpt ppo [--preset ppo|ppo-ptx] [flags]   step 3: PPO / PPO-ptx against a reward model
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),
     "rm": ("instructgpt.cli.rm", "main"),
+    "ppo": ("instructgpt.cli.ppo", "main"),
     "data": ("instructgpt.cli.data", "main"),
 }
 

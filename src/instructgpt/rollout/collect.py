@@ -1,0 +1,103 @@
+"""Prompts in, a scored :class:`RolloutBatch` out: the policy samples, the other models look.
+
+1. the generation backend samples one response per prompt (with the policy's log-probabilities
+   and entropies from the sampling pass, or recomputed here when the backend has none or when
+   asked: ``recompute_logprobs``);
+2. the frozen SFT reference gives ``ref_logprobs`` (with LoRA: the policy with its adapter
+   disabled), the value model gives ``values``, the reward model gives ``scores``, all without
+   gradients, in micro-batches of ``forward_batch_size`` episodes sorted by length (so each
+   micro-batch carries little padding).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+import torch
+
+from instructgpt.rollout.batch import RolloutBatch
+from instructgpt.rollout.forward import response_entropy, response_logprobs, response_values, sequence_scores
+from instructgpt.rollout.generation import GenerationBackend
+
+
+def assemble(prompt_ids: Sequence[list[int]], response_ids: torch.Tensor, response_mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` ``[B, P + R]``: prompts left-padded, responses right-padded."""
+    width = max(len(p) for p in prompt_ids)
+    batch, response_width = response_ids.shape
+    input_ids = torch.full((batch, width + response_width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch, width + response_width), dtype=torch.long)
+    for row, ids in enumerate(prompt_ids):
+        input_ids[row, width - len(ids) : width] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) : width] = 1
+    input_ids[:, width:] = torch.where(response_mask, response_ids.cpu(), pad_id)
+    attention_mask[:, width:] = response_mask.long().cpu()
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def collect_rollout(
+    policy: Any,
+    sft_policy: Any,
+    value_model: Any,
+    reward_model: Any,
+    backend: GenerationBackend,
+    prompt_ids: Sequence[list[int]],
+    prompt_indices: Sequence[int],
+    generator: torch.Generator,
+    pad_id: int,
+    temperature: float = 1.0,
+    dtype: torch.dtype | None = None,
+    forward_batch_size: int = 16,
+    chunk_size: int = 1024,
+    recompute_logprobs: bool = False,
+) -> tuple[RolloutBatch, dict[str, float]]:
+    """Sample and score one batch of episodes; returns it and the time of each phase (seconds).
+
+    ``sft_policy is policy`` means LoRA: the reference is the policy with its adapter disabled.
+    """
+    import time
+
+    device = next(policy.parameters()).device
+    started = time.perf_counter()
+    generated = backend.generate(prompt_ids, generator)
+    timing = {"time/generate_s": time.perf_counter() - started}
+    input_ids, attention_mask = assemble(prompt_ids, generated.response_ids, generated.response_mask, pad_id)
+    prompt_width = input_ids.shape[1] - generated.response_ids.shape[1]
+    recompute = recompute_logprobs or not backend.has_logprobs
+    shape = generated.response_ids.shape
+    out = {name: torch.zeros(shape) for name in ("ref_logprobs", "values", "logprobs", "entropy")}
+    scores = torch.zeros(shape[0])
+    skeleton = RolloutBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=generated.response_mask.cpu(),
+        prompt_width=prompt_width,
+        logprobs=out["logprobs"],
+        ref_logprobs=out["ref_logprobs"],
+        values=out["values"],
+        scores=scores,
+        entropy=out["entropy"],
+        ended_with_eos=generated.ended_with_eos.cpu(),
+        prompt_indices=torch.as_tensor(list(prompt_indices), dtype=torch.long),
+    )
+    started = time.perf_counter()
+    order = torch.argsort(attention_mask.sum(-1), stable=True)
+    for start in range(0, len(order), forward_batch_size):
+        rows = order[start : start + forward_batch_size]
+        part = skeleton.select(rows).to(device)
+        args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
+        width = part.response_mask.shape[1]
+        with policy.disable_adapter() if sft_policy is policy else nullcontext():
+            ref = response_logprobs(sft_policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size)
+        out["ref_logprobs"][rows, :width] = ref.cpu()
+        out["values"][rows, :width] = response_values(value_model, *args, dtype=dtype).cpu()
+        scores[rows] = sequence_scores(reward_model, part.input_ids, part.attention_mask, dtype).cpu()
+        if recompute:
+            out["logprobs"][rows, :width] = response_logprobs(policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size).cpu()
+            out["entropy"][rows, :width] = response_entropy(policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size).cpu()
+    if not recompute:
+        out["logprobs"].copy_(generated.logprobs.cpu())
+        out["entropy"].copy_(generated.entropy.cpu())
+    timing["time/score_s"] = time.perf_counter() - started
+    return skeleton, timing

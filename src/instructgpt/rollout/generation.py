@@ -1,0 +1,240 @@
+"""Generation for PPO: one interface, two backends.
+
+``backend.generate(prompt_ids, generator) -> Generated``: token ids of the rendered prompts in,
+sampled responses out, with the policy's log-probability and entropy of each sampled token
+*from the sampling pass itself* when the backend can give them (so PPO needs no extra forward
+for its "old" log-probabilities).
+
+- :class:`HFBackend` (the default): the Hugging Face model's own forward with a KV cache
+  (``DynamicCache``), batched, left-padded prompts, one token per step for every unfinished
+  row, stopping at EOS. Only the last position of the prompt goes through the vocabulary
+  projection (``logits_to_keep=1``). It is written as a loop rather than through
+  ``model.generate`` because PPO needs the log-probability of each sampled token under the
+  policy (``generate``'s scores would keep a ``[B, V]`` tensor per step: 8 GB for 64 rows, 128
+  tokens and a 262k vocabulary) and an explicit random generator (exact resume).
+  (:func:`instructgpt.models.generate.generate` remains the path for plain sampling.)
+- :class:`VLLMBackend`: vLLM, used when ``vllm`` is installed and a GPU is present
+  (``backend="auto"``). The policy's weights are pushed into the engine before each rollout.
+  vLLM's numerics differ from the training forward's, so with it the trainer recomputes the
+  old log-probabilities (``logprobs_from="recompute"``).
+
+Sampling: temperature (1 in the paper), optional top-k / top-p (the paper does not say; off by
+default). The recorded log-probabilities are those of the temperature-scaled policy over the
+whole vocabulary, the distribution PPO optimises, even when top-k/top-p truncate the sampling
+distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from instructgpt.rollout.forward import autocast, causal_lm, entropy_from_logits
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Responses to B prompts."""
+
+    response_ids: torch.Tensor
+    """[B, R] long: sampled tokens, right-padded with the pad id after EOS or the length limit."""
+    response_mask: torch.Tensor
+    """[B, R] bool: True on sampled tokens (EOS included)."""
+    logprobs: torch.Tensor
+    """[B, R] fp32: log-probability of each sampled token under the policy (0 on padding); NaN when the backend has none."""
+    entropy: torch.Tensor
+    """[B, R] fp32: entropy of the policy's next-token distribution (0 on padding); NaN when the backend has none."""
+    ended_with_eos: torch.Tensor
+    """[B] bool: the response ends with EOS."""
+
+
+class GenerationBackend(Protocol):
+    has_logprobs: bool
+    """True when ``Generated.logprobs`` and ``entropy`` come from the sampling pass."""
+
+    def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated: ...
+
+    def sync_weights(self, policy: Any) -> None:
+        """Make the backend sample from ``policy``'s current weights."""
+
+
+@dataclass
+class SamplingSettings:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus (top-p) set to -inf ``[B, V]``; 0 / 1.0 disable."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the token that crosses top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+class HFBackend:
+    """Batched sampling with the model's forward and a KV cache; see the module docstring."""
+
+    has_logprobs = True
+
+    def __init__(self, model: Any, settings: SamplingSettings, eos_id: int, pad_id: int, batch_size: int = 64, dtype: torch.dtype | None = None):
+        self.model, self.settings = model, settings
+        self.eos_id, self.pad_id = eos_id, pad_id
+        self.batch_size, self.dtype = batch_size, dtype
+
+    def sync_weights(self, policy: Any) -> None:
+        self.model = policy  # samples from the trained module itself
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
+        parts = [self._generate_batch(prompt_ids[s : s + self.batch_size], generator) for s in range(0, len(prompt_ids), self.batch_size)]
+        width = max(p.response_ids.shape[1] for p in parts)
+        return Generated(
+            response_ids=torch.cat([_pad_to(p.response_ids, width, self.pad_id) for p in parts]),
+            response_mask=torch.cat([_pad_to(p.response_mask, width, False) for p in parts]),
+            logprobs=torch.cat([_pad_to(p.logprobs, width, 0.0) for p in parts]),
+            entropy=torch.cat([_pad_to(p.entropy, width, 0.0) for p in parts]),
+            ended_with_eos=torch.cat([p.ended_with_eos for p in parts]),
+        )
+
+    def _generate_batch(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
+        from transformers import DynamicCache
+
+        lm = causal_lm(self.model)
+        device = next(lm.parameters()).device
+        s = self.settings
+        width = max(len(p) for p in prompt_ids)
+        input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long, device=device)  # [B, P]
+        attention_mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(prompt_ids):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, device=device)
+            attention_mask[row, width - len(ids) :] = 1
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = {_cache_argument(lm): DynamicCache(config=lm.config)}
+        done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=device)  # [B]
+        tokens, logprobs, entropies, masks = [], [], [], []
+        was_training = lm.training
+        lm.eval()
+        step_ids, step_positions = input_ids, positions
+        with autocast(device, self.dtype):
+            for _ in range(s.max_new_tokens):
+                out = lm(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions, **cache, use_cache=True, logits_to_keep=1)
+                logits = out.logits[:, -1].float() / s.temperature  # [B, V]
+                logp = torch.log_softmax(logits, dim=-1)
+                probs = torch.softmax(filter_logits(logits, s.top_k, s.top_p), dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0]  # [B]
+                token = torch.where(done, torch.full_like(token, self.pad_id), token)
+                tokens.append(token)
+                masks.append(~done)
+                logprobs.append(torch.where(done, 0.0, logp.gather(1, token[:, None])[:, 0]))
+                entropies.append(torch.where(done, 0.0, entropy_from_logits(logits)))
+                done = done | (token == self.eos_id)
+                if bool(done.all()):
+                    break
+                step_ids = token[:, None]
+                step_positions = step_positions[:, -1:] + 1
+                attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
+        lm.train(was_training)
+        return Generated(
+            response_ids=torch.stack(tokens, 1),
+            response_mask=torch.stack(masks, 1),
+            logprobs=torch.stack(logprobs, 1),
+            entropy=torch.stack(entropies, 1),
+            ended_with_eos=done,
+        )
+
+
+class VLLMBackend:
+    """Sampling with vLLM on a GPU; the trainer pushes the policy's weights before each rollout.
+
+    Written against vLLM's offline ``LLM`` API (``generate`` with token-id prompts,
+    ``SamplingParams(seed=...)``); it could not be tested on the CPU machine this project is
+    developed on.
+    """
+
+    has_logprobs = False
+
+    def __init__(self, model_path: str, settings: SamplingSettings, eos_id: int, pad_id: int, gpu_memory_utilization: float = 0.3):
+        from vllm import LLM
+
+        self.settings, self.eos_id, self.pad_id = settings, eos_id, pad_id
+        self.llm = LLM(model=model_path, dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True)
+
+    def sync_weights(self, policy: Any) -> None:
+        lm = causal_lm(policy)
+        if hasattr(policy, "merge_and_unload"):  # LoRA: push merged weights, leave the adapter in place
+            state = _merged_lora_state(policy)
+        else:
+            state = {n: p.detach() for n, p in lm.state_dict().items()}
+        runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
+        runner.model.load_weights(weights=list(state.items()))
+
+    def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
+        from vllm import SamplingParams
+
+        s = self.settings
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        params = SamplingParams(
+            n=1, temperature=s.temperature, top_k=s.top_k or -1, top_p=s.top_p, max_tokens=s.max_new_tokens, seed=seed, stop_token_ids=[self.eos_id]
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
+        responses = [list(o.outputs[0].token_ids) for o in outputs]
+        width = max(1, max(len(r) for r in responses))
+        ids = torch.full((len(responses), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(responses), width), dtype=torch.bool)
+        for row, response in enumerate(responses):
+            ids[row, : len(response)] = torch.tensor(response, dtype=torch.long)
+            mask[row, : len(response)] = True
+        ended = torch.tensor([bool(r) and r[-1] == self.eos_id for r in responses])
+        nan = torch.full(ids.shape, float("nan"))
+        return Generated(ids, mask, nan, nan.clone(), ended)
+
+
+def make_backend(name: str, policy: Any, settings: SamplingSettings, eos_id: int, pad_id: int, batch_size: int, dtype: torch.dtype | None, model_path: str | None = None) -> GenerationBackend:
+    """``hf``, ``vllm``, or ``auto`` (vLLM when it is installed and a GPU is present)."""
+    if name == "auto":
+        name = "vllm" if _vllm_usable() and model_path else "hf"
+    if name == "vllm":
+        if model_path is None:
+            raise ValueError("the vLLM backend needs the policy as a model folder")
+        return VLLMBackend(model_path, settings, eos_id, pad_id)
+    return HFBackend(policy, settings, eos_id, pad_id, batch_size, dtype)
+
+
+def _cache_argument(lm: Any) -> str:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; accept both."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def _vllm_usable() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def _merged_lora_state(policy: Any) -> dict[str, torch.Tensor]:
+    policy.merge_adapter()
+    try:
+        state = {n.replace("base_layer.", ""): p.detach().clone() for n, p in causal_lm(policy).state_dict().items() if "lora_" not in n}
+    finally:
+        policy.unmerge_adapter()
+    return state
+
+
+def _pad_to(x: torch.Tensor, width: int, value) -> torch.Tensor:
+    if x.shape[1] == width:
+        return x
+    pad = torch.full((x.shape[0], width - x.shape[1]), value, dtype=x.dtype, device=x.device)
+    return torch.cat([x, pad], dim=1)

@@ -1,0 +1,421 @@
+"""Step 3 of the method: PPO, and PPO-ptx, against the reward model (method.md step 3).
+
+One iteration (:func:`ppo_iteration`) reads like the paper:
+
+1. rollout: sample ``batch_size`` prompts, the policy responds, the frozen SFT reference, the
+   value model and the reward model look at the responses (:mod:`instructgpt.rollout`);
+2. rewards: ``-beta * (log pi - log pi_SFT)`` per token plus the RM score at the last token;
+3. advantages: GAE with gamma = 1 and lambda;
+4. updates: for each minibatch of ``minibatch_size`` episodes (``ppo_epochs`` passes, 1 in the
+   paper), the PPO loss's gradient and then ``ptx_coef`` times the pretraining loss's gradient
+   are ACCUMULATED into the same buffers, then ONE policy optimizer step (and one value step);
+5. the KL controller is updated, explicitly; the policy's EMA follows every optimizer step.
+
+Paper defaults: beta 0.02 (fixed, or adaptive as in Ziegler et al. 2019), clip 0.2, gamma 1,
+lambda 0.95 (the common choice; the paper gives none), temperature 1, 512 episodes per batch,
+minibatch 64, one inner epoch, a constant policy lr after a linear warm-up over the first 10
+iterations from a tenth of the peak, value lr 9e-6, policy EMA decay 0.992 (the EMA is the
+final model), ptx_coef 27.8 with 8 pretraining sequences per episode (0 gives plain PPO).
+
+Choices the paper leaves open, all configurable: policy lr 5e-6 (the paper swept 2.55e-6 ..
+2.55e-5; without ptx, above 8.05e-6 diverged); the value loss is the clipped PPO2 form
+(value_clip 0.2) and a token mean; advantages are whitened per batch, rewards are not; gradients
+are clipped to norm 1 per model; no weight decay; Adam betas (0.9, 0.95) and eps 1e-5; no
+top-k/top-p; a response that hits max_new_tokens without EOS keeps its score unless
+missing_eos_penalty > 0 (subtracted); the EMA is updated after every policy optimizer step, with
+no bias correction; no dropout during PPO (the probability ratio must start at 1); each
+pretraining sequence is a random window of ptx_seq_len tokens of the corpus (every token a
+target); the pretraining loss is the mean token NLL of the minibatch's pretraining sequences.
+
+Memory: the reference and the reward model are held in bf16 without gradients; with LoRA
+(``lora_rank > 0``) only adapters are trained, on the policy and the value model, and the
+reference is the policy with its adapter disabled (no second copy). Log-probabilities are
+computed over response positions only, in vocabulary chunks (no full-vocabulary log-softmax).
+
+Resume: a checkpoint holds the policy, the value model, both optimizers, the EMA, the KL
+controller, the RNG state and the iteration (the data position: prompts, sampling and
+pretraining windows are all drawn from generators seeded by ``(seed, iteration)``), so a run
+killed and resumed ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from instructgpt.config import check, to_dict
+from instructgpt.data.render import TEMPLATES, Example
+from instructgpt.losses.ppo import explained_variance, gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
+from instructgpt.models.loader import DEFAULT_MODEL
+from instructgpt.rollout.batch import RolloutBatch
+from instructgpt.rollout.forward import response_logprobs, response_values
+from instructgpt.training.ema import PolicyEMA
+from instructgpt.training.kl_controller import make_kl_controller
+
+
+@dataclass
+class PPOConfig:
+    """RL from the reward model with PPO, or PPO-ptx (method.md step 3)."""
+
+    policy: str = DEFAULT_MODEL
+    """The SFT model that initialises the policy and is the frozen KL reference: a Hugging Face folder (e.g. runs/sft/final), a .gguf file, 'gemma-3-270m' or a Hub id."""
+    reward_model: str = ""
+    """The reward model folder (RewardModel.save_pretrained); it also initialises the value model."""
+    prompts: tuple[Path, ...] = ()
+    """PPO prompt files: JSONL of prompts records ('text') or demonstrations records ('prompt')."""
+    out_dir: Path = Path("runs/ppo")
+    """Run folder: checkpoints/, final/ (policy = the EMA; final/value = the value model), metrics.jsonl."""
+    episodes: int = 256_000
+    """Total episodes (paper: 256k); iterations = episodes // batch_size."""
+    batch_size: int = 512
+    """Episodes per iteration (paper: 512)."""
+    minibatch_size: int = 64
+    """Episodes per optimizer step (paper: 64)."""
+    micro_batch_size: int = 8
+    """Episodes per forward pass in the update (gradient accumulation covers the rest of the minibatch)."""
+    forward_batch_size: int = 16
+    """Episodes per no-grad forward pass of the rollout (reference, value, reward)."""
+    generation_batch_size: int = 64
+    """Prompts sampled together in one batched generation."""
+    ppo_epochs: int = 1
+    """Passes over each batch (paper: 1)."""
+    lr: float = 5e-6
+    """Peak (and constant) policy learning rate; the paper swept 2.55e-6 .. 2.55e-5."""
+    lr_warmup_iterations: int = 10
+    """Iterations of linear warm-up of the policy lr (paper: 10)."""
+    lr_warmup_start: float = 0.1
+    """Warm-up starts at this fraction of lr (paper: 1/10)."""
+    value_lr: float = 9e-6
+    """Value-model learning rate, constant (paper: 9e-6)."""
+    kl_coef: float = 0.02
+    """beta: weight of the per-token KL penalty to the SFT reference (paper: 0.02); the initial value when adaptive."""
+    kl_target: float | None = None
+    """Adaptive KL controller (Ziegler et al. 2019): target KL per episode, in nats; None keeps beta fixed."""
+    kl_horizon: int = 10_000
+    """Adaptive KL controller horizon, in episodes."""
+    clip: float = 0.2
+    """PPO clip range of the probability ratio (paper: 0.2)."""
+    value_clip: float | None = 0.2
+    """Clip of the value update around the rollout's values; None: unclipped squared error (not given by the paper)."""
+    gamma: float = 1.0
+    """GAE discount (paper: 1)."""
+    lam: float = 0.95
+    """GAE lambda (not given by the paper; 0.95 is common)."""
+    whiten_advantages: bool = True
+    """Standardise advantages over each batch (not given by the paper)."""
+    ptx_coef: float = 27.8
+    """gamma of PPO-ptx: weight of the pretraining log-likelihood gradient (paper: 27.8); 0 is plain PPO."""
+    ptx_per_episode: float = 8.0
+    """Pretraining sequences per RL episode (paper: 8)."""
+    ptx_data: Path | None = None
+    """Pretraining corpus (JSONL with a 'text' field, or a folder of .txt); default: the bundled shared/data/pretrain mix."""
+    ptx_seq_len: int = 512
+    """Tokens per pretraining sequence."""
+    ptx_corpus_tokens: int = 2_000_000
+    """Tokens of the (shuffled) corpus tokenized once at start, from which pretraining windows are drawn."""
+    ema_decay: float = 0.992
+    """Decay of the policy weights' EMA, updated every policy optimizer step; the EMA is the final model (paper: 0.992); 0 keeps the last weights."""
+    max_new_tokens: int = 256
+    """Longest response, in tokens (the paper caps responses at 1k)."""
+    max_prompt_tokens: int = 1024
+    """Prompts longer than this are dropped (paper: 1k)."""
+    temperature: float = 1.0
+    """Sampling temperature (paper: 1); the policy's log-probabilities are of the temperature-scaled distribution."""
+    top_k: int = 0
+    """Sample among the k most likely tokens; 0: off (not given by the paper)."""
+    top_p: float = 1.0
+    """Nucleus sampling; 1: off (not given by the paper)."""
+    missing_eos_penalty: float = 0.0
+    """Subtracted from the score of a response that hits max_new_tokens without EOS (the paper does not say)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm, per model; 0 disables (not given by the paper)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (not given by the paper)."""
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    """Adam beta1, beta2."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (not given by the paper)."""
+    lora_rank: int = 0
+    """LoRA rank for the policy and the value model; 0 trains all weights. With LoRA the reference is the policy with its adapter disabled."""
+    lora_alpha: float = 16.0
+    """LoRA alpha."""
+    lora_target_modules: str = "all-linear"
+    """LoRA target modules (peft's names; 'all-linear' or comma-separated module names)."""
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    """Generation: Hugging Face forward with KV cache, vLLM, or auto (vLLM when installed on a GPU machine)."""
+    recompute_logprobs: bool = False
+    """Recompute the old log-probabilities with a forward pass instead of taking them from sampling (always done with vLLM)."""
+    template: Literal["auto", "raw", "chat"] = "auto"
+    """Prompt rendering, as in SFT."""
+    separator: str = "\n\n"
+    """Raw rendering: text between the prompt and the response, as in SFT."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The reference and reward model are held in bf16 unless fp32."""
+    loss_chunk_size: int = 1024
+    """Tokens per chunk of the vocabulary projection (bounds logits memory)."""
+    seed: int = 0
+    """Seed of prompt order, minibatches, sampling and pretraining windows."""
+    save_every: int = 0
+    """Save a resumable checkpoint every N iterations (0: only at the end)."""
+    max_iterations: int = 0
+    """Stop (with a checkpoint) after this many iterations in total; 0 runs them all."""
+    resume: bool = True
+    """Resume from the latest checkpoint in out_dir when there is one."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def validate(self) -> None:
+        check(self.batch_size >= 1 and self.minibatch_size >= 1 and self.micro_batch_size >= 1, "batch_size", "batch sizes must be at least 1")
+        check(self.batch_size % self.minibatch_size == 0, "minibatch_size", f"must divide batch_size ({self.batch_size})")
+        check(self.episodes >= self.batch_size, "episodes", "must be at least batch_size")
+        check(self.ppo_epochs >= 1, "ppo_epochs", "must be at least 1")
+        check(self.lr > 0 and self.value_lr > 0, "lr", "learning rates must be positive")
+        check(0 < self.lr_warmup_start <= 1, "lr_warmup_start", "must be in (0, 1]")
+        check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        check(self.kl_target is None or self.kl_target > 0, "kl_target", "must be positive (or None for a fixed beta)")
+        check(self.clip > 0, "clip", "must be positive")
+        check(self.value_clip is None or self.value_clip > 0, "value_clip", "must be positive or None")
+        check(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "lam", "gamma and lam must be in [0, 1]")
+        check(self.ptx_coef >= 0 and self.ptx_per_episode >= 0, "ptx_coef", "ptx_coef and ptx_per_episode must be >= 0")
+        check(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
+        check(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        check(self.temperature > 0, "temperature", "must be positive")
+        check(0 < self.top_p <= 1 and self.top_k >= 0, "top_p", "top_p must be in (0, 1] and top_k >= 0")
+        check(self.lora_rank >= 0, "lora_rank", "must be >= 0")
+        check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
+        check(self.ptx_seq_len >= 2, "ptx_seq_len", "must be at least 2")
+
+    @property
+    def iterations(self) -> int:
+        return self.episodes // self.batch_size
+
+
+def policy_lr(iteration: int, peak: float, warmup_iterations: int = 10, start: float = 0.1) -> float:
+    """The paper's policy schedule: linear from ``start * peak`` at iteration 0 to ``peak`` at
+    ``warmup_iterations``, then constant.
+
+    >>> [round(policy_lr(i, 1.0, 10), 2) for i in (0, 5, 10, 100)]
+    [0.1, 0.55, 1.0, 1.0]
+    """
+    if iteration >= warmup_iterations:
+        return peak
+    return peak * (start + (1.0 - start) * iteration / warmup_iterations)
+
+
+def apply_missing_eos_penalty(scores: torch.Tensor, ended_with_eos: torch.Tensor, penalty: float) -> torch.Tensor:
+    """``scores [B]`` minus ``penalty`` where the response has no EOS."""
+    return scores - penalty * (~ended_with_eos).to(scores.dtype)
+
+
+@dataclass
+class Models:
+    """The four models of step 3 (with LoRA, ``sft_policy is policy``)."""
+
+    policy: Any
+    sft_policy: Any
+    value_model: Any
+    reward_model: Any
+    tokenizer: Any
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and is checkpointed."""
+
+    policy_optimizer: torch.optim.Optimizer
+    value_optimizer: torch.optim.Optimizer
+    ema: PolicyEMA | None
+    kl_controller: Any
+    iteration: int = 0
+
+
+def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
+    """Run PPO / PPO-ptx; returns the folder of the final policy (``out_dir/final``)."""
+    from instructgpt.rollout.generation import SamplingSettings, make_backend
+    from instructgpt.rollout.prompts import read_prompts, render_prompts
+    from instructgpt.training import ppo_io
+    from instructgpt.training.batching import BatchPlan
+    from instructgpt.training.lm import resolve_precision
+    from instructgpt.training.metrics import MetricsLog
+
+    config.validate()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_precision(config.precision, device)
+    models = models or ppo_io.load_models(config, device)
+    tokenizer = models.tokenizer
+    check(bool(config.prompts), "prompts", "give at least one prompt file")
+    prompt_ids, kept = render_prompts(tokenizer, read_prompts(config.prompts), config.template, config.separator, config.max_prompt_tokens)
+    check(len(prompt_ids) >= config.batch_size, "prompts", f"{len(prompt_ids)} usable prompts, fewer than batch_size ({config.batch_size})")
+    per_epoch = len(prompt_ids) // config.batch_size
+    plan = BatchPlan(len(prompt_ids), config.batch_size, -(-config.iterations // per_epoch), config.seed)
+    ptx = ppo_io.load_ptx_stream(config, tokenizer) if config.ptx_coef > 0 and config.ptx_per_episode > 0 else None
+    state = _init_state(config, models)
+    ppo_io.maybe_resume(config, models, state)
+    settings = SamplingSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
+    backend = make_backend(config.backend, models.policy, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, config.generation_batch_size, dtype, config.policy)
+    log = MetricsLog(config.out_dir)
+    stop = min(config.iterations, config.max_iterations or config.iterations)
+    bar = _progress(config, state.iteration, stop)
+    while state.iteration < stop:
+        indices = plan.batch(state.iteration)
+        backend.sync_weights(models.policy)
+        metrics = ppo_iteration(config, models, state, backend, [prompt_ids[i] for i in indices], [kept[i] for i in indices], ptx, dtype)
+        state.iteration += 1
+        log.log(state.iteration, metrics)
+        bar.update(1)
+        bar.set_postfix(score=f"{metrics['objective/score']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+        if state.iteration == stop or (config.save_every and state.iteration % config.save_every == 0):
+            ppo_io.save_checkpoint(config, models, state)
+    bar.close()
+    log.close()
+    return ppo_io.save_final(config, models, state) if stop == config.iterations else config.out_dir / "final"
+
+
+def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend, prompt_ids, prompt_indices, ptx, dtype) -> dict[str, float]:
+    """One PPO iteration: rollout -> rewards -> advantages -> minibatch updates -> KL controller."""
+    from instructgpt.rollout.collect import collect_rollout
+
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(_seed(config.seed, state.iteration, 1))
+    batch, timing = collect_rollout(
+        models.policy, models.sft_policy, models.value_model, models.reward_model, backend, prompt_ids, prompt_indices, generator,
+        models.tokenizer.pad_token_id, config.temperature, dtype, config.forward_batch_size, config.loss_chunk_size, config.recompute_logprobs,
+    )  # fmt: skip
+    scores = apply_missing_eos_penalty(batch.scores, batch.ended_with_eos, config.missing_eos_penalty)
+    kl_coef = state.kl_controller.value
+    rewards, kl = kl_shaped_rewards(scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_coef)
+    advantages, returns = gae(rewards, batch.values, batch.response_mask, config.gamma, config.lam)
+    if config.whiten_advantages:
+        advantages = whiten(advantages, batch.response_mask)
+    update_started = time.perf_counter()
+    lr = policy_lr(state.iteration, config.lr, config.lr_warmup_iterations, config.lr_warmup_start)
+    for group in state.policy_optimizer.param_groups:
+        group["lr"] = lr
+    stats = []
+    for epoch in range(config.ppo_epochs):
+        order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(_seed(config.seed, state.iteration, 2 + epoch)))
+        for start in range(0, batch.size, config.minibatch_size):
+            rows = order[start : start + config.minibatch_size]
+            ptx_batch = ptx.sample(round(config.ptx_per_episode * len(rows)), _seed(config.seed, state.iteration, 1000 + start)) if ptx else []
+            stats.append(ppo_minibatch_step(config, models, state, batch, advantages, returns, rows, ptx_batch, dtype))
+    episode_kl = kl.sum(-1).mean().item()
+    state.kl_controller.update(episode_kl, batch.size)  # explicit, once per iteration
+    mask = batch.response_mask
+    metrics = {
+        "objective/score": batch.scores.mean().item(),
+        "objective/kl": episode_kl,
+        "objective/kl_coef": kl_coef,
+        "objective/entropy": masked_mean(batch.entropy, mask).item(),
+        "objective/rlhf_reward": (scores - kl_coef * kl.sum(-1)).mean().item(),
+        "ppo/lr": lr,
+        "ppo/val/explained_variance": explained_variance(batch.values, returns, mask).item(),
+        "ppo/val/mean": masked_mean(batch.values, mask).item(),
+        "ppo/returns/mean": masked_mean(returns, mask).item(),
+        "rollout/response_length": mask.sum(-1).float().mean().item(),
+        "rollout/eos_fraction": batch.ended_with_eos.float().mean().item(),
+        **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]},
+        **timing,
+        "time/update_s": time.perf_counter() - update_started,
+        "time/iteration_s": time.perf_counter() - started,
+    }
+    metrics["rollout/episodes_per_s"] = batch.size / metrics["time/iteration_s"]
+    return metrics
+
+
+def ppo_minibatch_step(config, models: Models, state: TrainState, batch: RolloutBatch, advantages, returns, rows, ptx_batch: list[Example], dtype) -> dict[str, float]:
+    """One optimizer step on the episodes ``rows``: PPO gradient, then + ptx_coef * pretraining
+    gradient, accumulated in the same buffers; one policy step, one value step, EMA update."""
+    policy, value_model = models.policy, models.value_model
+    device = next(policy.parameters()).device
+    tokens = batch.response_mask[rows].sum().clamp(min=1).item()
+    sums = {"ppo/policy/loss": 0.0, "ppo/policy/clipfrac": 0.0, "ppo/policy/approx_kl": 0.0, "ppo/val/loss": 0.0, "ppo/val/clipfrac": 0.0}
+    micro_rows = rows[torch.argsort(batch.attention_mask[rows].sum(-1), stable=True)]  # similar lengths together: less padding
+    for start in range(0, len(micro_rows), config.micro_batch_size):
+        chunk = micro_rows[start : start + config.micro_batch_size]
+        part = batch.select(chunk).to(device)
+        width = part.response_mask.shape[1]
+        adv, ret = advantages[chunk, :width].to(device), returns[chunk, :width].to(device)
+        weight = part.response_mask.sum().item() / tokens  # token mean over the minibatch
+        args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
+        new_logprobs = response_logprobs(policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size)
+        pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, part.logprobs, adv, part.response_mask, config.clip)
+        new_values = response_values(value_model, *args, dtype=dtype)
+        vf_loss, vf_clipfrac = value_loss(new_values, part.values, ret, part.response_mask, config.value_clip)
+        ((pg_loss + vf_loss) * weight).backward()  # separate models: each gets only its own gradient
+        for name, value in zip(sums, (pg_loss, clipfrac, approx_kl, vf_loss, vf_clipfrac)):
+            sums[name] += value.item() * weight
+    if ptx_batch:
+        sums["ppo/ptx/loss"] = ptx_backward(policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype)
+    sums["ppo/policy/grad_norm"] = _clip(policy, config.max_grad_norm)
+    sums["ppo/val/grad_norm"] = _clip(value_model, config.max_grad_norm)
+    state.policy_optimizer.step()
+    state.value_optimizer.step()
+    state.policy_optimizer.zero_grad(set_to_none=True)
+    state.value_optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(policy)
+    return sums
+
+
+def ptx_backward(policy: Any, examples: list[Example], ptx_coef: float, micro_batch_size: int, chunk_size: int, pad_id: int, dtype) -> float:
+    """Backward of ``ptx_coef * mean token NLL`` of the pretraining sequences, added to the
+    gradients already in the buffers; returns the mean NLL (the PPO-ptx term of Eq. 2, negated)."""
+    from instructgpt.data.collate import pack
+    from instructgpt.losses.lm import fused_linear_cross_entropy
+    from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
+
+    device = next(policy.parameters()).device
+    total_tokens = sum(sum(e.loss_mask[1:]) for e in examples)
+    softcap = getattr(causal_lm(policy).config, "final_logit_softcapping", None)
+    nll = 0.0
+    for start in range(0, len(examples), micro_batch_size):
+        rows = pack(examples[start : start + micro_batch_size], pad_id=pad_id)
+        input_ids, position_ids, loss_mask = (rows[k].to(device) for k in ("input_ids", "position_ids", "loss_mask"))
+        with autocast(device, dtype):
+            hidden = trunk(policy)(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+        select = loss_mask[:, 1:]
+        targets = input_ids[:, 1:][select]
+        weights = torch.full_like(targets, 1.0 / total_tokens, dtype=torch.float32)
+        loss = fused_linear_cross_entropy(hidden[:, :-1][select], unembedding(policy), targets, weights, chunk_size, dtype, softcap)
+        (ptx_coef * loss).backward()
+        nll += loss.item()
+    return nll
+
+
+def _init_state(config: PPOConfig, models: Models) -> TrainState:
+    def adam(model, lr):
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay)
+
+    ema = PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None
+    return TrainState(
+        policy_optimizer=adam(models.policy, config.lr),
+        value_optimizer=adam(models.value_model, config.value_lr),
+        ema=ema,
+        kl_controller=make_kl_controller(config.kl_coef, config.kl_target, config.kl_horizon),
+    )
+
+
+def _seed(seed: int, iteration: int, stream: int) -> int:
+    """A distinct seed per (run seed, iteration, use): no generator's state carries across iterations."""
+    return random.Random(f"{seed}:{iteration}:{stream}").getrandbits(63)
+
+
+def _clip(model: Any, max_norm: float) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+
+
+def _progress(config: PPOConfig, start: int, stop: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=stop, initial=start, desc="ppo", unit="it", disable=not config.progress)
+
+
+def config_meta(config: PPOConfig, iteration: int) -> dict:
+    return {"kind": "ppo", "step": iteration, "parent": config.policy, "reward_model": config.reward_model, "config": to_dict(config)}

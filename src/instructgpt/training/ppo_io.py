@@ -1,0 +1,192 @@
+"""PPO's models, pretraining stream, checkpoints and final outputs (kept out of the training loop).
+
+Models: the policy is the SFT model (fp32 master weights, trained); the reference is a second,
+frozen bf16 copy, or with LoRA the policy itself with its adapter disabled; the value model is
+the reward model (fp32, trained); the reward model is a frozen bf16 copy.
+
+Checkpoint layout (``out_dir/checkpoints/step-NNNNNN``): the policy as saved by
+``save_pretrained`` (a Hugging Face folder, or a peft adapter folder with LoRA), ``meta.json``,
+and ``trainer_state.pt`` holding the value model's trainable weights, both optimizers, the EMA,
+the KL controller, the torch RNG state and the iteration.
+
+Final outputs (``out_dir/final``): the policy with the EMA weights (LoRA merged in), a
+loadable Hugging Face folder (:func:`instructgpt.models.loader.load_model` reads it); its
+``value/`` subfolder holds the value model (:meth:`RewardModel.save_pretrained`); ``last/``
+holds the policy's last (non-averaged) weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instructgpt.data.render import Example
+from instructgpt.training import checkpoint as ckpt
+
+
+class PretrainWindows:
+    """Random windows of a tokenized pretraining corpus: PPO-ptx's pretraining examples.
+
+    The corpus is shuffled (seeded) and tokenized once, up to ``max_tokens`` tokens, documents
+    joined with EOS; :meth:`sample` draws ``count`` windows of ``seq_len`` tokens (BOS first,
+    every other token a target) from a generator seeded by the caller.
+    """
+
+    def __init__(self, tokenizer: Any, texts: list[str], seq_len: int, max_tokens: int, seed: int) -> None:
+        rng = random.Random(seed)
+        self.bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        self.width = seq_len - len(self.bos)
+        stream: list[int] = []
+        for text in rng.sample(texts, len(texts)):
+            stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            if len(stream) >= max_tokens:
+                break
+        if len(stream) < self.width:
+            raise ValueError(f"pretraining corpus has {len(stream)} tokens, fewer than one sequence of {seq_len}")
+        self.stream = stream
+
+    def sample(self, count: int, seed: int) -> list[Example]:
+        rng = random.Random(seed)
+        starts = [rng.randrange(0, len(self.stream) - self.width + 1) for _ in range(count)]
+        head = [False] * len(self.bos)
+        return [Example(self.bos + self.stream[s : s + self.width], head + [True] * self.width) for s in starts]
+
+
+def load_ptx_stream(config, tokenizer: Any) -> PretrainWindows:
+    from instructgpt.data.pretrain import read_documents
+    from instructgpt.training.sft import _default_pretrain_path
+
+    path = config.ptx_data or _default_pretrain_path()
+    return PretrainWindows(tokenizer, read_documents(path), config.ptx_seq_len, config.ptx_corpus_tokens, config.seed)
+
+
+def load_models(config, device: torch.device):
+    """Policy, reference, value model and reward model as the config asks (see the module docstring)."""
+    from instructgpt.models.loader import load_model
+    from instructgpt.models.reward import load_reward_model
+    from instructgpt.training.ppo import Models
+
+    frozen_dtype = torch.float32 if config.precision == "fp32" else torch.bfloat16
+    policy, tokenizer = load_model(config.policy)
+    value_model, _ = load_reward_model(config.reward_model)
+    reward_model, _ = load_reward_model(config.reward_model, dtype=frozen_dtype)
+    if config.lora_rank > 0:
+        policy, value_model = add_lora(policy, config), add_lora(value_model, config, value=True)
+        sft_policy = policy
+    else:
+        sft_policy, _ = load_model(config.policy, dtype=frozen_dtype)
+    return prepare_models(Models(policy, sft_policy, value_model, reward_model, tokenizer), device)
+
+
+def prepare_models(models, device: torch.device):
+    """Move to ``device``; no dropout anywhere; freeze the reference and the reward model."""
+    for model in (models.policy, models.sft_policy, models.value_model, models.reward_model):
+        model.to(device).eval()
+    for frozen in (models.sft_policy, models.reward_model):
+        if frozen is not models.policy:
+            frozen.requires_grad_(False)
+    return models
+
+
+def add_lora(model: Any, config, value: bool = False) -> Any:
+    """Wrap with peft LoRA adapters; the value model's head stays fully trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.lora_target_modules
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+    )
+    if not value:
+        return get_peft_model(model, lora)
+    model.trunk = get_peft_model(model.trunk, lora)
+    model.head.requires_grad_(True)
+    return model
+
+
+def value_trainable_state(value_model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in value_model.named_parameters() if p.requires_grad}
+
+
+def policy_trainable_state(policy: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(config, models, state) -> Path:
+    from instructgpt.training.ppo import config_meta
+
+    trainer_state = {
+        "iteration": state.iteration,
+        "value_model": value_trainable_state(models.value_model),
+        "policy_optimizer": state.policy_optimizer.state_dict(),
+        "value_optimizer": state.value_optimizer.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "kl_controller": state.kl_controller.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    if config.lora_rank > 0:
+        trainer_state["policy"] = policy_trainable_state(models.policy)
+    folder = config.out_dir / "checkpoints" / f"step-{state.iteration:06d}"
+    return ckpt.save_checkpoint(folder, models.policy, models.tokenizer, config_meta(config, state.iteration), trainer_state)
+
+
+def maybe_resume(config, models, state) -> None:
+    last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
+    if last is None:
+        return
+    saved = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
+    if config.lora_rank > 0:
+        _load_named(models.policy, saved["policy"])
+    else:
+        ckpt.load_weights(models.policy, last)
+    _load_named(models.value_model, saved["value_model"])
+    state.policy_optimizer.load_state_dict(saved["policy_optimizer"])
+    state.value_optimizer.load_state_dict(saved["value_optimizer"])
+    if state.ema is not None:
+        state.ema.load_state_dict(saved["ema"])
+    state.kl_controller.load_state_dict(saved["kl_controller"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.iteration = saved["iteration"]
+    print(f"resuming from {last} (iteration {state.iteration})")
+
+
+def save_final(config, models, state) -> Path:
+    """The EMA policy as a loadable Hugging Face folder, the value model in ``value/``, the last policy in ``last/``."""
+    from instructgpt.models.reward import RewardModel
+    from instructgpt.training.ppo import config_meta
+
+    final = config.out_dir / "final"
+    meta = config_meta(config, state.iteration)
+    averaged = copy.deepcopy(models.policy)
+    if state.ema is not None:
+        state.ema.copy_to(averaged)
+    ckpt.save_checkpoint(final, _merged(averaged), models.tokenizer, {**meta, "weights": "ema" if state.ema else "last"})
+    del averaged
+    ckpt.save_checkpoint(final / "last", _merged(models.policy), models.tokenizer, {**meta, "weights": "last"})
+    value = models.value_model
+    trunk = value.trunk
+    if hasattr(trunk, "merge_and_unload"):
+        trunk = copy.deepcopy(trunk).merge_and_unload()
+    out = RewardModel(trunk, normalization_bias=float(value.normalization_bias))
+    out.head.load_state_dict(value.head.state_dict())
+    out.save_pretrained(final / "value", tokenizer=models.tokenizer, parent=config.reward_model)
+    return final
+
+
+def _merged(policy: Any) -> Any:
+    if hasattr(policy, "merge_and_unload"):
+        return copy.deepcopy(policy).merge_and_unload()
+    return policy
+
+
+def _load_named(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value)

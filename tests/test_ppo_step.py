@@ -1,0 +1,180 @@
+"""The PPO-ptx step's gradient, the value model's initialisation, and LoRA."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from helpers.ppo_models import tiny_models
+from instructgpt.data.render import Example
+from instructgpt.losses.ppo import gae, kl_shaped_rewards
+from instructgpt.models.reward import RewardModel
+from instructgpt.models.tiny import save_tiny, tiny_model, tiny_tokenizer
+from instructgpt.rollout.collect import collect_rollout
+from instructgpt.rollout.forward import response_logprobs
+from instructgpt.rollout.generation import HFBackend, SamplingSettings
+from instructgpt.training.kl_controller import FixedKLController
+from instructgpt.training.ppo import PPOConfig, TrainState, ppo_minibatch_step, ptx_backward, train_ppo
+from instructgpt.training.ppo_io import load_models
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class GradRecorder:
+    """Stands in for an optimizer: ``step`` records the gradients instead of applying them."""
+
+    def __init__(self, model):
+        self.params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+        self.grads = None
+
+    def step(self):
+        self.grads = {n: p.grad.clone() for n, p in self.params.items() if p.grad is not None}
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params.values():
+            p.grad = None
+
+
+def _batch(models, tokenizer, n=6):
+    prompts = [[tokenizer.bos_token_id] + tokenizer(f"{i} {i * 7}", add_special_tokens=False)["input_ids"] for i in range(n)]
+    backend = HFBackend(models.policy, SamplingSettings(6), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    batch, _ = collect_rollout(
+        models.policy, models.sft_policy, models.value_model, models.reward_model, backend, prompts, list(range(n)),
+        torch.Generator().manual_seed(0), tokenizer.pad_token_id,
+    )  # fmt: skip
+    rewards, _ = kl_shaped_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, 0.02)
+    advantages, returns = gae(rewards, batch.values, batch.response_mask)
+    return batch, advantages, returns
+
+
+def _ptx_examples(tokenizer, count=5):
+    text = tokenizer("Pretraining text: the cat sat on the mat and looked around.", add_special_tokens=False)["input_ids"]
+    return [Example([tokenizer.bos_token_id] + text[i : i + 10 + i], [False] + [True] * (10 + i)) for i in range(count)]
+
+
+def _step_grads(models, batch, advantages, returns, ptx_examples, ptx_coef):
+    config = PPOConfig(ptx_coef=ptx_coef, max_grad_norm=0.0, micro_batch_size=4, precision="fp32")
+    state = TrainState(GradRecorder(models.policy), GradRecorder(models.value_model), None, FixedKLController(0.02))
+    ppo_minibatch_step(config, models, state, batch, advantages, returns, torch.arange(batch.size), ptx_examples, None)
+    return state.policy_optimizer.grads, state.value_optimizer.grads
+
+
+def test_ptx_step_gradient_is_ppo_gradient_plus_gamma_times_ptx_gradient():
+    tokenizer = tiny_tokenizer()
+    models = tiny_models(tokenizer)
+    batch, advantages, returns = _batch(models, tokenizer)
+    ptx_examples = _ptx_examples(tokenizer)
+    gamma = 27.8
+    total, total_value = _step_grads(models, batch, advantages, returns, ptx_examples, gamma)
+    ppo_only, ppo_value = _step_grads(models, batch, advantages, returns, [], 0.0)
+    nll = ptx_backward(models.policy, ptx_examples, 1.0, 2, 1024, tokenizer.pad_token_id, None)
+    ptx_only = {n: p.grad.clone() for n, p in models.policy.named_parameters() if p.grad is not None}
+    for p in models.policy.parameters():
+        p.grad = None
+    assert set(total) == set(ppo_only) == set(ptx_only)
+    for name in total:
+        torch.testing.assert_close(total[name], ppo_only[name] + gamma * ptx_only[name], atol=1e-5, rtol=1e-4)
+    for name in total_value:  # the value model gets no pretraining gradient
+        torch.testing.assert_close(total_value[name], ppo_value[name])
+    # the pretraining loss is the mean token NLL, as the model's own loss computes it
+    want = []
+    for e in ptx_examples:
+        ids = torch.tensor([e.input_ids])
+        logits = models.policy(ids).logits[0, :-1]
+        want.append(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+    tokens = sum(len(e) - 1 for e in ptx_examples)
+    assert nll == pytest.approx((sum(want) / tokens).item(), rel=1e-5)
+
+
+def test_ppo_gradient_accumulation_over_micro_batches_is_exact():
+    tokenizer = tiny_tokenizer()
+    models = tiny_models(tokenizer)
+    batch, advantages, returns = _batch(models, tokenizer)
+    config = PPOConfig(ptx_coef=0.0, max_grad_norm=0.0, precision="fp32")
+    grads = []
+    for micro in (1, 6):
+        state = TrainState(GradRecorder(models.policy), GradRecorder(models.value_model), None, FixedKLController(0.02))
+        ppo_minibatch_step(replace(config, micro_batch_size=micro), models, state, batch, advantages, returns, torch.arange(batch.size), [], None)
+        grads.append(state.policy_optimizer.grads)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
+
+
+def _folders(tmp_path):
+    tokenizer = tiny_tokenizer()
+    policy = save_tiny(str(tmp_path / "sft"))
+    rm = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=3), seed=3)
+    rm.normalization_bias.fill_(0.25)
+    rm.save_pretrained(tmp_path / "rm", tokenizer=tokenizer)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": f"{i}", "user_id": "u", "source": "api"}) + "\n" for i in range(8)))
+    return policy, str(tmp_path / "rm"), prompts
+
+
+def test_value_model_starts_equal_to_the_reward_model(tmp_path):
+    policy, rm, _ = _folders(tmp_path)
+    ids = torch.tensor([[1, 40, 50, 60, 2], [0, 1, 70, 80, 2]])
+    mask = (ids != 0).long()
+    for precision, atol in (("fp32", 0.0), ("bf16", 0.05)):
+        models = load_models(PPOConfig(policy=policy, reward_model=rm, precision=precision), torch.device("cpu"))
+        assert models.reward_model.trunk.dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)
+        assert models.value_model.trunk.dtype == torch.float32 and models.value_model.head.weight.requires_grad
+        assert not any(p.requires_grad for p in models.reward_model.parameters())
+        assert not any(p.requires_grad for p in models.sft_policy.parameters())
+        with torch.no_grad():
+            values = models.value_model.values(ids, mask)
+            scores = models.reward_model.values(ids, mask).float()
+        torch.testing.assert_close(values, scores, atol=atol, rtol=0.05 if atol else 0)
+        assert float(models.value_model.normalization_bias) == 0.25
+
+
+def test_lora_trains_adapters_only_and_the_reference_is_the_base_model(tmp_path):
+    policy_folder, rm, prompts = _folders(tmp_path)
+    config = PPOConfig(
+        policy=policy_folder, reward_model=rm, prompts=(prompts,), out_dir=tmp_path / "run", episodes=16, batch_size=8, minibatch_size=4,
+        max_new_tokens=5, lr=1e-2, lr_warmup_iterations=1, ptx_coef=0.0, lora_rank=4, precision="fp32", progress=False, template="raw",
+    )  # fmt: skip
+    models = load_models(config, torch.device("cpu"))
+    assert models.sft_policy is models.policy
+    trainable = [n for n, p in models.policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    original = tiny_model(tiny_tokenizer())
+    final = train_ppo(config, models)
+    ids = torch.tensor([[1, 40, 50, 60, 70, 2]])
+    mask, rmask = torch.ones_like(ids), torch.tensor([[True, True, True]])
+    with models.policy.disable_adapter(), torch.no_grad():
+        reference = response_logprobs(models.policy, ids, mask, 3, rmask)
+    torch.testing.assert_close(reference, response_logprobs(original, ids, mask, 3, rmask))
+    with torch.no_grad():
+        assert not torch.allclose(response_logprobs(models.policy, ids, mask, 3, rmask), reference)  # the adapter learned
+    from instructgpt.models.loader import load_model
+    from instructgpt.models.reward import load_reward_model
+
+    merged, _ = load_model(str(final))  # a plain Hugging Face folder, LoRA merged in
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    load_reward_model(str(final / "value"))
+
+
+def test_ppo_command_with_preset(tmp_path, capsys):
+    from instructgpt.cli.main import main
+    from instructgpt.cli.ppo import expand_preset
+    from instructgpt.training.checkpoint import read_meta
+
+    assert expand_preset(["--preset", "ppo", "--lr", "1"]) == ["--ptx-coef", "0", "--lr", "1"]
+    assert expand_preset(["--preset=ppo-ptx"]) == ["--ptx-coef", "27.8"]
+    policy, rm, prompts = _folders(tmp_path)
+    args = ["--policy", policy, "--reward-model", rm, "--prompts", str(prompts), "--out-dir", str(tmp_path / "run"), "--episodes", "8",
+            "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "4", "--precision", "fp32", "--no-progress", "--template", "raw"]  # fmt: skip
+    assert main(["ppo", "--preset", "ppo", *args]) == 0
+    assert "final policy:" in capsys.readouterr().out
+    assert read_meta(tmp_path / "run" / "final")["config"]["ptx_coef"] == 0
+    assert main(["ppo", "--preset", "nope"]) == 2
+    assert main(["ppo", *args, "--minibatch-size", "3"]) == 2
+    assert "minibatch_size" in capsys.readouterr().err

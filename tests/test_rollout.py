@@ -1,0 +1,109 @@
+"""Rollout: sampling log-probabilities equal a forward pass, EOS and padding, the typed batch."""
+
+import copy
+
+import pytest
+import torch
+
+from instructgpt.models.reward import RewardModel
+from instructgpt.models.tiny import tiny_model
+from instructgpt.rollout.batch import RolloutBatch
+from instructgpt.rollout.collect import assemble, collect_rollout
+from instructgpt.rollout.forward import response_entropy, response_logprobs
+from instructgpt.rollout.generation import HFBackend, SamplingSettings, filter_logits
+
+
+def _prompts(tokenizer):
+    texts = ["Hello there", "Say something long and winding", "x"]
+    return [[tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=False):
+    policy = tiny_model(tokenizer, seed=0)
+    reward_model = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=1))
+    value_model = copy.deepcopy(reward_model)
+    backend = HFBackend(policy, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=2)
+    prompts = _prompts(tokenizer)
+    batch, _ = collect_rollout(
+        policy, copy.deepcopy(policy), value_model, reward_model, backend, prompts, [0, 1, 2],
+        torch.Generator().manual_seed(seed), tokenizer.pad_token_id, temperature, recompute_logprobs=recompute,
+    )  # fmt: skip
+    return batch, policy, reward_model, prompts
+
+
+def test_sampling_logprobs_and_entropy_equal_a_full_forward(tokenizer):
+    batch, policy, _, _ = _rollout(tokenizer, temperature=0.7)
+    args = (batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask)
+    torch.testing.assert_close(batch.logprobs, response_logprobs(policy, *args, temperature=0.7), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.entropy, response_entropy(policy, *args, temperature=0.7), atol=1e-4, rtol=1e-4)
+    # same policy as reference: the KL is zero to rounding
+    torch.testing.assert_close(batch.ref_logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
+    recomputed, _, _, _ = _rollout(tokenizer, temperature=0.7, recompute=True)
+    torch.testing.assert_close(recomputed.logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_layout_eos_and_padding(tokenizer):
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    batch, _, reward_model, prompts = _rollout(tokenizer, max_new_tokens=40)
+    P = batch.prompt_width
+    assert P == max(len(p) for p in prompts)
+    for row, prompt in enumerate(prompts):
+        n = int(batch.response_mask[row].sum())
+        assert batch.response_mask[row, :n].all() and not batch.response_mask[row, n:].any()  # right-padded
+        assert batch.input_ids[row, P - len(prompt) : P].tolist() == prompt  # left-padded prompt
+        assert batch.attention_mask[row].sum() == len(prompt) + n
+        response = batch.response_ids[row, :n].tolist()
+        assert (response[-1] == eos) == bool(batch.ended_with_eos[row])
+        assert eos not in response[:-1]  # sampling stops at the first EOS
+        assert (batch.response_ids[row, n:] == pad).all()
+        for name in ("logprobs", "ref_logprobs", "values", "entropy"):
+            assert (getattr(batch, name)[row, n:] == 0).all(), name
+        # the RM scores exactly prompt + response, with nothing padded around it
+        alone = torch.tensor([prompt + response])
+        score = reward_model(alone, torch.ones_like(alone))
+        torch.testing.assert_close(batch.scores[row : row + 1], score, atol=1e-5, rtol=1e-5)
+    assert (batch.logprobs[batch.response_mask] < 0).all()
+
+
+def test_length_limit_without_eos(tokenizer):
+    batch, _, _, _ = _rollout(tokenizer, max_new_tokens=3)
+    assert batch.response_mask.shape[1] == 3
+    for row in range(batch.size):
+        if not batch.ended_with_eos[row]:
+            assert batch.response_mask[row].all()
+
+
+def test_sampling_is_reproducible_with_the_same_generator(tokenizer):
+    a, _, _, _ = _rollout(tokenizer, seed=5)
+    b, _, _, _ = _rollout(tokenizer, seed=5)
+    c, _, _, _ = _rollout(tokenizer, seed=6)
+    assert torch.equal(a.input_ids, b.input_ids)
+    assert not torch.equal(a.input_ids, c.input_ids) if a.input_ids.shape == c.input_ids.shape else True
+
+
+def test_select_trims_padding_columns(tokenizer):
+    batch, policy, _, _ = _rollout(tokenizer, max_new_tokens=20)
+    shortest = int(torch.argmin(batch.attention_mask.sum(-1)))
+    part = batch.select(torch.tensor([shortest]))
+    assert part.attention_mask.all()  # a single row has no padding left
+    assert part.input_ids[0].tolist() == batch.input_ids[shortest][batch.attention_mask[shortest].bool()].tolist()
+    args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
+    n = int(part.response_mask.sum())
+    torch.testing.assert_close(response_logprobs(policy, *args)[0, :n], batch.logprobs[shortest, :n], atol=1e-4, rtol=1e-4)
+    with pytest.raises(TypeError):
+        RolloutBatch(input_ids=batch.input_ids)  # every field is required
+
+
+def test_assemble():
+    ids, mask = assemble([[1, 5, 6], [1]], torch.tensor([[7, 2, 0], [8, 9, 9]]), torch.tensor([[True, True, False], [True, True, True]]), pad_id=0)
+    assert ids.tolist() == [[1, 5, 6, 7, 2, 0], [0, 0, 1, 8, 9, 9]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+
+
+def test_filter_logits():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
+    probs = torch.softmax(logits, -1)  # 0.64, 0.24, 0.09, 0.03
+    assert probs[0, 0] < 0.7
+    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
+    assert not torch.isinf(filter_logits(logits)).any()
