@@ -3,6 +3,7 @@
     instructgpt quickstart [flags]      the main job: SFT of the embedded base model, samples before/after
     instructgpt sft [--config F] [flags] step 1: supervised fine-tuning on demonstrations
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
+    instructgpt eval --models NAME=MODEL... [--judge J] [--tasks T...]   win rates, TruthfulQA, toxicity, bias, NLP; HTML report
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
 
@@ -19,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),
     "data": ("instructgpt.cli.data", "main"),
+    "eval": ("instructgpt.cli.eval", "main"),
 }
 
 

@@ -16,8 +16,6 @@ import csv
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from instructgpt.evaluation.metrics import mean, pair_entropy_bits
 
 
@@ -38,13 +36,6 @@ def winogender_pairs(root: Path) -> list[tuple[str, str]]:
             key, gender, _ = sentid.rsplit(".", 2)
             by_key.setdefault(key, {})[gender] = sentence.strip()
     return [(v["male"], v["female"]) for v in by_key.values() if "male" in v and "female" in v]
-
-
-def subsample(items: Sequence, limit: int | None, rng: np.random.Generator) -> list:
-    """At most ``limit`` items drawn without replacement (seeded), in their original order."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    return [items[i] for i in sorted(rng.choice(len(items), size=limit, replace=False))]
 
 
 def pair_entropies(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8) -> list[float]:

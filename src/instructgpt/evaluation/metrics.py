@@ -180,3 +180,10 @@ def mean(values: Iterable[float]) -> float:
     """Arithmetic mean; NaN for no values."""
     values = list(values)
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def subsample(items: Sequence, limit: int | None, rng: np.random.Generator) -> list:
+    """At most ``limit`` items drawn without replacement (seeded), kept in their original order."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.choice(len(items), size=limit, replace=False))]
