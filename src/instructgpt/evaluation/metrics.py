@@ -187,3 +187,14 @@ def subsample(items: Sequence, limit: int | None, rng: np.random.Generator) -> l
     if limit is None or limit >= len(items):
         return list(items)
     return [items[i] for i in sorted(rng.choice(len(items), size=limit, replace=False))]
+
+
+def finite(value: object) -> object:
+    """``value`` with every NaN / infinity replaced by None, so the JSON is standard."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from instructgpt.evaluation.metrics import finite
+
 PPO_PANELS: dict[str, tuple[str, ...]] = {
     "RM score": (r"^objective/scores?$", r"^env/reward(_mean)?$", r"/scores?(_mean)?$", r"reward"),
     "KL to SFT": (r"^objective/kl$", r"/kl(_mean)?$", r"kl"),
@@ -327,8 +329,6 @@ def write_report(results: dict, out_dir: Path, ppo_metrics: dict[str, Path] | No
     page, figures = render_html(results, ppo_runs, rm_results)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from instructgpt.evaluation.suite import finite
-
     (out_dir / "figures.json").write_text(json.dumps(finite(figures), indent=1, default=str), encoding="utf-8")
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")

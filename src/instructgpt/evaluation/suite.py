@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from instructgpt.config import ConfigError, check, to_dict
-from instructgpt.evaluation.metrics import mean, subsample, win_rate
+from instructgpt.evaluation.metrics import finite, mean, subsample, win_rate
 
 TASKS = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
 JUDGES = ("none", "reward-model", "labelers", "human")
@@ -362,17 +362,6 @@ def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_ato
         return {"judge": judge.name, "pending": str(out_dir / "to_label.jsonl")}
     write_jsonl_atomic(out_dir / "comparisons.jsonl", records)
     return winrate
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN / infinity replaced by None, so the JSON is standard."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 def _load(source: str) -> tuple[Any, Any]:
