@@ -149,8 +149,7 @@ def grouped_bars(fig_id: str, title: str, table: dict[str, dict[str, float]], yl
     ax.set_title(title)
     if ylim:
         ax.set_ylim(*ylim)
-    if len(columns) > 1:
-        ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False)
     return _svg(fig), {"id": fig_id, "title": title, "data": table}
 
 
