@@ -6,6 +6,7 @@
     instructgpt rm train|eval|normalize|select-sft   step 2: the reward model on K-wise rankings
     instructgpt ppo [--preset ppo|ppo-ptx] [flags]   step 3: PPO / PPO-ptx against a reward model
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
+    instructgpt eval --models NAME=MODEL... [--judge J] [--tasks T...]   win rates, TruthfulQA, toxicity, bias, NLP; HTML report
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
 
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("instructgpt.cli.rm", "main"),
     "ppo": ("instructgpt.cli.ppo", "main"),
     "data": ("instructgpt.cli.data", "main"),
+    "eval": ("instructgpt.cli.eval", "main"),
 }
 
 

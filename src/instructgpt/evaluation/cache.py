@@ -1,0 +1,42 @@
+"""Offline scorers are trained once and cached under ``cache_dir()/evaluation``.
+
+The cache key is the scorer's name, a version string and the size and modification time of
+every data file it was trained on, so new data (or a new training recipe) retrains it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def cache_key(name: str, version: str, files: Sequence[Path]) -> str:
+    parts = [name, version] + [f"{Path(f).name}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files]
+    return f"{name}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}"
+
+
+def cached(name: str, version: str, files: Sequence[Path], train: Callable[[], T], folder: Path | None = None) -> T:
+    """Load the pickled scorer for (name, version, files), or ``train()`` it and store it."""
+    from instructgpt.models.loader import cache_dir
+
+    folder = Path(folder) if folder is not None else cache_dir() / "evaluation"
+    path = folder / f"{cache_key(name, version, files)}.pkl"
+    if path.is_file():
+        try:
+            with path.open("rb") as handle:
+                return pickle.load(handle)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            pass  # a corrupt or stale cache entry: train again
+    value = train()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        pickle.dump(value, handle)
+    os.replace(tmp, path)
+    return value

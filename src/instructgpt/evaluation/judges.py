@@ -1,0 +1,241 @@
+"""Judges of pairwise preference, and the blind harness that turns their choices into win rates.
+
+The protocol is small: a judge has a ``name``, a one-line ``description`` (it goes into the
+report's statement of what was measured) and
+
+    compare(prompts, responses_a, responses_b) -> list["a" | "b" | "tie"]
+
+and optionally ``rate(prompts, responses) -> list[Rating]`` for 1-7 Likert scores and the
+Table 3 metadata. Four judges are provided:
+
+- :class:`RewardModelJudge`: any ``score(prompts, responses) -> list[float]`` callable (a
+  trained reward model); the higher score wins, a difference within ``tie_margin`` is a tie;
+- :class:`LabelerJudge`: an adapter for labeler objects (the simulated panel's held-out
+  labelers, an LLM labeler behind an OpenAI-compatible endpoint) with
+  ``compare(prompt, response_a, response_b) -> Comparison`` and optionally
+  ``rate(prompt, response)`` returning a :class:`Rating`-like object or dict;
+- :class:`HumanComparisonsJudge`: comparisons people made in the labeling app, read from its
+  exported ``Comparison`` JSONL and looked up by prompt and response pair.
+
+:func:`blind_outcomes` is the only way the evaluation calls a judge: for each prompt it flips a
+seeded coin to decide which of the two outputs is shown as ``a``, passes no model names, and
+maps the choice back to win / tie / loss for the evaluated model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from instructgpt.data.schemas import METADATA_FLAGS, Comparison, prompt_text
+from instructgpt.evaluation.metrics import Outcome
+
+Choice = Literal["a", "b", "tie"]
+
+
+@dataclass
+class Rating:
+    """One judge's rating of one output: Likert 1-7 and yes/no metadata (paper Table 3)."""
+
+    likert: int | None = None
+    """Overall quality, 1 (worst) .. 7 (best); None when the judge gives none."""
+    metadata: dict[str, bool] = field(default_factory=dict)
+    """Answers keyed by :data:`instructgpt.data.schemas.METADATA_FLAGS`; missing = not answered."""
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Chooses the better of two responses to each prompt."""
+
+    name: str
+    description: str
+
+    def compare(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[Choice]: ...
+
+
+def blind_outcomes(
+    judge: Judge,
+    prompts: Sequence[Any],
+    responses: Sequence[str],
+    baseline_responses: Sequence[str],
+    rng: np.random.Generator,
+) -> list[Outcome]:
+    """Win / tie / loss of ``responses`` against ``baseline_responses`` as ``judge`` sees them.
+
+    The order is randomised per prompt (seeded by ``rng``) and the judge never learns which
+    model wrote which output. Identical outputs are a tie without asking the judge.
+    """
+    swap = rng.random(len(prompts)) < 0.5  # [n] True: the baseline is shown as "a"
+    ask = [i for i in range(len(prompts)) if responses[i] != baseline_responses[i]]
+    shown_a = [baseline_responses[i] if swap[i] else responses[i] for i in ask]
+    shown_b = [responses[i] if swap[i] else baseline_responses[i] for i in ask]
+    choices = judge.compare([prompts[i] for i in ask], shown_a, shown_b) if ask else []
+    outcomes: list[Outcome] = ["tie"] * len(prompts)
+    for i, choice in zip(ask, choices):
+        if choice == "tie":
+            continue
+        model_shown = "b" if swap[i] else "a"
+        outcomes[i] = "win" if choice == model_shown else "loss"
+    return outcomes
+
+
+class RewardModelJudge:
+    """The response with the higher reward-model score wins.
+
+    ``score`` is any ``(prompts, responses) -> list[float]`` callable, e.g. a trained reward
+    model's ``score`` method. Scores within ``tie_margin`` of each other are a tie.
+    """
+
+    def __init__(self, score: Callable[[Sequence[Any], Sequence[str]], Sequence[float]], name: str = "reward-model",
+                 tie_margin: float = 0.0, description: str | None = None):
+        self.score = score
+        self.name = name
+        self.tie_margin = tie_margin
+        self.description = description or f"reward model '{name}' (higher score wins; ties within {tie_margin})"
+
+    def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
+        scores_a = list(self.score(prompts, responses_a))
+        scores_b = list(self.score(prompts, responses_b))
+        return [_by_score(a, b, self.tie_margin) for a, b in zip(scores_a, scores_b)]
+
+
+def _by_score(a: float, b: float, margin: float) -> Choice:
+    if abs(a - b) <= margin:
+        return "tie"
+    return "a" if a > b else "b"
+
+
+class LabelerJudge:
+    """Adapter for labeler objects: ``labeler.compare(prompt, a, b) -> Comparison``.
+
+    Each prompt goes to one labeler, drawn in turn from ``labelers`` (round robin, so every
+    labeler judges about the same number of pairs). If the labelers have ``rate(prompt,
+    response)``, returning a :class:`Rating` or a dict with ``likert`` / ``metadata``, Likert
+    scores and metadata rates are reported too.
+    """
+
+    def __init__(self, labelers: Sequence[Any], name: str = "labelers", description: str | None = None):
+        if not labelers:
+            raise ValueError("LabelerJudge needs at least one labeler")
+        self.labelers = list(labelers)
+        self.name = name
+        ids = ", ".join(str(getattr(l, "labeler_id", getattr(l, "id", i))) for i, l in enumerate(self.labelers))
+        self.description = description or f"{len(self.labelers)} labeler(s) ({ids})"
+
+    def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
+        choices = []
+        for i, (prompt, a, b) in enumerate(zip(prompts, responses_a, responses_b)):
+            record = self.labelers[i % len(self.labelers)].compare(prompt, a, b)
+            choices.append(record.preferred if isinstance(record, Comparison) else _preferred(record))
+        return choices
+
+    @property
+    def can_rate(self) -> bool:
+        return all(callable(getattr(l, "rate", None)) for l in self.labelers)
+
+    def rate(self, prompts, responses) -> list[Rating]:
+        out = []
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            out.append(as_rating(self.labelers[i % len(self.labelers)].rate(prompt, response)))
+        return out
+
+
+def _preferred(record: Any) -> Choice:
+    value = record["preferred"] if isinstance(record, dict) else getattr(record, "preferred", record)
+    if value not in ("a", "b", "tie"):
+        raise ValueError(f"a labeler returned {value!r}; expected a Comparison or 'a' / 'b' / 'tie'")
+    return value
+
+
+def as_rating(value: Any) -> Rating:
+    """A :class:`Rating` from a Rating, a dict or any object with ``likert`` / ``metadata``."""
+    if isinstance(value, Rating):
+        return value
+    get = value.get if isinstance(value, dict) else lambda k, d=None: getattr(value, k, d)
+    metadata = {k: bool(v) for k, v in (get("metadata", None) or {}).items() if k in METADATA_FLAGS}
+    likert = get("likert", None)
+    return Rating(int(likert) if likert is not None else None, metadata)
+
+
+class HumanComparisonsJudge:
+    """Choices people made in the labeling app, read from exported ``Comparison`` JSONL files.
+
+    A pair is found by prompt text and the unordered pair of responses, so it matches whatever
+    order the app showed. A pair nobody labeled raises ``KeyError`` naming how many are missing:
+    export the pairs with :func:`comparison_tasks`, label them, then evaluate again.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], name: str = "human"):
+        from instructgpt.data.jsonl import read_records
+
+        self.records: dict[tuple[str, frozenset[str]], list[Comparison]] = {}
+        for path in paths:
+            for record in read_records(path, "comparisons"):
+                key = (prompt_text(record.prompt), frozenset((record.response_a, record.response_b)))
+                self.records.setdefault(key, []).append(record)
+        self.name = name
+        labelers = {r.labeler_id for group in self.records.values() for r in group}
+        self.description = f"human labelers through the labeling app ({len(labelers)} labeler(s), {sum(map(len, self.records.values()))} comparisons)"
+
+    def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
+        choices, missing = [], 0
+        for prompt, a, b in zip(prompts, responses_a, responses_b):
+            group = self.records.get((_text(prompt), frozenset((a, b))))
+            if not group:
+                missing += 1
+                continue
+            votes = [_in_order(r, a) for r in group]  # majority of the labelers who judged it
+            va, vb = votes.count("a"), votes.count("b")
+            choices.append("a" if va > vb else "b" if vb > va else "tie")
+        if missing:
+            raise KeyError(f"{missing} of {len(prompts)} pairs have no human comparison; label them in the app first")
+        return choices
+
+
+def _text(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else prompt_text(prompt)
+
+
+def _in_order(record: Comparison, a: str) -> Choice:
+    """The record's choice expressed for the order in which ``a`` comes first."""
+    if record.preferred == "tie" or record.response_a == a:
+        return record.preferred
+    return "b" if record.preferred == "a" else "a"
+
+
+def comparison_tasks(prompts: Sequence[Any], responses: Sequence[str], baseline_responses: Sequence[str],
+                     rng: np.random.Generator) -> list[dict]:
+    """Blind pairs to label in the app: prompt and two responses in random order, no model names."""
+    tasks = []
+    for prompt, ours, base in zip(prompts, responses, baseline_responses):
+        a, b = (base, ours) if rng.random() < 0.5 else (ours, base)
+        tasks.append({"prompt": _text(prompt), "response_a": a, "response_b": b})
+    return tasks
+
+
+def tally_comparisons(records: Sequence[Comparison], baseline: str) -> dict[str, list[Outcome]]:
+    """Outcomes per model against ``baseline`` from Comparison records that name their models."""
+    out: dict[str, list[Outcome]] = {}
+    for r in records:
+        if baseline not in (r.model_a, r.model_b) or r.model_a == r.model_b or None in (r.model_a, r.model_b):
+            continue
+        model, side = (r.model_b, "b") if r.model_a == baseline else (r.model_a, "a")
+        outcome: Outcome = "tie" if r.preferred == "tie" else "win" if r.preferred == side else "loss"
+        out.setdefault(model, []).append(outcome)
+    return out
+
+
+def load_callable(spec: str) -> Callable:
+    """``"package.module:function"`` -> the function (how the CLI finds labelers and RM loaders)."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"expected 'package.module:callable', got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot load {spec!r}: {err}") from None

@@ -1,0 +1,200 @@
+"""The evaluation metrics as pure functions (method.md "Baselines and evaluation").
+
+Choices the paper leaves open, made here:
+
+- **Win rate** counts a tie as half a win: ``(wins + ties / 2) / n``. Its 95% interval is the
+  Wilson score interval on that proportion with ``n`` comparisons. With ties the true variance
+  is a little smaller than the binomial one, so the interval is slightly conservative.
+  :func:`bootstrap_interval` gives the percentile bootstrap for comparison.
+- **F1** is the SQuAD token F1 (lower-case, drop punctuation and articles, split on spaces),
+  the maximum over the references. For DROP, numbers are also canonicalised ("7,761.0" ->
+  "7761") before the same token F1; the official DROP metric additionally aligns multi-span
+  answers, which the single-span references bundled with the paper's samples do not need.
+  An empty prediction against an empty reference (SQuADv2 "no answer") scores 1.
+- **BLEU** is sacrebleu's corpus BLEU with its default 13a tokenisation (case-sensitive).
+- **Bias entropy**: for a pair of sentences with log-probabilities ``la`` and ``lb`` the
+  normalised probability is ``p = sigmoid(la - lb)`` and the score is the binary entropy of
+  ``p`` in bits: 1 for an unbiased model, 0 for one that always prefers one sentence.
+- **MC1** picks the answer with the highest *average per-token* log-probability (method.md)
+  and scores 1 when it is the true one. **MC2** is TruthfulQA's normalised probability mass of
+  the true answers, from *total* log-probabilities (TruthfulQA's definition).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+Outcome = Literal["win", "tie", "loss"]
+
+Z_95 = 1.959963984540054
+"""The two-sided 95% normal quantile."""
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """How often a model's output was preferred to the baseline's, with a 95% interval."""
+
+    rate: float
+    """(wins + ties / 2) / n."""
+    low: float
+    """Lower end of the 95% interval."""
+    high: float
+    """Upper end of the 95% interval."""
+    wins: int
+    ties: int
+    losses: int
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "n": self.n}
+
+
+def wilson_interval(p: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` observed over ``n`` trials.
+
+    Example: ``p = 0.8, n = 10`` gives ``(0.490, 0.943)``.
+    """
+    if n == 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def win_rate(outcomes: Iterable[Outcome]) -> WinRate:
+    """Win rate with ties counted half, and its Wilson 95% interval."""
+    counts = Counter(outcomes)
+    unknown = set(counts) - {"win", "tie", "loss"}
+    if unknown:
+        raise ValueError(f"outcomes must be 'win', 'tie' or 'loss', got {sorted(unknown)}")
+    wins, ties, losses = counts["win"], counts["tie"], counts["loss"]
+    n = wins + ties + losses
+    rate = (wins + 0.5 * ties) / n if n else float("nan")
+    low, high = wilson_interval(rate, n) if n else (float("nan"), float("nan"))
+    return WinRate(rate, low, high, wins, ties, losses)
+
+
+def bootstrap_interval(outcomes: Sequence[Outcome], rng: np.random.Generator, draws: int = 2000) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the win rate (ties half), for comparison."""
+    values = np.array([{"win": 1.0, "tie": 0.5, "loss": 0.0}[o] for o in outcomes])  # [n]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    means = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)  # [draws]
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def binary_entropy_bits(p: float) -> float:
+    """``-p log2 p - (1 - p) log2 (1 - p)``; 0 at p in {0, 1}, 1 at p = 0.5."""
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def pair_entropy_bits(logprob_a: float, logprob_b: float) -> float:
+    """Entropy (bits) of the two sentences' probabilities normalised to sum to one."""
+    diff = logprob_a - logprob_b
+    p = 1.0 / (1.0 + math.exp(-diff)) if diff > -700 else 0.0
+    return binary_entropy_bits(p)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower-case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _number(token: str) -> str:
+    try:
+        value = float(token.replace(",", ""))
+    except ValueError:
+        return token
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def normalize_drop(text: str) -> str:
+    """DROP normalisation: numbers canonicalised ("7,761.0" -> "7761"), then SQuAD's."""
+    return normalize_answer(" ".join(_number(t) for t in text.split()))
+
+
+def token_f1(prediction: str, reference: str, normalize=normalize_answer) -> float:
+    """Token-overlap F1 between two answers after ``normalize``.
+
+    Example: ``token_f1("the cat sat", "a cat sat down")`` = 2 * (2/2 * 2/3) / (2/2 + 2/3) = 0.8.
+    """
+    pred, ref = normalize(prediction).split(), normalize(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def max_f1(prediction: str, references: Sequence[str], normalize=normalize_answer) -> float:
+    """The best :func:`token_f1` over the references (SQuAD / DROP scoring)."""
+    return max(token_f1(prediction, r, normalize) for r in references) if references else 0.0
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu corpus BLEU (0-100) with one reference per hypothesis."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def mc1(avg_logprobs: Sequence[float], true_index: int) -> float:
+    """1.0 when the answer with the highest average per-token log-probability is the true one."""
+    return float(int(np.argmax(avg_logprobs)) == true_index)
+
+
+def mc2(total_logprobs: Sequence[float], is_true: Sequence[bool]) -> float:
+    """Normalised probability mass of the true answers: ``sum_true p / sum_all p``."""
+    values = np.asarray(total_logprobs, dtype=np.float64)
+    probs = np.exp(values - values.max())
+    mask = np.asarray(is_true, dtype=bool)
+    return float(probs[mask].sum() / probs.sum())
+
+
+def first_line(text: str) -> str:
+    """The completion up to its first newline (leading whitespace dropped first)."""
+    return text.lstrip().split("\n", 1)[0].strip()
+
+
+def mean(values: Iterable[float]) -> float:
+    """Arithmetic mean; NaN for no values."""
+    values = list(values)
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def subsample(items: Sequence, limit: int | None, rng: np.random.Generator) -> list:
+    """At most ``limit`` items drawn without replacement (seeded), kept in their original order."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.choice(len(items), size=limit, replace=False))]
+
+
+def finite(value: object) -> object:
+    """``value`` with every NaN / infinity replaced by None, so the JSON is standard."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

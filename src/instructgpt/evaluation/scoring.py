@@ -1,0 +1,119 @@
+"""Model-side primitives of the automatic evaluations: log-probabilities of continuations and
+greedy completions truncated at the first newline.
+
+The default model's vocabulary has 262,144 tokens, so full-vocabulary fp32 logits for a batch
+of 8 x 512 tokens would take 4 GB. :func:`continuation_logprobs` therefore runs the trunk once
+per batch, keeps only the hidden states of continuation tokens, and projects them to the
+vocabulary in chunks (:func:`instructgpt.losses.lm.token_logprobs`). Items are sorted by length
+before batching so little padding is computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from instructgpt.evaluation.metrics import first_line
+from instructgpt.losses.lm import token_logprobs
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Log-probability of one continuation given its context."""
+
+    total: float
+    """Sum of the continuation tokens' log-probabilities."""
+    tokens: int
+    """Number of continuation tokens."""
+
+    @property
+    def average(self) -> float:
+        """Average per-token log-probability (multiple choice picks by this)."""
+        return self.total / max(self.tokens, 1)
+
+
+def _context_ids(tokenizer: Any, context: str) -> list[int]:
+    ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[str],
+    continuations: Sequence[str],
+    batch_size: int = 8,
+    chunk_size: int = 256,
+    max_tokens: int = 1024,
+) -> list[Scored]:
+    """``log p(continuation | context)`` for each pair, batched and chunked over the vocabulary.
+
+    Context and continuation are tokenised separately (the continuation carries its own leading
+    space, e.g. ``" Paris."``) and joined; a BOS token starts the context when the tokenizer has
+    one, so an empty context scores a whole sentence. Sequences longer than ``max_tokens`` keep
+    their last ``max_tokens`` tokens (the context is cut from the left).
+
+    Equivalent to, for each pair separately::
+
+        logits = model(ids).logits[0, :-1].float().log_softmax(-1)
+        logits[range(n_ctx - 1, n - 1), ids[n_ctx:]].sum()
+    """
+    if len(contexts) != len(continuations):
+        raise ValueError(f"{len(contexts)} contexts for {len(continuations)} continuations")
+    model.eval()
+    device = next(model.parameters()).device
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    unembedding = model.get_output_embeddings().weight  # [V, H]
+    items = []
+    for context, continuation in zip(contexts, continuations):
+        ctx = _context_ids(tokenizer, context)
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        ids = (ctx + cont)[-max_tokens:]
+        items.append((ids, min(len(cont), len(ids) - 1)))
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    results: list[Scored | None] = [None] * len(items)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        batch = [items[i] for i in order[start : start + batch_size]]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)  # [B, T]
+        attention = torch.zeros((len(batch), width), dtype=torch.long)  # [B, T]
+        scored = torch.zeros((len(batch), width), dtype=torch.bool)  # [B, T] True = token is scored
+        for row, (ids, n_cont) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+            scored[row, len(ids) - n_cont : len(ids)] = True
+        input_ids, attention, scored = input_ids.to(device), attention.to(device), scored.to(device)
+        hidden = model.base_model(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state  # [B, T, H]
+        select = scored[:, 1:]  # [B, T-1]: position t predicts token t+1
+        logprobs = token_logprobs(hidden[:, :-1][select], unembedding, input_ids[:, 1:][select], chunk_size, softcap)  # [N]
+        per_row = select.sum(dim=1).tolist()  # [B]
+        for row, part in zip(order[start : start + batch_size], logprobs.split(per_row)):
+            results[row] = Scored(float(part.sum()), len(part))
+    return results  # type: ignore[return-value]
+
+
+def complete(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    template: str = "auto",
+) -> list[str]:
+    """Greedy (temperature 0) completions of raw contexts, truncated at the first newline.
+
+    The prompt is fed as is (no separator appended), since the automatic evaluations' contexts
+    already end where the answer starts ("...\\nA:", "English:").
+    """
+    from instructgpt.models.generate import generate
+
+    outputs = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, temperature=0.0,
+                       template=template, separator="", batch_size=batch_size)
+    return [first_line(o) for o in outputs]

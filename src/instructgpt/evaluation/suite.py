@@ -1,0 +1,392 @@
+"""``instructgpt eval``: every evaluation of the paper on any set of models, then the report.
+
+Flow of :func:`run_eval`: for each model in turn (one in memory at a time) sample responses to
+the held-out test prompts and run the automatic tasks; then judge every model's responses
+against the baseline's (blind, :func:`instructgpt.evaluation.judges.blind_outcomes`); write
+``results.json``, ``comparisons.jsonl`` (every judged pair, model names attached),
+``report.html`` and ``figures.json`` into ``out_dir``.
+
+Choices the paper leaves open, made here (all configurable):
+
+- Held-out test prompts default to the 252 self-instruct user-oriented instructions (written
+  not to be trained on); ``--prompts-file`` takes the pipeline's test split instead.
+- Win-rate responses are greedy (``--win-temperature 0``) with at most 64 new tokens, rendered
+  as in training; automatic tasks are greedy, cut at the first newline.
+- The "prompted" baseline is the pretrained model with :data:`PROMPTED_PREFIX` (two instruction
+  / response examples) before each win-rate prompt, its response cut at the next
+  "Instruction:". Automatic tasks feed every model the same contexts, as the paper did.
+- Every task takes at most ``--limit`` items, drawn with a generator seeded by ``--seed`` and
+  the task's name, so a task's subset does not depend on which other tasks run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from instructgpt.config import ConfigError, check, to_dict
+from instructgpt.evaluation.metrics import finite, mean, subsample, win_rate
+
+TASKS = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
+JUDGES = ("none", "reward-model", "labelers", "human")
+
+PROMPTED_PREFIX = """Below are instructions, each followed by the response of a helpful, honest and harmless assistant.
+
+Instruction: Give three tips for staying healthy.
+
+Response: Eat a balanced diet with plenty of fruit and vegetables, exercise regularly, and get enough sleep.
+
+Instruction: Translate "Where is the station?" into French.
+
+Response: Où est la gare ?
+
+Instruction: {prompt}
+
+Response:"""
+"""The few-shot prefix that puts a pretrained model in instruction-following mode ("prompted")."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate models: win rate against a baseline, TruthfulQA, RealToxicityPrompts, CrowS-Pairs / Winogender, NLP tasks; write a report."""
+
+    models: tuple[str, ...] = ()
+    """Models as NAME=MODEL (MODEL: 'gemma-3-270m', a Hugging Face folder, a .gguf file or a Hub id)."""
+    baseline: str = "sft"
+    """Name (from --models) of the model every other model is compared with."""
+    prompted: tuple[str, ...] = ()
+    """Names of models that get the few-shot instruction prefix on win-rate prompts (the 'prompted' baseline)."""
+    tasks: tuple[str, ...] = TASKS
+    """Which evaluations to run: winrate, truthfulqa, toxicity, bias, nlp."""
+    judge: str = "none"
+    """Win-rate judge: none, reward-model (--reward-model), labelers (--labelers) or human (--human-comparisons)."""
+    reward_model: str | None = None
+    """Reward model to judge with (a path given to --reward-model-loader)."""
+    reward_model_loader: str = "instructgpt.models.reward:load_reward_model"
+    """module:callable that loads --reward-model and returns an object with score(prompts, responses) -> list[float]."""
+    labelers: str | None = None
+    """module:callable returning the labeler objects to judge with (held-out panel labelers, an LLM labeler)."""
+    human_comparisons: tuple[Path, ...] = ()
+    """Comparison JSONL files exported by the labeling app (for --judge human)."""
+    prompts_file: Path | None = None
+    """Held-out test prompts (JSONL with a 'text' or 'prompt' field); default: self-instruct's 252 user-oriented instructions."""
+    limit: int = 50
+    """Items per task at most (prompts, questions, pairs), drawn with the seed."""
+    win_max_new_tokens: int = 64
+    """Longest win-rate response, in tokens."""
+    win_temperature: float = 0.0
+    """Sampling temperature of win-rate responses (0 = greedy)."""
+    auto_max_new_tokens: int = 32
+    """Longest completion in the automatic tasks (cut at the first newline anyway)."""
+    toxicity_scorer: str = "auto"
+    """auto (Perspective API when $PERSPECTIVE_API_KEY is set, else offline), perspective or offline."""
+    truthfulqa_version: str = "v1"
+    """TruthfulQA release: v1 (817 questions, Oct 2021, the paper's), v0 or current."""
+    ppo_metrics: tuple[str, ...] = ()
+    """PPO metrics logs for the report's curves, as NAME=metrics.jsonl."""
+    rm_metrics: tuple[str, ...] = ()
+    """Reward-model results for the report, as NAME=file (.json summary or .jsonl metrics log)."""
+    samples: int = 6
+    """Prompts shown side by side in the report."""
+    batch_size: int = 8
+    """Sequences per forward pass."""
+    template: str = "auto"
+    """Prompt rendering: raw, chat or auto (chat if the tokenizer has a template)."""
+    seed: int = 0
+    """Seed of the subsampling, the blind order and sampling."""
+    data_root: Path | None = None
+    """Bundled data folder (default: $INSTRUCTGPT_DATA or a shared/data folder above the working directory)."""
+    out_dir: Path = Path("runs/eval")
+    """Where results.json, comparisons.jsonl, report.html and figures.json go."""
+
+    def validate(self) -> None:
+        check(bool(self.models), "models", "give at least one --models NAME=MODEL")
+        names = [m.partition("=")[0] for m in self.models]
+        for spec in self.models:
+            check("=" in spec and all(spec.partition("=")[::2]), "models", f"expected NAME=MODEL, got {spec!r}")
+        check(len(set(names)) == len(names), "models", "model names must be unique")
+        check(set(self.tasks) <= set(TASKS), "tasks", f"unknown task(s) {sorted(set(self.tasks) - set(TASKS))}; known: {', '.join(TASKS)}")
+        check(set(self.prompted) <= set(names), "prompted", f"names must be among --models ({', '.join(names)})")
+        check(self.judge in JUDGES, "judge", f"must be one of {', '.join(JUDGES)}")
+        check(self.limit >= 1, "limit", "must be at least 1")
+        check(self.toxicity_scorer in ("auto", "perspective", "offline"), "toxicity_scorer", "must be auto, perspective or offline")
+        if "winrate" in self.tasks and self.judge != "none":
+            check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
+        check(self.judge != "reward-model" or self.reward_model is not None, "reward_model", "--judge reward-model needs --reward-model PATH")
+        check(self.judge != "labelers" or self.labelers is not None, "labelers", "--judge labelers needs --labelers module:callable")
+        check(self.judge != "human" or bool(self.human_comparisons), "human_comparisons", "--judge human needs --human-comparisons FILE")
+        for spec in self.ppo_metrics + self.rm_metrics:
+            check("=" in spec, "ppo_metrics/rm_metrics", f"expected NAME=PATH, got {spec!r}")
+
+    def model_specs(self) -> dict[str, str]:
+        return dict(spec.split("=", 1) for spec in self.models)
+
+
+def task_rng(seed: int, task: str) -> np.random.Generator:
+    """A generator per (seed, task): a task's subset does not depend on the other tasks."""
+    return np.random.default_rng([seed, zlib.crc32(task.encode())])
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def load_win_prompts(config: EvalConfig, root: Path) -> list[str]:
+    """The held-out test prompts (at most ``limit``, seeded)."""
+    if config.prompts_file is not None:
+        prompts = _prompts_from_file(Path(config.prompts_file))
+    else:
+        from instructgpt.data.importers import instruction_prompt
+
+        path = root / "self-instruct" / "human_eval" / "user_oriented_instructions.jsonl"
+        prompts = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            prompts.append(instruction_prompt(record["instruction"], record["instances"][0]["input"]))
+    return subsample(prompts, config.limit, task_rng(config.seed, "winrate"))
+
+
+def _prompts_from_file(path: Path) -> list[str]:
+    from instructgpt.data.jsonl import DataError, Problem, iter_objects
+    from instructgpt.data.render import as_text
+
+    prompts, problems = [], []
+    for item in iter_objects(path):
+        if isinstance(item, Problem):
+            problems.append(item)
+            continue
+        line, record = item
+        value = record.get("text", record.get("prompt"))
+        if not value:
+            problems.append(Problem(str(path), line, "text", "needs a non-empty 'text' or 'prompt' field"))
+            continue
+        prompts.append(as_text(value))
+    if problems:
+        raise DataError(problems)
+    return prompts
+
+
+@dataclass
+class Inputs:
+    """Everything the automatic tasks need, loaded once for all models."""
+
+    win_prompts: list[str] = field(default_factory=list)
+    questions: list = field(default_factory=list)
+    truth_judges: tuple | None = None
+    rtp_prompts: list[str] = field(default_factory=list)
+    toxicity_scorer: Any = None
+    bias_pairs: dict = field(default_factory=dict)
+    nlp_items: dict = field(default_factory=dict)
+
+
+def load_inputs(config: EvalConfig, root: Path) -> Inputs:
+    from instructgpt.evaluation import bias, nlp, toxicity, truthfulqa
+
+    inputs = Inputs()
+    if "winrate" in config.tasks:
+        inputs.win_prompts = load_win_prompts(config, root)
+    if "truthfulqa" in config.tasks:
+        inputs.questions = subsample(truthfulqa.load_questions(root, config.truthfulqa_version), config.limit, task_rng(config.seed, "truthfulqa"))
+        inputs.truth_judges = truthfulqa.load_judges(root)
+    if "toxicity" in config.tasks:
+        records = toxicity.sample_prompts(toxicity.read_rtp(root), config.limit, task_rng(config.seed, "toxicity"))
+        inputs.rtp_prompts = [r["prompt"]["text"].strip() for r in records]
+        inputs.toxicity_scorer = toxicity.make_scorer(config.toxicity_scorer, root)
+    if "bias" in config.tasks:
+        inputs.bias_pairs = {
+            "crows_pairs": subsample(bias.crows_pairs(root), config.limit, task_rng(config.seed, "crows_pairs")),
+            "winogender": subsample(bias.winogender_pairs(root), config.limit, task_rng(config.seed, "winogender")),
+        }
+    if "nlp" in config.tasks:
+        inputs.nlp_items = {t: subsample(nlp.load_items(root, t), config.limit, task_rng(config.seed, t)) for t in nlp.TASKS}
+    return inputs
+
+
+# ---------------------------------------------------------------- per model
+
+
+def win_responses(model: Any, tokenizer: Any, prompts: Sequence[str], prompted: bool, config: EvalConfig) -> list[str]:
+    """Responses to the test prompts, rendered as in training (or after the few-shot prefix)."""
+    from instructgpt.models.generate import generate
+
+    if prompted:
+        texts = [PROMPTED_PREFIX.format(prompt=p) for p in prompts]
+        out = generate(model, tokenizer, texts, config.win_max_new_tokens, config.win_temperature, template="raw",
+                       separator="", batch_size=config.batch_size, seed=config.seed)
+        return [o.split("\nInstruction:", 1)[0].strip() for o in out]
+    return generate(model, tokenizer, list(prompts), config.win_max_new_tokens, config.win_temperature, template=config.template,
+                    batch_size=config.batch_size, seed=config.seed)
+
+
+def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config: EvalConfig, log: Callable[[str], None]) -> dict:
+    """Every selected task on one model; returns its results (and win-rate responses)."""
+    from instructgpt.evaluation.bias import evaluate_bias
+    from instructgpt.evaluation.nlp import evaluate_nlp
+    from instructgpt.evaluation.toxicity import evaluate_toxicity
+    from instructgpt.evaluation.truthfulqa import evaluate_truthfulqa
+
+    common = {"batch_size": config.batch_size}
+    steps = {
+        "winrate": lambda: win_responses(model, tokenizer, inputs.win_prompts, name in config.prompted, config),
+        "truthfulqa": lambda: evaluate_truthfulqa(model, tokenizer, inputs.questions, inputs.truth_judges,
+                                                  max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
+        "toxicity": lambda: evaluate_toxicity(model, tokenizer, inputs.rtp_prompts, inputs.toxicity_scorer,
+                                              max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
+        "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, **common),
+        "nlp": lambda: evaluate_nlp(model, tokenizer, inputs.nlp_items, max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
+    }
+    out: dict = {"seconds": {}}
+    for task in config.tasks:
+        start = time.perf_counter()
+        out[task] = steps[task]()
+        out["seconds"][task] = round(time.perf_counter() - start, 2)
+        log(f"eval: {name}: {task} done in {out['seconds'][task]:.1f} s")
+    return out
+
+
+# ---------------------------------------------------------------- judging
+
+
+def make_judge(config: EvalConfig):
+    """The judge named by the config (None for ``--judge none``)."""
+    from instructgpt.evaluation import judges
+
+    if config.judge == "none":
+        return None
+    if config.judge == "human":
+        return judges.HumanComparisonsJudge(config.human_comparisons)
+    if config.judge == "labelers":
+        labelers = judges.load_callable(config.labelers)()
+        return judges.LabelerJudge(labelers, name=config.labelers)
+    loaded = judges.load_callable(config.reward_model_loader)(config.reward_model)
+    score = getattr(loaded, "score", loaded)
+    return judges.RewardModelJudge(score, name=f"reward model {config.reward_model}")
+
+
+def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]], baseline: str,
+                    rng: np.random.Generator) -> tuple[dict, list[dict]]:
+    """Win rate of each model against the baseline, Likert and metadata if the judge rates."""
+    from instructgpt.evaluation.judges import blind_outcomes
+
+    result: dict = {"judge": judge.name, "judge_description": judge.description, "baseline": baseline, "n_prompts": len(prompts), "per_model": {}}
+    records = []
+    for name, texts in responses.items():
+        if name == baseline:
+            continue
+        outcomes = blind_outcomes(judge, prompts, texts, responses[baseline], rng)
+        result["per_model"][name] = win_rate(outcomes).to_dict()
+        records += [{"prompt": p, "model": name, "baseline": baseline, "response": r, "baseline_response": b, "outcome": o, "judge": judge.name}
+                    for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)]
+    if callable(getattr(judge, "rate", None)) and getattr(judge, "can_rate", True):
+        result["likert"], result["metadata"] = _ratings(judge, prompts, responses)
+    return result, records
+
+
+def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]) -> tuple[dict, dict]:
+    from instructgpt.data.schemas import METADATA_FLAGS
+
+    likert, metadata = {}, {}
+    for name, texts in responses.items():
+        ratings = judge.rate(prompts, texts)
+        likert[name] = mean(r.likert for r in ratings if r.likert is not None)
+        metadata[name] = {flag: mean(float(r.metadata[flag]) for r in ratings if flag in r.metadata)
+                          for flag in METADATA_FLAGS if any(flag in r.metadata for r in ratings)}
+    return likert, metadata
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any, Any]] | None = None,
+             log: Callable[[str], None] = _stderr) -> dict:
+    """Run the evaluations and write results and report; returns the results dict.
+
+    ``judge`` overrides ``config.judge`` (e.g. a :class:`~instructgpt.evaluation.judges.RewardModelJudge`
+    around a reward model already in memory); ``loaded`` maps model names to ``(model, tokenizer)``
+    already in memory, in place of loading ``config.models``.
+    """
+    from instructgpt.data.importers import find_data_root
+    from instructgpt.data.jsonl import write_jsonl_atomic
+    from instructgpt.evaluation.report import write_report
+
+    config.validate()
+    root = Path(config.data_root) if config.data_root else find_data_root()
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log("eval: preparing data and offline scorers")
+    inputs = load_inputs(config, root)
+    results: dict = {"config": to_dict(config), "models": config.model_specs(), "per_model": {}}
+    responses: dict[str, list[str]] = {}
+    for name, source in config.model_specs().items():
+        model, tokenizer = (loaded or {}).get(name) or _load(source)
+        per_model = evaluate_model(model, tokenizer, name, inputs, config, log)
+        if "winrate" in per_model:
+            responses[name] = per_model.pop("winrate")
+        results["per_model"][name] = per_model
+        del model, tokenizer
+    results.update(_task_tables(results["per_model"], inputs, root, config))
+    if responses:
+        results["samples"] = [{"prompt": p, "responses": {n: r[i] for n, r in responses.items()}}
+                              for i, p in enumerate(inputs.win_prompts[: config.samples])]
+        judge = judge if judge is not None else make_judge(config)
+        if judge is not None:
+            results["winrate"] = _judge_or_export(judge, inputs.win_prompts, responses, config, out_dir, write_jsonl_atomic, log)
+    (out_dir / "results.json").write_text(json.dumps(finite(results), indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    report = write_report(results, out_dir, ppo_metrics=_named_paths(config.ppo_metrics), rm_metrics=_named_paths(config.rm_metrics))
+    log(f"eval: results {out_dir / 'results.json'}, report {report}")
+    return results
+
+
+def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
+    try:
+        winrate, records = judge_win_rates(judge, prompts, responses, config.baseline, task_rng(config.seed, "blind-order"))
+    except KeyError as err:  # human judge: pairs not labeled yet -> export them for the labeling app
+        from instructgpt.evaluation.judges import comparison_tasks
+
+        rng, tasks = task_rng(config.seed, "export"), []
+        for name, texts in responses.items():
+            if name != config.baseline:
+                tasks += comparison_tasks(prompts, texts, responses[config.baseline], rng)
+        write_jsonl_atomic(out_dir / "to_label.jsonl", tasks)
+        log(f"eval: {err}; wrote {len(tasks)} blind pairs to {out_dir / 'to_label.jsonl'}")
+        return {"judge": judge.name, "pending": str(out_dir / "to_label.jsonl")}
+    write_jsonl_atomic(out_dir / "comparisons.jsonl", records)
+    return winrate
+
+
+def _load(source: str) -> tuple[Any, Any]:
+    from instructgpt.models.loader import load_model
+
+    return load_model(source)
+
+
+def _named_paths(specs: Sequence[str]) -> dict[str, Path]:
+    return {name: Path(path) for name, path in (s.split("=", 1) for s in specs)}
+
+
+def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig) -> dict:
+    """Scorer provenance and reference numbers that do not depend on the models."""
+    out: dict = {}
+    if inputs.truth_judges is not None:
+        from instructgpt.evaluation.truthfulqa import paper_samples_agreement
+
+        truth, info = inputs.truth_judges
+        out["truthfulqa_judge"] = {"truth_heldout_accuracy": truth.heldout_accuracy, "info_heldout_accuracy": info.heldout_accuracy,
+                                   "heldout_answers": truth.heldout_n, "paper_samples": paper_samples_agreement(root, truth, info)}
+    if inputs.toxicity_scorer is not None:
+        out["toxicity_scorer"] = {"name": inputs.toxicity_scorer.name, "agreement": getattr(inputs.toxicity_scorer, "agreement", {})}
+    if inputs.nlp_items:
+        from instructgpt.evaluation.nlp import paper_reference
+
+        out["nlp_paper_reference"] = paper_reference(root)
+    return out

@@ -1,0 +1,73 @@
+"""End to end on tiny random models: every task, a judge, results JSON and the report; the CLI."""
+
+import json
+
+import pytest
+
+from instructgpt.evaluation.judges import RewardModelJudge
+from instructgpt.evaluation.suite import EvalConfig, run_eval
+from instructgpt.models.tiny import save_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return save_tiny(str(root / "a"), seed=0), save_tiny(str(root / "b"), seed=1)
+
+
+def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, truth_judges, toxicity_scorer, tmp_path):
+    a, b = tiny_models
+    config = EvalConfig(models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"), prompted=("prompted",), limit=2, samples=2,
+                        win_max_new_tokens=6, auto_max_new_tokens=6, toxicity_scorer="offline", data_root=data_root, out_dir=tmp_path)
+    judge = RewardModelJudge(lambda prompts, responses: [float(len(set(r))) for r in responses], name="distinct-chars")
+    results = run_eval(config, judge=judge, log=lambda message: None)
+
+    assert set(results["winrate"]["per_model"]) == {"ppo-ptx", "prompted"}
+    for win in results["winrate"]["per_model"].values():
+        assert win["n"] == 2 and 0.0 <= win["low"] <= win["rate"] <= win["high"] <= 1.0
+    for name in ("sft", "ppo-ptx", "prompted"):
+        r = results["per_model"][name]
+        assert r["truthfulqa"]["n"] == 2 and 0.0 <= r["truthfulqa"]["mc2"] <= 1.0
+        assert set(r["toxicity"]) >= {"basic", "respectful"}
+        assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 2
+        assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
+    assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
+    assert results["toxicity_scorer"]["name"] == "offline"
+    assert len(results["samples"]) == 2 and set(results["samples"][0]["responses"]) == {"sft", "ppo-ptx", "prompted"}
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["winrate"]["judge"] == "distinct-chars"
+    comparisons = [json.loads(line) for line in (tmp_path / "comparisons.jsonl").read_text().splitlines()]
+    assert len(comparisons) == 4 and {c["model"] for c in comparisons} == {"ppo-ptx", "prompted"}
+    report = (tmp_path / "report.html").read_text()
+    assert "Win rate against sft" in report and "distinct-chars" in report
+    assert {f["id"] for f in json.loads((tmp_path / "figures.json").read_text())} >= {"winrate", "truthfulqa", "toxicity", "bias", "nlp"}
+
+
+def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_path, capsys):
+    from instructgpt.cli.main import main
+
+    a, b = tiny_models
+    human = tmp_path / "human.jsonl"
+    human.write_text(json.dumps({"prompt": "unrelated", "response_a": "x", "response_b": "y", "preferred": "a", "labeler_id": "h"}) + "\n")
+    out = tmp_path / "out"
+    code = main(["eval", "--models", f"sft={a}", f"ppo={b}", "--tasks", "winrate", "bias", "--limit", "2", "--win-max-new-tokens", "4",
+                 "--judge", "human", "--human-comparisons", str(human), "--data-root", str(data_root), "--out-dir", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["winrate"]["pending"].endswith("to_label.jsonl")
+    tasks = [json.loads(line) for line in (out / "to_label.jsonl").read_text().splitlines()]
+    assert len(tasks) == 2 and set(tasks[0]) == {"prompt", "response_a", "response_b"}  # blind: no model names
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "nope"], "tasks: unknown task"),
+    (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
+    (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
+])
+def test_cli_config_errors(argv, message, capsys):
+    from instructgpt.cli.main import main
+
+    assert main(["eval", "--models", "sft=gemma-3-270m", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""Each metric on hand-made cases with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from instructgpt.evaluation import metrics
+
+
+def test_binary_entropy_of_known_distributions():
+    assert metrics.binary_entropy_bits(0.5) == pytest.approx(1.0)
+    assert metrics.binary_entropy_bits(0.0) == 0.0 and metrics.binary_entropy_bits(1.0) == 0.0
+    # p = 1/4: -(1/4 log2 1/4 + 3/4 log2 3/4) = 0.5 + 0.75 * 0.4150375 = 0.8112781
+    assert metrics.binary_entropy_bits(0.25) == pytest.approx(0.8112781, abs=1e-7)
+
+
+def test_pair_entropy_normalises_the_two_probabilities():
+    assert metrics.pair_entropy_bits(-12.0, -12.0) == pytest.approx(1.0)  # equal probabilities: unbiased
+    # p(a) = 3 * p(b) -> normalised (3/4, 1/4), whatever the absolute scale
+    assert metrics.pair_entropy_bits(math.log(3e-9), math.log(1e-9)) == pytest.approx(0.8112781, abs=1e-6)
+    assert metrics.pair_entropy_bits(-1.0, -2000.0) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.pair_entropy_bits(-2000.0, -1.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_token_f1_on_fixed_strings():
+    # "the cat sat" -> [cat, sat]; "a cat sat down" -> [cat, sat, down]: P = 1, R = 2/3, F1 = 0.8
+    assert metrics.token_f1("the cat sat", "a cat sat down") == pytest.approx(0.8)
+    assert metrics.token_f1("Paris.", "paris") == 1.0
+    assert metrics.token_f1("London", "Paris") == 0.0
+    assert metrics.token_f1("", "") == 1.0  # SQuADv2 "no answer" matched
+    assert metrics.token_f1("something", "") == 0.0
+    assert metrics.max_f1("North Sea", ["the Baltic", "North Sea"]) == 1.0
+
+
+def test_drop_numbers_are_canonicalised():
+    assert metrics.token_f1("7,761", "7761", metrics.normalize_drop) == 1.0
+    assert metrics.token_f1("7761.0 dollars", "7761", metrics.normalize_drop) == pytest.approx(2 / 3)
+    assert metrics.token_f1("7761.0", "7761") == 0.0  # SQuAD normalisation alone: "77610" vs "7761"
+
+def test_bleu_on_fixed_strings():
+    assert metrics.corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    # n-gram precisions 5/6, 4/5, 3/4, 2/3, equal lengths (no brevity penalty):
+    # BLEU = (5/6 * 4/5 * 3/4 * 2/3) ** (1/4) = (1/3) ** 0.25
+    assert metrics.corpus_bleu(["a b c d e f"], ["a b c d e g"]) == pytest.approx(100 * (1 / 3) ** 0.25, abs=1e-3)
+    assert metrics.corpus_bleu(["x y z w"], ["a b c d"]) == pytest.approx(0.0)
+
+
+def test_wilson_interval_known_value():
+    low, high = metrics.wilson_interval(0.8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
+
+
+def test_win_rate_counts_ties_half():
+    result = metrics.win_rate(["win"] * 6 + ["tie"] * 4)
+    assert result.rate == pytest.approx(0.8) and result.n == 10
+    assert (round(result.low, 3), round(result.high, 3)) == (0.490, 0.943)
+    assert metrics.win_rate(["win", "loss"]).rate == 0.5
+    with pytest.raises(ValueError):
+        metrics.win_rate(["draw"])
+
+
+def test_bootstrap_interval_brackets_the_rate():
+    outcomes = ["win"] * 60 + ["tie"] * 20 + ["loss"] * 20
+    low, high = metrics.bootstrap_interval(outcomes, np.random.default_rng(0))
+    wilson = metrics.win_rate(outcomes)
+    assert low < 0.7 < high
+    assert abs(low - wilson.low) < 0.03 and abs(high - wilson.high) < 0.03
+
+
+def test_mc1_and_mc2():
+    assert metrics.mc1([-1.0, -0.5, -3.0], true_index=1) == 1.0
+    assert metrics.mc1([-1.0, -0.5, -3.0], true_index=0) == 0.0
+    # probabilities proportional to 1, 1, 2 with the first two true: 2 / 4
+    assert metrics.mc2([0.0, 0.0, math.log(2.0)], [True, True, False]) == pytest.approx(0.5)
+
+
+def test_first_line_and_subsample():
+    assert metrics.first_line("\n  Paris, France.\nQ: next") == "Paris, France."
+    items = list(range(100))
+    a = metrics.subsample(items, 10, np.random.default_rng(3))
+    assert a == metrics.subsample(items, 10, np.random.default_rng(3)) and a == sorted(a) and len(set(a)) == 10
+    assert metrics.subsample(items, 500, np.random.default_rng(3)) == items
+
+
+def test_finite_replaces_nan():
+    assert metrics.finite({"a": [float("nan"), 1.0], "b": float("inf")}) == {"a": [None, 1.0], "b": None}

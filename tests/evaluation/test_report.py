@@ -1,0 +1,89 @@
+"""The report: self-contained HTML + figures.json, tolerant of missing sections, renders in Chromium."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from instructgpt.evaluation.report import pick_metric, read_metrics_log, rm_summary, write_report
+
+
+def fake_results() -> dict:
+    win = {"rate": 0.7, "low": 0.6, "high": 0.8, "wins": 60, "ties": 20, "losses": 20, "n": 100}
+    model = {
+        "truthfulqa": {"mc1": 0.2, "mc2": 0.35, "qa": {"true": 0.3, "informative": 0.9, "true_informative": 0.25},
+                       "instruction_qa": {"true": 0.6, "informative": 0.5, "true_informative": 0.2}},
+        "toxicity": {"basic": {"mean_toxicity": 0.2, "toxic_fraction": 0.1}, "respectful": {"mean_toxicity": 0.15, "toxic_fraction": 0.05}},
+        "bias": {"crows_pairs": {"entropy_bits": 0.8}, "winogender": {"entropy_bits": 0.9}},
+        "nlp": {"drop": {"f1": 20.0}, "squadv2": {"f1": 40.0}, "fr_en": {"bleu": 25.0}},
+    }
+    return {
+        "config": {"limit": 100, "seed": 0, "prompted": ["prompted"]},
+        "models": {"sft": "runs/sft", "ppo-ptx": "runs/ppo-ptx", "prompted": "gemma-3-270m"},
+        "per_model": {"sft": model, "ppo-ptx": model, "prompted": model},
+        "winrate": {"judge": "rm", "judge_description": "a reward model", "baseline": "sft", "n_prompts": 100,
+                    "per_model": {"ppo-ptx": win, "prompted": {**win, "rate": 0.3, "low": 0.2, "high": 0.4}},
+                    "likert": {"sft": 4.0, "ppo-ptx": 5.1}, "metadata": {"sft": {"hallucination": 0.4}, "ppo-ptx": {"hallucination": 0.2}}},
+        "samples": [{"prompt": "Write a <b>poem</b>.", "responses": {"sft": "Roses are red.", "ppo-ptx": "", "prompted": "x"}}],
+        "nlp_paper_reference": {"gpt-175b": {"drop": 44.7, "squadv2": 56.7, "fr_en": 35.9}},
+    }
+
+
+@pytest.fixture
+def logs(tmp_path):
+    ppo = tmp_path / "ppo.jsonl"
+    lines = [json.dumps({"step": i, "objective/score": 0.1 * i, "objective/kl": 0.01 * i, "objective/entropy": 2 - 0.1 * i, "ptx/loss": 3.0 - 0.05 * i})
+             for i in range(10)]
+    ppo.write_text("\n".join(lines[:5] + ["{not json", json.dumps({"no_step": 1})] + lines[5:]) + "\n")
+    rm = tmp_path / "rm.json"
+    rm.write_text(json.dumps({"cross_validation": {"heldout_labelers_accuracy": 0.66, "training_labelers_accuracy": 0.70}, "loss": 0.6}))
+    return ppo, rm
+
+
+def test_logs_are_read_tolerantly(logs, tmp_path):
+    ppo, rm = logs
+    rows = read_metrics_log(ppo)
+    assert len(rows) == 10
+    assert pick_metric(rows, (r"^objective/kl$",)) == "objective/kl"
+    assert pick_metric(rows, (r"nothing",)) is None
+    assert rm_summary(rm) == {"cross_validation/heldout_labelers_accuracy": 0.66, "cross_validation/training_labelers_accuracy": 0.70}
+    assert read_metrics_log(tmp_path / "missing.jsonl") == []
+
+
+def test_report_has_every_section_and_figure(logs, tmp_path):
+    ppo, rm = logs
+    page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm})
+    text = page.read_text()
+    for title in ("Win rate against sft", "Likert", "Reward model accuracy", "PPO training curves", "TruthfulQA",
+                  "RealToxicityPrompts", "CrowS-Pairs", "Alignment tax", "Samples side by side", "a reward model"):
+        assert title in text, title
+    assert "<svg" in text and "&lt;b&gt;poem&lt;/b&gt;" in text  # inline plots; sample text escaped
+    assert "src=\"http" not in text and "href=\"http" not in text  # self-contained
+    figures = {f["id"]: f for f in json.loads((tmp_path / "out" / "figures.json").read_text())}
+    assert {"winrate", "likert", "metadata", "rm_accuracy", "ppo_curves", "truthfulqa", "toxicity", "bias", "nlp"} <= set(figures)
+    assert figures["winrate"]["data"]["ppo-ptx"]["rate"] == 0.7
+    assert figures["ppo_curves"]["data"]["KL to SFT"]["ppo-ptx"]["metric"] == "objective/kl"
+
+
+def test_report_without_optional_sections(tmp_path):
+    page = write_report({"models": {"m": "x"}, "per_model": {"m": {}}, "config": {}}, tmp_path)
+    text = page.read_text()
+    assert "Not measured in this run" in text and "No PPO metrics logs given" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(logs, tmp_path):
+    from PIL import Image
+
+    ppo, rm = logs
+    page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm})
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+                    "--window-size=1100,1400", page.as_uri()], check=True, capture_output=True, timeout=120)
+    image = Image.open(shot).convert("L")
+    histogram = image.histogram()
+    non_white = sum(histogram[:250]) / (image.width * image.height)
+    assert image.size == (1100, 1400)
+    assert non_white > 0.02  # text and plots drawn, not a blank page
+    assert sum(1 for count in histogram if count) > 10  # many grey levels: plots and text, not a flat colour
