@@ -2,6 +2,13 @@
 
     instructgpt data validate FILE... [--kind KIND] [--max-line-bytes N]
     instructgpt data import SOURCE [--input PATH] --out PATH [--include-synthetic]
+    instructgpt data prepare --inputs FILE... [--out-dir DIR] [flags]
+    instructgpt data agreement FILE... [--reference FILE] [flags]
+
+``prepare`` and ``agreement`` are typed configs (``--config run.yaml`` + flags, ``--help``):
+``prepare`` turns raw prompts into the SFT / RM / PPO prompt sets
+(``instructgpt.data.prepare``), ``agreement`` reports inter-labeler agreement
+(``instructgpt.labelers.agreement``).
 
 ``validate`` prints each problem as ``file:line: field: reason`` on stdout and a summary on
 stderr, and exits 1 when there is any problem. ``import`` writes the records atomically.
@@ -47,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     load.add_argument("--include-synthetic", action="store_true",
                       help="oasst: keep best replies written by a model")
+    # Listed for --help only: main() hands these two to their typed configs before argparse.
+    commands.add_parser("prepare", help="raw prompts -> user-split SFT / RM / PPO prompt sets (--help)")
+    commands.add_parser("agreement", help="inter-labeler agreement and screening (--help)")
     return parser
 
 
@@ -91,9 +101,22 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(argv: list[str]) -> int:
+    from instructgpt.cli.stages import _command
+    from instructgpt.data.prepare import PrepareConfig, prepare, summary
+
+    return _command(PrepareConfig, argv, "data prepare", lambda c: print(summary(prepare(c))))
+
+
 def main(argv: list[str]) -> int:
     """Runs ``instructgpt data`` with ``argv`` (the words after ``data``); returns the exit
     status: 0 success, 1 invalid data, 2 bad usage or an unreadable input."""
+    if argv[:1] == ["prepare"]:
+        return _prepare(argv[1:])
+    if argv[:1] == ["agreement"]:
+        from instructgpt.labelers.agreement import agreement_command
+
+        return agreement_command(argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse exits on --help and on usage errors
