@@ -52,7 +52,15 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
         stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "max_prompt_tokens"),
         stage("sft", "supervised fine-tuning", train_sft_stage, "sft_demonstrations", "sft_epochs", "sft_lr", "sft_batch_size", "sft_pretrain_mix", "max_response_tokens"),
         stage("samples", "K samples per RM prompt from the SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
+        stage("rankings", "simulated labelers rank the samples (+ bundled human rankings)", rankings_stage, "training_labelers", "held_out_labelers", "human_rankings"),
+        stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size"),
+        stage("ppo_ptx", "PPO-ptx against the reward model", lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef), *PPO_FIELDS, "ptx_coef", "ptx_per_episode"),
+        *([stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)] if config.run_plain_ppo else []),
+        stage("eval", "win rates (held-out labelers), benchmarks, report", eval_stage, "eval_prompts", "eval_items", "eval_tokens"),
     ]
+
+
+PPO_FIELDS = ("ppo_iterations", "ppo_batch_size", "ppo_minibatch_size", "ppo_lr", "ppo_response_tokens")
 
 
 def _load(results: dict[str, dict[str, Path]], out_dir: Path, name: str) -> dict[str, Path]:
@@ -146,3 +154,135 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
         write_jsonl_atomic(outputs[split], rows)
         print(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
     return outputs
+
+
+def _panel(config: PipelineConfig, noise: float | None = None):
+    """The simulated panel (a simulation of labelers, not a substitute for people)."""
+    from instructgpt.labelers.panel import Panel
+
+    panel = Panel.simulated(config.training_labelers, config.held_out_labelers, seed=config.seed)
+    if noise is not None:
+        for member in panel.training + panel.held_out:
+            member.noise = noise
+    return panel
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """Training labelers rank the training samples (10% of items by two, for agreement); both
+    groups rank the validation samples, so the RM can be scored on each group's taste."""
+    from instructgpt.labelers.agreement import agreement
+
+    samples = _load(results, config.out_dir, "samples")
+    data = _load(results, config.out_dir, "prepare")
+    train_items = [(r["prompt"], r["responses"]) for r in _rows(samples["train"])]
+    valid_items = [(r["prompt"], r["responses"]) for r in _rows(samples["valid"])]
+    panel = _panel(config)
+    noise = panel.calibrate(train_items)
+    simulated = panel.rank(train_items, "training", overlap=0.1, seed=config.seed)
+    human = read_records(data["human_rankings"], "rankings")[: config.human_rankings]
+    out = {
+        "train": folder / "train.jsonl",
+        "valid_training": folder / "valid_training_labelers.jsonl",
+        "valid_held_out": folder / "valid_held_out_labelers.jsonl",
+        "panel": folder / "panel.json",
+    }
+    write_jsonl_atomic(out["train"], simulated + human)
+    write_jsonl_atomic(out["valid_training"], panel.rank(valid_items, "training", overlap=0.0, seed=config.seed))
+    write_jsonl_atomic(out["valid_held_out"], panel.rank(valid_items, "held_out", overlap=0.0, seed=config.seed))
+    rate = agreement(simulated, n_boot=200, seed=config.seed).overall
+    info = {"noise": noise, "agreement": rate.rate, "agreement_ci": [rate.low, rate.high], "simulated": len(simulated), "human": len(human)}
+    out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    print(f"    {len(simulated)} simulated + {len(human)} human rankings; training-labeler agreement {rate.rate:.1%} (noise {noise:.3f})")
+    return out
+
+
+def rm_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    from instructgpt.cli.rm import evaluate_file
+    from instructgpt.training.rm import RMConfig, train_rm
+
+    rankings = _load(results, config.out_dir, "rankings")
+    sft = _load(results, config.out_dir, "sft")
+    rm = RMConfig(
+        model=str(sft["model"]),
+        data=(rankings["train"],),
+        val_data=(rankings["valid_training"],),
+        out_dir=folder,
+        lr=config.rm_lr,
+        batch_size=config.rm_batch_size,
+        micro_batch_prompts=config.rm_batch_size,
+        max_prompt_tokens=config.max_prompt_tokens,
+        max_response_tokens=config.max_response_tokens,
+        demonstrations=(config.out_dir / "sft" / "train.jsonl",),
+        seed=config.seed,
+    )
+    final = train_rm(rm)
+    summary = {}
+    for group in ("training", "held_out"):
+        report = evaluate_file(RMConfig(model=str(final), data=(rankings[f"valid_{group}"],), max_prompt_tokens=config.max_prompt_tokens, max_response_tokens=config.max_response_tokens))
+        summary[f"{group}_labelers"] = report
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    accs = {g: summary[f"{g}_labelers"].get("overall", {}).get("accuracy") for g in ("training", "held_out")}
+    print(f"    validation accuracy: training labelers {accs['training']}, held-out labelers {accs['held_out']}")
+    return {"model": final, "summary": folder / "summary.json", "metrics": folder / "metrics.jsonl"}
+
+
+def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) -> dict[str, Path]:
+    from instructgpt.training.ppo import PPOConfig, train_ppo
+
+    data = _load(results, config.out_dir, "prepare")
+    ppo = PPOConfig(
+        policy=str(_load(results, config.out_dir, "sft")["model"]),
+        reward_model=str(_load(results, config.out_dir, "rm")["model"]),
+        prompts=(data["ppo_train"],),
+        out_dir=folder,
+        episodes=config.ppo_iterations * config.ppo_batch_size,
+        batch_size=config.ppo_batch_size,
+        minibatch_size=config.ppo_minibatch_size,
+        micro_batch_size=min(8, config.ppo_minibatch_size),
+        lr=config.ppo_lr,
+        lr_warmup_iterations=min(10, max(1, config.ppo_iterations // 2)),
+        max_new_tokens=config.ppo_response_tokens,
+        max_prompt_tokens=config.max_prompt_tokens,
+        ptx_coef=ptx_coef,
+        ptx_per_episode=config.ptx_per_episode,
+        ptx_seq_len=128,
+        seed=config.seed,
+    )
+    return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
+
+
+def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """Every model against SFT, judged by the held-out simulated labelers, plus the benchmarks."""
+    from instructgpt.evaluation.judges import LabelerJudge
+    from instructgpt.evaluation.suite import EvalConfig, run_eval
+
+    data = _load(results, config.out_dir, "prepare")
+    rankings = _load(results, config.out_dir, "rankings")
+    noise = json.loads(Path(rankings["panel"]).read_text(encoding="utf-8"))["noise"]
+    prompts = read_records(data["test_prompts"], "prompts")
+    chosen = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
+    write_jsonl_atomic(folder / "test_prompts.jsonl", chosen)
+    trained = {name: _load(results, config.out_dir, name) for name in ("sft", "rm", "ppo_ptx", "ppo") if (config.out_dir / name / "stage.json").exists() or name in results}
+    models = [f"pretrained={config.model}", f"prompted={config.model}", f"sft={trained['sft']['model']}"]
+    models += [f"{name.replace('_', '-')}={trained[name]['model']}" for name in ("ppo", "ppo_ptx") if name in trained]
+    judge = LabelerJudge(_panel(config, noise).held_out, name="held-out simulated labelers",
+                         description=f"{config.held_out_labelers} held-out simulated labelers (a simulation, not people)")
+    evaluation = EvalConfig(
+        models=tuple(models),
+        prompted=("prompted",),
+        baseline="sft",
+        judge="none",  # the judge object below: the pipeline's own panel, calibrated in "rankings"
+        prompts_file=folder / "test_prompts.jsonl",
+        limit=max(config.eval_items, config.eval_prompts),
+        win_max_new_tokens=config.eval_tokens,
+        ppo_metrics=tuple(f"{n.replace('_', '-')}={trained[n]['metrics']}" for n in ("ppo_ptx", "ppo") if n in trained),
+        rm_metrics=(f"rm={trained['rm']['summary']}",),
+        seed=config.seed,
+        out_dir=folder,
+    )
+    run_eval(evaluation, judge=judge)
+    return {"results": folder / "results.json", "report": folder / "report.html"}
