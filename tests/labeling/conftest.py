@@ -9,13 +9,11 @@ its own schema, dropped afterwards. Without the variable the PostgreSQL cases ar
 from __future__ import annotations
 
 import os
-import re
 import uuid
 
 import pytest
 
 POSTGRES_ENV = "INSTRUCTGPT_TEST_POSTGRES_URL"
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -41,19 +39,3 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'labeling.db'}"
-
-
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def form_key(html: str) -> str:
-    return re.search(r'name="idempotency_key" value="([^"]+)"', html).group(1)
-
-
-def login(client, username: str, password: str = PASSWORD):
-    token = csrf(client.get("/login").text)
-    response = client.post("/login", data={"csrf_token": token, "username": username, "password": password},
-                           follow_redirects=False)
-    assert response.status_code == 303, response.text
-    return response

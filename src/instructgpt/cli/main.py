@@ -5,6 +5,7 @@
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
+    instructgpt label serve|migrate|create-user|invite|export ...   the human data collection web app
 
 Every stage command takes ``--config run.yaml`` and a flag per config field; ``--help`` lists them.
 """
@@ -19,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),
     "data": ("instructgpt.cli.data", "main"),
+    "label": ("instructgpt.cli.label", "main"),
 }
 
 
