@@ -52,6 +52,7 @@ def ranking_form(k: int, columns: list[int] | None = None, key: str = "key-00000
     form["notes"] = ["fine"]
     return form
 
+
 def csrf(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
