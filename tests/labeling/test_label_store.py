@@ -182,6 +182,6 @@ def test_generate_k_samples_per_prompt_with_a_model(sqlite_url, tmp_path):
     _, sessions = open_db(sqlite_url)
     ids = setup_project(sessions, n=2, k=0, labelers=("ann",))
     with sessions.begin() as session:
-        counts = store.generate_outputs(session, ids["project"], model, k=3, temperature=1.0, max_new_tokens=8)
+        counts = store.generate_outputs(session, ids["project"], model, k=3, temperature=1.0, max_new_tokens=4)
         assert counts["added"] >= 4  # identical samples are kept once
         assert store.project_stats(session, ids["project"])["pending"] == 2
