@@ -166,7 +166,7 @@ def test_passwords_are_hashed_and_checked(sqlite_url):
     with sessions.begin() as session:
         user = store.create_user(session, "ann", PASSWORD, "labeler")
         assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
-        assert store.authenticate(session, "ann", PASSWORD).id == user.id
+        assert store.authenticate(session, "ann", PASSWORD) == user.id
         assert store.authenticate(session, "ann", PASSWORD + "x") is None
         assert store.authenticate(session, "nobody", PASSWORD) is None
         with pytest.raises(store.StoreError, match="password"):

@@ -25,6 +25,10 @@ def _sessions(request: Request):
     return request.app.state.sessions
 
 
+def _reads(request: Request):
+    return request.app.state.reads
+
+
 def _back(project_id: int | None = None) -> RedirectResponse:
     return RedirectResponse(f"/admin/projects/{project_id}" if project_id else "/admin", 303)
 
@@ -38,7 +42,7 @@ def _int(text: str, name: str) -> int:
 
 @router.get("")
 def dashboard(request: Request):
-    with _sessions(request)() as db:
+    with _reads(request)() as db:
         projects = [(p, store.project_stats(db, p.id)) for p in
                     db.scalars(select(store.Project).order_by(store.Project.id))]
         users = list(db.scalars(select(User).order_by(User.id)))
@@ -66,7 +70,7 @@ async def new_project(request: Request):
 
 @router.get("/projects/{project_id}")
 def project_page(request: Request, project_id: int):
-    with _sessions(request)() as db:
+    with _reads(request)() as db:
         try:
             project = store.get_project(db, project_id)
         except store.NotFound:
@@ -176,7 +180,7 @@ async def generate(request: Request, project_id: int):
 @router.get("/projects/{project_id}/export")
 def export(request: Request, project_id: int):
     """The project's records as JSONL (one training record per submission)."""
-    with _sessions(request)() as db:
+    with _reads(request)() as db:
         try:
             project = store.get_project(db, project_id)
         except store.NotFound:

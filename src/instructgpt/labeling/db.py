@@ -2,8 +2,9 @@
 
 SQLite is the default (a file, nothing to install); any SQLAlchemy URL of PostgreSQL works
 (``postgresql://`` is read as psycopg 3). SQLite runs in WAL mode with full fsync, foreign keys
-on, and every transaction opened ``BEGIN IMMEDIATE``: writers queue on the busy timeout
-instead of failing when two transactions both try to upgrade a read lock. The schema is
+on, and every writing transaction opened ``BEGIN IMMEDIATE``: writers queue on the busy
+timeout instead of failing when two transactions both try to upgrade a read lock. Sessions
+from ``read_session_factory`` open a plain ``BEGIN`` and, in WAL mode, never wait for a writer. The schema is
 created and upgraded by Alembic (``migrate``), never by ``create_all``.
 """
 
@@ -44,14 +45,20 @@ def make_engine(url: str = DEFAULT_URL, pool_size: int = 20) -> Engine:
             dbapi_connection.execute(f"PRAGMA {pragma}")
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection) -> None:
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for pages that only read (same pool; on SQLite they take no write lock)."""
+    return sessionmaker(engine.execution_options(read_only=True), expire_on_commit=False)
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

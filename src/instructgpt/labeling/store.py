@@ -78,12 +78,25 @@ def create_user(session: Session, username: str, password: str, role: str) -> Us
     return user
 
 
-def authenticate(session: Session, username: str, password: str) -> User | None:
-    user = session.scalar(select(User).where(User.username == username[:64]))
-    if user is None or not user.active:
+def password_hash(session: Session, username: str) -> tuple[int, str] | None:
+    """The id and password hash of an active user, or None."""
+    row = session.execute(select(User.id, User.password_hash)
+                          .where(User.username == username[:64], User.active)).first()
+    return None if row is None else (row[0], row[1])
+
+
+def check_password(found: tuple[int, str] | None, password: str) -> int | None:
+    """The user id when ``password`` matches; run it outside any transaction (it is slow on
+    purpose). An unknown user costs the same time as a wrong password."""
+    if found is None:
         security.burn_verify(password[:1024])
         return None
-    return user if security.verify_password(user.password_hash, password[:1024]) else None
+    return found[0] if security.verify_password(found[1], password[:1024]) else None
+
+
+def authenticate(session: Session, username: str, password: str) -> int | None:
+    """The id of the user with this username and password, or None."""
+    return check_password(password_hash(session, username), password)
 
 
 def create_invite(session: Session, admin_id: int, role: str = "labeler", project_id: int | None = None,
@@ -354,23 +367,29 @@ def load_task(session: Session, user_id: int, assignment_id: int) -> Task:
     return Task(assignment, item, project, outputs, progress(session, user_id, project.id)[0])
 
 
-def submit(session: Session, user_id: int, username: str, assignment_id: int, key: str, form: Form) -> str:
-    """Stores an answer once. Returns ``stored``, or ``duplicate`` when this idempotency key
-    was already stored for this assignment (a double click or a retry: nothing is written).
-    Raises AnswerError on bad input, AlreadyDone when the assignment was answered or skipped
-    with another key, NotFound for anybody else's assignment. Commits."""
+def check_answer(session: Session, user_id: int, username: str, assignment_id: int, form: Form) -> dict:
+    """The answer a form gives for one of the user's assignments, checked against the export
+    schema. Raises AnswerError on bad input, NotFound for anybody else's assignment. Reads only."""
+    task = load_task(session, user_id, assignment_id)
+    answer = parse_answer(task.project.kind, form, len(task.outputs), task.project.ask_ratings)
+    stored = sorted(task.outputs, key=lambda o: o.position)
+    to_record(task.project.kind, task.item.prompt, task.item.prompt_id, [(o.text, o.model) for o in stored],
+              task.assignment.swap, answer, username, f"labeling:{task.project.name}")  # raises if invalid
+    return answer
+
+
+def store_answer(session: Session, user_id: int, assignment_id: int, key: str, answer: dict) -> str:
+    """Stores a checked answer once, in one short transaction, and commits. Returns ``stored``,
+    or ``duplicate`` when this idempotency key was already stored for this assignment (a double
+    click or a retry: nothing is written). Raises AlreadyDone when the assignment was answered
+    or skipped with another key (or the key was used for another task)."""
     if not _KEY.match(key or ""):
         raise StoreError("idempotency key: missing or malformed; reload the page")
     seen = session.scalar(select(Submission).where(Submission.idempotency_key == key))
     if seen is not None:
+        session.rollback()
         return _replay(seen, user_id, assignment_id)
-    task = load_task(session, user_id, assignment_id)
-    k = len(task.outputs)
-    answer = parse_answer(task.project.kind, form, k, task.project.ask_ratings)
-    stored = sorted(task.outputs, key=lambda o: o.position)
-    to_record(task.project.kind, task.item.prompt, task.item.prompt_id, [(o.text, o.model) for o in stored],
-              task.assignment.swap, answer, username, f"labeling:{task.project.name}")  # raises if invalid
-    claimed = session.execute(update(Assignment).where(Assignment.id == assignment_id,
+    claimed = session.execute(update(Assignment).where(Assignment.id == assignment_id, Assignment.user_id == user_id,
                                                        Assignment.status == "pending").values(status="done"))
     if claimed.rowcount != 1:  # answered meanwhile: by this very key (a concurrent retry) or not
         seen = session.scalar(select(Submission).where(Submission.idempotency_key == key))
@@ -385,10 +404,19 @@ def submit(session: Session, user_id: int, username: str, assignment_id: int, ke
     except IntegrityError:  # the same key committed by a concurrent request in between
         session.rollback()
         seen = session.scalar(select(Submission).where(Submission.idempotency_key == key))
+        session.rollback()
         if seen is None:
             raise AlreadyDone("this task was already submitted") from None
         return _replay(seen, user_id, assignment_id)
     return "stored"
+
+
+def submit(session: Session, user_id: int, username: str, assignment_id: int, key: str, form: Form) -> str:
+    """``check_answer`` then ``store_answer`` (the app runs the check in a read-only session
+    first, so that the write transaction stays short)."""
+    answer = check_answer(session, user_id, username, assignment_id, form)
+    session.rollback()
+    return store_answer(session, user_id, assignment_id, key, answer)
 
 
 def _replay(seen: Submission, user_id: int, assignment_id: int) -> str:

@@ -76,7 +76,7 @@ def current_user(request: Request) -> CurrentUser:
     if uid is None or time.time() - login_at > request.app.state.session_seconds:
         request.session.pop("uid", None)
         raise LoginRequired
-    with request.app.state.sessions() as db:
+    with request.app.state.reads() as db:
         user = db.get(User, uid)
         if user is None or not user.active:
             request.session.clear()
