@@ -176,6 +176,7 @@ async def load(base: str, project_id: int, names: list[str], args: argparse.Name
     labelers = [Labeler(name, base, random.Random(args.seed * 1000 + i)) for i, name in enumerate(names)]
     for start in range(0, len(labelers), 5):  # Argon2 checks are heavy: log in a few at a time
         await asyncio.gather(*(l.login() for l in labelers[start:start + 5]))
+    print(f"{args.labelers} labelers logged in; submitting for {args.duration:.0f} s ...", flush=True)
     started = time.perf_counter()
     deadline = started + args.duration
     await asyncio.gather(*(l.run(project_id, args.k, deadline, args.retry_every) for l in labelers))
@@ -233,7 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     project_id, names = seed_database(url, args)
     server, base = start_server(url)
     try:
-        print(f"{args.labelers} labelers submitting for {args.duration:.0f} s ...", flush=True)
         labelers, elapsed = asyncio.run(load(base, project_id, names, args))
     finally:
         server.send_signal(signal.SIGTERM)

@@ -8,6 +8,8 @@ CSRF token, then do their database work in a thread pool, one transaction each.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -55,6 +57,9 @@ def create_app(database_url: str = database.DEFAULT_URL, session_hours: float = 
     app = FastAPI(title="instructgpt labeling", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.sessions = engine, sessions
     app.state.reads = database.read_session_factory(engine)
+    # SQLite has one writer at a time; queueing this process's writers on a lock hands the
+    # write lock over at once, where SQLite's busy handler would poll with growing sleeps.
+    app.state.write_lock = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     app.state.session_seconds = session_hours * 3600
     app.state.max_upload_bytes = max_upload_mb << 20
     app.add_middleware(SessionMiddleware, secret_key=database.secret_key(sessions), session_cookie="label_session",
@@ -157,11 +162,10 @@ def _labeler_routes(app: FastAPI):
         def save():
             with reads() as db:
                 try:
-                    answer = store.check_answer(db, user.id, user.username, assignment_id, form)
+                    answer, project_id = store.check_answer(db, user.id, user.username, assignment_id, form)
                 except store.NotFound:
                     raise HTTPException(404, "No such task.") from None
-                project_id = store.load_task(db, user.id, assignment_id).project.id
-            with sessions() as db:
+            with app.state.write_lock, sessions() as db:
                 store.store_answer(db, user.id, assignment_id, key, answer)
             return RedirectResponse(f"/projects/{project_id}/next", 303)
 
@@ -177,10 +181,10 @@ def _labeler_routes(app: FastAPI):
         await read_form(request)
 
         def save():
-            with sessions.begin() as db:
+            with app.state.write_lock, sessions.begin() as db:
                 try:
                     store.skip(db, user.id, assignment_id)
-                    return store.load_task(db, user.id, assignment_id).project.id
+                    return store.load_task(db, user.id, assignment_id, with_progress=False).project.id
                 except store.NotFound:
                     raise HTTPException(404, "No such task.") from None
 

@@ -351,10 +351,11 @@ class Task:
     project: Project
     outputs: list[Output]
     """In display order (comparisons: swapped when ``assignment.swap``)."""
-    progress: Progress
+    progress: Progress | None
+    """The labeler's progress in the project (None when not asked for)."""
 
 
-def load_task(session: Session, user_id: int, assignment_id: int) -> Task:
+def load_task(session: Session, user_id: int, assignment_id: int, with_progress: bool = True) -> Task:
     """The task of one of the user's assignments; NotFound for anybody else's."""
     assignment = session.get(Assignment, assignment_id)
     if assignment is None or assignment.user_id != user_id:
@@ -364,18 +365,20 @@ def load_task(session: Session, user_id: int, assignment_id: int) -> Task:
     outputs = list(session.scalars(select(Output).where(Output.item_id == item.id).order_by(Output.position)))
     if project.kind == "comparison" and assignment.swap:
         outputs.reverse()
-    return Task(assignment, item, project, outputs, progress(session, user_id, project.id)[0])
+    return Task(assignment, item, project, outputs,
+                progress(session, user_id, project.id)[0] if with_progress else None)
 
 
-def check_answer(session: Session, user_id: int, username: str, assignment_id: int, form: Form) -> dict:
+def check_answer(session: Session, user_id: int, username: str, assignment_id: int, form: Form) -> tuple[dict, int]:
     """The answer a form gives for one of the user's assignments, checked against the export
-    schema. Raises AnswerError on bad input, NotFound for anybody else's assignment. Reads only."""
-    task = load_task(session, user_id, assignment_id)
+    schema, and the project id. Raises AnswerError on bad input, NotFound for anybody else's
+    assignment. Reads only."""
+    task = load_task(session, user_id, assignment_id, with_progress=False)
     answer = parse_answer(task.project.kind, form, len(task.outputs), task.project.ask_ratings)
     stored = sorted(task.outputs, key=lambda o: o.position)
     to_record(task.project.kind, task.item.prompt, task.item.prompt_id, [(o.text, o.model) for o in stored],
               task.assignment.swap, answer, username, f"labeling:{task.project.name}")  # raises if invalid
-    return answer
+    return answer, task.project.id
 
 
 def store_answer(session: Session, user_id: int, assignment_id: int, key: str, answer: dict) -> str:
@@ -414,7 +417,7 @@ def store_answer(session: Session, user_id: int, assignment_id: int, key: str, a
 def submit(session: Session, user_id: int, username: str, assignment_id: int, key: str, form: Form) -> str:
     """``check_answer`` then ``store_answer`` (the app runs the check in a read-only session
     first, so that the write transaction stays short)."""
-    answer = check_answer(session, user_id, username, assignment_id, form)
+    answer, _ = check_answer(session, user_id, username, assignment_id, form)
     session.rollback()
     return store_answer(session, user_id, assignment_id, key, answer)
 
