@@ -256,3 +256,20 @@ def test_admin_sets_up_a_project_and_invites_a_labeler(sqlite_app, tmp_path):
     members = admin.post(f"{project}/members", data={"csrf_token": token, "member": re.findall(r'name="member" value="(\d+)"', page.text)})
     assert members.status_code == 303  # admin + newbie: each item now has overlap 2
     assert "6 pending" in admin.get(project).text
+
+
+def test_a_restart_keeps_sessions_and_submissions(sqlite_url):
+    app = create_app(sqlite_url)
+    ids = setup_project(app.state.sessions, kind="demonstration", n=2, labelers=("ann",))
+    ann = client_of(app, "ann")
+    page = ann.get(f"/tasks/{assignments(app, ids['ann'])[0]}")
+    data = {"csrf_token": csrf(page.text), "idempotency_key": form_key(page.text), "response": "Kept."}
+    assert ann.post(page.url.path, data=data).status_code == 303
+    app.state.engine.dispose()
+
+    restarted = create_app(sqlite_url)  # same database file, a new process's worth of state
+    ann = TestClient(restarted, follow_redirects=False, cookies=dict(ann.cookies))
+    assert re.search(r'class="progress">1 / 2<', ann.get("/").text)  # still logged in
+    assert ann.post(page.url.path, data=data).status_code == 303  # a retry after the restart
+    assert count_submissions(restarted) == 1
+    restarted.state.engine.dispose()
