@@ -26,10 +26,11 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 
 def chromium() -> str | None:
+    """Debian's chromium: the binary itself (``/usr/bin/chromium`` is a wrapper script)."""
     for candidate in (os.environ.get("INSTRUCTGPT_CHROMIUM"), "/usr/lib/chromium/chromium", shutil.which("chromium")):
         if candidate and Path(candidate).exists():
-            return "/usr/lib/chromium/chromium" if candidate == "/usr/bin/chromium" and Path(
-                "/usr/lib/chromium/chromium").exists() else candidate
+            real = Path(candidate).resolve().parent.parent / "lib" / "chromium" / "chromium"
+            return str(real) if candidate == "/usr/bin/chromium" and real.exists() else candidate
     return None
 
 
@@ -71,7 +72,7 @@ def test_rank_rate_submit_and_export_in_chromium(served, tmp_path):
     base, ids, sessions = served
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(accept_downloads=True)
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 720})
         page.goto(base + "/login")
         page.fill("#username", "ann")
         page.fill("#password", PASSWORD)
@@ -91,6 +92,10 @@ def test_rank_rate_submit_and_export_in_chromium(served, tmp_path):
             page.check(f"#likert-{letter} input[value='{rating}']")
         page.check("#flags-B input[value=hallucination]")
         page.fill("#notes", "B and C are equally vague.")
+        page.locator("#submit").scroll_into_view_if_needed()  # progress and instructions stay in view
+        for element in ("#progress", "#instructions"):
+            box = page.locator(element).bounding_box()
+            assert 0 <= box["y"] < page.viewport_size["height"]
         page.click("#submit")
         page.wait_for_url("**/tasks/*")
         assert page.inner_text("#progress") == "1 / 2"
