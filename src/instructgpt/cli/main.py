@@ -9,6 +9,7 @@
     instructgpt eval --models NAME=MODEL... [--judge J] [--tasks T...]   win rates, TruthfulQA, toxicity, bias, NLP; HTML report
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
+    instructgpt label serve|migrate|create-user|invite|export ...   the human data collection web app
 
 Every stage command takes ``--config run.yaml`` and a flag per config field; ``--help`` lists them.
 """
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ppo": ("instructgpt.cli.ppo", "main"),
     "data": ("instructgpt.cli.data", "main"),
     "eval": ("instructgpt.cli.eval", "main"),
+    "label": ("instructgpt.cli.label", "main"),
 }
 
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install (Debian apt) and start what the test suite needs, when missing:
+#   - PostgreSQL on 127.0.0.1 with a throwaway data directory (trust auth, loopback only);
+#   - Debian's chromium (headless browser tests of the labeling app and of evaluation).
+# Prints the environment the tests read, as `export NAME=VALUE` lines:
+#   eval "$(bash scripts/services.sh)"
+# Progress goes to stderr. Stop PostgreSQL with: bash scripts/services.sh stop
+set -euo pipefail
+PGPORT="${INSTRUCTGPT_PGPORT:-54329}"
+PGDATA_DIR="${INSTRUCTGPT_PGDATA:-/tmp/instructgpt-pgdata}"
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+as_postgres() {  # initdb and postgres refuse to run as root
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+if [ "${1:-}" = stop ]; then
+    as_postgres "$(pg_bin)/pg_ctl" -D "$PGDATA_DIR" -m fast stop >&2 || true
+    exit 0
+fi
+
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+[ -n "$(pg_bin)" ] || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "services.sh: missing ${missing[*]}; run as root to install them with apt-get" >&2
+        exit 1
+    fi
+    echo "services.sh: installing ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    # Debian's package starts its own cluster on port 5432; ours is separate and throwaway.
+fi
+
+bin="$(pg_bin)"
+if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PGPORT"; then
+    if [ ! -s "$PGDATA_DIR/PG_VERSION" ]; then
+        rm -rf "$PGDATA_DIR"
+        mkdir -p "$PGDATA_DIR"
+        [ "$(id -u)" = 0 ] && chown postgres: "$PGDATA_DIR"
+        as_postgres "$bin/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 >/dev/null
+    fi
+    as_postgres "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w \
+        -o "-h 127.0.0.1 -p $PGPORT -k $PGDATA_DIR -c fsync=off -c max_connections=200" start >&2
+fi
+echo "export INSTRUCTGPT_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$PGPORT/postgres"
+echo "export INSTRUCTGPT_CHROMIUM=$(command -v chromium)"

@@ -1,0 +1,124 @@
+"""Passwords, CSRF tokens, invite tokens and size limits.
+
+- Passwords are hashed with Argon2id (argon2-cffi defaults: RFC 9106 low-memory profile).
+- Sessions are Starlette's signed cookies (itsdangerous, HMAC-SHA1 keyed by the secret in the
+  database): they expire after ``idle_minutes`` without a request and ``session_hours`` after
+  login, whichever comes first.
+- Every form carries the session's CSRF token; every POST checks it (constant-time compare).
+- Every request body is capped (``BodyLimit``) and every field has a length limit (``LIMITS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+LIMITS = {
+    "username": 64,
+    "password": 1024,
+    "project_name": 200,
+    "instructions": 20_000,
+    "prompt_id": 200,
+    "prompt": 50_000,
+    "output": 50_000,
+    "model": 200,
+    "response": 20_000,
+    "notes": 5_000,
+    "field": 100_000,
+}
+"""Longest accepted value of each input, in characters."""
+
+MIN_PASSWORD = 8
+MAX_BODY_BYTES = 1 << 20
+"""Largest request body outside file uploads."""
+
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+_DUMMY_HASH = None
+
+
+def burn_verify(password: str) -> None:
+    """Spends the time of one verification, so that a wrong username takes as long as a wrong
+    password."""
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+    verify_password(_DUMMY_HASH, password)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def token_hash(token: str) -> str:
+    """Invite tokens are stored hashed: a database reader cannot sign up with them."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def same_token(expected: str | None, given: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(expected, given)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes`` (``upload_bytes`` on paths
+    ending in ``/upload``), by Content-Length when sent and by counting otherwise."""
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, upload_bytes: int = 64 << 20):
+        self.app, self.max_bytes, self.upload_bytes = app, max_bytes, upload_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.upload_bytes if scope["path"].endswith("/upload") else self.max_bytes
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await _too_large(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge
+            return message
+
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge:
+            if not started:
+                await _too_large(send)
+
+
+async def _too_large(send) -> None:
+    body = b"Request body too large"
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

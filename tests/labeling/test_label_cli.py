@@ -1,0 +1,58 @@
+"""``instructgpt label``: a team's set-up from the command line, then export."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+
+from instructgpt.cli.data import main as data_main
+from instructgpt.cli.main import main
+from instructgpt.labeling import store
+from instructgpt.labeling.models import Assignment
+
+from label_helpers import PASSWORD, open_db
+
+
+def test_set_up_a_project_from_the_command_line(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'team.db'}"
+    db = ["--database-url", url]
+    assert main(["label", "migrate", *db]) == 0 and "revision 0001" in capsys.readouterr().out
+    monkeypatch.setenv("INSTRUCTGPT_LABEL_PASSWORD", PASSWORD)
+    assert main(["label", "create-user", *db, "--username", "boss"]) == 0
+    assert main(["label", "create-user", *db, "--username", "ann", "--role", "labeler"]) == 0
+    assert main(["label", "create-user", *db, "--username", "ann", "--role", "labeler"]) == 1
+    assert "is taken" in capsys.readouterr().err
+    (tmp_path / "rules.txt").write_text("Prefer the truthful answer.")
+    assert main(["label", "project", *db, "--name", "eval", "--kind", "comparison",
+                 "--instructions-file", str(tmp_path / "rules.txt")]) == 0
+    prompts, outputs = tmp_path / "prompts.jsonl", tmp_path / "outputs.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "text": f"Q{i}?", "user_id": "c", "source": "api"}) + "\n"
+                               for i in range(2)))
+    outputs.write_text("".join(json.dumps({"prompt_id": f"q{i}", "response": f"{m} says {i}", "model": m}) + "\n"
+                               for i in range(2) for m in ("sft", "ppo")))
+    assert main(["label", "import-prompts", *db, "--project", "eval", "--file", str(prompts)]) == 0
+    assert main(["label", "attach-outputs", *db, "--project", "eval", "--file", str(outputs)]) == 0
+    assert main(["label", "members", *db, "--project", "eval", "--usernames", "ann"]) == 0
+    assert "2 new assignments" in capsys.readouterr().out
+    assert main(["label", "invite", *db, "--project", "eval", "--base-url", "https://label.example"]) == 0
+    assert capsys.readouterr().out.startswith("https://label.example/invite/")
+    prompts.write_text('{"id": "x"}\n')
+    assert main(["label", "import-prompts", *db, "--project", "eval", "--file", str(prompts)]) == 1
+    assert "prompts.jsonl:1: text: Field required" in capsys.readouterr().err
+
+    _, sessions = open_db(url)
+    with sessions() as session:
+        user_id, assignment_ids = session.execute(select(Assignment.user_id, Assignment.id)).all()[0]
+        store.submit(session, user_id, "ann", assignment_ids, "cli-test-key", {"preferred": ["tie"]})
+    out = tmp_path / "comparisons.jsonl"
+    assert main(["label", "export", *db, "--project", "eval", "--out", str(out)]) == 0
+    assert data_main(["validate", "--kind", "comparisons", str(out)]) == 0
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["preferred"] == "tie" and record["labeler_id"] == "ann"
+
+
+def test_usage(capsys):
+    assert main(["label"]) == 0 and "instructgpt label serve" in capsys.readouterr().out
+    assert main(["label", "nope"]) == 2
+    assert main(["label", "serve", "--port", "0"]) == 2 and "port" in capsys.readouterr().err
