@@ -227,7 +227,7 @@ def prepare(config: PrepareConfig, count_tokens: CountTokens | None = None) -> d
 
     pii_counts, written, pii_dropped = _write(config, cols, split, dataset)
     report = _report(config, cols, stage, split, pii_counts, pii_dropped, written, problems)
-    _write_json_atomic(config.out_dir / "report.json", report)
+    write_json_atomic(config.out_dir / "report.json", report)
     return report
 
 
@@ -293,7 +293,8 @@ class _AtomicFiles:
             Path(tmp).unlink(missing_ok=True)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
+    """``data`` as indented UTF-8 JSON, written atomically."""
     with _AtomicFiles([path]) as (handle,):
         handle.write((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
