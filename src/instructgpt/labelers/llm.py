@@ -61,8 +61,10 @@ def parse_ranking(reply: str, k: int) -> list[int]:
     letters = _LETTERS[:k]
     lines = reply.splitlines()
     line = next((l for l in lines if re.match(r"\s*\**\s*ranking\b", l, re.I)), None)
-    if line is None:  # no label: take the first line naming every letter
-        line = next((l for l in lines if set(re.findall(rf"\b([{letters}])\b", l)) == set(letters)), "")
+    if line is None:  # no label: the first line naming every letter, or a numbered list "1. B" / "2. A"
+        line = next((l for l in lines if set(re.findall(rf"\b([{letters}])\b", l)) == set(letters)), None)
+    if line is None:
+        line = " > ".join(m.group(1) for l in lines if (m := re.match(rf"\s*\d+[.)]\s*(?:Output\s+)?([{letters}])\b", l)))
     body = re.sub(r"^\s*\**\s*ranking\s*\**\s*:?", "", line, flags=re.I)
     tokens = re.findall(rf"\b[{letters}]\b|[>=]|,|\d+[.)]", body)
     ranks: dict[str, int] = {}
