@@ -3,6 +3,6 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test
+bash scripts/setup.sh test,label
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

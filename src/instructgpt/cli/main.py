@@ -5,6 +5,8 @@
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
+    instructgpt data prepare --inputs F...   prompts -> user-split SFT / RM / PPO prompt sets + report
+    instructgpt data agreement F...     inter-labeler agreement and screening against reference labels
 
 Every stage command takes ``--config run.yaml`` and a flag per config field; ``--help`` lists them.
 """
