@@ -319,3 +319,15 @@ def test_minilm_relevance_ranks_on_topic_above_off_topic():
     )])[0]
     relevance = measured.features[:, QUALITIES.index("relevance")]
     assert relevance[0] > 0.5 and relevance[1] < 0.3
+
+
+def test_panel_of_any_labelers(tmp_path):
+    """People (exports) and simulated labelers in one panel, through the same interface."""
+    items = make_items(4, seed=5)
+    people = human_labelers([Ranking(prompt=p, responses=rs, ranks=list(range(len(rs))), labeler_id="ann")
+                             for p, rs in items])
+    simulated = Panel.simulated(1, 0, scorer=QualityScorer(HashingEmbedder())).training
+    panel = Panel(training=[people["ann"], *simulated], held_out=[])
+    records = panel.rank(items, overlap=1.0, per_overlap=2)
+    assert len(records) == 8 and {r.labeler_id for r in records} == {"ann", "train-0"}
+    assert all(r.ranks == list(range(len(r.responses))) for r in records if r.labeler_id == "ann")

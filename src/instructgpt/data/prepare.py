@@ -32,7 +32,6 @@ records straight to the output files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile

@@ -23,12 +23,9 @@ made here where the paper is silent:
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 
