@@ -271,3 +271,30 @@ def test_cli_prepare_writes_sets_and_prints_a_summary(tmp_path, capsys):
 def test_config_checks_fractions():
     with pytest.raises(ConfigError, match="split_fractions: must sum to 1"):
         PrepareConfig(inputs=(Path("x"),), split_fractions=(0.5, 0.2, 0.2)).validate()
+
+
+def test_failed_run_leaves_previous_outputs_whole(tmp_path, monkeypatch):
+    inp = write_prompts(tmp_path / "in.jsonl", [prompt(i, f"Prompt {i}", f"u{i}") for i in range(30)])
+    config = PrepareConfig(inputs=(inp,), out_dir=tmp_path / "out", tokenizer="bytes")
+    prepare(config)
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+
+    def broken(text):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("instructgpt.data.prepare.find_pii", broken)
+    with pytest.raises(RuntimeError):
+        prepare(PrepareConfig(inputs=(inp,), out_dir=tmp_path / "out", tokenizer="bytes", seed=5))
+    after = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before  # same files, same bytes, no temporary file left
+
+
+def test_gzip_input_and_several_files(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(prompt(0, "First prompt", "a")) + "\n")
+    b = write_prompts(tmp_path / "b.jsonl", [prompt(1, "Second prompt", "b")])
+    report = prepare(PrepareConfig(inputs=(tmp_path / "a.jsonl.gz", b), out_dir=tmp_path / "out", tokenizer="bytes"))
+    assert report["stages"]["read"]["prompts"] == 2
+    assert sum(len(rows) for rows in read_outputs(tmp_path / "out").values()) == 2

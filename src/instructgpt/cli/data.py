@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import tyro
 
 from pydantic import ValidationError
 
+from instructgpt.config import check
 from instructgpt.data.importers import DEFAULT_PATHS, IMPORTERS, find_data_root
 from instructgpt.data.jsonl import MAX_LINE_BYTES, DataError, write_jsonl_atomic
 from instructgpt.data.schemas import KINDS
@@ -108,15 +112,74 @@ def _prepare(argv: list[str]) -> int:
     return _command(PrepareConfig, argv, "data prepare", lambda c: print(summary(prepare(c))))
 
 
+@dataclass
+class AgreementConfig:
+    """Inter-labeler agreement on items labelled by several labelers (overall and per labeler,
+    95% bootstrap intervals), and each labeler's agreement with reference labels (screening)."""
+
+    files: tyro.conf.Positional[tuple[Path, ...]] = ()
+    """Rankings and/or comparisons files (JSONL)."""
+    reference: tuple[Path, ...] = ()
+    """Reference labels to screen every labeler against (the paper's screening)."""
+    cutoff: float = 0.75
+    """Screening: agreement with the reference needed to pass (the paper's soft cutoff)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of prompts for the 95% intervals (0: no interval)."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+    json_out: Path | None = None
+    """Also write the full report as JSON to this file."""
+
+    def validate(self) -> None:
+        check(len(self.files) > 0, "files", "give at least one rankings or comparisons file")
+        check(0 < self.cutoff <= 1, "cutoff", f"must be in (0, 1], got {self.cutoff}")
+        check(self.bootstrap >= 0, "bootstrap", "must not be negative")
+
+
+def _percent(rate) -> str:
+    if rate.rate is None:
+        return "-"
+    interval = f" [{100 * rate.low:.1f}, {100 * rate.high:.1f}]" if rate.low is not None else ""
+    return f"{100 * rate.rate:.1f}%{interval} of {rate.judgments:,}"
+
+
+def _run_agreement(config: AgreementConfig) -> None:
+    from instructgpt.data.prepare import write_json_atomic
+    from instructgpt.data.schemas import Demonstration
+    from instructgpt.labelers.agreement import agreement, screen
+    from instructgpt.labelers.human import read_exports
+
+    records = [r for r in read_exports(config.files) if not isinstance(r, Demonstration)]
+    report = agreement(records, n_boot=config.bootstrap, seed=config.seed)
+    print(f"prompts labelled by 2+ labelers: {report.prompts:,}; shared judgments with a tie, left out: {report.ties:,}")
+    print(f"overall pairwise agreement: {_percent(report.overall)}")
+    for who, rate in report.per_labeler.items():
+        print(f"  {who:<24} {_percent(rate)}")
+    result = {"agreement": asdict(report)}
+    if config.reference:
+        reference = [r for r in read_exports(config.reference) if not isinstance(r, Demonstration)]
+        screened = screen(records, reference, config.cutoff, config.bootstrap, config.seed)
+        print(f"screening against {len(reference):,} reference records (cutoff {100 * config.cutoff:.0f}%):")
+        for who, s in screened.items():
+            print(f"  {who:<24} {_percent(s.agreement):<40} {'pass' if s.passed else 'below cutoff'}")
+        result["screening"] = {who: asdict(s) for who, s in screened.items()}
+    if config.json_out is not None:
+        write_json_atomic(config.json_out, result)
+
+
+def _agreement(argv: list[str]) -> int:
+    from instructgpt.cli.stages import _command
+
+    return _command(AgreementConfig, argv, "data agreement", _run_agreement)
+
+
 def main(argv: list[str]) -> int:
     """Runs ``instructgpt data`` with ``argv`` (the words after ``data``); returns the exit
     status: 0 success, 1 invalid data, 2 bad usage or an unreadable input."""
     if argv[:1] == ["prepare"]:
         return _prepare(argv[1:])
     if argv[:1] == ["agreement"]:
-        from instructgpt.labelers.agreement import agreement_command
-
-        return agreement_command(argv[1:])
+        return _agreement(argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse exits on --help and on usage errors

@@ -10,6 +10,8 @@
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
     instructgpt label serve|migrate|create-user|invite|export ...   the human data collection web app
+    instructgpt data prepare --inputs F...   prompts -> user-split SFT / RM / PPO prompt sets + report
+    instructgpt data agreement F...     inter-labeler agreement and screening against reference labels
 
 Every stage command takes ``--config run.yaml`` and a flag per config field; ``--help`` lists them.
 """

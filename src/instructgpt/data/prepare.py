@@ -32,7 +32,6 @@ records straight to the output files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -195,7 +194,7 @@ def _scan(config: PrepareConfig, count_tokens: CountTokens) -> tuple[_Columns, l
 def prepare(config: PrepareConfig, count_tokens: CountTokens | None = None) -> dict:
     """Runs every stage (see the module docstring) and returns the report it also writes."""
     config.validate()
-    count_tokens = count_tokens or _load_counter(config.tokenizer)
+    count_tokens = count_tokens or token_counter(config.tokenizer)
     cols, problems = _scan(config, count_tokens)
     if problems and not config.skip_invalid:
         raise DataError(problems)
@@ -227,7 +226,7 @@ def prepare(config: PrepareConfig, count_tokens: CountTokens | None = None) -> d
 
     pii_counts, written, pii_dropped = _write(config, cols, split, dataset)
     report = _report(config, cols, stage, split, pii_counts, pii_dropped, written, problems)
-    _write_json_atomic(config.out_dir / "report.json", report)
+    write_json_atomic(config.out_dir / "report.json", report)
     return report
 
 
@@ -237,7 +236,8 @@ def _mask(n: int, indices: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _load_counter(name: str) -> CountTokens:
+def token_counter(name: str) -> CountTokens:
+    """The token counter of ``PrepareConfig.tokenizer``: ``bytes``, or a model's tokenizer."""
     if name == "bytes":
         return bytes_token_counter
     from instructgpt.models.loader import load_tokenizer, resolve_model
@@ -293,7 +293,8 @@ class _AtomicFiles:
             Path(tmp).unlink(missing_ok=True)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
+    """``data`` as indented UTF-8 JSON, written atomically."""
     with _AtomicFiles([path]) as (handle,):
         handle.write((json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
