@@ -93,6 +93,8 @@ class Args:
         "trl-defaults", "no-checkpointing", "padding-free", "packing", "packing-full-loss", "packing-bf16-weights"
     )
     """TRL configurations to try (see TRL_VARIANTS); the fastest is 'TRL best'. One name skips the exploration."""
+    ours_precision: str = "bf16-weights"
+    """Our precision: bf16-weights (bf16 model, fp32 master weights in the optimizer) or bf16 (autocast over fp32 weights)."""
     peak_size: int = 4096
     """Side of the square bf16 matmul timed for the machine's peak FLOP/s."""
     peak_repeats: int = 5
@@ -331,7 +333,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         residual_dropout=0.0,  # TRL trains without dropout
         max_prompt_tokens=args["max_len"],
         max_response_tokens=args["max_len"],
-        precision="bf16",
+        precision=args["ours_precision"],
         seed=args["seed"],
         save_every=0,
         max_steps=steps,
@@ -364,7 +366,8 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "side": "ours",
         "name": "ours",
-        "settings": {"precision": "bf16 autocast, fp32 master weights", "optimizer": "torch.optim.AdamW (fused)",
+        "settings": {"precision": {"bf16": "bf16 autocast over fp32 weights",
+                                   "bf16-weights": "bf16 weights and activations, fp32 master weights in the optimizer"}[config.precision], "optimizer": "torch.optim.AdamW (fused)",
                      "batching": f"sorted by length within the step; packing={config.packing} "
                                  f"(rows of {config.pack_row_tokens} tokens), at most {config.micro_batch_tokens} tokens per forward",
                      "loss_chunk_size": config.loss_chunk_size},
