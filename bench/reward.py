@@ -80,7 +80,7 @@ class Args:
     """Responses per prompt to benchmark (4 and/or 9)."""
     train_prompts: int = 32
     """Training prompts (one epoch)."""
-    val_prompts: int = 16
+    val_prompts: int = 64
     """Validation prompts (accuracy over all their comparisons)."""
     batch_size: int = 8
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
