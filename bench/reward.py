@@ -80,7 +80,7 @@ class Args:
     """Responses per prompt to benchmark (4 and/or 9)."""
     train_prompts: int = 32
     """Training prompts (one epoch)."""
-    val_prompts: int = 16
+    val_prompts: int = 64
     """Validation prompts (accuracy over all their comparisons)."""
     batch_size: int = 8
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
@@ -106,6 +106,8 @@ class Args:
     """Keep data, worker logs and run folders here (default: a temporary folder, removed at the end)."""
     timeout: int = 3600
     """Seconds before a worker subprocess is killed."""
+    from_partial: Path | None = None
+    """Do not run: build the report from a partial JSON an interrupted run left (OUT.partial.json)."""
 
 
 QUICK = dict(train_prompts=16, val_prompts=8, batch_size=4, trl_micro_batch=8, max_prompt_tokens=96, max_response_tokens=24)
@@ -115,6 +117,14 @@ def main(args: Args) -> None:
     if args.quick:
         defaults = Args()
         args = dataclasses.replace(args, **{k: v for k, v in QUICK.items() if getattr(args, k) == getattr(defaults, k)})
+    if args.from_partial is not None:
+        partial = json.loads(args.from_partial.read_text())
+        report = {"benchmark": "reward", "machine": partial.get("machine") or machine(), "model": partial["model"],
+                  "args": partial["args"], "data": partial.get("data"), "interrupted": True,
+                  "summary": {k: summarize(sides) for k, sides in partial["runs"].items()}, "runs": partial["runs"]}
+        print_report(report)
+        write_json(args.out, report)
+        return
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-reward-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -140,7 +150,8 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
                 result = run_worker(Path(__file__), spec, work / "logs", f"{side}-k{k}-{repeat}", args.timeout)
                 runs[str(k)][side].append(result)
                 print(f"K={k} {side} #{repeat}: {_short(result)}", flush=True)
-                write_json(args.out.with_suffix(".partial.json"), {"model": model, "args": _jsonable(args), "runs": runs})
+                write_json(args.out.with_suffix(".partial.json"),
+                           {"model": model, "args": _jsonable(args), "machine": host, "data": _data_summary(data), "runs": runs})
     summary = {k: summarize(sides) for k, sides in runs.items()}
     host["load_average_at_end"] = machine()["load_average_1_5_15min"]
     report = {"benchmark": "reward", "machine": host, "model": model, "args": _jsonable(args), "data": _data_summary(data),
@@ -390,8 +401,11 @@ KEYS = ("steps", "sequences", "tokens", "pairs", "step_wall_s", "train_wall_s", 
 
 
 def summarize(sides: dict[str, list]) -> dict[str, Any]:
-    """Medians per side over the runs that succeeded, and TRL / ours ratios."""
+    """Medians per side over the runs that succeeded, TRL / ours ratios of the medians, and per repeat."""
     out: dict[str, Any] = {}
+    pairs = [(o, t) for o, t in zip(sides["ours"], sides["trl"]) if "error" not in o and "error" not in t]
+    out["step_wall_ratio_each_repeat"] = [t_["step_wall_s"] / o_["step_wall_s"] for o_, t_ in
+                                          ((_run_summary(o), _run_summary(t)) for o, t in pairs)]
     for side, runs in sides.items():
         ok = [_run_summary(r) for r in runs if "error" not in r]
         out[side] = {key: median([r[key] for r in ok]) for key in KEYS}
@@ -418,6 +432,9 @@ def print_report(report: dict[str, Any]) -> None:
                      s["accuracy_ours_minus_trl"], None])
     print(format_table(["K", "side", "steps", "sequences", "tokens", "steps wall s", "train() s", "peak RSS MiB", "val acc", "val log loss"], rows))
     print("val acc in the ratio row: ours minus TRL.")
+    for k, summary in report["summary"].items():
+        each = ", ".join(f"{x:.2f}x" for x in summary["step_wall_ratio_each_repeat"])
+        print(f"K={k}: TRL / ours optimizer-step wall time, each repeat (ours ran just before TRL): {each or '-'}")
 
 
 def _data_summary(data: dict[str, Any]) -> dict[str, Any]:

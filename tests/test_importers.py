@@ -102,7 +102,7 @@ def test_oasst_options(tmp_path):
     assert (demonstration.response, demonstration.labeler_id) == ("Hi!", "oasst:u7")
 
 
-@pytest.mark.parametrize("name", sorted(DEFAULT_PATHS))
+@pytest.mark.parametrize("name", sorted(DEFAULT_PATHS))  # the importers with a bundled input
 def test_imported_records_round_trip(data_root, tmp_path, name):
     records = IMPORTERS[name](source(data_root, name))
     kind = "rankings" if name in ("oasst-rankings", "hh-rlhf") else "demonstrations"
