@@ -301,7 +301,7 @@ def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend,
         order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(_seed(config.seed, state.iteration, 2 + epoch)))
         for start in range(0, batch.size, config.minibatch_size):
             rows = order[start : start + config.minibatch_size]
-            ptx_batch = ptx.sample(round(config.ptx_per_episode * len(rows)), _seed(config.seed, state.iteration, 1000 + start)) if ptx else []
+            ptx_batch = ptx.sample(round(config.ptx_per_episode * len(rows)), _seed(config.seed, state.iteration, 1000 + epoch * batch.size + start)) if ptx else []
             stats.append(ppo_minibatch_step(config, models, state, batch, advantages, returns, rows, ptx_batch, dtype))
     episode_kl = kl.sum(-1).mean().item()
     state.kl_controller.update(episode_kl, batch.size)  # explicit, once per iteration
