@@ -136,6 +136,7 @@ def test_value_model_starts_equal_to_the_reward_model(tmp_path):
 
 
 def test_lora_trains_adapters_only_and_the_reference_is_the_base_model(tmp_path):
+    pytest.importorskip("peft")
     policy_folder, rm, prompts = _folders(tmp_path)
     config = PPOConfig(
         policy=policy_folder, reward_model=rm, prompts=(prompts,), out_dir=tmp_path / "run", episodes=16, batch_size=8, minibatch_size=4,

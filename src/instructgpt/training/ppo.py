@@ -301,7 +301,7 @@ def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend,
         order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(_seed(config.seed, state.iteration, 2 + epoch)))
         for start in range(0, batch.size, config.minibatch_size):
             rows = order[start : start + config.minibatch_size]
-            ptx_batch = ptx.sample(round(config.ptx_per_episode * len(rows)), _seed(config.seed, state.iteration, 1000 + start)) if ptx else []
+            ptx_batch = ptx.sample(round(config.ptx_per_episode * len(rows)), _seed(config.seed, state.iteration, 1000 + epoch * batch.size + start)) if ptx else []
             stats.append(ppo_minibatch_step(config, models, state, batch, advantages, returns, rows, ptx_batch, dtype))
     episode_kl = kl.sum(-1).mean().item()
     state.kl_controller.update(episode_kl, batch.size)  # explicit, once per iteration
@@ -344,9 +344,10 @@ def ppo_minibatch_step(config, models: Models, state: TrainState, batch: Rollout
         args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
         new_logprobs = response_logprobs(policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size)
         pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, part.logprobs, adv, part.response_mask, config.clip)
+        (pg_loss * weight).backward()  # separate models: one graph alive at a time (lower peak memory)
         new_values = response_values(value_model, *args, dtype=dtype)
         vf_loss, vf_clipfrac = value_loss(new_values, part.values, ret, part.response_mask, config.value_clip)
-        ((pg_loss + vf_loss) * weight).backward()  # separate models: each gets only its own gradient
+        (vf_loss * weight).backward()
         for name, value in zip(sums, (pg_loss, clipfrac, approx_kl, vf_loss, vf_clipfrac)):
             sums[name] += value.item() * weight
     if ptx_batch:
@@ -390,7 +391,7 @@ def ptx_backward(policy: Any, examples: list[Example], ptx_coef: float, micro_ba
 def _init_state(config: PPOConfig, models: Models) -> TrainState:
     def adam(model, lr):
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True)
 
     ema = PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None
     return TrainState(
