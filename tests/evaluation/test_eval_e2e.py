@@ -71,3 +71,15 @@ def test_cli_config_errors(argv, message, capsys):
 
     assert main(["eval", "--models", "sft=gemma-3-270m", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_eval_with_labelers_reports_likert_and_metadata(tiny_models, data_root, tmp_path):
+    from instructgpt.evaluation.judges import LabelerJudge
+    from .test_judges import RankingLabeler
+
+    a, b = tiny_models
+    config = EvalConfig(models=(f"sft={a}", f"ppo={b}"), tasks=("winrate",), limit=3, win_max_new_tokens=5, data_root=data_root, out_dir=tmp_path)
+    results = run_eval(config, judge=LabelerJudge([RankingLabeler("h1")]), log=lambda message: None)
+    assert results["winrate"]["per_model"]["ppo"]["n"] == 3
+    assert set(results["winrate"]["likert"]) == {"sft", "ppo"}
+    assert "Likert scores and metadata" in (tmp_path / "report.html").read_text()

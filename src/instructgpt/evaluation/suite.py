@@ -69,10 +69,10 @@ class EvalConfig:
     """Win-rate judge: none, reward-model (--reward-model), labelers (--labelers) or human (--human-comparisons)."""
     reward_model: str | None = None
     """Reward model to judge with (a path given to --reward-model-loader)."""
-    reward_model_loader: str = "instructgpt.models.reward:load_reward_model"
-    """module:callable that loads --reward-model and returns an object with score(prompts, responses) -> list[float]."""
+    reward_model_loader: str = "instructgpt.evaluation.judges:reward_model_scorer"
+    """module:callable that loads --reward-model and returns score(prompts, responses) -> list[float] (or an object with .score)."""
     labelers: str | None = None
-    """module:callable returning the labeler objects to judge with (held-out panel labelers, an LLM labeler)."""
+    """module:callable returning the labelers to judge with: a list of labeler objects (an LLM labeler, held-out panel members) or a panel (its held-out members are used)."""
     human_comparisons: tuple[Path, ...] = ()
     """Comparison JSONL files exported by the labeling app (for --judge human)."""
     prompts_file: Path | None = None
@@ -263,6 +263,8 @@ def make_judge(config: EvalConfig):
         return judges.HumanComparisonsJudge(config.human_comparisons)
     if config.judge == "labelers":
         labelers = judges.load_callable(config.labelers)()
+        if callable(getattr(labelers, "members", None)):  # a panel: its held-out labelers judge
+            labelers = labelers.members("held_out")
         return judges.LabelerJudge(labelers, name=config.labelers)
     loaded = judges.load_callable(config.reward_model_loader)(config.reward_model)
     score = getattr(loaded, "score", loaded)
@@ -283,7 +285,7 @@ def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, lis
         result["per_model"][name] = win_rate(outcomes).to_dict()
         records += [{"prompt": p, "model": name, "baseline": baseline, "response": r, "baseline_response": b, "outcome": o, "judge": judge.name}
                     for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)]
-    if callable(getattr(judge, "rate", None)) and getattr(judge, "can_rate", True):
+    if getattr(judge, "can_rate", True) and (callable(getattr(judge, "rate_models", None)) or callable(getattr(judge, "rate", None))):
         result["likert"], result["metadata"] = _ratings(judge, prompts, responses)
     return result, records
 
@@ -291,9 +293,12 @@ def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, lis
 def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]) -> tuple[dict, dict]:
     from instructgpt.data.schemas import METADATA_FLAGS
 
+    if callable(getattr(judge, "rate_models", None)):
+        by_model = judge.rate_models(prompts, responses)
+    else:
+        by_model = {name: judge.rate(prompts, texts) for name, texts in responses.items()}
     likert, metadata = {}, {}
-    for name, texts in responses.items():
-        ratings = judge.rate(prompts, texts)
+    for name, ratings in by_model.items():
         likert[name] = mean(r.likert for r in ratings if r.likert is not None)
         metadata[name] = {flag: mean(float(r.metadata[flag]) for r in ratings if flag in r.metadata)
                           for flag in METADATA_FLAGS if any(flag in r.metadata for r in ratings)}
