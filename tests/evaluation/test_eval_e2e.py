@@ -55,9 +55,12 @@ def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_pat
                  "--judge", "human", "--human-comparisons", str(human), "--data-root", str(data_root), "--out-dir", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["winrate"]["pending"].endswith("to_label.jsonl")
-    tasks = [json.loads(line) for line in (out / "to_label.jsonl").read_text().splitlines()]
-    assert len(tasks) == 2 and set(tasks[0]) == {"prompt", "response_a", "response_b"}  # blind: no model names
+    folder = out / "to_label" / "ppo"
+    assert results["winrate"]["pending"] == str(out / "to_label")
+    prompts = [json.loads(line) for line in (folder / "prompts.jsonl").read_text().splitlines()]
+    assert len(prompts) == 2 and set(prompts[0]) == {"id", "text", "user_id", "source"}  # the app's prompt import format
+    outputs = (folder / "outputs.jsonl").read_text().splitlines()
+    assert all(set(json.loads(line)) == {"prompt_id", "response", "model"} for line in outputs)
     assert (out / "report.html").is_file()
 
 

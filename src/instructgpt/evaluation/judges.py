@@ -190,8 +190,9 @@ class HumanComparisonsJudge:
     """Choices people made in the labeling app, read from exported ``Comparison`` JSONL files.
 
     A pair is found by prompt text and the unordered pair of responses, so it matches whatever
-    order the app showed. A pair nobody labeled raises ``KeyError`` naming how many are missing:
-    export the pairs with :func:`comparison_tasks`, label them, then evaluate again.
+    order the app showed. The app cannot show an empty output, so an empty output loses to a
+    non-empty one. A pair nobody labeled raises ``KeyError`` naming how many are missing
+    (``instructgpt eval`` then writes the pairs for the app, see ``suite.export_for_labeling``).
     """
 
     def __init__(self, paths: Sequence[str | Path], name: str = "human"):
@@ -209,6 +210,9 @@ class HumanComparisonsJudge:
     def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
         choices, missing = [], 0
         for prompt, a, b in zip(prompts, responses_a, responses_b):
+            if not (a.strip() and b.strip()):
+                choices.append("tie" if not (a.strip() or b.strip()) else "a" if a.strip() else "b")
+                continue
             group = self.records.get((_text(prompt), frozenset((a, b))))
             if not group:
                 missing += 1
@@ -230,16 +234,6 @@ def _in_order(record: Comparison, a: str) -> Choice:
     if record.preferred == "tie" or record.response_a == a:
         return record.preferred
     return "b" if record.preferred == "a" else "a"
-
-
-def comparison_tasks(prompts: Sequence[Any], responses: Sequence[str], baseline_responses: Sequence[str],
-                     rng: np.random.Generator) -> list[dict]:
-    """Blind pairs to label in the app: prompt and two responses in random order, no model names."""
-    tasks = []
-    for prompt, ours, base in zip(prompts, responses, baseline_responses):
-        a, b = (base, ours) if rng.random() < 0.5 else (ours, base)
-        tasks.append({"prompt": _text(prompt), "response_a": a, "response_b": b})
-    return tasks
 
 
 def tally_comparisons(records: Sequence[Comparison], baseline: str) -> dict[str, list[Outcome]]:

@@ -241,12 +241,13 @@ def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config
         "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, **common),
         "nlp": lambda: evaluate_nlp(model, tokenizer, inputs.nlp_items, max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
     }
-    out: dict = {"seconds": {}}
+    out: dict = {"seconds": {}, "cpu_seconds": {}}  # wall and CPU time (all threads) per task
     for task in config.tasks:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out[task] = steps[task]()
         out["seconds"][task] = round(time.perf_counter() - start, 2)
-        log(f"eval: {name}: {task} done in {out['seconds'][task]:.1f} s")
+        out["cpu_seconds"][task] = round(time.process_time() - cpu, 2)
+        log(f"eval: {name}: {task} done in {out['seconds'][task]:.1f} s ({out['cpu_seconds'][task]:.1f} s CPU)")
     return out
 
 
@@ -355,18 +356,29 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
 def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
     try:
         winrate, records = judge_win_rates(judge, prompts, responses, config.baseline, task_rng(config.seed, "blind-order"))
-    except KeyError as err:  # human judge: pairs not labeled yet -> export them for the labeling app
-        from instructgpt.evaluation.judges import comparison_tasks
-
-        rng, tasks = task_rng(config.seed, "export"), []
-        for name, texts in responses.items():
-            if name != config.baseline:
-                tasks += comparison_tasks(prompts, texts, responses[config.baseline], rng)
-        write_jsonl_atomic(out_dir / "to_label.jsonl", tasks)
-        log(f"eval: {err}; wrote {len(tasks)} blind pairs to {out_dir / 'to_label.jsonl'}")
-        return {"judge": judge.name, "pending": str(out_dir / "to_label.jsonl")}
+    except KeyError as err:  # human judge: pairs not labeled yet -> files for the labeling app
+        folder = export_for_labeling(prompts, responses, config.baseline, out_dir / "to_label", write_jsonl_atomic)
+        log(f"eval: {err.args[0]}; wrote prompts and outputs for the labeling app to {folder}")
+        return {"judge": judge.name, "pending": str(folder)}
     write_jsonl_atomic(out_dir / "comparisons.jsonl", records)
     return winrate
+
+
+def export_for_labeling(prompts: Sequence[str], responses: dict[str, list[str]], baseline: str, folder: Path, write_jsonl_atomic) -> Path:
+    """One comparison project per model, in the labeling app's import formats: ``<model>/prompts.jsonl``
+    (prompt records) and ``<model>/outputs.jsonl`` (the model's and the baseline's output per prompt;
+    the app shows them in random order without model names and exports Comparison records)."""
+    ids = [f"eval-{i:04d}" for i in range(len(prompts))]
+    for name, texts in responses.items():
+        if name == baseline:
+            continue
+        write_jsonl_atomic(folder / name / "prompts.jsonl", [{"id": i, "text": p, "user_id": "eval", "source": "api"} for i, p in zip(ids, prompts)])
+        outputs = []
+        for i, ours, base in zip(ids, texts, responses[baseline]):
+            if ours.strip() and base.strip() and ours != base:  # identical or empty outputs: nothing to choose
+                outputs += [{"prompt_id": i, "response": ours, "model": name}, {"prompt_id": i, "response": base, "model": baseline}]
+        write_jsonl_atomic(folder / name / "outputs.jsonl", outputs)
+    return folder
 
 
 def _load(source: str) -> tuple[Any, Any]:
