@@ -17,7 +17,7 @@ def tiny_models(tmp_path_factory):
 
 def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, truth_judges, toxicity_scorer, tmp_path):
     a, b = tiny_models
-    config = EvalConfig(models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"), prompted=("prompted",), limit=2, samples=2,
+    config = EvalConfig(models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"), prompted=("prompted",), limit=2, task_limits=("bias=3",), samples=2,
                         win_max_new_tokens=6, auto_max_new_tokens=6, toxicity_scorer="offline", data_root=data_root, out_dir=tmp_path)
     judge = RewardModelJudge(lambda prompts, responses: [float(len(set(r))) for r in responses], name="distinct-chars")
     results = run_eval(config, judge=judge, log=lambda message: None)
@@ -29,7 +29,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         r = results["per_model"][name]
         assert r["truthfulqa"]["n"] == 2 and 0.0 <= r["truthfulqa"]["mc2"] <= 1.0
         assert set(r["toxicity"]) >= {"basic", "respectful"}
-        assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 2
+        assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
         assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
     assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
     assert results["toxicity_scorer"]["name"] == "offline"
@@ -66,6 +66,7 @@ def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_pat
 
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "nope"], "tasks: unknown task"),
+    (["--task-limits", "bias=0"], "task_limits:"),
     (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
     (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
 ])

@@ -271,7 +271,8 @@ def statement(results: dict) -> str:
         parts.append("CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of each pair; 1 bit = no preference.")
     if any("nlp" in r for r in results.get("per_model", {}).values()):
         parts.append("Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line.")
-    parts.append(f"Every task used at most {cfg.get('limit', '?')} items (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
+    overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
+    parts.append(f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
     return " ".join(parts)
 
 

@@ -79,6 +79,8 @@ class EvalConfig:
     """Held-out test prompts (JSONL with a 'text' or 'prompt' field); default: self-instruct's 252 user-oriented instructions."""
     limit: int = 50
     """Items per task at most (prompts, questions, pairs), drawn with the seed."""
+    task_limits: tuple[str, ...] = ()
+    """Per-task overrides of --limit as TASK=N (e.g. truthfulqa=10: its questions cost the most)."""
     win_max_new_tokens: int = 64
     """Longest win-rate response, in tokens."""
     win_temperature: float = 0.0
@@ -116,6 +118,9 @@ class EvalConfig:
         check(set(self.prompted) <= set(names), "prompted", f"names must be among --models ({', '.join(names)})")
         check(self.judge in JUDGES, "judge", f"must be one of {', '.join(JUDGES)}")
         check(self.limit >= 1, "limit", "must be at least 1")
+        for spec in self.task_limits:
+            task, _, n = spec.partition("=")
+            check(task in TASKS and n.isdigit() and int(n) >= 1, "task_limits", f"expected TASK=N with a known task and N >= 1, got {spec!r}")
         check(self.toxicity_scorer in ("auto", "perspective", "offline"), "toxicity_scorer", "must be auto, perspective or offline")
         if "winrate" in self.tasks and self.judge != "none":
             check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
@@ -124,6 +129,11 @@ class EvalConfig:
         check(self.judge != "human" or bool(self.human_comparisons), "human_comparisons", "--judge human needs --human-comparisons FILE")
         for spec in self.ppo_metrics + self.rm_metrics:
             check("=" in spec, "ppo_metrics/rm_metrics", f"expected NAME=PATH, got {spec!r}")
+
+    def limit_of(self, task: str) -> int:
+        """The item limit of ``task``: its --task-limits entry, else --limit."""
+        overrides = {t: int(n) for t, _, n in (s.partition("=") for s in self.task_limits)}
+        return overrides.get(task, self.limit)
 
     def model_specs(self) -> dict[str, str]:
         return dict(spec.split("=", 1) for spec in self.models)
@@ -149,7 +159,7 @@ def load_win_prompts(config: EvalConfig, root: Path) -> list[str]:
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             prompts.append(instruction_prompt(record["instruction"], record["instances"][0]["input"]))
-    return subsample(prompts, config.limit, task_rng(config.seed, "winrate"))
+    return subsample(prompts, config.limit_of("winrate"), task_rng(config.seed, "winrate"))
 
 
 def _prompts_from_file(path: Path) -> list[str]:
@@ -192,19 +202,19 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
     if "winrate" in config.tasks:
         inputs.win_prompts = load_win_prompts(config, root)
     if "truthfulqa" in config.tasks:
-        inputs.questions = subsample(truthfulqa.load_questions(root, config.truthfulqa_version), config.limit, task_rng(config.seed, "truthfulqa"))
+        inputs.questions = subsample(truthfulqa.load_questions(root, config.truthfulqa_version), config.limit_of("truthfulqa"), task_rng(config.seed, "truthfulqa"))
         inputs.truth_judges = truthfulqa.load_judges(root)
     if "toxicity" in config.tasks:
-        records = toxicity.sample_prompts(toxicity.read_rtp(root), config.limit, task_rng(config.seed, "toxicity"))
+        records = toxicity.sample_prompts(toxicity.read_rtp(root), config.limit_of("toxicity"), task_rng(config.seed, "toxicity"))
         inputs.rtp_prompts = [r["prompt"]["text"].strip() for r in records]
         inputs.toxicity_scorer = toxicity.make_scorer(config.toxicity_scorer, root)
     if "bias" in config.tasks:
         inputs.bias_pairs = {
-            "crows_pairs": subsample(bias.crows_pairs(root), config.limit, task_rng(config.seed, "crows_pairs")),
-            "winogender": subsample(bias.winogender_pairs(root), config.limit, task_rng(config.seed, "winogender")),
+            "crows_pairs": subsample(bias.crows_pairs(root), config.limit_of("bias"), task_rng(config.seed, "crows_pairs")),
+            "winogender": subsample(bias.winogender_pairs(root), config.limit_of("bias"), task_rng(config.seed, "winogender")),
         }
     if "nlp" in config.tasks:
-        inputs.nlp_items = {t: subsample(nlp.load_items(root, t), config.limit, task_rng(config.seed, t)) for t in nlp.TASKS}
+        inputs.nlp_items = {t: subsample(nlp.load_items(root, t), config.limit_of("nlp"), task_rng(config.seed, t)) for t in nlp.TASKS}
     return inputs
 
 
