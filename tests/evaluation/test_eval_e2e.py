@@ -87,3 +87,17 @@ def test_run_eval_with_labelers_reports_likert_and_metadata(tiny_models, data_ro
     assert results["winrate"]["per_model"]["ppo"]["n"] == 3
     assert set(results["winrate"]["likert"]) == {"sft", "ppo"}
     assert "Likert scores and metadata" in (tmp_path / "report.html").read_text()
+
+
+def test_cli_eval_with_a_reward_model_judge(tiny_models, data_root, tmp_path):
+    """Needs the reward model (instructgpt.models.reward); a plain LM folder loads with a fresh head."""
+    pytest.importorskip("instructgpt.models.reward")
+    from instructgpt.cli.main import main
+
+    a, b = tiny_models
+    out = tmp_path / "out"
+    code = main(["eval", "--models", f"sft={a}", f"ppo={b}", "--tasks", "winrate", "--limit", "3", "--win-max-new-tokens", "4",
+                 "--judge", "reward-model", "--reward-model", a, "--data-root", str(data_root), "--out-dir", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["winrate"]["per_model"]["ppo"]["n"] == 3 and "reward model" in results["winrate"]["judge_description"]

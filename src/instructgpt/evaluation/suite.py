@@ -121,6 +121,7 @@ class EvalConfig:
         for spec in self.task_limits:
             task, _, n = spec.partition("=")
             check(task in TASKS and n.isdigit() and int(n) >= 1, "task_limits", f"expected TASK=N with a known task and N >= 1, got {spec!r}")
+        check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
         check(self.toxicity_scorer in ("auto", "perspective", "offline"), "toxicity_scorer", "must be auto, perspective or offline")
         if "winrate" in self.tasks and self.judge != "none":
             check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
