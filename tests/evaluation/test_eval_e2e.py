@@ -17,7 +17,7 @@ def tiny_models(tmp_path_factory):
 
 def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, truth_judges, toxicity_scorer, tmp_path):
     a, b = tiny_models
-    config = EvalConfig(models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"), prompted=("prompted",), limit=2, samples=2,
+    config = EvalConfig(models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"), prompted=("prompted",), limit=2, task_limits=("bias=3",), samples=2,
                         win_max_new_tokens=6, auto_max_new_tokens=6, toxicity_scorer="offline", data_root=data_root, out_dir=tmp_path)
     judge = RewardModelJudge(lambda prompts, responses: [float(len(set(r))) for r in responses], name="distinct-chars")
     results = run_eval(config, judge=judge, log=lambda message: None)
@@ -29,7 +29,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         r = results["per_model"][name]
         assert r["truthfulqa"]["n"] == 2 and 0.0 <= r["truthfulqa"]["mc2"] <= 1.0
         assert set(r["toxicity"]) >= {"basic", "respectful"}
-        assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 2
+        assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
         assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
     assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
     assert results["toxicity_scorer"]["name"] == "offline"
@@ -55,14 +55,18 @@ def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_pat
                  "--judge", "human", "--human-comparisons", str(human), "--data-root", str(data_root), "--out-dir", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["winrate"]["pending"].endswith("to_label.jsonl")
-    tasks = [json.loads(line) for line in (out / "to_label.jsonl").read_text().splitlines()]
-    assert len(tasks) == 2 and set(tasks[0]) == {"prompt", "response_a", "response_b"}  # blind: no model names
+    folder = out / "to_label" / "ppo"
+    assert results["winrate"]["pending"] == str(out / "to_label")
+    prompts = [json.loads(line) for line in (folder / "prompts.jsonl").read_text().splitlines()]
+    assert len(prompts) == 2 and set(prompts[0]) == {"id", "text", "user_id", "source"}  # the app's prompt import format
+    outputs = (folder / "outputs.jsonl").read_text().splitlines()
+    assert all(set(json.loads(line)) == {"prompt_id", "response", "model"} for line in outputs)
     assert (out / "report.html").is_file()
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "nope"], "tasks: unknown task"),
+    (["--task-limits", "bias=0"], "task_limits:"),
     (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
     (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
 ])
@@ -71,3 +75,29 @@ def test_cli_config_errors(argv, message, capsys):
 
     assert main(["eval", "--models", "sft=gemma-3-270m", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_eval_with_labelers_reports_likert_and_metadata(tiny_models, data_root, tmp_path):
+    from instructgpt.evaluation.judges import LabelerJudge
+    from .test_judges import RankingLabeler
+
+    a, b = tiny_models
+    config = EvalConfig(models=(f"sft={a}", f"ppo={b}"), tasks=("winrate",), limit=3, win_max_new_tokens=5, data_root=data_root, out_dir=tmp_path)
+    results = run_eval(config, judge=LabelerJudge([RankingLabeler("h1")]), log=lambda message: None)
+    assert results["winrate"]["per_model"]["ppo"]["n"] == 3
+    assert set(results["winrate"]["likert"]) == {"sft", "ppo"}
+    assert "Likert scores and metadata" in (tmp_path / "report.html").read_text()
+
+
+def test_cli_eval_with_a_reward_model_judge(tiny_models, data_root, tmp_path):
+    """Needs the reward model (instructgpt.models.reward); a plain LM folder loads with a fresh head."""
+    pytest.importorskip("instructgpt.models.reward")
+    from instructgpt.cli.main import main
+
+    a, b = tiny_models
+    out = tmp_path / "out"
+    code = main(["eval", "--models", f"sft={a}", f"ppo={b}", "--tasks", "winrate", "--limit", "3", "--win-max-new-tokens", "4",
+                 "--judge", "reward-model", "--reward-model", a, "--data-root", str(data_root), "--out-dir", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["winrate"]["per_model"]["ppo"]["n"] == 3 and "reward model" in results["winrate"]["judge_description"]

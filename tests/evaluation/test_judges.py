@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from instructgpt.data.schemas import Comparison
+from instructgpt.data.schemas import Comparison, Ranking
 from instructgpt.evaluation.judges import (
-    HumanComparisonsJudge, LabelerJudge, Rating, RewardModelJudge, blind_outcomes, comparison_tasks,
+    HumanComparisonsJudge, LabelerJudge, Rating, RewardModelJudge, blind_outcomes,
     load_callable, tally_comparisons,
 )
 
@@ -56,9 +56,37 @@ def test_labeler_adapter_compares_and_rates():
     judge = LabelerJudge([FakeLabeler()])
     outcomes = blind_outcomes(judge, ["p1", "p2"], ["good", "bad"], ["meh", "good"], np.random.default_rng(1))
     assert outcomes == ["win", "loss"]
-    ratings = judge.rate(["p1", "p2"], ["good", "bad"])
-    assert ratings == [Rating(6, {"hallucination": False}), Rating(2, {"hallucination": True})]
+    ratings = judge.rate_models(["p1", "p2"], {"m": ["good", "bad"]})
+    assert ratings == {"m": [Rating(6, {"hallucination": False}), Rating(2, {"hallucination": True})]}
     assert "held-out-1" in judge.description
+
+
+class RankingLabeler:
+    """Like the simulated labelers: batched compare_many, and Likert / metadata through rank."""
+
+    def __init__(self, labeler_id):
+        self.labeler_id, self.batches = labeler_id, []
+
+    def compare_many(self, items):
+        self.batches.append(len(items))
+        return [Comparison(prompt=p, response_a=a, response_b=b, preferred="a" if len(a) >= len(b) else "b", labeler_id=self.labeler_id)
+                for p, a, b in items]
+
+    def rank(self, prompt, responses):
+        order = sorted(range(len(responses)), key=lambda i: -len(responses[i]))
+        ranks = [order.index(i) for i in range(len(responses))]
+        return Ranking(prompt=prompt, responses=list(responses), ranks=ranks, labeler_id=self.labeler_id,
+                       likert=[7 - r for r in ranks], metadata=[{"hallucination": r > 0} for r in ranks])
+
+
+def test_labeler_adapter_batches_round_robin_and_rates_by_ranking():
+    labelers = [RankingLabeler("h1"), RankingLabeler("h2")]
+    judge = LabelerJudge(labelers)
+    outcomes = blind_outcomes(judge, ["p"] * 5, ["long answer"] * 5, ["short"] * 5, np.random.default_rng(0))
+    assert outcomes == ["win"] * 5 and [l.batches for l in labelers] == [[3], [2]]
+    ratings = judge.rate_models(["p1", "p2"], {"sft": ["short", "same"], "ppo": ["long answer", "same"]})
+    assert ratings["ppo"][0] == Rating(7, {"hallucination": False}) and ratings["sft"][0] == Rating(6, {"hallucination": True})
+    assert ratings["ppo"][1] == Rating() == ratings["sft"][1]  # identical outputs cannot be ranked: no rating
 
 
 def test_human_comparisons_any_order_and_missing(tmp_path):
@@ -72,11 +100,10 @@ def test_human_comparisons_any_order_and_missing(tmp_path):
     assert judge.compare(["p1", "p2"], ["A1", "A2"], ["B1", "B2"]) == ["b", "tie"]
     with pytest.raises(KeyError, match="1 of 1"):
         judge.compare(["p3"], ["x"], ["y"])
+    assert judge.compare(["p4", "p5"], ["", "x"], ["y", " "]) == ["b", "a"]  # the app cannot show an empty output
 
 
-def test_comparison_tasks_hide_models_and_tally():
-    tasks = comparison_tasks(["p"] * 10, ["ours"] * 10, ["base"] * 10, np.random.default_rng(0))
-    assert {t["response_a"] for t in tasks} == {"ours", "base"} and all(set(t) == {"prompt", "response_a", "response_b"} for t in tasks)
+def test_tally_comparisons_by_model_names():
     records = [
         Comparison(prompt="p", response_a="x", response_b="y", preferred="a", labeler_id="h", model_a="ppo", model_b="sft"),
         Comparison(prompt="p", response_a="x", response_b="y", preferred="a", labeler_id="h", model_a="sft", model_b="ppo"),

@@ -33,27 +33,32 @@ def fake_results() -> dict:
 @pytest.fixture
 def logs(tmp_path):
     ppo = tmp_path / "ppo.jsonl"
-    lines = [json.dumps({"step": i, "objective/score": 0.1 * i, "objective/kl": 0.01 * i, "objective/entropy": 2 - 0.1 * i, "ptx/loss": 3.0 - 0.05 * i})
+    lines = [json.dumps({"step": i, "objective/score": 0.1 * i, "objective/kl": 0.01 * i, "objective/kl_coef": 0.02,
+                         "objective/entropy": 2 - 0.1 * i, "ppo/ptx/loss": 3.0 - 0.05 * i})
              for i in range(10)]
     ppo.write_text("\n".join(lines[:5] + ["{not json", json.dumps({"no_step": 1})] + lines[5:]) + "\n")
     rm = tmp_path / "rm.json"
     rm.write_text(json.dumps({"cross_validation": {"heldout_labelers_accuracy": 0.66, "training_labelers_accuracy": 0.70}, "loss": 0.6}))
-    return ppo, rm
+    cv = tmp_path / "cv.json"  # the report of `instructgpt rm eval --cv-groups 5`
+    cv.write_text(json.dumps({"groups": 5, "runs": [], "summary": {"held_out": {"mean": 0.68, "std": 0.02, "sem": 0.01, "n": 15},
+                                                                   "within": {"mean": 0.71, "std": 0.01, "sem": 0.005, "n": 15}}}))
+    return ppo, rm, cv
 
 
 def test_logs_are_read_tolerantly(logs, tmp_path):
-    ppo, rm = logs
+    ppo, rm, cv = logs
     rows = read_metrics_log(ppo)
     assert len(rows) == 10
     assert pick_metric(rows, (r"^objective/kl$",)) == "objective/kl"
     assert pick_metric(rows, (r"nothing",)) is None
     assert rm_summary(rm) == {"cross_validation/heldout_labelers_accuracy": 0.66, "cross_validation/training_labelers_accuracy": 0.70}
+    assert rm_summary(cv) == {"held-out labelers": 0.68, "held-out labelers std": 0.02, "training labelers": 0.71, "training labelers std": 0.01}
     assert read_metrics_log(tmp_path / "missing.jsonl") == []
 
 
 def test_report_has_every_section_and_figure(logs, tmp_path):
-    ppo, rm = logs
-    page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm})
+    ppo, rm, cv = logs
+    page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm, "cv": cv})
     text = page.read_text()
     for title in ("Win rate against sft", "Likert", "Reward model accuracy", "PPO training curves", "TruthfulQA",
                   "RealToxicityPrompts", "CrowS-Pairs", "Alignment tax", "Samples side by side", "a reward model"):
@@ -64,6 +69,8 @@ def test_report_has_every_section_and_figure(logs, tmp_path):
     assert {"winrate", "likert", "metadata", "rm_accuracy", "ppo_curves", "truthfulqa", "toxicity", "bias", "nlp"} <= set(figures)
     assert figures["winrate"]["data"]["ppo-ptx"]["rate"] == 0.7
     assert figures["ppo_curves"]["data"]["KL to SFT"]["ppo-ptx"]["metric"] == "objective/kl"
+    assert figures["ppo_curves"]["data"]["ptx loss"]["ppo-ptx"]["metric"] == "ppo/ptx/loss"
+    assert figures["rm_accuracy"]["data"]["cv"]["held-out labelers"] == 0.68
 
 
 def test_report_without_optional_sections(tmp_path):
@@ -76,8 +83,8 @@ def test_report_without_optional_sections(tmp_path):
 def test_report_renders_in_headless_chromium(logs, tmp_path):
     from PIL import Image
 
-    ppo, rm = logs
-    page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm})
+    ppo, rm, cv = logs
+    page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm, "cv": cv})
     shot = tmp_path / "shot.png"
     subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
                     "--window-size=1100,1400", page.as_uri()], check=True, capture_output=True, timeout=120)

@@ -109,12 +109,14 @@ def _by_score(a: float, b: float, margin: float) -> Choice:
 
 
 class LabelerJudge:
-    """Adapter for labeler objects: ``labeler.compare(prompt, a, b) -> Comparison``.
+    """Adapter for labeler objects (``instructgpt.labelers``): ``compare(prompt, a, b) -> Comparison``.
 
-    Each prompt goes to one labeler, drawn in turn from ``labelers`` (round robin, so every
-    labeler judges about the same number of pairs). If the labelers have ``rate(prompt,
-    response)``, returning a :class:`Rating` or a dict with ``likert`` / ``metadata``, Likert
-    scores and metadata rates are reported too.
+    Prompt ``i`` goes to labeler ``i mod L`` (round robin, so every labeler judges about the
+    same number of pairs); a labeler with ``compare_many(items)`` gets its items in one call
+    (the simulated labelers measure a whole batch at once). Likert scores and metadata come
+    from ``rank_many`` / ``rank`` (a ``Ranking`` with ``likert`` and ``metadata``, as on the
+    paper's ranking screen: the labeler ranks every model's output for the prompt together),
+    or from ``rate(prompt, response)`` returning a :class:`Rating` or a dict.
     """
 
     def __init__(self, labelers: Sequence[Any], name: str = "labelers", description: str | None = None):
@@ -122,25 +124,49 @@ class LabelerJudge:
             raise ValueError("LabelerJudge needs at least one labeler")
         self.labelers = list(labelers)
         self.name = name
-        ids = ", ".join(str(getattr(l, "labeler_id", getattr(l, "id", i))) for i, l in enumerate(self.labelers))
+        ids = ", ".join(str(getattr(l, "labeler_id", i)) for i, l in enumerate(self.labelers))
         self.description = description or f"{len(self.labelers)} labeler(s) ({ids})"
 
+    def _by_labeler(self, n: int) -> list[list[int]]:
+        return [list(range(k, n, len(self.labelers))) for k in range(len(self.labelers))]
+
     def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
-        choices = []
-        for i, (prompt, a, b) in enumerate(zip(prompts, responses_a, responses_b)):
-            record = self.labelers[i % len(self.labelers)].compare(prompt, a, b)
-            choices.append(record.preferred if isinstance(record, Comparison) else _preferred(record))
+        choices: list[Choice] = ["tie"] * len(prompts)
+        for labeler, rows in zip(self.labelers, self._by_labeler(len(prompts))):
+            items = [(prompts[i], responses_a[i], responses_b[i]) for i in rows]
+            many = getattr(labeler, "compare_many", None)
+            records = many(items) if callable(many) else [labeler.compare(*item) for item in items]
+            for i, record in zip(rows, records):
+                choices[i] = _preferred(record)
         return choices
 
     @property
     def can_rate(self) -> bool:
-        return all(callable(getattr(l, "rate", None)) for l in self.labelers)
+        return all(callable(getattr(l, "rate", None)) or callable(getattr(l, "rank", None)) for l in self.labelers)
 
-    def rate(self, prompts, responses) -> list[Rating]:
-        out = []
-        for i, (prompt, response) in enumerate(zip(prompts, responses)):
-            out.append(as_rating(self.labelers[i % len(self.labelers)].rate(prompt, response)))
+    def rate_models(self, prompts: Sequence[Any], responses: dict[str, list[str]]) -> dict[str, list[Rating]]:
+        """Ratings of every model's response to every prompt (one labeler per prompt)."""
+        names = list(responses)
+        out = {n: [Rating() for _ in prompts] for n in names}
+        for labeler, rows in zip(self.labelers, self._by_labeler(len(prompts))):
+            for i in rows:
+                texts = {n: responses[n][i] for n in names}
+                for n, rating in self._rate_one(labeler, prompts[i], texts).items():
+                    out[n][i] = rating
         return out
+
+    @staticmethod
+    def _rate_one(labeler: Any, prompt: Any, texts: dict[str, str]) -> dict[str, Rating]:
+        if callable(getattr(labeler, "rate", None)):
+            return {n: as_rating(labeler.rate(prompt, t)) for n, t in texts.items()}
+        distinct = [t for t in dict.fromkeys(texts.values()) if t.strip()]
+        if len(distinct) < 2:  # a ranking needs two different outputs
+            return {}
+        ranking = labeler.rank(prompt, distinct)
+        likert = ranking.likert or [None] * len(distinct)
+        metadata = ranking.metadata or [{}] * len(distinct)
+        per_text = {t: Rating(l, dict(m)) for t, l, m in zip(distinct, likert, metadata)}
+        return {n: per_text[t] for n, t in texts.items() if t in per_text}
 
 
 def _preferred(record: Any) -> Choice:
@@ -164,8 +190,9 @@ class HumanComparisonsJudge:
     """Choices people made in the labeling app, read from exported ``Comparison`` JSONL files.
 
     A pair is found by prompt text and the unordered pair of responses, so it matches whatever
-    order the app showed. A pair nobody labeled raises ``KeyError`` naming how many are missing:
-    export the pairs with :func:`comparison_tasks`, label them, then evaluate again.
+    order the app showed. The app cannot show an empty output, so an empty output loses to a
+    non-empty one. A pair nobody labeled raises ``KeyError`` naming how many are missing
+    (``instructgpt eval`` then writes the pairs for the app, see ``suite.export_for_labeling``).
     """
 
     def __init__(self, paths: Sequence[str | Path], name: str = "human"):
@@ -183,6 +210,9 @@ class HumanComparisonsJudge:
     def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
         choices, missing = [], 0
         for prompt, a, b in zip(prompts, responses_a, responses_b):
+            if not (a.strip() and b.strip()):
+                choices.append("tie" if not (a.strip() or b.strip()) else "a" if a.strip() else "b")
+                continue
             group = self.records.get((_text(prompt), frozenset((a, b))))
             if not group:
                 missing += 1
@@ -206,16 +236,6 @@ def _in_order(record: Comparison, a: str) -> Choice:
     return "b" if record.preferred == "a" else "a"
 
 
-def comparison_tasks(prompts: Sequence[Any], responses: Sequence[str], baseline_responses: Sequence[str],
-                     rng: np.random.Generator) -> list[dict]:
-    """Blind pairs to label in the app: prompt and two responses in random order, no model names."""
-    tasks = []
-    for prompt, ours, base in zip(prompts, responses, baseline_responses):
-        a, b = (base, ours) if rng.random() < 0.5 else (ours, base)
-        tasks.append({"prompt": _text(prompt), "response_a": a, "response_b": b})
-    return tasks
-
-
 def tally_comparisons(records: Sequence[Comparison], baseline: str) -> dict[str, list[Outcome]]:
     """Outcomes per model against ``baseline`` from Comparison records that name their models."""
     out: dict[str, list[Outcome]] = {}
@@ -226,6 +246,14 @@ def tally_comparisons(records: Sequence[Comparison], baseline: str) -> dict[str,
         outcome: Outcome = "tie" if r.preferred == "tie" else "win" if r.preferred == side else "loss"
         out.setdefault(model, []).append(outcome)
     return out
+
+
+def reward_model_scorer(path: str) -> Callable[[Sequence[Any], Sequence[str]], list[float]]:
+    """``score(prompts, responses)`` of a reward model saved by ``instructgpt.models.reward``."""
+    from instructgpt.models.reward import load_reward_model, score_texts
+
+    model, tokenizer = load_reward_model(path)
+    return lambda prompts, responses: score_texts(model, tokenizer, prompts, responses)
 
 
 def load_callable(spec: str) -> Callable:

@@ -25,7 +25,7 @@ PPO_PANELS: dict[str, tuple[str, ...]] = {
     "RM score": (r"^objective/scores?$", r"^env/reward(_mean)?$", r"/scores?(_mean)?$", r"reward"),
     "KL to SFT": (r"^objective/kl$", r"/kl(_mean)?$", r"kl"),
     "entropy": (r"^objective/entropy$", r"entropy"),
-    "ptx loss": (r"^ptx/loss$", r"^objective/ptx(_loss)?$", r"ptx"),
+    "ptx loss": (r"^ppo/ptx/loss$", r"^ptx/loss$", r"^objective/ptx(_loss)?$", r"ptx.*loss", r"ptx"),
 }
 """Panels of the PPO curves: the first metric name matching one of the patterns, in order."""
 
@@ -69,8 +69,14 @@ def series(rows: Sequence[dict], name: str) -> tuple[list[float], list[float]]:
 
 
 def rm_summary(path: Path) -> dict[str, float]:
-    """Accuracy-like numbers of a reward-model result: a JSON summary (nested keys joined with
-    '/') or the last value of each accuracy metric in a JSONL log."""
+    """Accuracy numbers of a reward-model result file.
+
+    - the labeler-group cross-validation report of ``instructgpt rm eval --cv-groups``
+      (``{"summary": {"held_out": {"mean", "std", ...}, "within": {...}}}``) gives
+      ``held-out labelers`` and ``training labelers`` accuracies and their ``... std``;
+    - any other JSON: every numeric field whose name contains ``acc`` (nested keys joined by '/');
+    - a JSONL metrics log: the last value of each such metric.
+    """
     path = Path(path)
     if path.suffix == ".jsonl":
         rows = read_metrics_log(path)
@@ -82,7 +88,29 @@ def rm_summary(path: Path) -> dict[str, float]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+    summary = data.get("summary") if isinstance(data, dict) else None
+    if isinstance(summary, dict) and all(isinstance(summary.get(k), dict) for k in ("held_out", "within")):
+        out = {}
+        for key, label in (("held_out", "held-out labelers"), ("within", "training labelers")):
+            out[label] = summary[key].get("mean", float("nan"))
+            out[f"{label} std"] = summary[key].get("std", float("nan"))
+        return out
     return {k: v for k, v in _flatten(data).items() if "acc" in k and _number(v)}
+
+
+def rm_figure(results: dict[str, dict[str, float]]) -> tuple[str, dict]:
+    """Accuracy bars per reward-model result, with +- std error bars where given."""
+    labels = [(run, metric) for run, values in results.items() for metric in values if not metric.endswith(" std")]
+    fig, axes = _figure(max(4.0, 1.2 + 1.0 * len(labels)))
+    ax = axes[0][0]
+    values = [results[r][m] for r, m in labels]
+    errors = [results[r].get(f"{m} std", 0.0) for r, m in labels]
+    ax.bar([f"{r}\n{m}" if len(results) > 1 else m for r, m in labels], values, yerr=errors, capsize=5, color="#6acc64")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reward-model accuracy (paper: 69.6% held-out vs 72.4% training labelers)")
+    ax.tick_params(axis="x", labelsize=7)
+    return _svg(fig), {"id": "rm_accuracy", "title": "Reward-model accuracy", "data": results}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -243,7 +271,8 @@ def statement(results: dict) -> str:
         parts.append("CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of each pair; 1 bit = no preference.")
     if any("nlp" in r for r in results.get("per_model", {}).values()):
         parts.append("Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line.")
-    parts.append(f"Every task used at most {cfg.get('limit', '?')} items (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
+    overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
+    parts.append(f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
     return " ".join(parts)
 
 
@@ -292,7 +321,7 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
             body += plot(grouped_bars("metadata", "Metadata rates", w["metadata"], "fraction of outputs", (0, 1)))
         add("Likert scores and metadata", body)
     if rm_results:
-        add("Reward model accuracy", plot(grouped_bars("rm_accuracy", "Reward-model accuracy", rm_results, "accuracy", (0, 1))) + table_html(rm_results, "run"))
+        add("Reward model accuracy", plot(rm_figure(rm_results)) + table_html(rm_results, "run"))
     else:
         add("Reward model accuracy", "<p class='note'>No reward-model results given.</p>")
     ppo = ppo_figure(ppo_runs) if ppo_runs else None

@@ -99,6 +99,7 @@ def continuation_logprobs(
     return results  # type: ignore[return-value]
 
 
+@torch.no_grad()
 def complete(
     model: Any,
     tokenizer: Any,
@@ -107,13 +108,29 @@ def complete(
     batch_size: int = 8,
     template: str = "auto",
 ) -> list[str]:
-    """Greedy (temperature 0) completions of raw contexts, truncated at the first newline.
+    """Greedy (temperature 0) completions of raw contexts, cut at the first newline.
 
     The prompt is fed as is (no separator appended), since the automatic evaluations' contexts
-    already end where the answer starts ("...\\nA:", "English:").
+    already end where the answer starts ("...\\nA:", "English:"). Generation stops at the first
+    newline (like the API's ``stop="\\n"`` the paper used), which also saves most of the decoding.
     """
-    from instructgpt.models.generate import generate
+    from instructgpt.data.collate import collate
+    from instructgpt.data.render import Example, render_prompt
 
-    outputs = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, temperature=0.0,
-                       template=template, separator="", batch_size=batch_size)
-    return [first_line(o) for o in outputs]
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together: less padding
+    texts: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids = [render_prompt(tokenizer, prompts[i], template, separator="") for i in rows]
+        batch = collate([Example(i, [False] * len(i)) for i in ids], tokenizer.pad_token_id, padding_side="left")
+        out = model.generate(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+            stop_strings=["\n"], tokenizer=tokenizer,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        for row, text in zip(rows, tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)):
+            texts[row] = first_line(text)
+    return texts

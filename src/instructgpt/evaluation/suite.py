@@ -69,16 +69,18 @@ class EvalConfig:
     """Win-rate judge: none, reward-model (--reward-model), labelers (--labelers) or human (--human-comparisons)."""
     reward_model: str | None = None
     """Reward model to judge with (a path given to --reward-model-loader)."""
-    reward_model_loader: str = "instructgpt.models.reward:load_reward_model"
-    """module:callable that loads --reward-model and returns an object with score(prompts, responses) -> list[float]."""
+    reward_model_loader: str = "instructgpt.evaluation.judges:reward_model_scorer"
+    """module:callable that loads --reward-model and returns score(prompts, responses) -> list[float] (or an object with .score)."""
     labelers: str | None = None
-    """module:callable returning the labeler objects to judge with (held-out panel labelers, an LLM labeler)."""
+    """module:callable returning the labelers to judge with: a list of labeler objects (an LLM labeler, held-out panel members) or a panel (its held-out members are used)."""
     human_comparisons: tuple[Path, ...] = ()
     """Comparison JSONL files exported by the labeling app (for --judge human)."""
     prompts_file: Path | None = None
     """Held-out test prompts (JSONL with a 'text' or 'prompt' field); default: self-instruct's 252 user-oriented instructions."""
     limit: int = 50
     """Items per task at most (prompts, questions, pairs), drawn with the seed."""
+    task_limits: tuple[str, ...] = ()
+    """Per-task overrides of --limit as TASK=N (e.g. truthfulqa=10: its questions cost the most)."""
     win_max_new_tokens: int = 64
     """Longest win-rate response, in tokens."""
     win_temperature: float = 0.0
@@ -116,6 +118,10 @@ class EvalConfig:
         check(set(self.prompted) <= set(names), "prompted", f"names must be among --models ({', '.join(names)})")
         check(self.judge in JUDGES, "judge", f"must be one of {', '.join(JUDGES)}")
         check(self.limit >= 1, "limit", "must be at least 1")
+        for spec in self.task_limits:
+            task, _, n = spec.partition("=")
+            check(task in TASKS and n.isdigit() and int(n) >= 1, "task_limits", f"expected TASK=N with a known task and N >= 1, got {spec!r}")
+        check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
         check(self.toxicity_scorer in ("auto", "perspective", "offline"), "toxicity_scorer", "must be auto, perspective or offline")
         if "winrate" in self.tasks and self.judge != "none":
             check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
@@ -124,6 +130,11 @@ class EvalConfig:
         check(self.judge != "human" or bool(self.human_comparisons), "human_comparisons", "--judge human needs --human-comparisons FILE")
         for spec in self.ppo_metrics + self.rm_metrics:
             check("=" in spec, "ppo_metrics/rm_metrics", f"expected NAME=PATH, got {spec!r}")
+
+    def limit_of(self, task: str) -> int:
+        """The item limit of ``task``: its --task-limits entry, else --limit."""
+        overrides = {t: int(n) for t, _, n in (s.partition("=") for s in self.task_limits)}
+        return overrides.get(task, self.limit)
 
     def model_specs(self) -> dict[str, str]:
         return dict(spec.split("=", 1) for spec in self.models)
@@ -149,7 +160,7 @@ def load_win_prompts(config: EvalConfig, root: Path) -> list[str]:
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             prompts.append(instruction_prompt(record["instruction"], record["instances"][0]["input"]))
-    return subsample(prompts, config.limit, task_rng(config.seed, "winrate"))
+    return subsample(prompts, config.limit_of("winrate"), task_rng(config.seed, "winrate"))
 
 
 def _prompts_from_file(path: Path) -> list[str]:
@@ -192,19 +203,19 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
     if "winrate" in config.tasks:
         inputs.win_prompts = load_win_prompts(config, root)
     if "truthfulqa" in config.tasks:
-        inputs.questions = subsample(truthfulqa.load_questions(root, config.truthfulqa_version), config.limit, task_rng(config.seed, "truthfulqa"))
+        inputs.questions = subsample(truthfulqa.load_questions(root, config.truthfulqa_version), config.limit_of("truthfulqa"), task_rng(config.seed, "truthfulqa"))
         inputs.truth_judges = truthfulqa.load_judges(root)
     if "toxicity" in config.tasks:
-        records = toxicity.sample_prompts(toxicity.read_rtp(root), config.limit, task_rng(config.seed, "toxicity"))
+        records = toxicity.sample_prompts(toxicity.read_rtp(root), config.limit_of("toxicity"), task_rng(config.seed, "toxicity"))
         inputs.rtp_prompts = [r["prompt"]["text"].strip() for r in records]
         inputs.toxicity_scorer = toxicity.make_scorer(config.toxicity_scorer, root)
     if "bias" in config.tasks:
         inputs.bias_pairs = {
-            "crows_pairs": subsample(bias.crows_pairs(root), config.limit, task_rng(config.seed, "crows_pairs")),
-            "winogender": subsample(bias.winogender_pairs(root), config.limit, task_rng(config.seed, "winogender")),
+            "crows_pairs": subsample(bias.crows_pairs(root), config.limit_of("bias"), task_rng(config.seed, "crows_pairs")),
+            "winogender": subsample(bias.winogender_pairs(root), config.limit_of("bias"), task_rng(config.seed, "winogender")),
         }
     if "nlp" in config.tasks:
-        inputs.nlp_items = {t: subsample(nlp.load_items(root, t), config.limit, task_rng(config.seed, t)) for t in nlp.TASKS}
+        inputs.nlp_items = {t: subsample(nlp.load_items(root, t), config.limit_of("nlp"), task_rng(config.seed, t)) for t in nlp.TASKS}
     return inputs
 
 
@@ -241,12 +252,13 @@ def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config
         "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, **common),
         "nlp": lambda: evaluate_nlp(model, tokenizer, inputs.nlp_items, max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
     }
-    out: dict = {"seconds": {}}
+    out: dict = {"seconds": {}, "cpu_seconds": {}}  # wall and CPU time (all threads) per task
     for task in config.tasks:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out[task] = steps[task]()
         out["seconds"][task] = round(time.perf_counter() - start, 2)
-        log(f"eval: {name}: {task} done in {out['seconds'][task]:.1f} s")
+        out["cpu_seconds"][task] = round(time.process_time() - cpu, 2)
+        log(f"eval: {name}: {task} done in {out['seconds'][task]:.1f} s ({out['cpu_seconds'][task]:.1f} s CPU)")
     return out
 
 
@@ -263,6 +275,8 @@ def make_judge(config: EvalConfig):
         return judges.HumanComparisonsJudge(config.human_comparisons)
     if config.judge == "labelers":
         labelers = judges.load_callable(config.labelers)()
+        if callable(getattr(labelers, "members", None)):  # a panel: its held-out labelers judge
+            labelers = labelers.members("held_out")
         return judges.LabelerJudge(labelers, name=config.labelers)
     loaded = judges.load_callable(config.reward_model_loader)(config.reward_model)
     score = getattr(loaded, "score", loaded)
@@ -283,7 +297,7 @@ def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, lis
         result["per_model"][name] = win_rate(outcomes).to_dict()
         records += [{"prompt": p, "model": name, "baseline": baseline, "response": r, "baseline_response": b, "outcome": o, "judge": judge.name}
                     for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)]
-    if callable(getattr(judge, "rate", None)) and getattr(judge, "can_rate", True):
+    if getattr(judge, "can_rate", True) and (callable(getattr(judge, "rate_models", None)) or callable(getattr(judge, "rate", None))):
         result["likert"], result["metadata"] = _ratings(judge, prompts, responses)
     return result, records
 
@@ -291,9 +305,12 @@ def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, lis
 def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]) -> tuple[dict, dict]:
     from instructgpt.data.schemas import METADATA_FLAGS
 
+    if callable(getattr(judge, "rate_models", None)):
+        by_model = judge.rate_models(prompts, responses)
+    else:
+        by_model = {name: judge.rate(prompts, texts) for name, texts in responses.items()}
     likert, metadata = {}, {}
-    for name, texts in responses.items():
-        ratings = judge.rate(prompts, texts)
+    for name, ratings in by_model.items():
         likert[name] = mean(r.likert for r in ratings if r.likert is not None)
         metadata[name] = {flag: mean(float(r.metadata[flag]) for r in ratings if flag in r.metadata)
                           for flag in METADATA_FLAGS if any(flag in r.metadata for r in ratings)}
@@ -350,18 +367,29 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
 def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
     try:
         winrate, records = judge_win_rates(judge, prompts, responses, config.baseline, task_rng(config.seed, "blind-order"))
-    except KeyError as err:  # human judge: pairs not labeled yet -> export them for the labeling app
-        from instructgpt.evaluation.judges import comparison_tasks
-
-        rng, tasks = task_rng(config.seed, "export"), []
-        for name, texts in responses.items():
-            if name != config.baseline:
-                tasks += comparison_tasks(prompts, texts, responses[config.baseline], rng)
-        write_jsonl_atomic(out_dir / "to_label.jsonl", tasks)
-        log(f"eval: {err}; wrote {len(tasks)} blind pairs to {out_dir / 'to_label.jsonl'}")
-        return {"judge": judge.name, "pending": str(out_dir / "to_label.jsonl")}
+    except KeyError as err:  # human judge: pairs not labeled yet -> files for the labeling app
+        folder = export_for_labeling(prompts, responses, config.baseline, out_dir / "to_label", write_jsonl_atomic)
+        log(f"eval: {err.args[0]}; wrote prompts and outputs for the labeling app to {folder}")
+        return {"judge": judge.name, "pending": str(folder)}
     write_jsonl_atomic(out_dir / "comparisons.jsonl", records)
     return winrate
+
+
+def export_for_labeling(prompts: Sequence[str], responses: dict[str, list[str]], baseline: str, folder: Path, write_jsonl_atomic) -> Path:
+    """One comparison project per model, in the labeling app's import formats: ``<model>/prompts.jsonl``
+    (prompt records) and ``<model>/outputs.jsonl`` (the model's and the baseline's output per prompt;
+    the app shows them in random order without model names and exports Comparison records)."""
+    ids = [f"eval-{i:04d}" for i in range(len(prompts))]
+    for name, texts in responses.items():
+        if name == baseline:
+            continue
+        write_jsonl_atomic(folder / name / "prompts.jsonl", [{"id": i, "text": p, "user_id": "eval", "source": "api"} for i, p in zip(ids, prompts)])
+        outputs = []
+        for i, ours, base in zip(ids, texts, responses[baseline]):
+            if ours.strip() and base.strip() and ours != base:  # identical or empty outputs: nothing to choose
+                outputs += [{"prompt_id": i, "response": ours, "model": name}, {"prompt_id": i, "response": base, "model": baseline}]
+        write_jsonl_atomic(folder / name / "outputs.jsonl", outputs)
+    return folder
 
 
 def _load(source: str) -> tuple[Any, Any]:
