@@ -84,6 +84,8 @@ class PipelineConfig:
     """Items per automatic benchmark (TruthfulQA, RealToxicityPrompts, CrowS-Pairs, ...)."""
     eval_tokens: int = 48
     """New tokens per evaluation sample."""
+    eval_tasks: tuple[str, ...] = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
+    """Evaluations to run (see instructgpt eval --help)."""
     # --- the simulated labeler panel
     training_labelers: int = 6
     """Simulated training labelers (their rankings train the RM)."""

@@ -56,7 +56,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
         stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size"),
         stage("ppo_ptx", "PPO-ptx against the reward model", lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef), *PPO_FIELDS, "ptx_coef", "ptx_per_episode"),
         *([stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)] if config.run_plain_ppo else []),
-        stage("eval", "win rates (held-out labelers), benchmarks, report", eval_stage, "eval_prompts", "eval_items", "eval_tokens"),
+        stage("eval", "win rates (held-out labelers), benchmarks, report", eval_stage, "eval_prompts", "eval_items", "eval_tokens", "eval_tasks"),
     ]
 
 
@@ -277,7 +277,9 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
         baseline="sft",
         judge="none",  # the judge object below: the pipeline's own panel, calibrated in "rankings"
         prompts_file=folder / "test_prompts.jsonl",
-        limit=max(config.eval_items, config.eval_prompts),
+        tasks=config.eval_tasks,
+        limit=config.eval_items,
+        task_limits=(f"winrate={config.eval_prompts}",),
         win_max_new_tokens=config.eval_tokens,
         ppo_metrics=tuple(f"{n.replace('_', '-')}={trained[n]['metrics']}" for n in ("ppo_ptx", "ppo") if n in trained),
         rm_metrics=(f"rm={trained['rm']['summary']}",),
