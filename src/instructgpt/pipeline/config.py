@@ -46,22 +46,22 @@ class PipelineConfig:
     max_response_tokens: int = 128
     """Longest demonstration / sampled response, in tokens (paper: 1k)."""
     # --- step 2: comparisons and the reward model
-    rm_prompts: int = 48
+    rm_prompts: int = 32
     """RM training prompts whose SFT samples the simulated training labelers rank."""
-    rm_eval_prompts: int = 24
+    rm_eval_prompts: int = 16
     """RM validation prompts whose SFT samples the held-out labelers rank (generalisation check)."""
     samples_per_prompt: int = 4
     """K, the outputs sampled per RM prompt (paper: 4..9)."""
     sample_tokens: int = 48
     """New tokens per sampled output."""
-    human_rankings: int = 120
+    human_rankings: int = 24
     """Bundled OpenAssistant human rankings added to the RM training set (0: simulated only)."""
     rm_lr: float = 2e-5
     """Reward-model peak learning rate (paper: 9e-6)."""
     rm_batch_size: int = 16
     """Prompts per RM optimizer step (paper: 64)."""
     # --- step 3: PPO
-    ppo_iterations: int = 4
+    ppo_iterations: int = 3
     """PPO iterations (each: a batch of episodes, one inner epoch)."""
     ppo_batch_size: int = 16
     """Episodes per PPO iteration (paper: 512)."""
@@ -78,9 +78,9 @@ class PipelineConfig:
     run_plain_ppo: bool = True
     """Also train plain PPO (gamma = 0) to measure PPO-ptx's alignment tax against it."""
     # --- evaluation
-    eval_prompts: int = 24
+    eval_prompts: int = 16
     """Held-out test prompts for the win rates."""
-    eval_items: int = 40
+    eval_items: int = 12
     """Items per automatic benchmark (TruthfulQA, RealToxicityPrompts, CrowS-Pairs, ...)."""
     eval_tokens: int = 48
     """New tokens per evaluation sample."""
