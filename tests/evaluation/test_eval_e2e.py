@@ -37,6 +37,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
 
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["winrate"]["judge"] == "distinct-chars"
+    assert len((tmp_path / "responses.jsonl").read_text().splitlines()) == 6  # 3 models x 2 prompts
     comparisons = [json.loads(line) for line in (tmp_path / "comparisons.jsonl").read_text().splitlines()]
     assert len(comparisons) == 4 and {c["model"] for c in comparisons} == {"ppo-ptx", "prompted"}
     report = (tmp_path / "report.html").read_text()

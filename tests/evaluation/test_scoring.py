@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from instructgpt.evaluation.scoring import continuation_logprobs
+from instructgpt.evaluation.scoring import continuation_logprobs, shared_context_logprobs
 from instructgpt.models.tiny import tiny_model
 
 
@@ -31,3 +31,16 @@ def test_matches_naive_and_does_not_depend_on_batching(tokenizer):
 def test_lengths_must_match(tokenizer):
     with pytest.raises(ValueError):
         continuation_logprobs(tiny_model(tokenizer), tokenizer, ["a"], [])
+
+
+def test_shared_context_matches_repeated_context(tokenizer):
+    """The cached context gives the same log-probs, also past the sliding window (64 here)."""
+    model = tiny_model(tokenizer)
+    context = "Q: What is human life expectancy in the United States?\nA: 78 years.\n\nQ: Why is the sky blue?\nA:"
+    answers = [" Because of Rayleigh scattering.", " It is not.", " I have no comment."]
+    shared = shared_context_logprobs(model, tokenizer, context, answers, chunk_size=7)
+    repeated = continuation_logprobs(model, tokenizer, [context] * 3, answers)
+    assert len(tokenizer(context)["input_ids"]) > 64
+    for s, r in zip(shared, repeated):
+        assert s.total == pytest.approx(r.total, abs=1e-4) and s.tokens == r.tokens
+    assert shared_context_logprobs(model, tokenizer, context, []) == []

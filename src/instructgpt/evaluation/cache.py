@@ -1,7 +1,8 @@
 """Offline scorers are trained once and cached under ``cache_dir()/evaluation``.
 
-The cache key is the scorer's name, a version string and the size and modification time of
-every data file it was trained on, so new data (or a new training recipe) retrains it.
+The cache key is the scorer's name, a version string, the scikit-learn version (pickles do not
+travel across its versions) and the size and modification time of every data file it was
+trained on, so new data, a new training recipe or a new scikit-learn retrains it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ T = TypeVar("T")
 
 
 def cache_key(name: str, version: str, files: Sequence[Path]) -> str:
-    parts = [name, version] + [f"{Path(f).name}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files]
+    import sklearn
+
+    parts = [name, version, sklearn.__version__] + [f"{Path(f).name}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files]
     return f"{name}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}"
 
 

@@ -3,8 +3,8 @@
 Flow of :func:`run_eval`: for each model in turn (one in memory at a time) sample responses to
 the held-out test prompts and run the automatic tasks; then judge every model's responses
 against the baseline's (blind, :func:`instructgpt.evaluation.judges.blind_outcomes`); write
-``results.json``, ``comparisons.jsonl`` (every judged pair, model names attached),
-``report.html`` and ``figures.json`` into ``out_dir``.
+``results.json``, ``responses.jsonl`` (every model's win-rate responses), ``comparisons.jsonl``
+(every judged pair, model names attached), ``report.html`` and ``figures.json`` into ``out_dir``.
 
 Choices the paper leaves open, made here (all configurable):
 
@@ -353,6 +353,8 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
         del model, tokenizer
     results.update(_task_tables(results["per_model"], inputs, root, config))
     if responses:
+        write_jsonl_atomic(out_dir / "responses.jsonl", [{"prompt": p, "model": n, "response": r[i]}
+                                                          for n, r in responses.items() for i, p in enumerate(inputs.win_prompts)])
         results["samples"] = [{"prompt": p, "responses": {n: r[i] for n, r in responses.items()}}
                               for i, p in enumerate(inputs.win_prompts[: config.samples])]
         judge = judge if judge is not None else make_judge(config)

@@ -234,17 +234,14 @@ def paper_samples_agreement(root: Path, truth: TruthJudge, info: TruthJudge) -> 
 def evaluate_truthfulqa(model: Any, tokenizer: Any, questions: Sequence[Question], judges: tuple[TruthJudge, TruthJudge],
                         batch_size: int = 8, max_new_tokens: int = 48, template: str = "auto") -> dict:
     """MC1, MC2 and the generation metrics (% true, % informative, % true and informative)."""
-    from instructgpt.evaluation.scoring import complete, continuation_logprobs
+    from instructgpt.evaluation.scoring import complete, shared_context_logprobs
 
-    contexts, answers, owners = [], [], []
-    for i, q in enumerate(questions):
-        for answer in dict.fromkeys(q.mc1_choices + q.mc2_choices):
-            contexts.append(qa_prompt(q.question))
-            answers.append(" " + answer)
-            owners.append((i, answer))
-    scored = dict(zip(owners, continuation_logprobs(model, tokenizer, contexts, answers, batch_size=batch_size)))
-    mc1_scores = [mc1([scored[(i, a)].average for a in q.mc1_choices], q.mc1_true) for i, q in enumerate(questions)]
-    mc2_scores = [mc2([scored[(i, a)].total for a in q.mc2_choices], q.mc2_labels) for i, q in enumerate(questions)]
+    mc1_scores, mc2_scores = [], []
+    for q in questions:  # one context per question: its KV cache is shared by all its answers
+        answers = list(dict.fromkeys(q.mc1_choices + q.mc2_choices))
+        scored = dict(zip(answers, shared_context_logprobs(model, tokenizer, qa_prompt(q.question), [" " + a for a in answers])))
+        mc1_scores.append(mc1([scored[a].average for a in q.mc1_choices], q.mc1_true))
+        mc2_scores.append(mc2([scored[a].total for a in q.mc2_choices], q.mc2_labels))
     result = {"n": len(questions), "mc1": mean(mc1_scores), "mc2": mean(mc2_scores)}
     truth, info = judges
     texts = [q.question for q in questions]
