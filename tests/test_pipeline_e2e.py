@@ -13,7 +13,7 @@ TINY = dict(
     hh_prompts=60, max_prompt_tokens=200, sft_demonstrations=16, sft_batch_size=8, max_response_tokens=24,
     rm_prompts=8, rm_eval_prompts=4, samples_per_prompt=3, sample_tokens=8, human_rankings=8, rm_batch_size=8,
     ppo_iterations=2, ppo_batch_size=4, ppo_minibatch_size=2, ppo_response_tokens=8, ptx_per_episode=1.0,
-    eval_prompts=4, eval_items=4, eval_tokens=8, training_labelers=3, held_out_labelers=2,
+    eval_prompts=4, eval_items=2, eval_tokens=8, training_labelers=3, held_out_labelers=2,
 )
 
 
