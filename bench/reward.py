@@ -88,6 +88,10 @@ class Args:
     """TRL: pairs per forward (2 x this many sequences)."""
     micro_batch_tokens: int = 8192
     """Ours: most tokens per forward."""
+    packing: bool = True
+    """Ours: pack each forward's sequences into rows (restarting positions); otherwise pad."""
+    pack_row_tokens: int = 256
+    """Ours: tokens per packed row (attention cost grows with it)."""
     lr: float = 3e-5
     """Peak learning rate of both sides (cosine decay to 10%)."""
     max_prompt_tokens: int = 96
@@ -278,7 +282,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     config = rm.RMConfig(
         model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
         val_fraction=0.0, epochs=1, lr=args["lr"], batch_size=args["batch_size"], micro_batch_prompts=args["batch_size"],
-        micro_batch_tokens=args["micro_batch_tokens"], template="raw", max_prompt_tokens=args["max_prompt_tokens"],
+        micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
         max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=args["seed"],
     )
     rm._save = lambda *_, **__: None  # checkpoint writes are no part of training (TRL: save_strategy="no")

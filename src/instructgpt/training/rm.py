@@ -215,8 +215,8 @@ def rm_step(wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], i
             accelerator.backward(loss)
         _, prompt_index, ranks = flatten(chosen)
         correct, total = ranking_accuracy(scores.detach().cpu(), prompt_index, ranks, len(chosen))
-        sizes = [g.k for g in chosen], [g.tokens for g in chosen]
-        sums += torch.tensor([loss.item() / accelerator.num_processes, correct.sum(), total.sum(), sum(sizes[0]), sum(sizes[1])])
+        responses, tokens = sum(g.k for g in chosen), sum(g.tokens for g in chosen)
+        sums += torch.tensor([loss.item() / accelerator.num_processes, correct.sum(), total.sum(), responses, tokens])
     grad_norm = float(torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm or float("inf")))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
