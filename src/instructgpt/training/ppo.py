@@ -156,6 +156,8 @@ class PPOConfig:
     """Raw rendering: text between the prompt and the response, as in SFT."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The reference and reward model are held in bf16 unless fp32."""
+    master_weights: Literal["fp32", "bf16"] = "fp32"
+    """Weights the policy and value model are held and trained in: fp32 (master weights, with bf16 autocast) or bf16 (pure bf16 training: half the memory, coarser updates)."""
     loss_chunk_size: int = 1024
     """Tokens per chunk of the vocabulary projection (bounds logits memory)."""
     seed: int = 0
