@@ -240,6 +240,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         micro_batch_size=spec["micro_batch_size"], forward_batch_size=spec["micro_batch_size"], generation_batch_size=batch,
         max_new_tokens=spec["response_length"], max_prompt_tokens=spec["max_prompt_tokens"], ptx_coef=0.0, kl_coef=KL_COEF, clip=CLIP,
         value_clip=VALUE_CLIP, lr=LR, value_lr=VALUE_LR, backend="hf", template="raw", progress=False, seed=spec["seed"],
+        master_weights=spec.get("master_weights", "fp32"),
     )  # fmt: skip
     started = time.perf_counter()
     train_ppo(config)

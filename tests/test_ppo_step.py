@@ -179,3 +179,16 @@ def test_ppo_command_with_preset(tmp_path, capsys):
     assert main(["ppo", "--preset", "nope"]) == 2
     assert main(["ppo", *args, "--minibatch-size", "3"]) == 2
     assert "minibatch_size" in capsys.readouterr().err
+
+
+def test_bf16_master_weights_train(tmp_path):
+    policy_folder, rm, prompts = _folders(tmp_path)
+    config = PPOConfig(
+        policy=policy_folder, reward_model=rm, prompts=(prompts,), out_dir=tmp_path / "run", episodes=8, batch_size=8, minibatch_size=4,
+        max_new_tokens=4, ptx_coef=0.0, master_weights="bf16", precision="bf16", progress=False, template="raw",
+    )  # fmt: skip
+    models = load_models(config, torch.device("cpu"))
+    assert models.policy.dtype == torch.bfloat16 and models.value_model.trunk.dtype == torch.bfloat16
+    before = [p.detach().clone() for p in models.policy.parameters()]
+    train_ppo(config, models)
+    assert any(not torch.equal(a, b) for a, b in zip(before, models.policy.parameters()))

@@ -27,7 +27,7 @@ no bias correction; no dropout during PPO (the probability ratio must start at 1
 pretraining sequence is a random window of ptx_seq_len tokens of the corpus (every token a
 target); the pretraining loss is the mean token NLL of the minibatch's pretraining sequences.
 
-Memory: the reference and the reward model are held in bf16 without gradients; with LoRA
+Memory: the reference and the reward model are held in bf16 without gradients; the policy is updated (and its gradients freed) before the value model's backward, so only one model's gradients exist at a time; with LoRA
 (``lora_rank > 0``) only adapters are trained, on the policy and the value model, and the
 reference is the policy with its adapter disabled (no second copy). Log-probabilities are
 computed over response positions only, in vocabulary chunks (no full-vocabulary log-softmax).
@@ -156,6 +156,8 @@ class PPOConfig:
     """Raw rendering: text between the prompt and the response, as in SFT."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The reference and reward model are held in bf16 unless fp32."""
+    master_weights: Literal["fp32", "bf16"] = "fp32"
+    """Weights the policy and value model are held and trained in: fp32 (master weights, with bf16 autocast) or bf16 (pure bf16 training: half the memory, coarser updates)."""
     loss_chunk_size: int = 1024
     """Tokens per chunk of the vocabulary projection (bounds logits memory)."""
     seed: int = 0
@@ -335,32 +337,42 @@ def ppo_minibatch_step(config, models: Models, state: TrainState, batch: Rollout
     tokens = batch.response_mask[rows].sum().clamp(min=1).item()
     sums = {"ppo/policy/loss": 0.0, "ppo/policy/clipfrac": 0.0, "ppo/policy/approx_kl": 0.0, "ppo/val/loss": 0.0, "ppo/val/clipfrac": 0.0}
     micro_rows = rows[torch.argsort(batch.attention_mask[rows].sum(-1), stable=True)]  # similar lengths together: less padding
-    for start in range(0, len(micro_rows), config.micro_batch_size):
-        chunk = micro_rows[start : start + config.micro_batch_size]
-        part = batch.select(chunk).to(device)
-        width = part.response_mask.shape[1]
-        adv, ret = advantages[chunk, :width].to(device), returns[chunk, :width].to(device)
-        weight = part.response_mask.sum().item() / tokens  # token mean over the minibatch
+    chunks = [micro_rows[s : s + config.micro_batch_size] for s in range(0, len(micro_rows), config.micro_batch_size)]
+    for chunk in chunks:  # the policy first: its gradients are freed before the value model's exist (lower peak memory)
+        part, adv, _, weight = _micro_batch(batch, advantages, returns, chunk, tokens, device)
         args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
         new_logprobs = response_logprobs(policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size)
         pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, part.logprobs, adv, part.response_mask, config.clip)
-        (pg_loss * weight).backward()  # separate models: one graph alive at a time (lower peak memory)
+        (pg_loss * weight).backward()  # token mean over the minibatch
+        for name, value in zip(("ppo/policy/loss", "ppo/policy/clipfrac", "ppo/policy/approx_kl"), (pg_loss, clipfrac, approx_kl)):
+            sums[name] += value.item() * weight
+    if ptx_batch:  # into the same gradient buffers, before the one optimizer step
+        sums["ppo/ptx/loss"] = ptx_backward(policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype)
+    sums["ppo/policy/grad_norm"] = _clip(policy, config.max_grad_norm)
+    state.policy_optimizer.step()
+    state.policy_optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(policy)
+    for chunk in chunks:  # the value model is separate: its update does not depend on the policy's
+        part, _, ret, weight = _micro_batch(batch, advantages, returns, chunk, tokens, device)
+        args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
         new_values = response_values(value_model, *args, dtype=dtype)
         vf_loss, vf_clipfrac = value_loss(new_values, part.values, ret, part.response_mask, config.value_clip)
         (vf_loss * weight).backward()
-        for name, value in zip(sums, (pg_loss, clipfrac, approx_kl, vf_loss, vf_clipfrac)):
-            sums[name] += value.item() * weight
-    if ptx_batch:
-        sums["ppo/ptx/loss"] = ptx_backward(policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype)
-    sums["ppo/policy/grad_norm"] = _clip(policy, config.max_grad_norm)
+        sums["ppo/val/loss"] += vf_loss.item() * weight
+        sums["ppo/val/clipfrac"] += vf_clipfrac.item() * weight
     sums["ppo/val/grad_norm"] = _clip(value_model, config.max_grad_norm)
-    state.policy_optimizer.step()
     state.value_optimizer.step()
-    state.policy_optimizer.zero_grad(set_to_none=True)
     state.value_optimizer.zero_grad(set_to_none=True)
-    if state.ema is not None:
-        state.ema.update(policy)
     return sums
+
+
+def _micro_batch(batch: RolloutBatch, advantages, returns, chunk, tokens: int, device):
+    """The episodes ``chunk`` (padding columns dropped), their advantages and returns, and their token weight."""
+    part = batch.select(chunk).to(device)
+    width = part.response_mask.shape[1]
+    weight = part.response_mask.sum().item() / tokens
+    return part, advantages[chunk, :width].to(device), returns[chunk, :width].to(device), weight
 
 
 def ptx_backward(policy: Any, examples: list[Example], ptx_coef: float, micro_batch_size: int, chunk_size: int, pad_id: int, dtype) -> float:

@@ -71,8 +71,9 @@ def load_models(config, device: torch.device):
     from instructgpt.training.ppo import Models
 
     frozen_dtype = torch.float32 if config.precision == "fp32" else torch.bfloat16
-    policy, tokenizer = load_model(config.policy)
-    value_model, _ = load_reward_model(config.reward_model)
+    trained_dtype = torch.bfloat16 if config.master_weights == "bf16" else torch.float32
+    policy, tokenizer = load_model(config.policy, dtype=trained_dtype)
+    value_model, _ = load_reward_model(config.reward_model, dtype=trained_dtype)
     reward_model, _ = load_reward_model(config.reward_model, dtype=frozen_dtype)
     if config.lora_rank > 0:
         policy, value_model = add_lora(policy, config), add_lora(value_model, config, value=True)
