@@ -82,3 +82,31 @@ def load_weights(model: Any, folder: Path) -> None:
     tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:
         raise ValueError(f"{folder}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+
+
+def save_on_main(accelerator: Any, folder: Path, model: Any, tokenizer: Any, meta: dict, trainer_state: dict | None = None) -> None:
+    """Every process waits; the main one writes the checkpoint (data-parallel runs save once)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_checkpoint(folder, model, tokenizer, meta, trainer_state)
+    accelerator.wait_for_everyone()
+
+
+def resumable_state(optimizer: Any, scheduler: Any, step: int) -> dict:
+    """The trainer state a checkpoint keeps for an exact resume."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+
+
+def load_trainer_state(folder: Path | None, optimizer: Any, scheduler: Any, verbose: bool = True) -> int:
+    """Restore the optimizer and scheduler of checkpoint ``folder``; returns its step (0 without one).
+
+    Weights are loaded separately, before the model is wrapped or cast.
+    """
+    if folder is None:
+        return 0
+    state = torch.load(Path(folder) / TRAINER_STATE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if verbose:
+        print(f"resuming from {folder} (step {state['step']})")
+    return state["step"]

@@ -51,3 +51,10 @@ def _tensorboard(folder: Path):
     except ImportError:
         return None
     return SummaryWriter(str(folder))
+
+
+def progress_bar(desc: str, start: int, stop: int, enabled: bool, unit: str = "step"):
+    """A tqdm bar from ``start`` to ``stop`` (disabled off the main process or on request)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=stop, initial=start, desc=desc, unit=unit, disable=not enabled)

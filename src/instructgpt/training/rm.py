@@ -47,7 +47,7 @@ from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import resolve_precision
-from instructgpt.training.metrics import MetricsLog
+from instructgpt.training.metrics import MetricsLog, progress_bar
 from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
 from instructgpt.training.schedule import cosine_lambda
 
@@ -317,33 +317,21 @@ def _maybe_resume(config, model, optimizer, scheduler, accelerator) -> int:
     from instructgpt.models.reward import load_reward_weights
 
     last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
-    if last is None:
-        return 0
-    load_reward_weights(model, last)
-    state = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if accelerator.is_main_process:
-        print(f"resuming from {last} (step {state['step']})")
-    return state["step"]
+    if last is not None:
+        load_reward_weights(model, last)
+    return ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
 
 
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
-        ckpt.save_checkpoint(config.out_dir / "checkpoints" / f"step-{step:06d}", model, tokenizer, _meta(config, step, plan), state)
-    accelerator.wait_for_everyone()
+    folder = config.out_dir / "checkpoints" / f"step-{step:06d}"
+    ckpt.save_on_main(accelerator, folder, model, tokenizer, _meta(config, step, plan), ckpt.resumable_state(optimizer, scheduler, step))
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
-    final = config.out_dir / "final"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and stop == plan.total_steps:
+    if stop == plan.total_steps:
         model.parent = config.model
-        ckpt.save_checkpoint(final, model, tokenizer, _meta(config, stop, plan))
-    accelerator.wait_for_everyone()
-    return final
+        ckpt.save_on_main(accelerator, config.out_dir / "final", model, tokenizer, _meta(config, stop, plan))
+    return config.out_dir / "final"
 
 
 def _meta(config: RMConfig, step: int, plan: BatchPlan) -> dict:
@@ -351,6 +339,4 @@ def _meta(config: RMConfig, step: int, plan: BatchPlan) -> dict:
 
 
 def _progress(config, accelerator, start: int, stop: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=stop, initial=start, desc="rm", unit="step", disable=not (config.progress and accelerator.is_main_process))
+    return progress_bar("rm", start, stop, config.progress and accelerator.is_main_process)

@@ -36,7 +36,7 @@ from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import CausalLMLoss, resolve_precision
-from instructgpt.training.metrics import MetricsLog
+from instructgpt.training.metrics import MetricsLog, progress_bar
 from instructgpt.training.precision import MasterWeights
 from instructgpt.training.schedule import cosine_lambda
 
@@ -273,33 +273,18 @@ def _default_pretrain_path() -> Path:
 
 
 def _resume_state(last: Path | None, optimizer, scheduler, accelerator) -> int:
-    """Load the optimizer and scheduler of checkpoint ``last`` (weights are loaded before); its step."""
-    if last is None:
-        return 0
-    state = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if accelerator.is_main_process:
-        print(f"resuming from {last} (step {state['step']})")
-    return state["step"]
+    return ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
 
 
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        meta = _meta(config, step, plan)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
-        ckpt.save_checkpoint(config.out_dir / "checkpoints" / f"step-{step:06d}", model, tokenizer, meta, state)
-    accelerator.wait_for_everyone()
+    folder = config.out_dir / "checkpoints" / f"step-{step:06d}"
+    ckpt.save_on_main(accelerator, folder, model, tokenizer, _meta(config, step, plan), ckpt.resumable_state(optimizer, scheduler, step))
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
-    final = config.out_dir / "final"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and stop == plan.total_steps:
-        ckpt.save_checkpoint(final, model, tokenizer, _meta(config, stop, plan))
-    accelerator.wait_for_everyone()
-    return final
+    if stop == plan.total_steps:
+        ckpt.save_on_main(accelerator, config.out_dir / "final", model, tokenizer, _meta(config, stop, plan))
+    return config.out_dir / "final"
 
 
 def _meta(config: SFTConfig, step: int, plan: BatchPlan) -> dict:
@@ -312,6 +297,4 @@ def _clip(params, max_norm: float) -> float:
 
 
 def _progress(config, accelerator, start: int, stop: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=stop, initial=start, desc="sft", unit="step", disable=not (config.progress and accelerator.is_main_process))
+    return progress_bar("sft", start, stop, config.progress and accelerator.is_main_process)
