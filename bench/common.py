@@ -160,3 +160,38 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return "(no output)"
     return "\n".join(text[-lines:]) or "(no output)"
+
+
+def run_and_write(args: Any, prefix: str, run_benchmark: Any) -> None:
+    """``run_benchmark(args, work)`` in ``args.work_dir`` (or a temporary folder removed after),
+    then write its report to ``args.out``."""
+    import shutil
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        report = run_benchmark(args, work)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+
+
+def jsonable(args: Any) -> dict[str, Any]:
+    """A dataclass of benchmark arguments as JSON-ready values (Paths as strings)."""
+    import dataclasses
+
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
+
+
+def cli_or_worker(args_cls: type, main: Any, run_ours: Any, run_trl: Any) -> None:
+    """``script --worker SPEC RESULT`` runs one side (see :func:`run_worker`); otherwise parse
+    ``args_cls`` from the command line and call ``main``."""
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        spec = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
+        write_json(Path(sys.argv[3]), (run_ours if spec["side"] == "ours" else run_trl)(spec))
+    else:
+        import tyro
+
+        main(tyro.cli(args_cls))

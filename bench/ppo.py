@@ -40,17 +40,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import format_table, machine, median, peak_rss_mib, ratio, write_json
+from common import format_table, machine, median, peak_rss_mib, ratio, run_and_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,15 +108,7 @@ KL_COEF, CLIP, VALUE_CLIP, LR, VALUE_LR = 0.02, 0.2, 0.2, 5e-6, 9e-6
 
 def main(args: Args) -> None:
     args.validate()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-ppo-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        report = run_benchmark(args, work)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    write_json(args.out, report)
-    print(f"\nwrote {args.out}")
+    run_and_write(args, "bench-ppo-", run_benchmark)
 
 
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:

@@ -41,15 +41,25 @@ import dataclasses
 import json
 import math
 import random
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import current_rss_mib, format_table, machine, median, peak_rss_mib, ratio, run_worker, write_json
+from common import (
+    cli_or_worker,
+    current_rss_mib,
+    format_table,
+    jsonable,
+    machine,
+    median,
+    peak_rss_mib,
+    ratio,
+    run_and_write,
+    run_worker,
+    write_json,
+)
 
 SOURCES = (
     "target",
@@ -129,15 +139,7 @@ def main(args: Args) -> None:
         print_report(report)
         write_json(args.out, report)
         return
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-reward-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        report = run_benchmark(args, work)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    write_json(args.out, report)
-    print(f"\nwrote {args.out}")
+    run_and_write(args, "bench-reward-", run_benchmark)
 
 
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
@@ -150,15 +152,15 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
         runs[str(k)] = {"ours": [], "trl": []}
         for repeat in range(args.repeats):
             for side in ("ours", "trl"):
-                spec = {"side": side, "k": k, "model": model, "data": data[str(k)], "args": _jsonable(args), "work": str(work)}
+                spec = {"side": side, "k": k, "model": model, "data": data[str(k)], "args": jsonable(args), "work": str(work)}
                 result = run_worker(Path(__file__), spec, work / "logs", f"{side}-k{k}-{repeat}", args.timeout)
                 runs[str(k)][side].append(result)
                 print(f"K={k} {side} #{repeat}: {_short(result)}", flush=True)
                 write_json(args.out.with_suffix(".partial.json"),
-                           {"model": model, "args": _jsonable(args), "machine": host, "data": _data_summary(data), "runs": runs})
+                           {"model": model, "args": jsonable(args), "machine": host, "data": _data_summary(data), "runs": runs})
     summary = {k: summarize(sides) for k, sides in runs.items()}
     host["load_average_at_end"] = machine()["load_average_1_5_15min"]
-    report = {"benchmark": "reward", "machine": host, "model": model, "args": _jsonable(args), "data": _data_summary(data),
+    report = {"benchmark": "reward", "machine": host, "model": model, "args": jsonable(args), "data": _data_summary(data),
               "summary": summary, "runs": runs}
     print_report(report)
     return report
@@ -453,20 +455,5 @@ def _short(result: dict[str, Any]) -> str:
             f"peak {s['peak_rss_mib']:.0f} MiB, val acc {s['val_accuracy']:.3f}")
 
 
-def _jsonable(args: Args) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
-
-
-def worker(spec_path: Path, result_path: Path) -> None:
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    result = (run_ours if spec["side"] == "ours" else run_trl)(spec)
-    write_json(result_path, result)
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        worker(Path(sys.argv[2]), Path(sys.argv[3]))
-    else:
-        import tyro
-
-        main(tyro.cli(Args))
+    cli_or_worker(Args, main, run_ours, run_trl)

@@ -44,8 +44,6 @@ import dataclasses
 import json
 import os
 import random
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -53,6 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    cli_or_worker,
+    jsonable,
+    run_and_write,
     current_rss_mib,
     format_table,
     machine,
@@ -61,7 +62,6 @@ from common import (
     peak_rss_mib,
     ratio,
     run_worker,
-    write_json,
 )
 
 
@@ -161,15 +161,7 @@ TRL_VARIANTS: dict[str, TRLVariant] = {
 def main(args: Args) -> None:
     args = _resolve_quick(args)
     args.validate()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-sft-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        report = run_benchmark(args, work)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    write_json(args.out, report)
-    print(f"\nwrote {args.out}")
+    run_and_write(args, "bench-sft-", run_benchmark)
 
 
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
@@ -181,7 +173,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
           f"(mean {data['mean_len']:.0f}, max {data['max_len']})")
     peak = matmul_peak("bfloat16", args.peak_size, args.peak_repeats)
     print(f"bf16 matmul peak ({args.peak_size}^3, {peak['threads']} threads): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
-    base = {"model": model, "args": _jsonable(args), "data": data, "work": str(work)}
+    base = {"model": model, "args": jsonable(args), "data": data, "work": str(work)}
 
     exploration = explore_trl(args, base, peak) if len(args.trl_configs) > 1 else []
     best = _fastest(exploration) if exploration else args.trl_configs[0]
@@ -683,21 +675,5 @@ def _resolve_quick(args: Args) -> Args:
     return dataclasses.replace(args, **{k: v for k, v in QUICK.items() if getattr(args, k) == getattr(defaults, k)})
 
 
-def _jsonable(args: Args) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()}
-
-
-def worker(spec_path: Path, result_path: Path) -> None:
-    """Subprocess entry: run one side as ``spec`` says and write its result JSON."""
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    result = (run_ours if spec["side"] == "ours" else run_trl)(spec)
-    write_json(result_path, result)
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        worker(Path(sys.argv[2]), Path(sys.argv[3]))
-    else:
-        import tyro
-
-        main(tyro.cli(Args))
+    cli_or_worker(Args, main, run_ours, run_trl)
