@@ -19,7 +19,9 @@ Both sides train the same model (``--model``, cut to its first ``--layers`` deco
 when the full model is too slow for a CPU benchmark) for one epoch, on identical token
 sequences (ours renders them; TRL receives the same ids as ``chosen_ids``/``rejected_ids``),
 with AdamW (0.9, 0.95), clipping 1.0, lr ``--lr`` with cosine decay to 10%, bf16 autocast
-with fp32 master weights, and the same number of optimizer steps:
+with fp32 master weights, the same scalar head to start from (``init_head_``: normal with the
+config's initializer_range, seeded; TRL's ``score`` layer is overwritten with it), and the same
+number of optimizer steps:
 
 - ours: ``--batch-size`` prompts per step, each response scored once, Eq. 1 over all pairs;
 - TRL: the usual pairwise expansion, every comparison an independent, shuffled example
@@ -312,6 +314,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     from trl import RewardConfig, RewardTrainer
 
     from instructgpt.models.loader import ensure_pad_token, load_tokenizer
+    from instructgpt.models.reward import init_head_
 
     args, data, k = spec["args"], spec["data"], spec["k"]
     torch.manual_seed(args["seed"])
@@ -319,6 +322,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer(spec["model"])
     ensure_pad_token(tokenizer, model)
     model.config.pad_token_id = tokenizer.pad_token_id
+    init_head_(model.score.weight, model.config, args["seed"])  # the very head our side starts from
     after_load = current_rss_mib()
     pairs = [{"chosen_ids": list(g.sequences[w]), "rejected_ids": list(g.sequences[l])}
              for g in _groups(data["train_ids"]) for w in range(g.k) for l in range(g.k) if g.ranks[w] < g.ranks[l]]

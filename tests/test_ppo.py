@@ -74,9 +74,11 @@ def test_score_rises_while_kl_stays_bounded(prompts_file, tmp_path):
     assert json.loads((final / "meta.json").read_text())["weights"] == "ema"
 
 
-def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_file, ptx_folder, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16-weights"])
+def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_file, ptx_folder, tmp_path, precision):
+    """bf16-weights too: the checkpoint holds the fp32 masters, so the resumed run continues exactly."""
     tokenizer = tiny_tokenizer()
-    ptx = dict(ptx_coef=2.0, ptx_per_episode=0.5, ptx_data=ptx_folder, ptx_seq_len=32, episodes=16 * 4, kl_target=3.0)
+    ptx = dict(ptx_coef=2.0, ptx_per_episode=0.5, ptx_data=ptx_folder, ptx_seq_len=32, episodes=16 * 4, kl_target=3.0, precision=precision)
     full_models = tiny_models(tokenizer)
     train_ppo(_config(prompts_file, tmp_path / "full", **ptx), full_models)
     interrupted = _config(prompts_file, tmp_path / "resumed", max_iterations=2, **ptx)
@@ -88,6 +90,7 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_fil
         a, b = getattr(full_models, name), getattr(resumed_models, name)
         for (key, x), (_, y) in zip(a.named_parameters(), b.named_parameters()):
             assert torch.equal(x, y), (name, key)
+            assert x.dtype == torch.float32, (name, key)  # bf16-weights ends with the fp32 masters in place
     for key in ("objective/score", "objective/kl", "objective/kl_coef", "ppo/ptx/loss", "ppo/policy/loss"):
         assert len(_metric(tmp_path / "full", key)) == 4, key
         assert _metric(tmp_path / "full", key) == _metric(tmp_path / "resumed", key), key
@@ -100,3 +103,31 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_fil
     load_weights(final_b, tmp_path / "resumed" / "final")
     for (key, x), (_, y) in zip(final_a.named_parameters(), final_b.named_parameters()):
         assert torch.equal(x, y), key  # the EMA was resumed too
+
+
+def test_bf16_weights_trains_bf16_models_through_fp32_masters(prompts_file, tmp_path):
+    """The models run in bf16 during training (value head in fp32), the optimizer steps fp32 masters, which end in place."""
+    from instructgpt.training import ppo
+
+    tokenizer = tiny_tokenizer()
+    models = tiny_models(tokenizer)
+    seen = {}
+    step = ppo.ppo_minibatch_step
+
+    def spy(config, models, state, *args):
+        seen["policy"] = {p.dtype for p in models.policy.parameters()}
+        seen["head"] = models.value_model.head.weight.dtype
+        seen["masters"] = {m.dtype for m in state.policy_masters.masters}
+        return step(config, models, state, *args)
+
+    before = {n: p.detach().clone() for n, p in models.policy.named_parameters()}
+    ppo.ppo_minibatch_step = spy
+    try:
+        train_ppo(_config(prompts_file, tmp_path / "run", episodes=16 * 2, lr=1e-4, precision="bf16-weights"), models)
+    finally:
+        ppo.ppo_minibatch_step = step
+    assert seen == {"policy": {torch.bfloat16}, "head": torch.float32, "masters": {torch.float32}}
+    changed = [n for n, p in models.policy.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) == len(before)
+    saved = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())
+    assert saved["weights"] == "ema"

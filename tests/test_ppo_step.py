@@ -32,6 +32,7 @@ class GradRecorder:
 
     def __init__(self, model):
         self.params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+        self.param_groups = [{"params": list(self.params.values())}]
         self.grads = None
 
     def step(self):

@@ -7,9 +7,13 @@ output at every position instead of only the last.
 
 Choices the paper leaves open:
 
-- the head is a bias-free ``Linear(hidden, 1)`` initialised with std ``1/sqrt(hidden + 1)``
-  (as in OpenAI's lm-human-preferences); the Eq. 1 loss is shift-invariant, so a trained bias
-  would receive no gradient;
+- the head is a bias-free ``Linear(hidden, 1)`` drawn from a normal distribution with std
+  ``head_init_std``: by default the trunk config's ``initializer_range`` (0.02 for Gemma), as
+  Hugging Face initialises classification heads, so that the untrained model scores every
+  response near 0 and the first steps are not spent undoing a random preference (OpenAI's
+  lm-human-preferences used ``1/sqrt(hidden + 1)``, 0.04 for Gemma 3 270M, which is the
+  fallback when the config has no ``initializer_range``); the Eq. 1 loss is shift-invariant, so
+  a trained bias would receive no gradient;
 - the score is read at the last *real* token (found from the attention mask, so left and right
   padding give the same score) and position ids are rebuilt from the mask, so a left-padded
   sequence sees the same positions as an unpadded one;
@@ -45,22 +49,20 @@ HEAD_FILE = "reward_head.safetensors"
 class RewardModel(nn.Module):
     """``score(x, y) = head(trunk(x + y)[last real token]) + normalization_bias``."""
 
-    def __init__(self, trunk: nn.Module, normalization_bias: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, trunk: nn.Module, normalization_bias: float = 0.0, seed: int = 0, head_init_std: float | None = None) -> None:
         super().__init__()
         self.trunk = trunk
         self.config = trunk.config
         hidden = trunk.config.hidden_size
         self.head = nn.Linear(hidden, 1, bias=False)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.head.weight.normal_(0.0, 1.0 / math.sqrt(hidden + 1), generator=generator)
+        init_head_(self.head.weight, trunk.config, seed, head_init_std)
         self.register_buffer("normalization_bias", torch.tensor(float(normalization_bias)))
         self.parent: str | None = None  # the model this one started from, written to reward.json
 
     @classmethod
-    def from_causal_lm(cls, lm: nn.Module, seed: int = 0) -> "RewardModel":
+    def from_causal_lm(cls, lm: nn.Module, seed: int = 0, head_init_std: float | None = None) -> "RewardModel":
         """Drop the unembedding of a causal LM and put a fresh scalar head on its trunk."""
-        return cls(lm.base_model, seed=seed)
+        return cls(lm.base_model, seed=seed, head_init_std=head_init_std)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden states ``[B, T, H]``, positions counted over real tokens only."""
@@ -137,12 +139,27 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return length - 1 - attention_mask.long().flip(-1).argmax(-1)
 
 
+def default_head_std(config: Any) -> float:
+    """The head's default init std: ``config.initializer_range``, else ``1/sqrt(hidden + 1)``."""
+    std = getattr(config, "initializer_range", None)
+    return float(std) if std else 1.0 / math.sqrt(config.hidden_size + 1)
+
+
+@torch.no_grad()
+def init_head_(weight: torch.Tensor, config: Any, seed: int = 0, std: float | None = None) -> torch.Tensor:
+    """Fill a ``[1, hidden]`` head weight in place: normal, std ``std`` or :func:`default_head_std`, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    return weight.normal_(0.0, default_head_std(config) if std is None else std, generator=generator)
+
+
 def is_reward_model(folder: str | os.PathLike) -> bool:
     """True when ``folder`` holds a saved reward model."""
     return (Path(folder) / REWARD_JSON).is_file()
 
 
-def load_reward_model(name: str | os.PathLike, dtype: torch.dtype | None = None, seed: int = 0) -> tuple[RewardModel, Any]:
+def load_reward_model(
+    name: str | os.PathLike, dtype: torch.dtype | None = None, seed: int = 0, head_init_std: float | None = None
+) -> tuple[RewardModel, Any]:
     """Load ``(reward_model, tokenizer)``.
 
     A folder saved by :meth:`RewardModel.save_pretrained` comes back with its head and bias;
@@ -156,7 +173,7 @@ def load_reward_model(name: str | os.PathLike, dtype: torch.dtype | None = None,
 
     if not is_reward_model(name):
         lm, tokenizer = load_model(name, dtype=dtype)
-        return RewardModel.from_causal_lm(lm, seed=seed), tokenizer
+        return RewardModel.from_causal_lm(lm, seed=seed, head_init_std=head_init_std), tokenizer
     folder = Path(name)
     meta = json.loads((folder / REWARD_JSON).read_text())
     trunk = AutoModel.from_pretrained(folder, dtype=dtype or torch.float32)

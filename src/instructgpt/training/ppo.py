@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +57,7 @@ from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.forward import response_logprobs, response_values
 from instructgpt.training.ema import PolicyEMA
 from instructgpt.training.kl_controller import make_kl_controller
+from instructgpt.training.precision import MasterWeights
 
 
 @dataclass
@@ -154,10 +156,10 @@ class PPOConfig:
     """Prompt rendering, as in SFT."""
     separator: str = "\n\n"
     """Raw rendering: text between the prompt and the response, as in SFT."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The reference and reward model are held in bf16 unless fp32."""
+    precision: Literal["auto", "bf16", "bf16-weights", "fp32"] = "auto"
+    """bf16-weights: policy and value model held in bf16 (forward, backward and sampling without casts), updated through fp32 master copies; bf16: fp32 weights under bf16 autocast; fp32; auto: bf16-weights where bf16 is native (bf16 autocast with LoRA), else fp32. The reference and reward model are held in bf16 unless fp32."""
     master_weights: Literal["fp32", "bf16"] = "fp32"
-    """Weights the policy and value model are held and trained in: fp32 (master weights, with bf16 autocast) or bf16 (pure bf16 training: half the memory, coarser updates)."""
+    """Where the optimizer updates the policy and value model: fp32 (master weights; see precision) or bf16 (pure bf16 training, no masters: less memory, but lr-sized updates are mostly rounded away)."""
     loss_chunk_size: int = 1024
     """Tokens per chunk of the vocabulary projection (bounds logits memory)."""
     seed: int = 0
@@ -197,6 +199,16 @@ class PPOConfig:
         return self.episodes // self.batch_size
 
 
+def training_precision(config: PPOConfig, device: torch.device) -> str:
+    """The precision scheme the config resolves to on ``device``: 'bf16-weights', 'bf16' or 'fp32'."""
+    from instructgpt.training.lm import resolve_precision
+
+    if config.precision == "auto":
+        native = resolve_precision("auto", device) is not None
+        return "fp32" if not native else "bf16" if config.lora_rank > 0 else "bf16-weights"
+    return config.precision
+
+
 def policy_lr(iteration: int, peak: float, warmup_iterations: int = 10, start: float = 0.1) -> float:
     """The paper's policy schedule: linear from ``start * peak`` at iteration 0 to ``peak`` at
     ``warmup_iterations``, then constant.
@@ -234,6 +246,8 @@ class TrainState:
     ema: PolicyEMA | None
     kl_controller: Any
     iteration: int = 0
+    policy_masters: MasterWeights | None = None
+    value_masters: MasterWeights | None = None
 
 
 def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
@@ -242,12 +256,12 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     from instructgpt.rollout.prompts import read_prompts, render_prompts
     from instructgpt.training import ppo_io
     from instructgpt.training.batching import BatchPlan
-    from instructgpt.training.lm import resolve_precision
     from instructgpt.training.metrics import MetricsLog
 
     config.validate()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = resolve_precision(config.precision, device)
+    scheme = training_precision(config, device)
+    dtype = None if scheme == "fp32" else torch.bfloat16
     models = models or ppo_io.load_models(config, device)
     tokenizer = models.tokenizer
     check(bool(config.prompts), "prompts", "give at least one prompt file")
@@ -256,7 +270,7 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     per_epoch = len(prompt_ids) // config.batch_size
     plan = BatchPlan(len(prompt_ids), config.batch_size, -(-config.iterations // per_epoch), config.seed)
     ptx = ppo_io.load_ptx_stream(config, tokenizer) if config.ptx_coef > 0 and config.ptx_per_episode > 0 else None
-    state = _init_state(config, models)
+    state = _init_state(config, models, masters=scheme == "bf16-weights" and config.master_weights == "fp32")
     ppo_io.maybe_resume(config, models, state)
     settings = SamplingSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
     backend = make_backend(config.backend, models.policy, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, config.generation_batch_size, dtype, config.policy)
@@ -275,6 +289,9 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
             ppo_io.save_checkpoint(config, models, state)
     bar.close()
     log.close()
+    for masters in (state.policy_masters, state.value_masters):
+        if masters is not None:  # training is over: the fp32 masters become the weights
+            masters.restore()
     return ppo_io.save_final(config, models, state) if stop == config.iterations else config.out_dir / "final"
 
 
@@ -344,27 +361,46 @@ def ppo_minibatch_step(config, models: Models, state: TrainState, batch: Rollout
         new_logprobs = response_logprobs(policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size)
         pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, part.logprobs, adv, part.response_mask, config.clip)
         (pg_loss * weight).backward()  # token mean over the minibatch
+        _to_masters(state.policy_masters)
         for name, value in zip(("ppo/policy/loss", "ppo/policy/clipfrac", "ppo/policy/approx_kl"), (pg_loss, clipfrac, approx_kl)):
             sums[name] += value.item() * weight
     if ptx_batch:  # into the same gradient buffers, before the one optimizer step
-        sums["ppo/ptx/loss"] = ptx_backward(policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype)
-    sums["ppo/policy/grad_norm"] = _clip(policy, config.max_grad_norm)
-    state.policy_optimizer.step()
-    state.policy_optimizer.zero_grad(set_to_none=True)
+        sums["ppo/ptx/loss"] = ptx_backward(
+            policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype,
+            after_backward=lambda: _to_masters(state.policy_masters),
+        )  # fmt: skip
+    sums["ppo/policy/grad_norm"] = _step(state.policy_optimizer, state.policy_masters, config.max_grad_norm)
     if state.ema is not None:
-        state.ema.update(policy)
+        with state.policy_masters.fp32_model() if state.policy_masters else nullcontext():
+            state.ema.update(policy)
     for chunk in chunks:  # the value model is separate: its update does not depend on the policy's
         part, _, ret, weight = _micro_batch(batch, advantages, returns, chunk, tokens, device)
         args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
         new_values = response_values(value_model, *args, dtype=dtype)
         vf_loss, vf_clipfrac = value_loss(new_values, part.values, ret, part.response_mask, config.value_clip)
         (vf_loss * weight).backward()
+        _to_masters(state.value_masters)
         sums["ppo/val/loss"] += vf_loss.item() * weight
         sums["ppo/val/clipfrac"] += vf_clipfrac.item() * weight
-    sums["ppo/val/grad_norm"] = _clip(value_model, config.max_grad_norm)
-    state.value_optimizer.step()
-    state.value_optimizer.zero_grad(set_to_none=True)
+    sums["ppo/val/grad_norm"] = _step(state.value_optimizer, state.value_masters, config.max_grad_norm)
     return sums
+
+
+def _to_masters(masters: MasterWeights | None) -> None:
+    """bf16-weights: move the micro-batch's bf16 gradients into the fp32 masters' (frees them)."""
+    if masters is not None:
+        masters.accumulate_grads()
+
+
+def _step(optimizer: torch.optim.Optimizer, masters: MasterWeights | None, max_norm: float) -> float:
+    """Clip, one optimizer step, clear the gradients; bf16-weights: round the masters into the model. Returns the grad norm."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if masters is not None:
+        masters.copy_to_model()
+    return norm
 
 
 def _micro_batch(batch: RolloutBatch, advantages, returns, chunk, tokens: int, device):
@@ -375,7 +411,9 @@ def _micro_batch(batch: RolloutBatch, advantages, returns, chunk, tokens: int, d
     return part, advantages[chunk, :width].to(device), returns[chunk, :width].to(device), weight
 
 
-def ptx_backward(policy: Any, examples: list[Example], ptx_coef: float, micro_batch_size: int, chunk_size: int, pad_id: int, dtype) -> float:
+def ptx_backward(
+    policy: Any, examples: list[Example], ptx_coef: float, micro_batch_size: int, chunk_size: int, pad_id: int, dtype, after_backward=None
+) -> float:
     """Backward of ``ptx_coef * mean token NLL`` of the pretraining sequences, added to the
     gradients already in the buffers; returns the mean NLL (the PPO-ptx term of Eq. 2, negated)."""
     from instructgpt.data.collate import pack
@@ -396,32 +434,35 @@ def ptx_backward(policy: Any, examples: list[Example], ptx_coef: float, micro_ba
         weights = torch.full_like(targets, 1.0 / total_tokens, dtype=torch.float32)
         loss = fused_linear_cross_entropy(hidden[:, :-1][select], unembedding(policy), targets, weights, chunk_size, dtype, softcap)
         (ptx_coef * loss).backward()
+        if after_backward is not None:
+            after_backward()
         nll += loss.item()
     return nll
 
 
-def _init_state(config: PPOConfig, models: Models) -> TrainState:
-    def adam(model, lr):
-        params = [p for p in model.parameters() if p.requires_grad]
+def _init_state(config: PPOConfig, models: Models, masters: bool = False) -> TrainState:
+    """Optimizers (over the fp32 masters when ``masters``: the models are then cast to bf16), EMA, KL controller."""
+
+    def adam(params, lr):
         return torch.optim.AdamW(params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True)
 
-    ema = PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None
+    ema = PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None  # from the weights before any cast
+    policy_masters = MasterWeights(models.policy) if masters else None
+    value_masters = MasterWeights(models.value_model, keep_fp32=lambda name: name.startswith("head.")) if masters else None
+    trained = [m.masters if m else [p for p in model.parameters() if p.requires_grad] for m, model in ((policy_masters, models.policy), (value_masters, models.value_model))]
     return TrainState(
-        policy_optimizer=adam(models.policy, config.lr),
-        value_optimizer=adam(models.value_model, config.value_lr),
+        policy_optimizer=adam(trained[0], config.lr),
+        value_optimizer=adam(trained[1], config.value_lr),
         ema=ema,
         kl_controller=make_kl_controller(config.kl_coef, config.kl_target, config.kl_horizon),
+        policy_masters=policy_masters,
+        value_masters=value_masters,
     )
 
 
 def _seed(seed: int, iteration: int, stream: int) -> int:
     """A distinct seed per (run seed, iteration, use): no generator's state carries across iterations."""
     return random.Random(f"{seed}:{iteration}:{stream}").getrandbits(63)
-
-
-def _clip(model: Any, max_norm: float) -> float:
-    params = [p for p in model.parameters() if p.grad is not None]
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
 
 
 def _progress(config: PPOConfig, start: int, stop: int):

@@ -1,8 +1,10 @@
 """PPO's models, pretraining stream, checkpoints and final outputs (kept out of the training loop).
 
-Models: the policy is the SFT model (fp32 master weights, trained); the reference is a second,
-frozen bf16 copy, or with LoRA the policy itself with its adapter disabled; the value model is
-the reward model (fp32, trained); the reward model is a frozen bf16 copy.
+Models: the policy is the SFT model (trained; loaded in fp32, then with ``precision``
+bf16-weights held in bf16 beside fp32 masters); the reference is a second, frozen bf16 copy, or
+with LoRA the policy itself with its adapter disabled; the value model is the reward model
+(trained, like the policy); the reward model is a frozen bf16 copy. Checkpoints always hold the
+fp32 masters.
 
 Checkpoint layout (``out_dir/checkpoints/step-NNNNNN``): the policy as saved by
 ``save_pretrained`` (a Hugging Face folder, or a peft adapter folder with LoRA), ``meta.json``,
@@ -19,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import random
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -120,6 +123,12 @@ def policy_trainable_state(policy: Any) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(config, models, state) -> Path:
+    """Write a resumable checkpoint (with bf16-weights: the fp32 masters, not their bf16 copies)."""
+    with _masters_in_place(state):
+        return _save_checkpoint(config, models, state)
+
+
+def _save_checkpoint(config, models, state) -> Path:
     from instructgpt.training.ppo import config_meta
 
     trainer_state = {
@@ -142,11 +151,15 @@ def maybe_resume(config, models, state) -> None:
     if last is None:
         return
     saved = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
-    if config.lora_rank > 0:
-        _load_named(models.policy, saved["policy"])
-    else:
-        ckpt.load_weights(models.policy, last)
-    _load_named(models.value_model, saved["value_model"])
+    with _masters_in_place(state):  # bf16-weights: load into the fp32 masters, then round them into the models
+        if config.lora_rank > 0:
+            _load_named(models.policy, saved["policy"])
+        else:
+            ckpt.load_weights(models.policy, last)
+        _load_named(models.value_model, saved["value_model"])
+    for masters in (state.policy_masters, state.value_masters):
+        if masters is not None:
+            masters.copy_to_model()
     state.policy_optimizer.load_state_dict(saved["policy_optimizer"])
     state.value_optimizer.load_state_dict(saved["value_optimizer"])
     if state.ema is not None:
@@ -155,6 +168,16 @@ def maybe_resume(config, models, state) -> None:
     torch.set_rng_state(saved["torch_rng"])
     state.iteration = saved["iteration"]
     print(f"resuming from {last} (iteration {state.iteration})")
+
+
+@contextmanager
+def _masters_in_place(state) -> Iterator[None]:
+    """With bf16-weights, the fp32 masters stand in the models' parameters for the duration."""
+    with ExitStack() as stack:
+        for masters in (state.policy_masters, state.value_masters):
+            if masters is not None:
+                stack.enter_context(masters.fp32_model())
+        yield
 
 
 def save_final(config, models, state) -> Path:

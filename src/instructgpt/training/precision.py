@@ -13,24 +13,34 @@ micro-batch, and checkpoints store the fp32 masters, so a resumed run continues 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 
 class MasterWeights:
-    """fp32 masters of a model's trainable parameters, whose model copies are cast to ``dtype``."""
+    """fp32 masters of a model's trainable parameters, whose model copies are cast to ``dtype``.
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+    Parameters named by ``keep_fp32`` (e.g. a reward model's scalar head, which runs in fp32)
+    are left as they are and are their own masters.
+    """
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16, keep_fp32: Callable[[str], bool] | None = None) -> None:
         self.model = model
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.masters = [p.detach().float().clone().requires_grad_(True) for p in self.params]
-        for param in self.params:  # parameters only: buffers such as rotary frequencies stay fp32
-            param.data = param.data.to(dtype)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        kept = {n for n, _ in named if keep_fp32 is not None and keep_fp32(n)}
+        self.params = [p for _, p in named]
+        self.masters = [p if n in kept else p.detach().float().clone().requires_grad_(True) for n, p in named]
+        for param, master in zip(self.params, self.masters):  # parameters only: buffers such as rotary frequencies stay fp32
+            if param is not master:
+                param.data = param.data.to(dtype)
+
+    def _pairs(self) -> Iterator[tuple[torch.nn.Parameter, torch.Tensor]]:
+        return ((p, m) for p, m in zip(self.params, self.masters) if p is not m)
 
     def accumulate_grads(self) -> None:
         """Add the model's (bf16) gradients into the masters' fp32 gradients and clear them."""
-        for param, master in zip(self.params, self.masters):
+        for param, master in self._pairs():
             grad = param.grad
             if grad is None:
                 continue
@@ -44,22 +54,23 @@ class MasterWeights:
     @torch.no_grad()
     def copy_to_model(self) -> None:
         """Round the updated masters into the model's weights."""
-        for param, master in zip(self.params, self.masters):
+        for param, master in self._pairs():
             param.copy_(master)
 
     @contextmanager
     def fp32_model(self) -> Iterator[Any]:
         """The model with its master (fp32) weights in place, e.g. to save a checkpoint."""
-        low = [p.data for p in self.params]
-        for param, master in zip(self.params, self.masters):
+        pairs = list(self._pairs())
+        low = [p.data for p, _ in pairs]
+        for param, master in pairs:
             param.data = master.data
         try:
             yield self.model
         finally:
-            for param, data in zip(self.params, low):
+            for (param, _), data in zip(pairs, low):
                 param.data = data
 
     def restore(self) -> None:
         """Put the fp32 masters back as the model's weights (end of training)."""
-        for param, master in zip(self.params, self.masters):
+        for param, master in self._pairs():
             param.data = master.data

@@ -102,6 +102,8 @@ class RMConfig:
     """Responses longer than this are truncated, with a count (paper: 1k)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Trunk in bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The head and loss are fp32."""
+    head_init_std: float | None = None
+    """Std of the fresh scalar head's normal init (not given by the paper); None: the model config's initializer_range (0.02 for Gemma), else 1/sqrt(hidden + 1)."""
     normalize: bool = True
     """After training, set the bias so that the demonstrations score mean 0 (method.md)."""
     demonstrations: tuple[Path, ...] = ()
@@ -159,7 +161,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     if model is None:
         from instructgpt.models.reward import load_reward_model
 
-        model, tokenizer = load_reward_model(config.model, seed=config.seed)
+        model, tokenizer = load_reward_model(config.model, seed=config.seed, head_init_std=config.head_init_std)
     model.to(accelerator.device)
     train, val, records = build_groups(config, tokenizer, accelerator.is_main_process)
     check(len(train) >= config.batch_size, "batch_size", f"{config.batch_size} prompts per batch, but only {len(train)} training prompts")
