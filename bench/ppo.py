@@ -118,25 +118,31 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     data = prepare(args, work)
     common = {**data, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "response_length": args.response_length,
               "iterations": args.iterations, "threads": args.threads, "seed": args.seed, "max_prompt_tokens": args.max_prompt_tokens}  # fmt: skip
-    sides = ["ours"] + [f"trl-{v}" for v in args.trl_variants]
+    sides = ["ours"] + (["ours-bf16"] if "bf16-weights" in args.trl_variants else []) + [f"trl-{v}" for v in args.trl_variants]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for repeat in range(args.repeats):
         order = sides if repeat % 2 == 0 else list(reversed(sides))
         for side in order:
-            spec = {**common, "side": side, "dtype": TRL_VARIANTS.get(side.removeprefix("trl-"), "float32"), "run_dir": str(work / f"{side}-{repeat}")}
-            python = sys.executable if side == "ours" else str(args.trl_python)
+            spec = {**common, "side": side, "dtype": TRL_VARIANTS.get(side.removeprefix("trl-"), "float32"), "run_dir": str(work / f"{side}-{repeat}"),
+                    "master_weights": "bf16" if side == "ours-bf16" else "fp32"}  # fmt: skip
+            python = sys.executable if side.startswith("ours") else str(args.trl_python)
             result = run_worker(python, spec, work, f"{side}-{repeat}", args.timeout)
             result["iteration_s_measured"] = result.get("iteration_s", [])[args.warmup :]
             runs[side].append(result)
             print(f"{side} run {repeat}: {_summary(result, args.batch_size)}", flush=True)
     summary = {side: _aggregate(rs, args.batch_size) for side, rs in runs.items()}
-    best_trl = min((s for s in sides if s != "ours" and summary[s]["iteration_s"]), key=lambda s: summary[s]["iteration_s"], default=None)
-    rows = [[s, summary[s]["iteration_s"], summary[s]["episodes_per_s"], summary[s]["peak_rss_mib"], summary[s]["response_length"]] for s in sides]
-    if best_trl:
-        o, t = summary["ours"], summary[best_trl]
-        rows.append([f"ours / {best_trl}", ratio(o["iteration_s"], t["iteration_s"]), ratio(o["episodes_per_s"], t["episodes_per_s"]), ratio(o["peak_rss_mib"], t["peak_rss_mib"]), None])
+    best_trl = min((s for s in sides if s.startswith("trl-") and summary[s]["iteration_s"]), key=lambda s: summary[s]["iteration_s"], default=None)
+    rows = [[s, summary[s]["iteration_s"], summary[s]["episodes_per_s"], summary[s]["peak_rss_mib"], summary[s]["response_length"], summary[s]["weights_changed"]] for s in sides]
+    pairs = [("ours", "trl-fp32"), ("ours-bf16", "trl-bf16-weights")] + ([("ours", best_trl)] if best_trl else [])
+    comparisons = {}
+    for a, b in pairs:
+        if a in summary and b in summary and f"{a} / {b}" not in comparisons:
+            o, t = summary[a], summary[b]
+            comparisons[f"{a} / {b}"] = {"iteration_s": ratio(o["iteration_s"], t["iteration_s"]), "episodes_per_s": ratio(o["episodes_per_s"], t["episodes_per_s"]),
+                                         "peak_rss": ratio(o["peak_rss_mib"], t["peak_rss_mib"])}  # fmt: skip
+            rows.append([f"{a} / {b}", *comparisons[f"{a} / {b}"].values(), None, None])
     print()
-    print(format_table(["side", "s/iteration", "episodes/s", "peak RSS MiB", "response len"], rows))
+    print(format_table(["side", "s/iteration", "episodes/s", "peak RSS MiB", "response len", "weights changed"], rows))
     return {
         "benchmark": "ppo",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
@@ -144,6 +150,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
         "model": data["policy"],
         "summary": summary,
         "best_trl": best_trl,
+        "comparisons": comparisons,
         "ratios_vs_best_trl": None if not best_trl else {
             "episodes_per_s": ratio(summary["ours"]["episodes_per_s"], summary[best_trl]["episodes_per_s"]),
             "peak_rss": ratio(summary["ours"]["peak_rss_mib"], summary[best_trl]["peak_rss_mib"]),
@@ -223,6 +230,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.training.ppo import PPOConfig, train_ppo
 
     ppo_io.save_checkpoint = lambda *a, **k: None  # checkpoint writes are not part of the measurement
+    ppo_io.save_final = lambda *a, **k: None
     batch = spec["batch_size"]
     config = PPOConfig(
         policy=spec["policy"], reward_model=spec["rm"], prompts=(Path(spec["prompts"]),), out_dir=Path(spec["run_dir"]),
@@ -232,8 +240,10 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         value_clip=VALUE_CLIP, lr=LR, value_lr=VALUE_LR, backend="hf", template="raw", progress=False, seed=spec["seed"],
         master_weights=spec.get("master_weights", "fp32"),
     )  # fmt: skip
+    models = ppo_io.load_models(config, torch.device("cpu"))
+    before = weight_sample(models.policy)
     started = time.perf_counter()
-    train_ppo(config)
+    train_ppo(config, models)
     wall = time.perf_counter() - started
     metrics = read_metrics(Path(spec["run_dir"]))
     return {
@@ -245,7 +255,24 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "score": [m["objective/score"] for m in metrics],
         "train_wall_s": wall,
         "peak_rss_mib": peak_rss_mib(),
+        "weights_changed": changed_fraction(before, models.policy),
     }
+
+
+def weight_sample(model: Any, per_param: int = 4096) -> dict[str, Any]:
+    """A fixed strided sample (up to ``per_param`` values) of every policy parameter, copied."""
+    out = {}
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        out[name] = flat[:: max(1, flat.numel() // per_param)][:per_param].float().clone()
+    return out
+
+
+def changed_fraction(before: dict[str, Any], model: Any) -> float:
+    """Fraction of the sampled policy weights that training changed: pure bf16 rounds most lr-sized updates away."""
+    after = weight_sample(model)
+    changed = sum(int((after[n] != b).sum()) for n, b in before.items() if n in after)
+    return changed / max(1, sum(b.numel() for n, b in before.items() if n in after))
 
 
 def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
@@ -293,10 +320,12 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy, reward_model=reward_model, train_dataset=dataset,
         value_model=value_model, callbacks=[Clock()],
     )  # fmt: skip
+    before = weight_sample(policy)
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
-    return {"iteration_s": times, "response_length": lengths, "score": scores, "train_wall_s": wall, "peak_rss_mib": peak_rss_mib()}
+    return {"iteration_s": times, "response_length": lengths, "score": scores, "train_wall_s": wall, "peak_rss_mib": peak_rss_mib(),
+            "weights_changed": changed_fraction(before, policy)}  # fmt: skip
 
 
 def run_worker(python: str, spec: dict[str, Any], work_dir: Path, name: str, timeout_s: float) -> dict[str, Any]:
@@ -328,6 +357,7 @@ def _aggregate(results: list[dict], batch: int) -> dict[str, Any]:
         "episodes_per_s": None if not iteration_s else batch / iteration_s,
         "peak_rss_mib": median([r.get("peak_rss_mib") for r in results]),
         "response_length": statistics.mean(lengths) if lengths else None,
+        "weights_changed": median([r.get("weights_changed") for r in results]),
         "measured_iterations": len(measured),
         "errors": [r["error"] for r in results if "error" in r],
     }
@@ -342,7 +372,7 @@ def _summary(result: dict, batch: int) -> str:
 
 def worker(spec_path: Path, result_path: Path) -> None:
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    result = run_ours(spec) if spec["side"] == "ours" else run_trl(spec)
+    result = run_ours(spec) if spec["side"].startswith("ours") else run_trl(spec)
     result_path.write_text(json.dumps(result), encoding="utf-8")
 
 

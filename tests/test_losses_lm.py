@@ -57,3 +57,17 @@ def test_token_logprobs_matches_log_softmax(softcap):
     coeffs = torch.linspace(-1, 1, len(targets))
     for a, b in zip(_grads((chunked * coeffs).sum(), hidden, weight), _grads((naive * coeffs).sum(), hidden, weight)):
         torch.testing.assert_close(a, b)
+
+
+def test_token_logprobs_in_bf16_close_to_fp32_and_weight_grad_optional():
+    hidden, weight, targets, _ = _inputs(n=20, h=16, v=40)
+    coeffs = torch.linspace(-1, 1, len(targets))
+    exact = token_logprobs(hidden, weight, targets, chunk_size=7)
+    low = token_logprobs(hidden, weight, targets, chunk_size=7, compute_dtype=torch.bfloat16)
+    torch.testing.assert_close(low, exact, atol=0.1, rtol=0.05)
+    exact_grads = _grads((exact * coeffs).sum(), hidden, weight)
+    for a, b in zip(_grads((low * coeffs).sum(), hidden, weight), exact_grads):
+        torch.testing.assert_close(a, b, atol=0.1, rtol=0.05)
+    frozen = weight.detach()
+    (grad,) = _grads((token_logprobs(hidden, frozen, targets, chunk_size=7) * coeffs).sum(), hidden)
+    torch.testing.assert_close(grad, exact_grads[0])

@@ -9,15 +9,15 @@ for pretraining text), and walk over them in chunks of ``chunk_size`` rows, so a
 - :func:`fused_linear_cross_entropy` is the SFT / pretraining loss: a weighted sum of token
   negative log-likelihoods. It computes the gradients for the hidden states and the unembedding
   in the same chunked pass (no second pass over the logits in backward).
-- :func:`token_logprobs` returns per-token log-probabilities with autograd (for PPO): each
-  chunk is recomputed in backward instead of being stored.
+- :func:`token_logprobs` returns per-token log-probabilities with autograd (for PPO): forward
+  keeps one log-normaliser per token; backward recomputes each chunk's logits once and forms
+  their gradient in place (the upstream gradient is only known then).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
@@ -99,9 +99,58 @@ def fused_linear_cross_entropy(
     return _FusedLinearCE.apply(hidden, weight, targets, token_weights, chunk_size, compute_dtype, softcap)
 
 
-def _chunk_logprobs(hidden, weight, targets, softcap):
-    logits = _logits(hidden, weight, softcap)  # [n, V]
-    return logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+class _TokenLogprobs(torch.autograd.Function):
+    """Per-token log-probabilities with a chunked, fused backward.
+
+    Forward keeps only the log-normaliser ``lse [N]`` per token. Backward recomputes each chunk's
+    logits once and turns them in place into ``d logp_t / d logits = g_t * (onehot_t - softmax)``
+    (``softmax = exp(logits - lse)``), then ``grad_h = G @ W`` and ``grad_W += G.T @ h`` in
+    ``compute_dtype``: one ``[n, V]`` fp32 buffer per chunk, no autograd graph over the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size, compute_dtype, softcap):
+        hidden_c, weight_c = hidden.to(compute_dtype), weight.to(compute_dtype)
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], chunk_size):
+                rows = slice(start, start + chunk_size)
+                logits = _logits(hidden_c[rows], weight_c, softcap)  # [n, V] fp32
+                lse[rows] = torch.logsumexp(logits, dim=-1)
+                out[rows] = logits.gather(1, targets[rows, None])[:, 0] - lse[rows]
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk_size, ctx.compute_dtype, ctx.softcap = chunk_size, compute_dtype, softcap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        dtype, softcap = ctx.compute_dtype, ctx.softcap
+        hidden_c, weight_c = hidden.to(dtype), weight.to(dtype)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], ctx.chunk_size):
+                rows = slice(start, start + ctx.chunk_size)
+                h, t, g = hidden_c[rows], targets[rows], grad_out[rows].float()
+                raw = (h @ weight_c.T).float()  # [n, V]
+                if softcap:
+                    raw = torch.tanh(raw.div_(softcap))
+                    grad = (raw * softcap).sub_(lse[rows, None]).exp_()
+                else:
+                    grad = raw.sub_(lse[rows, None]).exp_()  # softmax, in place
+                grad.mul_(-g[:, None])
+                grad[torch.arange(len(t)), t] += g  # g * (onehot - softmax)
+                if softcap:
+                    grad.mul_(1.0 - raw.square())
+                grad = grad.to(dtype)
+                if grad_hidden is not None:
+                    grad_hidden[rows] = (grad @ weight_c).to(hidden.dtype)
+                if ctx.needs_input_grad[1]:
+                    part = grad.T @ h  # [V, H]
+                    grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None, None
 
 
 def token_logprobs(
@@ -110,17 +159,17 @@ def token_logprobs(
     targets: torch.Tensor,  # [N]
     chunk_size: int = 1024,
     softcap: float | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:  # [N]
     """``log softmax(hidden @ weight.T)[targets]`` per token, chunked, with autograd.
 
     Equivalent to ``torch.log_softmax((hidden @ weight.T).float(), -1).gather(1, targets[:, None])[:, 0]``.
+    ``compute_dtype`` (default: the hidden states' dtype) is used for the matrix products; the
+    softmax is fp32.
     """
-    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    parts = []
-    for start in range(0, hidden.shape[0], chunk_size):
-        args = (hidden[start : start + chunk_size], weight, targets[start : start + chunk_size], softcap)
-        parts.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False) if needs_grad else _chunk_logprobs(*args))
-    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    if hidden.shape[0] == 0:
+        return hidden.new_zeros(0, dtype=torch.float32) + (hidden.sum() + weight.sum()) * 0.0
+    return _TokenLogprobs.apply(hidden, weight, targets, chunk_size, compute_dtype or hidden.dtype, softcap)
 
 
 def naive_cross_entropy(hidden, weight, targets, token_weights=None, softcap=None) -> torch.Tensor:

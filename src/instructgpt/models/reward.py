@@ -64,6 +64,10 @@ class RewardModel(nn.Module):
         """Drop the unembedding of a causal LM and put a fresh scalar head on its trunk."""
         return cls(lm.base_model, seed=seed, head_init_std=head_init_std)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The trunk's token embedding (as on a Hugging Face model)."""
+        return self.trunk.get_input_embeddings()
+
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden states ``[B, T, H]``, positions counted over real tokens only."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -84,7 +84,7 @@ def response_logprobs(
     targets = input_ids[:, prompt_width:][response_mask]  # [N]
     weight = unembedding(model)
     with autocast(input_ids.device, dtype):
-        picked = token_logprobs(hidden, weight, targets, chunk_size, softcap)  # [N]
+        picked = token_logprobs(hidden, weight, targets, chunk_size, softcap, dtype)  # [N]
     out = torch.zeros(response_mask.shape, dtype=torch.float32, device=input_ids.device)
     return out.masked_scatter(response_mask, picked.float())
 

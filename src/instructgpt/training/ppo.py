@@ -447,6 +447,9 @@ def _init_state(config: PPOConfig, models: Models, masters: bool = False) -> Tra
         return torch.optim.AdamW(params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True)
 
     ema = PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None  # from the weights before any cast
+    if masters:  # sparse embedding gradients: the looked-up rows go straight into the fp32 masters' gradient
+        for model in (models.policy, models.value_model):
+            model.get_input_embeddings().sparse = True
     policy_masters = MasterWeights(models.policy) if masters else None
     value_masters = MasterWeights(models.value_model, keep_fp32=lambda name: name.startswith("head.")) if masters else None
     trained = [m.masters if m else [p for p in model.parameters() if p.requires_grad] for m, model in ((policy_masters, models.policy), (value_masters, models.value_model))]

@@ -38,17 +38,22 @@ class MasterWeights:
     def _pairs(self) -> Iterator[tuple[torch.nn.Parameter, torch.Tensor]]:
         return ((p, m) for p, m in zip(self.params, self.masters) if p is not m)
 
+    @torch.no_grad()
     def accumulate_grads(self) -> None:
         """Add the model's (bf16) gradients into the masters' fp32 gradients and clear them."""
         for param, master in self._pairs():
             grad = param.grad
             if grad is None:
                 continue
-            grad = grad.to_dense() if grad.is_sparse else grad
-            if master.grad is None:
-                master.grad = grad.float()
+            if grad.is_sparse:  # e.g. an embedding with sparse=True: only the looked-up rows
+                grad = grad.coalesce()
+                if master.grad is None:
+                    master.grad = torch.zeros_like(master)
+                master.grad.index_add_(0, grad.indices()[0], grad.values().to(master.dtype))
+            elif master.grad is None:
+                master.grad = torch.empty_like(master).copy_(grad)
             else:
-                master.grad.add_(grad)
+                add_upcast_(master.grad, grad)
             param.grad = None
 
     @torch.no_grad()
@@ -74,3 +79,14 @@ class MasterWeights:
         """Put the fp32 masters back as the model's weights (end of training)."""
         for param, master in self._pairs():
             param.data = master.data
+
+
+def add_upcast_(total: torch.Tensor, part: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+    """``total += part`` for an fp32 ``total`` and a bf16 ``part``, in chunks of ``chunk`` elements.
+
+    A mixed-dtype ``add_`` over a whole 168M-element embedding gradient is about 6x slower on a
+    CPU than upcasting 1M-element chunks (cache-sized) and adding them in fp32.
+    """
+    for dst, src in zip(total.view(-1).split(chunk), part.reshape(-1).split(chunk)):
+        dst.add_(src.float())
+    return total
