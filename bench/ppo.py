@@ -20,12 +20,23 @@ micro-batches of ``--micro-batch-size``), one PPO epoch, sampling at temperature
 (TRL has one optimizer for policy + value: it gets the policy lr), the same hardware and thread
 count. Plain PPO (ptx_coef 0): TRL has no pretraining mix.
 
-What differs is each trainer's design: ours samples with bf16 autocast (fp32 master weights),
-takes the old log-probabilities from the sampling pass, runs the reference and reward model in
-bf16, projects only response positions onto the vocabulary in chunks, and keeps the policy's EMA
-(decay 0.992); TRL keeps the full-vocabulary logits of every generated token and of every
-training position, in fp32 unless its models are loaded in bf16 (``--trl-variants``:
-``fp32`` as TRL comes; ``bf16-weights``: all four models in bf16, pure bf16 training).
+What differs is each trainer's design: ours (``ours``, the default ``precision``) holds the
+policy and value model in bf16 and steps fp32 master copies (so lr-sized updates are kept),
+samples with the bf16 policy and takes the old log-probabilities from the sampling pass, runs
+the reference and reward model in bf16, projects only response positions onto the vocabulary
+in chunks with a fused backward, sends the embedding's sparse gradient straight into the
+masters, and keeps the policy's EMA (decay 0.992); ``ours-bf16`` is pure bf16 training
+(``master_weights="bf16"``, no masters), run when TRL's ``bf16-weights`` variant is. TRL keeps
+the full-vocabulary logits of every generated token and of every training position, in fp32
+unless its models are loaded in bf16 (``--trl-variants``: ``fp32`` as TRL comes;
+``bf16-weights``: all four models in bf16, pure bf16 training).
+
+Pure bf16 training rounds most updates away: at lr 5e-6, an Adam step (about lr per weight) is
+below half the bf16 spacing of any weight larger than about 1e-3 in magnitude. Each run
+therefore reports ``weights_changed``: the fraction of a fixed sample of the policy's weights
+(up to 4096 per tensor) that differ after training from before it. Ratios are given for the
+like-for-like pairs (ours / trl-fp32: both keep every update; ours-bf16 / trl-bf16-weights:
+both pure bf16) and against TRL's fastest variant.
 
 Measured: per iteration, wall time (ours: the trainer's ``time/iteration_s``; TRL: between
 consecutive ``on_step_end`` callbacks, the first from ``on_train_begin``); the first

@@ -27,10 +27,18 @@ no bias correction; no dropout during PPO (the probability ratio must start at 1
 pretraining sequence is a random window of ptx_seq_len tokens of the corpus (every token a
 target); the pretraining loss is the mean token NLL of the minibatch's pretraining sequences.
 
-Memory: the reference and the reward model are held in bf16 without gradients; the policy is updated (and its gradients freed) before the value model's backward, so only one model's gradients exist at a time; with LoRA
+Memory and speed: the reference and the reward model are held in bf16 without gradients. With
+``precision="bf16-weights"`` (the default where bf16 is native) the policy and the value model
+are held in bf16 too, so sampling, forward and backward run without casts, while the optimizers
+step fp32 master copies (:class:`instructgpt.training.precision.MasterWeights`; the value
+model's scalar head stays fp32): each micro-batch's bf16 gradients are added into the masters'
+fp32 gradients and freed, and the token embeddings produce sparse gradients (only the rows
+looked up) that go straight into them. The policy is updated (and its gradients freed) before
+the value model's backward, so only one model's gradients exist at a time. With LoRA
 (``lora_rank > 0``) only adapters are trained, on the policy and the value model, and the
 reference is the policy with its adapter disabled (no second copy). Log-probabilities are
-computed over response positions only, in vocabulary chunks (no full-vocabulary log-softmax).
+computed over response positions only, in vocabulary chunks with a fused backward (no
+full-vocabulary log-softmax for the batch, :func:`instructgpt.losses.lm.token_logprobs`).
 
 Resume: a checkpoint holds the policy, the value model, both optimizers, the EMA, the KL
 controller, the RNG state and the iteration (the data position: prompts, sampling and
