@@ -199,6 +199,7 @@ class PPOConfig:
         check(self.temperature > 0, "temperature", "must be positive")
         check(0 < self.top_p <= 1 and self.top_k >= 0, "top_p", "top_p must be in (0, 1] and top_k >= 0")
         check(self.lora_rank >= 0, "lora_rank", "must be >= 0")
+        check(not (self.lora_rank > 0 and self.precision == "bf16-weights"), "precision", "bf16-weights trains full weights; use bf16 (or auto) with LoRA")
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.ptx_seq_len >= 2, "ptx_seq_len", "must be at least 2")
 
