@@ -18,6 +18,8 @@ Choices the paper leaves open, made here (all configurable):
 - Names that share one source (``pretrained`` and ``prompted`` are the same weights) load it
   once and run the automatic tasks once: those tasks feed every model the same contexts, so the
   results are identical and are copied (marked ``same_as``); only the win-rate responses differ.
+- Forward passes run under bf16 autocast where bf16 is native (``--precision auto``; weights
+  and log-softmax stay fp32), as the trainers do; ``--precision fp32`` for exact fp32 numbers.
 - Every task takes at most ``--limit`` items, drawn with a generator seeded by ``--seed`` and
   the task's name, so a task's subset does not depend on which other tasks run.
 """
@@ -102,6 +104,8 @@ class EvalConfig:
     """Prompts shown side by side in the report."""
     batch_size: int = 8
     """Sequences per forward pass."""
+    precision: str = "auto"
+    """Model forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where native: ~2.9x faster generation on a bf16 CPU)."""
     template: str = "auto"
     """Prompt rendering: raw, chat or auto (chat if the tokenizer has a template)."""
     seed: int = 0
@@ -125,6 +129,7 @@ class EvalConfig:
             task, _, n = spec.partition("=")
             check(task in TASKS and n.isdigit() and int(n) >= 1, "task_limits", f"expected TASK=N with a known task and N >= 1, got {spec!r}")
         check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
+        check(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
         check(self.toxicity_scorer in ("auto", "perspective", "offline"), "toxicity_scorer", "must be auto, perspective or offline")
         if "winrate" in self.tasks and self.judge != "none":
             check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
@@ -297,25 +302,41 @@ def evaluate_models(config: EvalConfig, inputs: Inputs, loaded: dict[str, tuple[
         quiet = lambda message: progress.write(message, file=sys.stderr) if log is _stderr else log(message)  # noqa: E731
         for source, names in plan:
             model, tokenizer = next((loaded[n] for n in names if loaded and n in loaded), None) or _load(source)
-            first = names[0]
-            per_model[first] = evaluate_model(model, tokenizer, first, inputs, config, quiet, tasks=auto, progress=progress)
-            for other in names[1:]:
-                per_model[other] = {**per_model[first], "same_as": first}
-            if "winrate" in config.tasks:
-                by_prompted: dict[bool, list[str]] = {}  # two unprompted names of one source: same responses
-                for name in names:
-                    prompted = name in config.prompted
-                    if prompted not in by_prompted:
-                        result = evaluate_model(model, tokenizer, name, inputs, config, quiet, tasks=("winrate",), progress=progress)
-                        by_prompted[prompted] = result["winrate"]
-                        per_model[name]["seconds"] = {**per_model[name]["seconds"], "winrate": result["seconds"]["winrate"]}
-                        per_model[name]["cpu_seconds"] = {**per_model[name]["cpu_seconds"], "winrate": result["cpu_seconds"]["winrate"]}
-                    else:
-                        progress.update(1)
-                    responses[name] = by_prompted[prompted]
+            with _autocast(model, config.precision):
+                _evaluate_source(model, tokenizer, names, inputs, config, auto, per_model, responses, progress, quiet)
             del model, tokenizer
     order = list(config.model_specs())
     return {n: per_model[n] for n in order}, {n: responses[n] for n in order if n in responses}
+
+
+def _autocast(model: Any, precision: str):
+    import torch
+
+    from instructgpt.training.lm import resolve_precision
+
+    device = next(model.parameters()).device
+    dtype = resolve_precision(precision, device)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _evaluate_source(model, tokenizer, names, inputs, config, auto, per_model, responses, progress, quiet) -> None:
+    """The automatic tasks once (first name), win-rate responses per distinct prompting."""
+    first = names[0]
+    per_model[first] = evaluate_model(model, tokenizer, first, inputs, config, quiet, tasks=auto, progress=progress)
+    for other in names[1:]:
+        per_model[other] = {**per_model[first], "same_as": first}
+    if "winrate" in config.tasks:
+        by_prompted: dict[bool, list[str]] = {}  # two unprompted names of one source: same responses
+        for name in names:
+            prompted = name in config.prompted
+            if prompted not in by_prompted:
+                result = evaluate_model(model, tokenizer, name, inputs, config, quiet, tasks=("winrate",), progress=progress)
+                by_prompted[prompted] = result["winrate"]
+                per_model[name]["seconds"] = {**per_model[name]["seconds"], "winrate": result["seconds"]["winrate"]}
+                per_model[name]["cpu_seconds"] = {**per_model[name]["cpu_seconds"], "winrate": result["cpu_seconds"]["winrate"]}
+            else:
+                progress.update(1)
+            responses[name] = by_prompted[prompted]
 
 
 # ---------------------------------------------------------------- judging
