@@ -2,8 +2,9 @@
 
 The defaults are the ``quickstart`` preset: sized so the whole method runs on a 2-core CPU in
 about 20 minutes with the embedded Gemma 3 270M. ``--preset large`` loads
-``presets/large.yaml`` (bigger sets, more steps; for people with time or a GPU); any flag
-overrides a preset value.
+``presets/large.yaml`` (bigger sets, more steps; for people with time or a GPU), ``--preset
+miniature`` the paper in miniature (about 45 minutes on a 2-core CPU; ``runs/paper_in_miniature.sh``);
+any flag overrides a preset value.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from instructgpt.config import check
 from instructgpt.models.loader import DEFAULT_MODEL
 
-PRESETS = ("quickstart", "large")
+PRESETS = ("quickstart", "miniature", "large")
 
 
 @dataclass

@@ -153,18 +153,28 @@ def _autocast_dtype():
 
 def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
     """K distinct samples per prompt at temperature 1; a prompt with fewer than 2 distinct ones is dropped."""
+    from tqdm.auto import tqdm
+
     from instructgpt.models.generate import generate
     from instructgpt.models.loader import load_model
 
     data = _load(results, config.out_dir, "prepare")
     model, tokenizer = load_model(_load(results, config.out_dir, "sft")["model"])
     outputs = {}
+    chosen_by_split = {}
     for split, count in (("train", config.rm_prompts), ("valid", config.rm_eval_prompts)):
         prompts = read_records(data[f"rm_{split}"], "prompts")
-        chosen = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
+        chosen_by_split[split] = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
+    batch = 16
+    total = sum(-(-len(c) * config.samples_per_prompt // batch) for c in chosen_by_split.values())
+    progress = tqdm(total=total, desc="samples", unit="batch", dynamic_ncols=True)
+    for split, chosen in chosen_by_split.items():
         texts = [p.text for p in chosen for _ in range(config.samples_per_prompt)]
-        samples = generate(model, tokenizer, texts, config.sample_tokens, temperature=1.0, batch_size=16, seed=config.seed,
-                           autocast=_autocast_dtype())
+        samples = []
+        for number, start in enumerate(range(0, len(texts), batch)):  # one seed per batch: a resumed run samples the same
+            samples += generate(model, tokenizer, texts[start : start + batch], config.sample_tokens, temperature=1.0, batch_size=batch,
+                                seed=config.seed * 100_003 + number + (0 if split == "train" else 50_000), autocast=_autocast_dtype())
+            progress.update(1)
         k = config.samples_per_prompt
         rows = []
         for i, prompt in enumerate(chosen):
@@ -173,7 +183,8 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
                 rows.append({"prompt_id": prompt.id, "prompt": prompt.text, "responses": distinct})
         outputs[split] = folder / f"{split}.jsonl"
         write_jsonl_atomic(outputs[split], rows)
-        print(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
+        progress.write(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
+    progress.close()
     return outputs
 
 
@@ -265,7 +276,7 @@ def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) ->
         minibatch_size=config.ppo_minibatch_size,
         micro_batch_size=min(8, config.ppo_minibatch_size),
         lr=config.ppo_lr,
-        lr_warmup_iterations=min(10, max(1, config.ppo_iterations // 2)),
+        lr_warmup_iterations=min(10, max(1, config.ppo_iterations // 4)),
         max_new_tokens=config.ppo_response_tokens,
         max_prompt_tokens=config.max_prompt_tokens,
         ptx_coef=ptx_coef,
