@@ -28,6 +28,8 @@ class PipelineConfig:
     """Pretrained base model: 'gemma-3-270m' (embedded), a local Hugging Face folder, a .gguf file, or a Hub id."""
     seed: int = 0
     """Seed of every sampling, split and data order in the run."""
+    keep_checkpoints: bool = False
+    """Keep each finished stage's resume checkpoints (<stage>/checkpoints; GBs each); by default they are deleted once the stage is done."""
     # --- data
     hh_prompts: int = 600
     """hh-rlhf first human turns added to the unlabelled prompt pool."""

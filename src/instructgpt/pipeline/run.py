@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     def stage(name: str, title: str, fn, *names: str) -> Stage:
         def run(folder: Path) -> dict[str, Path]:
             results[name] = fn(config, folder, results)
+            if not config.keep_checkpoints:  # resume state of a finished stage: GBs (optimizer moments) never read again
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
             return results[name]
 
         return Stage(name, title, run, pick(*names))
