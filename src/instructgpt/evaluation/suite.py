@@ -234,13 +234,22 @@ def win_responses(model: Any, tokenizer: Any, prompts: Sequence[str], prompted: 
     """Responses to the test prompts, rendered as in training (or after the few-shot prefix)."""
     from instructgpt.models.generate import generate
 
+    autocast = _active_autocast(model)  # generate() opens its own autocast context: hand it the one in force
     if prompted:
         texts = [PROMPTED_PREFIX.format(prompt=p) for p in prompts]
         out = generate(model, tokenizer, texts, config.win_max_new_tokens, config.win_temperature, template="raw",
-                       separator="", batch_size=config.batch_size, seed=config.seed)
+                       separator="", batch_size=config.batch_size, seed=config.seed, autocast=autocast)
         return [o.split("\nInstruction:", 1)[0].strip() for o in out]
     return generate(model, tokenizer, list(prompts), config.win_max_new_tokens, config.win_temperature, template=config.template,
-                    batch_size=config.batch_size, seed=config.seed)
+                    batch_size=config.batch_size, seed=config.seed, autocast=autocast)
+
+
+def _active_autocast(model: Any):
+    """The autocast dtype in force on the model's device, or None."""
+    import torch
+
+    device = next(model.parameters()).device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
 def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config: EvalConfig, log: Callable[[str], None],
