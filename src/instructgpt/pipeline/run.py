@@ -285,9 +285,30 @@ def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) ->
         ptx_coef=ptx_coef,
         ptx_per_episode=config.ptx_per_episode,
         ptx_seq_len=128,
+        ema_decay=_ema_decay(config),
         seed=config.seed,
     )
     return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
+
+
+def _ema_decay(config: PipelineConfig) -> float:
+    """The configured EMA decay, or the paper's scaled to this run's number of policy steps.
+
+    The paper's 0.992 averages over about 125 steps of about 4000 (256k episodes, 64 per
+    minibatch): 3% of the run. A run of a few dozen steps with 0.992 would end almost exactly at
+    the SFT weights, so the default keeps the paper's proportion instead.
+
+    >>> from instructgpt.pipeline.config import PipelineConfig
+    >>> _ema_decay(PipelineConfig(ppo_iterations=3, ppo_batch_size=16, ppo_minibatch_size=8))
+    0.0
+    >>> round(_ema_decay(PipelineConfig(ppo_iterations=500, ppo_batch_size=512, ppo_minibatch_size=64)), 3)
+    0.992
+    """
+    if config.ppo_ema_decay is not None:
+        return config.ppo_ema_decay
+    steps = config.ppo_iterations * (config.ppo_batch_size // config.ppo_minibatch_size)
+    horizon = steps * (1 / (1 - 0.992)) / 4000
+    return 0.0 if horizon <= 1 else 1.0 - 1.0 / horizon
 
 
 def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
