@@ -32,6 +32,12 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     assert panel["simulated"] >= 8 and panel["human"] == 8
     summary = json.loads(outputs["rm"]["summary"].read_text())
     assert set(summary) == {"training_labelers", "held_out_labelers"}
+    assert not any((config.out_dir / s / "checkpoints").exists() for s in ("sft", "rm", "ppo_ptx", "ppo"))  # deleted once done
+    from instructgpt.pipeline.summary import collect
+
+    figures = collect(config.out_dir)
+    assert list(figures["seconds"]) == list(outputs) and set(figures["winrate"]["per_model"]) == {"pretrained", "prompted", "ppo", "ppo-ptx"}
+    assert results["per_model"]["prompted"]["same_as"] == "pretrained"  # same weights: automatic tasks ran once
     capsys.readouterr()
     run_pipeline(config)
     assert capsys.readouterr().out.count("(done, skipped)") == 8

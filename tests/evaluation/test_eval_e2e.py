@@ -31,6 +31,9 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         assert set(r["toxicity"]) >= {"basic", "respectful"}
         assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
         assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
+    same = results["per_model"]["prompted"]  # same weights as sft: automatic tasks ran once, copied
+    assert same["same_as"] == "sft" and same["nlp"] == results["per_model"]["sft"]["nlp"] and same["truthfulqa"] == results["per_model"]["sft"]["truthfulqa"]
+    assert "winrate" in same["seconds"]  # its own (prompted) win-rate responses were generated
     assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
     assert results["toxicity_scorer"]["name"] == "offline"
     assert len(results["samples"]) == 2 and set(results["samples"][0]["responses"]) == {"sft", "ppo-ptx", "prompted"}
@@ -102,3 +105,12 @@ def test_cli_eval_with_a_reward_model_judge(tiny_models, data_root, tmp_path):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["winrate"]["per_model"]["ppo"]["n"] == 3 and "reward model" in results["winrate"]["judge_description"]
+
+
+def test_plan_sources_loads_each_source_once_in_order():
+    from instructgpt.evaluation.suite import plan_sources
+
+    config = EvalConfig(models=("pretrained=m0", "prompted=m0", "sft=m1", "ppo=m2"), prompted=("prompted",))
+    assert plan_sources(config) == [("m0", ["pretrained", "prompted"]), ("m1", ["sft"]), ("m2", ["ppo"])]
+    one, two = object(), object()  # models in memory group by identity, whatever their source
+    assert plan_sources(config, {"pretrained": (one, None), "prompted": (two, None)}) == [("m0", ["pretrained"]), ("m0", ["prompted"]), ("m1", ["sft"]), ("m2", ["ppo"])]

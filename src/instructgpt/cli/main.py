@@ -1,6 +1,6 @@
 """The ``instructgpt`` command line.
 
-    instructgpt pipeline [--preset quickstart|large] [flags]   the main job: the whole method end to end
+    instructgpt pipeline [--preset quickstart|miniature|large] [flags]   the main job: the whole method end to end
     instructgpt quickstart [flags]      SFT of the embedded base model only, samples before/after
     instructgpt sft [--config F] [flags] step 1: supervised fine-tuning on demonstrations
     instructgpt rm train|eval|normalize|select-sft   step 2: the reward model on K-wise rankings

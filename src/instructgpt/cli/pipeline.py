@@ -1,4 +1,4 @@
-"""``instructgpt pipeline [--preset quickstart|large] [--config F] [flags]``: the whole method."""
+"""``instructgpt pipeline [--preset quickstart|miniature|large] [--config F] [flags]``: the whole method."""
 
 from __future__ import annotations
 

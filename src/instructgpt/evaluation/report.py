@@ -273,6 +273,10 @@ def statement(results: dict) -> str:
         parts.append("Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line.")
     overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
     parts.append(f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
+    shared = [f"{n} = {r['same_as']}" for n, r in results.get("per_model", {}).items() if r.get("same_as")]
+    if shared:
+        parts.append(f"Same weights, so the same automatic-task results (run once): {', '.join(shared)}.")
+    parts.append(f"Precision of the forward passes: {cfg.get('precision', 'fp32')} (auto = bf16 autocast where native).")
     return " ".join(parts)
 
 

@@ -2,8 +2,9 @@
 
 The defaults are the ``quickstart`` preset: sized so the whole method runs on a 2-core CPU in
 about 20 minutes with the embedded Gemma 3 270M. ``--preset large`` loads
-``presets/large.yaml`` (bigger sets, more steps; for people with time or a GPU); any flag
-overrides a preset value.
+``presets/large.yaml`` (bigger sets, more steps; for people with time or a GPU), ``--preset
+miniature`` the paper in miniature (about 45 minutes on a 2-core CPU; ``runs/paper_in_miniature.sh``);
+any flag overrides a preset value.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from instructgpt.config import check
 from instructgpt.models.loader import DEFAULT_MODEL
 
-PRESETS = ("quickstart", "large")
+PRESETS = ("quickstart", "miniature", "large")
 
 
 @dataclass
@@ -27,6 +28,8 @@ class PipelineConfig:
     """Pretrained base model: 'gemma-3-270m' (embedded), a local Hugging Face folder, a .gguf file, or a Hub id."""
     seed: int = 0
     """Seed of every sampling, split and data order in the run."""
+    keep_checkpoints: bool = False
+    """Keep each finished stage's resume checkpoints (<stage>/checkpoints; GBs each); by default they are deleted once the stage is done."""
     # --- data
     hh_prompts: int = 600
     """hh-rlhf first human turns added to the unlabelled prompt pool."""
@@ -75,6 +78,8 @@ class PipelineConfig:
     """PPO-ptx pretraining coefficient gamma (paper: 27.8); the plain PPO run uses 0."""
     ptx_per_episode: float = 1.0
     """Pretraining sequences per episode (paper: 8)."""
+    ppo_ema_decay: float | None = None
+    """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32 steps)."""
     run_plain_ppo: bool = True
     """Also train plain PPO (gamma = 0) to measure PPO-ptx's alignment tax against it."""
     # --- evaluation

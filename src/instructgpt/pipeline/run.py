@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     def stage(name: str, title: str, fn, *names: str) -> Stage:
         def run(folder: Path) -> dict[str, Path]:
             results[name] = fn(config, folder, results)
+            if not config.keep_checkpoints:  # resume state of a finished stage: GBs (optimizer moments) never read again
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
             return results[name]
 
         return Stage(name, title, run, pick(*names))
@@ -142,19 +145,39 @@ def _fast_precision() -> str:
     return "bf16-weights" if resolve_precision("auto", device) is not None else "fp32"
 
 
+def _autocast_dtype():
+    """bf16 autocast where bf16 is native (2.9x faster sampling on this CPU), else None (fp32)."""
+    import torch
+
+    from instructgpt.training.lm import resolve_precision
+
+    return resolve_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
     """K distinct samples per prompt at temperature 1; a prompt with fewer than 2 distinct ones is dropped."""
+    from tqdm.auto import tqdm
+
     from instructgpt.models.generate import generate
     from instructgpt.models.loader import load_model
 
     data = _load(results, config.out_dir, "prepare")
     model, tokenizer = load_model(_load(results, config.out_dir, "sft")["model"])
     outputs = {}
+    chosen_by_split = {}
     for split, count in (("train", config.rm_prompts), ("valid", config.rm_eval_prompts)):
         prompts = read_records(data[f"rm_{split}"], "prompts")
-        chosen = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
+        chosen_by_split[split] = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
+    batch = 16
+    total = sum(-(-len(c) * config.samples_per_prompt // batch) for c in chosen_by_split.values())
+    progress = tqdm(total=total, desc="samples", unit="batch", dynamic_ncols=True)
+    for split, chosen in chosen_by_split.items():
         texts = [p.text for p in chosen for _ in range(config.samples_per_prompt)]
-        samples = generate(model, tokenizer, texts, config.sample_tokens, temperature=1.0, batch_size=16, seed=config.seed)
+        samples = []
+        for number, start in enumerate(range(0, len(texts), batch)):  # one seed per batch: a resumed run samples the same
+            samples += generate(model, tokenizer, texts[start : start + batch], config.sample_tokens, temperature=1.0, batch_size=batch,
+                                seed=config.seed * 100_003 + number + (0 if split == "train" else 50_000), autocast=_autocast_dtype())
+            progress.update(1)
         k = config.samples_per_prompt
         rows = []
         for i, prompt in enumerate(chosen):
@@ -163,7 +186,8 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
                 rows.append({"prompt_id": prompt.id, "prompt": prompt.text, "responses": distinct})
         outputs[split] = folder / f"{split}.jsonl"
         write_jsonl_atomic(outputs[split], rows)
-        print(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
+        progress.write(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
+    progress.close()
     return outputs
 
 
@@ -255,15 +279,36 @@ def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) ->
         minibatch_size=config.ppo_minibatch_size,
         micro_batch_size=min(8, config.ppo_minibatch_size),
         lr=config.ppo_lr,
-        lr_warmup_iterations=min(10, max(1, config.ppo_iterations // 2)),
+        lr_warmup_iterations=min(10, max(1, config.ppo_iterations // 4)),
         max_new_tokens=config.ppo_response_tokens,
         max_prompt_tokens=config.max_prompt_tokens,
         ptx_coef=ptx_coef,
         ptx_per_episode=config.ptx_per_episode,
         ptx_seq_len=128,
+        ema_decay=_ema_decay(config),
         seed=config.seed,
     )
     return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
+
+
+def _ema_decay(config: PipelineConfig) -> float:
+    """The configured EMA decay, or the paper's scaled to this run's number of policy steps.
+
+    The paper's 0.992 averages over about 125 steps of about 4000 (256k episodes, 64 per
+    minibatch): 3% of the run. A run of a few dozen steps with 0.992 would end almost exactly at
+    the SFT weights, so the default keeps the paper's proportion instead.
+
+    >>> from instructgpt.pipeline.config import PipelineConfig
+    >>> _ema_decay(PipelineConfig(ppo_iterations=3, ppo_batch_size=16, ppo_minibatch_size=8))
+    0.0
+    >>> round(_ema_decay(PipelineConfig(ppo_iterations=500, ppo_batch_size=512, ppo_minibatch_size=64)), 3)
+    0.992
+    """
+    if config.ppo_ema_decay is not None:
+        return config.ppo_ema_decay
+    steps = config.ppo_iterations * (config.ppo_batch_size // config.ppo_minibatch_size)
+    horizon = steps * (1 / (1 - 0.992)) / 4000
+    return 0.0 if horizon <= 1 else 1.0 - 1.0 / horizon
 
 
 def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:

@@ -1,0 +1,92 @@
+"""``python -m instructgpt.pipeline.summary RUN_DIR``: the headline figures of a finished pipeline run.
+
+Reads only what the stages wrote (``<stage>/stage.json``, ``rm/summary.json``,
+``rankings/panel.json``, ``eval/results.json``) and prints, as plain text (and with ``--json``
+as JSON): the wall time of every stage; the win rate of each model against the baseline with its
+95% Wilson interval and win / tie / loss counts; the reward model's validation accuracy on the
+training labelers' and on the held-out labelers' rankings; and the NLP scores (the alignment tax
+of PPO-ptx against PPO). Missing pieces are skipped, so it also works on an unfinished run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+STAGES = ("prepare", "sft", "samples", "rankings", "rm", "ppo_ptx", "ppo", "eval")
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def collect(run_dir: Path) -> dict:
+    """The headline figures of the run in ``run_dir`` (absent pieces left out)."""
+    run_dir = Path(run_dir)
+    out: dict = {"run_dir": str(run_dir), "seconds": {}}
+    for stage in STAGES:
+        record = _read(run_dir / stage / "stage.json")
+        if record is not None:
+            out["seconds"][stage] = round(record["seconds"], 1)
+    out["total_seconds"] = round(sum(out["seconds"].values()), 1)
+    panel = _read(run_dir / "rankings" / "panel.json")
+    if panel:
+        out["panel"] = panel
+    rm = _read(run_dir / "rm" / "summary.json")
+    if rm:
+        out["rm_accuracy"] = {group: rm[f"{group}_labelers"]["overall"] for group in ("training", "held_out") if f"{group}_labelers" in rm}
+    results = _read(run_dir / "eval" / "results.json")
+    if results:
+        win = results.get("winrate", {})
+        out["winrate"] = {"baseline": win.get("baseline"), "judge": win.get("judge_description"), "n_prompts": win.get("n_prompts"),
+                          "per_model": win.get("per_model", {})}
+        out["nlp"] = {name: {task: {k: v for k, v in scores.items() if k != "samples"} for task, scores in r["nlp"].items()}
+                      for name, r in results.get("per_model", {}).items() if "nlp" in r}
+        out["eval_config"] = {k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")}
+    return out
+
+
+def render(figures: dict) -> str:
+    """The figures as a few plain-text tables."""
+    lines = [f"run: {figures['run_dir']}", "", "stage        seconds"]
+    lines += [f"{stage:<12} {seconds:>7.0f}" for stage, seconds in figures["seconds"].items()]
+    lines.append(f"{'total':<12} {figures['total_seconds']:>7.0f}  ({figures['total_seconds'] / 60:.1f} min)")
+    if "panel" in figures:
+        p = figures["panel"]
+        lines += ["", f"rankings: {p.get('simulated')} simulated + {p.get('human')} human; training-labeler agreement {p.get('agreement', float('nan')):.1%}"]
+    if "rm_accuracy" in figures:
+        lines += ["", "reward model validation accuracy (pairwise)"]
+        for group, r in figures["rm_accuracy"].items():
+            lines.append(f"  {group + ' labelers':<20} {r['accuracy']:.3f}  ({r['comparisons']} comparisons, {r['prompts']} prompts)")
+    if "winrate" in figures:
+        w = figures["winrate"]
+        lines += ["", f"win rate against {w['baseline']} ({w['n_prompts']} prompts; judge: {w['judge']}; ties count half)",
+                  "model        rate   95% CI          wins ties losses"]
+        for name, r in w["per_model"].items():
+            lines.append(f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} {r['losses']:>6}")
+    if figures.get("nlp"):
+        tasks = list(next(iter(figures["nlp"].values())))
+        lines += ["", "NLP tasks (DROP / SQuADv2: F1; fr_en: BLEU; 0-100)", "model        " + " ".join(f"{t:>9}" for t in tasks)]
+        for name, scores in figures["nlp"].items():
+            values = [scores[t].get("f1", scores[t].get("bleu", float("nan"))) for t in tasks]
+            lines.append(f"{name:<12} " + " ".join(f"{v:>9.1f}" for v in values))
+        if "ppo" in figures["nlp"] and "ppo-ptx" in figures["nlp"]:
+            diff = [figures["nlp"]["ppo-ptx"][t].get("f1", figures["nlp"]["ppo-ptx"][t].get("bleu")) -
+                    figures["nlp"]["ppo"][t].get("f1", figures["nlp"]["ppo"][t].get("bleu")) for t in tasks]
+            lines.append(f"{'ptx - ppo':<12} " + " ".join(f"{v:>+9.1f}" for v in diff))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m instructgpt.pipeline.summary RUN_DIR [--json]")
+        return 0 if argv else 2
+    figures = collect(Path(argv[0]))
+    print(json.dumps(figures, indent=1) if "--json" in argv else render(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

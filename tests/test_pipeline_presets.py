@@ -1,0 +1,45 @@
+"""Every named preset parses into a valid pipeline config; the run summary reads a run folder."""
+
+import json
+
+import pytest
+
+from instructgpt.config import ConfigError, parse
+from instructgpt.pipeline.config import PRESETS, PipelineConfig, preset_path
+from instructgpt.pipeline.summary import collect, render
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_parses_and_validates(name):
+    config = parse(PipelineConfig, ["--config", str(preset_path(name))], "pipeline")
+    assert config.out_dir.name  # every preset names its own run folder
+    if name == "miniature":  # bigger than the quickstart where the paper's claims need it
+        quick = PipelineConfig()
+        assert config.sft_epochs > quick.sft_epochs and config.ppo_iterations > quick.ppo_iterations
+        assert config.eval_prompts > quick.eval_prompts and config.rm_eval_prompts > quick.rm_eval_prompts
+
+
+def test_unknown_preset_is_a_config_error():
+    with pytest.raises(ConfigError, match="presets: quickstart, miniature, large"):
+        preset_path("huge")
+
+
+def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
+    for stage, seconds in (("sft", 100.0), ("eval", 50.5)):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "stage.json").write_text(json.dumps({"seconds": seconds, "outputs": {}}))
+    (tmp_path / "rm").mkdir()
+    overall = {"accuracy": 0.6, "comparisons": 10, "prompts": 2}
+    (tmp_path / "rm" / "summary.json").write_text(json.dumps({"training_labelers": {"overall": overall}, "held_out_labelers": {"overall": overall}}))
+    win = {"rate": 0.75, "low": 0.4, "high": 0.9, "wins": 3, "ties": 0, "losses": 1, "n": 4}
+    nlp = {"drop": {"n": 2, "f1": 10.0, "samples": []}, "fr_en": {"n": 2, "bleu": 5.0}}
+    results = {"winrate": {"baseline": "sft", "judge_description": "j", "n_prompts": 4, "per_model": {"ppo": win}},
+               "per_model": {"ppo": {"nlp": nlp}, "ppo-ptx": {"nlp": {"drop": {"f1": 12.0}, "fr_en": {"bleu": 4.0}}}}, "config": {"limit": 2}}
+    (tmp_path / "eval").joinpath("results.json").write_text(json.dumps(results))
+
+    figures = collect(tmp_path)
+    assert figures["seconds"] == {"sft": 100.0, "eval": 50.5} and figures["total_seconds"] == 150.5
+    assert figures["rm_accuracy"]["held_out"]["accuracy"] == 0.6
+    assert figures["winrate"]["per_model"]["ppo"]["rate"] == 0.75 and "samples" not in figures["nlp"]["ppo"]["drop"]
+    text = render(figures)
+    assert "0.75   [0.40, 0.90]" in text and "+2.0" in text and "-1.0" in text
