@@ -319,13 +319,11 @@ def evaluate_models(config: EvalConfig, inputs: Inputs, loaded: dict[str, tuple[
 
 
 def _autocast(model: Any, precision: str):
-    import torch
-
+    from instructgpt.rollout.forward import autocast
     from instructgpt.training.lm import resolve_precision
 
     device = next(model.parameters()).device
-    dtype = resolve_precision(precision, device)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    return autocast(device, resolve_precision(precision, device))
 
 
 def _evaluate_source(model, tokenizer, names, inputs, config, auto, per_model, responses, progress, quiet) -> None:

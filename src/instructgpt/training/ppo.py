@@ -65,6 +65,7 @@ from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.forward import response_logprobs, response_values
 from instructgpt.training.ema import PolicyEMA
 from instructgpt.training.kl_controller import make_kl_controller
+from instructgpt.training.optim import clip_grad_norm
 from instructgpt.training.precision import MasterWeights
 
 
@@ -404,7 +405,7 @@ def _to_masters(masters: MasterWeights | None) -> None:
 def _step(optimizer: torch.optim.Optimizer, masters: MasterWeights | None, max_norm: float) -> float:
     """Clip, one optimizer step, clear the gradients; bf16-weights: round the masters into the model. Returns the grad norm."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+    norm = clip_grad_norm(params, max_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if masters is not None:

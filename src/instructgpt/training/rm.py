@@ -49,6 +49,7 @@ from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import resolve_precision
 from instructgpt.training.metrics import MetricsLog, progress_bar
 from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
+from instructgpt.training.optim import clip_grad_norm
 from instructgpt.training.schedule import cosine_lambda
 
 
@@ -219,7 +220,7 @@ def rm_step(wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], i
         correct, total = ranking_accuracy(scores.detach().cpu(), prompt_index, ranks, len(chosen))
         responses, tokens = sum(g.k for g in chosen), sum(g.tokens for g in chosen)
         sums += torch.tensor([loss.item() / accelerator.num_processes, correct.sum(), total.sum(), responses, tokens])
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.max_grad_norm or float("inf")))
+    grad_norm = clip_grad_norm(wrapped.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     loss, correct, comparisons, responses, tokens = accelerator.reduce(sums.to(accelerator.device), "sum").tolist()

@@ -37,6 +37,7 @@ from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import CausalLMLoss, resolve_precision
 from instructgpt.training.metrics import MetricsLog, progress_bar
+from instructgpt.training.optim import clip_grad_norm
 from instructgpt.training.precision import MasterWeights
 from instructgpt.training.schedule import cosine_lambda
 
@@ -198,7 +199,7 @@ def sft_step(wrapped, optimizer, examples, lengths, indices, step, config, accel
         if master:
             master.accumulate_grads()
         loss_sum += loss.detach().float().cpu() / accelerator.num_processes
-    grad_norm = _clip(master.masters if master else wrapped.parameters(), config.max_grad_norm)
+    grad_norm = clip_grad_norm(master.masters if master else wrapped.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if master:
@@ -289,11 +290,6 @@ def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
 
 def _meta(config: SFTConfig, step: int, plan: BatchPlan) -> dict:
     return {"kind": "sft", "step": step, "epoch": step / plan.steps_per_epoch, "parent": config.model, "config": to_dict(config)}
-
-
-def _clip(params, max_norm: float) -> float:
-    """Clip to ``max_norm`` (0: no clipping); returns the norm before clipping."""
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
 
 
 def _progress(config, accelerator, start: int, stop: int):
