@@ -1,16 +1,16 @@
 """Benchmark: our K-wise reward-model trainer against TRL's ``RewardTrainer`` on the pairwise expansion.
 
-    python bench/reward.py              # gemma-3-270m cut to 2 layers, K = 4 and K = 9 (about 20 min on 2 busy CPU cores)
+    python bench/reward.py              # gemma-3-270m cut to 2 layers, K = 4 and K = 9, 8 seeds (about 1 hour on 2 CPU cores)
     python bench/reward.py --quick      # a tiny random model, a few minutes (a smoke run)
     python bench/reward.py --help
 
 Data (the same prompts at K = 4 and K = 9): the 252 user-oriented instructions of
 self-instruct's human evaluation come with 9 responses each: the expert-written target and
 the predictions of 8 GPT-3 models. Prompts whose 9 responses are non-empty and all different
-(120) are ranked by the source's quality order, from the self-instruct paper's human
+(101 whose prompt is under 96 tokens) are ranked by the source's quality order, from the self-instruct paper's human
 evaluation: target, text-davinci-003, -002, -001, davinci + self-instruct + SuperNI,
 davinci + self-instruct, davinci + SuperNI, davinci + T0, davinci (no ties). K = 9 keeps all;
-K = 4 keeps the target, text-davinci-003, text-davinci-001 and davinci. A seeded split gives
+K = 4 keeps the target, text-davinci-003, text-davinci-001 and davinci. Each seed's split gives
 ``--train-prompts`` and ``--val-prompts``. (The self-instruct authors ask that these
 instructions not be used for training models: the benchmark's reward models are measured
 and thrown away.)
@@ -30,12 +30,17 @@ number of optimizer steps:
   ``--trl-micro-batch`` pairs per forward, so both sides make the same number of updates;
   gradient checkpointing off (TRL's default is on; ours never recomputes activations).
 
+Each of ``--seeds`` gives its own split, head and data order (the same on both sides); accuracy is
+compared per seed, as paired differences (mean, 95% t-interval, how many seeds ours is at least
+as good), because one short run's accuracy moves by points with the split.
+
 Measured per run (each run in its own subprocess, sides alternating, ours first):
 sequences through the trunk (forward passes of one sequence), tokens, wall time of the
 optimizer steps (ours: the trainer's ``time/step_s``; TRL: a callback from step begin to step
 end), the whole ``train()`` call, peak RSS (``ru_maxrss``, load included), and the validation
-accuracy of the trained model, computed the same way for both (fp32, every comparison of
-every validation prompt at that K).
+accuracy and log loss before and after training, computed the same way for both (fp32, every
+comparison of every validation prompt at that K; "before" is the same on both sides, a check
+that they start from the same model).
 """
 
 from __future__ import annotations
@@ -91,11 +96,11 @@ class Args:
     """Keep the first N decoder layers of the model (0: all). The full 18-layer model is too slow on a 2-core CPU."""
     ks: tuple[int, ...] = (4, 9)
     """Responses per prompt to benchmark (4 and/or 9)."""
-    train_prompts: int = 32
+    train_prompts: int = 64
     """Training prompts (one epoch)."""
-    val_prompts: int = 64
-    """Validation prompts (accuracy over all their comparisons)."""
-    batch_size: int = 8
+    val_prompts: int = 37
+    """Validation prompts (accuracy over all their comparisons). 64 + 37 = the 101 usable prompts."""
+    batch_size: int = 4
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
     trl_micro_batch: int = 8
     """TRL: pairs per forward (2 x this many sequences)."""
@@ -105,16 +110,20 @@ class Args:
     """Ours: pack each forward's sequences into rows (restarting positions); otherwise pad."""
     pack_row_tokens: int = 256
     """Ours: tokens per packed row (attention cost grows with it)."""
-    lr: float = 3e-5
-    """Peak learning rate of both sides (cosine decay to 10%)."""
+    lr: float = 1e-4
+    """Peak learning rate of both sides (cosine decay to 10%). Chosen on seed 99 (not among the reported seeds) by
+    our side's validation log loss over 3e-5 / 1e-4 x 4 / 8 prompts per step."""
     max_prompt_tokens: int = 96
     """Prompts longer than this are dropped (before the split)."""
     max_response_tokens: int = 48
     """Responses are truncated to this many tokens (both sides get the same ids)."""
-    repeats: int = 2
-    """Runs per side and K (alternating ours / TRL)."""
-    seed: int = 0
-    """Seed of the split, the model head and both trainers."""
+    repeats: int = 1
+    """Runs per side, K and seed (alternating ours / TRL). Accuracy is deterministic per seed; repeats only add timings."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
+    """Seeds; each gives its own train/validation split, head and shuffle order, the same on both sides.
+    Accuracy is compared per seed (paired): mean difference, its 95% t-interval, and how often ours >= TRL."""
+    sides: tuple[str, ...] = ("ours", "trl")
+    """Sides to run ('ours', 'trl'); one side alone is for tuning the settings, with no comparison."""
     quick: bool = False
     """Smoke run: a tiny random model and small sizes wherever the command line keeps the default."""
     out: Path = Path(__file__).resolve().parent / "results" / "reward.json"
@@ -148,22 +157,25 @@ def main(args: Args) -> None:
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     host = machine()
     model = str(_tiny_model(work)) if args.quick else str(truncated_model(args.model, args.layers, work))
-    data = prepare_data(model, args, work)
-    print(f"data: {data['train_prompts']} training and {data['val_prompts']} validation prompts; model {model}")
-    runs: dict[str, dict[str, list]] = {}
-    for k in args.ks:
-        runs[str(k)] = {"ours": [], "trl": []}
-        for repeat in range(args.repeats):
-            for side in ("ours", "trl"):
-                spec = {"side": side, "k": k, "model": model, "data": data[str(k)], "args": jsonable(args), "work": str(work)}
-                result = run_worker(Path(__file__), spec, work / "logs", f"{side}-k{k}-{repeat}", args.timeout)
-                runs[str(k)][side].append(result)
-                print(f"K={k} {side} #{repeat}: {_short(result)}", flush=True)
-                write_json(args.out.with_suffix(".partial.json"),
-                           {"model": model, "args": jsonable(args), "machine": host, "data": _data_summary(data), "runs": runs})
+    runs: dict[str, dict[str, list]] = {str(k): {side: [] for side in args.sides} for k in args.ks}
+    data_summary = {}
+    for seed in args.seeds:
+        data = prepare_data(model, args, work / f"seed-{seed}", seed)
+        data_summary[str(seed)] = _data_summary(data)
+        print(f"seed {seed}: {data['train_prompts']} training and {data['val_prompts']} validation prompts; model {model}")
+        for k in args.ks:
+            for repeat in range(args.repeats):
+                for side in args.sides:
+                    spec = {"side": side, "k": k, "seed": seed, "model": model, "data": data[str(k)], "args": jsonable(args), "work": str(work)}
+                    result = run_worker(Path(__file__), spec, work / "logs", f"{side}-k{k}-s{seed}-{repeat}", args.timeout)
+                    runs[str(k)][side].append({"seed": seed, "repeat": repeat, **result})
+                    print(f"K={k} seed {seed} {side} #{repeat}: {_short(result)}", flush=True)
+                    write_json(args.out.with_suffix(".partial.json"),
+                               {"model": model, "args": jsonable(args), "machine": host, "data": data_summary, "runs": runs})
+    data = data_summary
     summary = {k: summarize(sides) for k, sides in runs.items()}
     host["load_average_at_end"] = machine()["load_average_1_5_15min"]
-    report = {"benchmark": "reward", "machine": host, "model": model, "args": jsonable(args), "data": _data_summary(data),
+    report = {"benchmark": "reward", "machine": host, "model": model, "args": jsonable(args), "data": data,
               "summary": summary, "runs": runs}
     print_report(report)
     return report
@@ -197,8 +209,8 @@ def _tiny_model(work: Path) -> Path:
     return Path(save_tiny(str(work / "tiny-model")))
 
 
-def prepare_data(model: str, args: Args, work: Path) -> dict[str, Any]:
-    """Rankings files at each K (ours) and the same groups' token ids (TRL's pairs, and validation)."""
+def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any]:
+    """Rankings files at each K (ours) and the same groups' token ids (TRL's pairs, and validation), split by ``seed``."""
     from instructgpt.data.importers import find_data_root
     from instructgpt.data.jsonl import write_jsonl_atomic
     from instructgpt.data.schemas import Ranking
@@ -218,13 +230,14 @@ def prepare_data(model: str, args: Args, work: Path) -> dict[str, Any]:
             usable.append((f"self-instruct-{i}", prompt, {s: t for s, t in zip(SOURCES, texts)}))
     if len(usable) < args.train_prompts + args.val_prompts:
         raise SystemExit(f"only {len(usable)} usable prompts for --train-prompts + --val-prompts")
-    chosen = random.Random(args.seed).sample(usable, args.train_prompts + args.val_prompts)
+    work.mkdir(parents=True, exist_ok=True)
+    chosen = random.Random(seed).sample(usable, args.train_prompts + args.val_prompts)
     data: dict[str, Any] = {"usable_prompts": len(usable), "train_prompts": args.train_prompts, "val_prompts": args.val_prompts}
     for k in args.ks:
         sources = SOURCES if k == 9 else K4 if k == 4 else SOURCES[:k]
         entry: dict[str, Any] = {"k": k, "sources": list(sources)}
         for split, items in (("train", chosen[: args.train_prompts]), ("val", chosen[args.train_prompts :])):
-            order = random.Random(f"{args.seed}-{split}-{k}")
+            order = random.Random(f"{seed}-{split}-{k}")
             records = []
             for prompt_id, prompt, responses in items:
                 shown = order.sample(list(sources), len(sources))  # the order responses are listed in
@@ -280,15 +293,17 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.training.metrics import read_metrics
     from instructgpt.training.rm_data import score_sequences
 
-    args, data = spec["args"], spec["data"]
-    torch.manual_seed(args["seed"])
-    model, tokenizer = load_reward_model(spec["model"], seed=args["seed"])
+    args, data, seed = spec["args"], spec["data"], spec["seed"]
+    torch.manual_seed(seed)
+    model, tokenizer = load_reward_model(spec["model"], seed=seed)
     after_load = current_rss_mib()
+    val_groups = _groups(data["val_ids"])
+    before = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups)
     config = rm.RMConfig(
         model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
         val_fraction=0.0, epochs=1, lr=args["lr"], batch_size=args["batch_size"], micro_batch_prompts=args["batch_size"],
         micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
-        max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=args["seed"],
+        max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=seed,
     )
     rm._save = lambda *_, **__: None  # checkpoint writes are no part of training (TRL: save_strategy="no")
     rm._finish = lambda *_, **__: None
@@ -298,11 +313,11 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     peak = peak_rss_mib()
     steps = [r for r in read_metrics(config.out_dir) if "rm/responses" in r]
     model.float()
-    scored = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), _groups(data["val_ids"]))
+    scored = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups)
     return {
         "side": "ours",
         "steps": [{"sequences": s["rm/responses"], "tokens": s["rm/tokens"], "pairs": s["rm/comparisons"], "step_s": s["time/step_s"]} for s in steps],
-        "train_s": train_s, "validation": scored, "rss_after_load_mib": after_load, "peak_rss_mib": peak,
+        "train_s": train_s, "validation_before": before, "validation": scored, "rss_after_load_mib": after_load, "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),
     }
 
@@ -318,14 +333,16 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.models.reward import init_head_
     from instructgpt.training.schedule import cosine_lambda
 
-    args, data, k = spec["args"], spec["data"], spec["k"]
-    torch.manual_seed(args["seed"])
+    args, data, k, seed = spec["args"], spec["data"], spec["k"], spec["seed"]
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=1, dtype=torch.float32)
     tokenizer = load_tokenizer(spec["model"])
     ensure_pad_token(tokenizer, model)
     model.config.pad_token_id = tokenizer.pad_token_id
-    init_head_(model.score.weight, model.config, args["seed"])  # the very head our side starts from
+    init_head_(model.score.weight, model.config, seed)  # the very head our side starts from
     after_load = current_rss_mib()
+    val_groups = _groups(data["val_ids"])
+    before = validation_accuracy(_trl_scorer(model, tokenizer), val_groups)  # equals ours: the same start
     pairs = [{"chosen_ids": list(g.sequences[w]), "rejected_ids": list(g.sequences[l])}
              for g in _groups(data["train_ids"]) for w in range(g.k) for l in range(g.k) if g.ranks[w] < g.ranks[l]]
     per_step = args["batch_size"] * math.comb(k, 2)
@@ -334,7 +351,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         per_device_train_batch_size=args["trl_micro_batch"], gradient_accumulation_steps=per_step // args["trl_micro_batch"],
         learning_rate=args["lr"], lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
         warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, max_length=None,
-        logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=args["seed"],
+        logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
         gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
     )
@@ -362,18 +379,24 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         forwards = [f for f in clock.forwards if f["step"] == step]
         steps.append({"sequences": sum(f["sequences"] for f in forwards), "tokens": sum(f["tokens"] for f in forwards),
                       "pairs": sum(f["sequences"] for f in forwards) // 2, "step_s": end - begin})
-    model.eval().float()
+    model.float()
+    return {
+        "side": "trl", "steps": steps, "train_s": train_s, "validation_before": before,
+        "validation": validation_accuracy(_trl_scorer(model, tokenizer), val_groups),
+        "rss_after_load_mib": after_load, "peak_rss_mib": peak, "threads": torch.get_num_threads(), "pairs": len(pairs),
+    }
+
+
+def _trl_scorer(model: Any, tokenizer: Any) -> Any:
+    """Scores of TRL's sequence-classification model for right-padded token ids (eval mode)."""
+    from instructgpt.training.rm_data import pad_sequences
 
     def score(sequences):
-        from instructgpt.training.rm_data import pad_sequences
-
         batch = pad_sequences(sequences, tokenizer.pad_token_id)
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
 
-    return {
-        "side": "trl", "steps": steps, "train_s": train_s, "validation": validation_accuracy(score, _groups(data["val_ids"])),
-        "rss_after_load_mib": after_load, "peak_rss_mib": peak, "threads": torch.get_num_threads(), "pairs": len(pairs),
-    }
+    model.eval()
+    return score
 
 
 def _step_clock() -> Any:
@@ -409,49 +432,87 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "step_wall_s": sum(s["step_s"] for s in steps),
         "train_wall_s": run["train_s"],
         "peak_rss_mib": run["peak_rss_mib"],
+        "val_accuracy_before": run.get("validation_before", {}).get("accuracy"),
         "val_accuracy": run["validation"]["accuracy"],
         "val_log_loss": run["validation"]["log_loss"],
     }
 
 
-KEYS = ("steps", "sequences", "tokens", "pairs", "step_wall_s", "train_wall_s", "peak_rss_mib", "val_accuracy", "val_log_loss")
+KEYS = ("steps", "sequences", "tokens", "pairs", "step_wall_s", "train_wall_s", "peak_rss_mib", "val_accuracy_before",
+        "val_accuracy", "val_log_loss")
 
 
 def summarize(sides: dict[str, list]) -> dict[str, Any]:
-    """Medians per side over the runs that succeeded, TRL / ours ratios of the medians, and per repeat."""
+    """Per side: medians over the runs that succeeded (all seeds and repeats). With both sides:
+    TRL / ours ratios of the medians, the step-time ratio of each (seed, repeat), and the
+    paired accuracy comparison per seed (:func:`paired`)."""
     out: dict[str, Any] = {}
-    pairs = [(o, t) for o, t in zip(sides["ours"], sides["trl"]) if "error" not in o and "error" not in t]
-    out["step_wall_ratio_each_repeat"] = [t_["step_wall_s"] / o_["step_wall_s"] for o_, t_ in
-                                          ((_run_summary(o), _run_summary(t)) for o, t in pairs)]
     for side, runs in sides.items():
         ok = [_run_summary(r) for r in runs if "error" not in r]
         out[side] = {key: median([r[key] for r in ok]) for key in KEYS}
         out[side]["runs_ok"] = len(ok)
         out[side]["errors"] = [r["error"] for r in runs if "error" in r]
+    if not {"ours", "trl"} <= sides.keys():
+        return out
+    pairs = [(_run_summary(o), _run_summary(t)) for o, t in zip(sides["ours"], sides["trl"]) if "error" not in o and "error" not in t]
+    out["step_wall_ratio_each_run"] = [t["step_wall_s"] / o["step_wall_s"] for o, t in pairs]
     out["trl_over_ours"] = {key: ratio(out["trl"][key], out["ours"][key]) for key in ("sequences", "tokens", "step_wall_s", "train_wall_s", "peak_rss_mib")}
-    out["accuracy_ours_minus_trl"] = None if out["ours"]["val_accuracy"] is None or out["trl"]["val_accuracy"] is None else (
-        out["ours"]["val_accuracy"] - out["trl"]["val_accuracy"])
+    out["accuracy"] = paired({r["seed"]: r["validation"]["accuracy"] for r in sides["ours"] if "error" not in r},
+                             {r["seed"]: r["validation"]["accuracy"] for r in sides["trl"] if "error" not in r})
+    out["log_loss"] = paired({r["seed"]: r["validation"]["log_loss"] for r in sides["ours"] if "error" not in r},
+                             {r["seed"]: r["validation"]["log_loss"] for r in sides["trl"] if "error" not in r}, higher_is_better=False)
+    return out
+
+
+def paired(ours: dict[int, float], trl: dict[int, float], higher_is_better: bool = True) -> dict[str, Any]:
+    """Ours minus TRL over the seeds both sides finished: each difference, their mean, the 95%
+    t-interval of the mean (Student's t with n-1 degrees of freedom; None below 2 seeds), and
+    the number of seeds where ours is at least as good as TRL."""
+    import statistics
+
+    from scipy import stats
+
+    seeds = sorted(ours.keys() & trl.keys())
+    diffs = [ours[s] - trl[s] for s in seeds]
+    out: dict[str, Any] = {"seeds": seeds, "ours": [ours[s] for s in seeds], "trl": [trl[s] for s in seeds], "ours_minus_trl": diffs,
+                           "mean": statistics.fmean(diffs) if diffs else None, "ci95": None,
+                           "ours_as_good_or_better": sum((d >= 0) == higher_is_better or d == 0 for d in diffs)}
+    if len(diffs) >= 2:
+        half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        out["ci95"] = [out["mean"] - half, out["mean"] + half]
     return out
 
 
 def print_report(report: dict[str, Any]) -> None:
     args = report["args"]
     print(f"\nReward-model benchmark: {report['model']} on {report['machine']['cpu']}; {args['train_prompts']} training prompts, "
-          f"{args['val_prompts']} validation; {args['batch_size']} prompts per step; one epoch; medians of {args['repeats']} run(s)")
+          f"{args['val_prompts']} validation; {args['batch_size']} prompts per step; one epoch; seeds {args['seeds']}, "
+          f"{args['repeats']} run(s) each; medians over all runs")
     rows = []
     for k, s in report["summary"].items():
-        for side in ("ours", "trl"):
+        for side in args["sides"]:
             r = s[side]
             rows.append([f"K={k}", side, r["steps"], r["sequences"], r["tokens"], r["step_wall_s"], r["train_wall_s"], r["peak_rss_mib"],
-                         r["val_accuracy"], r["val_log_loss"]])
-        x = s["trl_over_ours"]
-        rows.append([f"K={k}", "TRL / ours", None, x["sequences"], x["tokens"], x["step_wall_s"], x["train_wall_s"], x["peak_rss_mib"],
-                     s["accuracy_ours_minus_trl"], None])
-    print(format_table(["K", "side", "steps", "sequences", "tokens", "steps wall s", "train() s", "peak RSS MiB", "val acc", "val log loss"], rows))
-    print("val acc in the ratio row: ours minus TRL.")
-    for k, summary in report["summary"].items():
-        each = ", ".join(f"{x:.2f}x" for x in summary["step_wall_ratio_each_repeat"])
-        print(f"K={k}: TRL / ours optimizer-step wall time, each repeat (ours ran just before TRL): {each or '-'}")
+                         r["val_accuracy_before"], r["val_accuracy"], r["val_log_loss"]])
+        if "trl_over_ours" in s:
+            x = s["trl_over_ours"]
+            rows.append([f"K={k}", "TRL / ours", None, x["sequences"], x["tokens"], x["step_wall_s"], x["train_wall_s"], x["peak_rss_mib"],
+                         None, s["accuracy"]["mean"], s["log_loss"]["mean"]])
+    print(format_table(["K", "side", "steps", "sequences", "tokens", "steps wall s", "train() s", "peak RSS MiB", "val acc before",
+                        "val acc", "val log loss"], rows))
+    print("Accuracy columns in the ratio row: mean over seeds of ours minus TRL.")
+    for k, s in report["summary"].items():
+        if "accuracy" not in s:
+            continue
+        each = ", ".join(f"{x:.2f}x" for x in s["step_wall_ratio_each_run"])
+        print(f"K={k}: TRL / ours optimizer-step wall time, each run (ours ran just before TRL): {each or '-'}")
+        for name, scale in (("accuracy", 100), ("log_loss", 1)):
+            a = s[name]
+            per_seed = ", ".join(f"{seed}: {o * scale:.2f} vs {t * scale:.2f}" for seed, o, t in zip(a["seeds"], a["ours"], a["trl"]))
+            interval = "-" if a["ci95"] is None else f"[{a['ci95'][0] * scale:+.2f}, {a['ci95'][1] * scale:+.2f}]"
+            mean = "-" if a["mean"] is None else f"{a['mean'] * scale:+.2f}"
+            print(f"K={k} {name}{' (points)' if scale == 100 else ''}, ours vs TRL per seed: {per_seed}; ours - TRL mean {mean}, "
+                  f"95% CI {interval}; ours as good or better in {a['ours_as_good_or_better']} of {len(a['seeds'])}")
 
 
 def _data_summary(data: dict[str, Any]) -> dict[str, Any]:

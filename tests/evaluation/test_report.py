@@ -56,6 +56,18 @@ def test_logs_are_read_tolerantly(logs, tmp_path):
     assert read_metrics_log(tmp_path / "missing.jsonl") == []
 
 
+def test_rm_summary_reads_the_pipeline_labeler_groups(tmp_path):
+    def group(accuracy, per_k):
+        return {"overall": {"accuracy": accuracy, "log_loss": 0.9}, "per_k": {k: {"accuracy": a, "log_loss": 0.9} for k, a in per_k.items()}}
+
+    one_k = tmp_path / "one.json"
+    one_k.write_text(json.dumps({"training_labelers": group(0.6, {"4": 0.6}), "held_out_labelers": group(0.55, {"4": 0.55})}))
+    assert rm_summary(one_k) == {"training labelers": 0.6, "held-out labelers": 0.55}
+    two_k = tmp_path / "two.json"
+    two_k.write_text(json.dumps({"held_out_labelers": group(0.5, {"4": 0.6, "9": 0.4})}))
+    assert rm_summary(two_k) == {"held-out labelers": 0.5, "held-out labelers K=4": 0.6, "held-out labelers K=9": 0.4}
+
+
 def test_report_has_every_section_and_figure(logs, tmp_path):
     ppo, rm, cv = logs
     page = write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo-ptx": ppo}, rm_metrics={"rm": rm, "cv": cv})

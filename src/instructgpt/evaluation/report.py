@@ -74,6 +74,10 @@ def rm_summary(path: Path) -> dict[str, float]:
     - the labeler-group cross-validation report of ``instructgpt rm eval --cv-groups``
       (``{"summary": {"held_out": {"mean", "std", ...}, "within": {...}}}``) gives
       ``held-out labelers`` and ``training labelers`` accuracies and their ``... std``;
+    - a summary of labeler groups, as the pipeline's RM stage writes
+      (``{"training_labelers": {"overall": {"accuracy"}, "per_k": {K: {"accuracy"}}}, ...}``):
+      each group's overall accuracy under its name (``training labelers``), and per K when
+      the groups hold more than one K (``training labelers K=4``);
     - any other JSON: every numeric field whose name contains ``acc`` (nested keys joined by '/');
     - a JSONL metrics log: the last value of each such metric.
     """
@@ -95,7 +99,22 @@ def rm_summary(path: Path) -> dict[str, float]:
             out[label] = summary[key].get("mean", float("nan"))
             out[f"{label} std"] = summary[key].get("std", float("nan"))
         return out
+    groups = {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("overall"), dict)} if isinstance(data, dict) else {}
+    if groups:
+        return _group_accuracies(groups)
     return {k: v for k, v in _flatten(data).items() if "acc" in k and _number(v)}
+
+
+def _group_accuracies(groups: dict[str, dict]) -> dict[str, float]:
+    out = {}
+    for name, group in groups.items():
+        label = name.replace("_", " ").replace("held out", "held-out")
+        if _number(group["overall"].get("accuracy")):
+            out[label] = group["overall"]["accuracy"]
+        per_k = group.get("per_k") or {}
+        if len(per_k) > 1:
+            out.update({f"{label} K={k}": v["accuracy"] for k, v in per_k.items() if _number(v.get("accuracy"))})
+    return out
 
 
 def rm_figure(results: dict[str, dict[str, float]]) -> tuple[str, dict]:
@@ -290,7 +309,7 @@ def samples_html(samples: Sequence[dict]) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;background:#fff}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f0f3f8}.note{color:#666;font-style:italic}
 .statement{background:#f6f8fa;border-left:4px solid #4878d0;padding:.6em 1em}
 .sample{border:1px solid #ddd;margin:.8em 0;padding:.5em}.prompt pre{background:#fffbe6}
