@@ -104,6 +104,10 @@ class Args:
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
     trl_micro_batch: int = 8
     """TRL: pairs per forward (2 x this many sequences)."""
+    trl_order: str = "shuffled"
+    """TRL's pair order: 'shuffled' (the usual pairwise expansion: every comparison an independent example in a
+    random order) or 'grouped' (each step takes all pairs of the prompts our side's step takes, sequentially: the
+    loss of every step is then the same as ours, so both sides should end with the same model up to rounding)."""
     micro_batch_tokens: int = 8192
     """Ours: most tokens per forward."""
     packing: bool = True
@@ -343,8 +347,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     after_load = current_rss_mib()
     val_groups = _groups(data["val_ids"])
     before = validation_accuracy(_trl_scorer(model, tokenizer), val_groups)  # equals ours: the same start
-    pairs = [{"chosen_ids": list(g.sequences[w]), "rejected_ids": list(g.sequences[l])}
-             for g in _groups(data["train_ids"]) for w in range(g.k) for l in range(g.k) if g.ranks[w] < g.ranks[l]]
+    pairs = _pairs(_groups(data["train_ids"]), args, seed)
     per_step = args["batch_size"] * math.comb(k, 2)
     config = RewardConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
@@ -354,6 +357,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
         gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
+        train_sampling_strategy="sequential" if args.get("trl_order") == "grouped" else "random",
     )
     clock = _step_clock()
 
@@ -385,6 +389,20 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         "validation": validation_accuracy(_trl_scorer(model, tokenizer), val_groups),
         "rss_after_load_mib": after_load, "peak_rss_mib": peak, "threads": torch.get_num_threads(), "pairs": len(pairs),
     }
+
+
+def _pairs(groups: list, args: dict[str, Any], seed: int) -> list[dict[str, list[int]]]:
+    """Every (chosen, rejected) pair of every group; with ``trl_order='grouped'``, in the order of
+    our trainer's steps (its :class:`BatchPlan` over the same groups), so that TRL's step ``i``
+    holds exactly the pairs of the prompts in our step ``i``."""
+    from instructgpt.training.batching import BatchPlan
+
+    order = range(len(groups))
+    if args.get("trl_order") == "grouped":
+        plan = BatchPlan(len(groups), args["batch_size"], 1, seed)
+        order = [i for step in range(plan.total_steps) for i in plan.batch(step)]
+    return [{"chosen_ids": list(groups[i].sequences[w]), "rejected_ids": list(groups[i].sequences[l])}
+            for i in order for w in range(groups[i].k) for l in range(groups[i].k) if groups[i].ranks[w] < groups[i].ranks[l]]
 
 
 def _trl_scorer(model: Any, tokenizer: Any) -> Any:
