@@ -29,6 +29,9 @@ number of optimizer steps:
   (chosen and rejected in one padded forward); ``--batch-size`` x C(K,2) pairs per step,
   ``--trl-micro-batch`` pairs per forward, so both sides make the same number of updates;
   gradient checkpointing off (TRL's default is on; ours never recomputes activations).
+  ``--trl-order grouped`` instead hands TRL the pairs in the order of our steps (step i = all
+  pairs of the prompts in our step i): the same loss at every step, a check that the two sides
+  compute the same objective and that any accuracy gap comes from the batching.
 
 Each of ``--seeds`` gives its own split, head and data order (the same on both sides); accuracy is
 compared per seed, as paired differences (mean, 95% t-interval, how many seeds ours is at least

@@ -15,6 +15,16 @@ as_postgres() {  # initdb and postgres refuse to run as root
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+without_inherited_fds() {  # the server outlives this script: it must not keep the caller's files (a held flock, a pipe) open
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd="${fd##*/}"
+            if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+        done
+        "$@"
+    )
+}
+
 if [ "${1:-}" = stop ]; then
     as_postgres "$(pg_bin)/pg_ctl" -D "$PGDATA_DIR" -m fast stop >&2 || true
     exit 0
@@ -42,7 +52,7 @@ if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PGPORT"; then
         [ "$(id -u)" = 0 ] && chown postgres: "$PGDATA_DIR"
         as_postgres "$bin/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 >/dev/null
     fi
-    as_postgres "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w \
+    without_inherited_fds as_postgres "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w \
         -o "-h 127.0.0.1 -p $PGPORT -k $PGDATA_DIR -c fsync=off -c max_connections=200" start >&2
 fi
 echo "export INSTRUCTGPT_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$PGPORT/postgres"
