@@ -107,6 +107,9 @@ class Args:
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
     trl_micro_batch: int = 8
     """TRL: pairs per forward (2 x this many sequences)."""
+    ours_epochs: int = 1
+    """Ours: epochs (1 is the comparison the benchmark is for; K-1 gives ours as many response passes as
+    TRL's one epoch; the paper warns that more than one overfits)."""
     trl_order: str = "shuffled"
     """TRL's pair order: 'shuffled' (the usual pairwise expansion: every comparison an independent example in a
     random order) or 'grouped' (each step takes all pairs of the prompts our side's step takes, sequentially: the
@@ -139,6 +142,9 @@ class Args:
     """Keep data, worker logs and run folders here (default: a temporary folder, removed at the end)."""
     timeout: int = 3600
     """Seconds before a worker subprocess is killed."""
+    compare_with: Path | None = None
+    """With ``--sides ours``: take the TRL runs (same seeds and K) from this earlier report, to compare a variant of
+    ours (``--ours-epochs``) without re-running TRL. Data and TRL settings must match; the seeds must be there."""
     from_partial: Path | None = None
     """Do not run: build the report from a partial JSON an interrupted run left (OUT.partial.json)."""
 
@@ -162,6 +168,7 @@ def main(args: Args) -> None:
 
 
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
+    earlier = _earlier_report(args)
     host = machine()
     model = str(_tiny_model(work)) if args.quick else str(truncated_model(args.model, args.layers, work))
     runs: dict[str, dict[str, list]] = {str(k): {side: [] for side in args.sides} for k in args.ks}
@@ -180,12 +187,29 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
                     write_json(args.out.with_suffix(".partial.json"),
                                {"model": model, "args": jsonable(args), "machine": host, "data": data_summary, "runs": runs})
     data = data_summary
+    if earlier is not None:
+        for k, sides in runs.items():
+            sides.setdefault("trl", [r for r in earlier["runs"][k]["trl"] if r.get("seed") in args.seeds])
     summary = {k: summarize(sides) for k, sides in runs.items()}
     host["load_average_at_end"] = machine()["load_average_1_5_15min"]
     report = {"benchmark": "reward", "machine": host, "model": model, "args": jsonable(args), "data": data,
               "summary": summary, "runs": runs}
     print_report(report)
     return report
+
+
+def _earlier_report(args: Args) -> dict[str, Any] | None:
+    """The ``--compare-with`` report, checked to share our data settings (before anything runs)."""
+    if args.compare_with is None:
+        return None
+    earlier = json.loads(args.compare_with.read_text())
+    same = ("model", "layers", "train_prompts", "val_prompts", "batch_size", "lr", "max_prompt_tokens", "max_response_tokens")
+    differ = [key for key in same if earlier["args"].get(key) != jsonable(args).get(key)]
+    missing = [(k, seed) for k in args.ks for seed in args.seeds
+               if not any(r.get("seed") == seed for r in earlier["runs"].get(str(k), {}).get("trl", []))]
+    if differ or missing:
+        raise SystemExit(f"--compare-with {args.compare_with}: settings differ in {differ}; no TRL run for (K, seed) {missing}")
+    return earlier
 
 
 def truncated_model(name: str, layers: int, work: Path) -> Path:
@@ -308,7 +332,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     before = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups)
     config = rm.RMConfig(
         model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
-        val_fraction=0.0, epochs=1, lr=args["lr"], batch_size=args["batch_size"], micro_batch_prompts=args["batch_size"],
+        val_fraction=0.0, epochs=args.get("ours_epochs", 1), lr=args["lr"], batch_size=args["batch_size"], micro_batch_prompts=args["batch_size"],
         micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
         max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=seed,
     )
@@ -511,7 +535,9 @@ def print_report(report: dict[str, Any]) -> None:
           f"{args['repeats']} run(s) each; medians over all runs")
     rows = []
     for k, s in report["summary"].items():
-        for side in args["sides"]:
+        for side in ("ours", "trl"):
+            if side not in s:
+                continue
             r = s[side]
             rows.append([f"K={k}", side, r["steps"], r["sequences"], r["tokens"], r["step_wall_s"], r["train_wall_s"], r["peak_rss_mib"],
                          r["val_accuracy_before"], r["val_accuracy"], r["val_log_loss"]])
