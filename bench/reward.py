@@ -33,6 +33,12 @@ number of optimizer steps:
   pairs of the prompts in our step i): the same loss at every step, a check that the two sides
   compute the same objective and that any accuracy gap comes from the batching.
 
+Learning rates: ``--lr`` is ours and, by default, TRL's too (the same rate at every step);
+``--trl-lr`` gives TRL its own. Each side's rate is tuned on its own on the tuning seeds 100,
+101 and 102 (never among the reported seeds): per side and K, the rate of {1e-4, 4e-4, 8e-4}
+with the highest mean validation accuracy over those seeds at ``--batch-size`` prompts per
+step, e.g. ``--sides trl --seeds 100 101 102 --lr 4e-4``.
+
 Each of ``--seeds`` gives its own split, head and data order (the same on both sides); accuracy is
 compared per seed, as paired differences (mean, 95% t-interval, how many seeds ours is at least
 as good), because one short run's accuracy moves by points with the split.
@@ -121,8 +127,10 @@ class Args:
     pack_row_tokens: int = 256
     """Ours: tokens per packed row (attention cost grows with it)."""
     lr: float = 1e-4
-    """Peak learning rate of both sides (cosine decay to 10%). Chosen on seed 99 (not among the reported seeds) by
-    our side's validation log loss over 3e-5 / 1e-4 x 4 / 8 prompts per step."""
+    """Peak learning rate of our side, and of TRL's unless ``--trl-lr`` is given (cosine decay to 10%)."""
+    trl_lr: float | None = None
+    """Peak learning rate of TRL's side (None: ``--lr``). Each side's rate can be tuned on its own (see the
+    module docstring: ``--seeds 100 101 102`` are the tuning seeds, never reported)."""
     max_prompt_tokens: int = 96
     """Prompts longer than this are dropped (before the split)."""
     max_response_tokens: int = 48
@@ -203,13 +211,19 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     if args.compare_with is None:
         return None
     earlier = json.loads(args.compare_with.read_text())
-    same = ("model", "layers", "train_prompts", "val_prompts", "batch_size", "lr", "max_prompt_tokens", "max_response_tokens")
+    same = ("model", "layers", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
     differ = [key for key in same if earlier["args"].get(key) != jsonable(args).get(key)]
+    differ += ["trl_lr"] if trl_lr(earlier["args"]) != trl_lr(jsonable(args)) else []
     missing = [(k, seed) for k in args.ks for seed in args.seeds
                if not any(r.get("seed") == seed for r in earlier["runs"].get(str(k), {}).get("trl", []))]
     if differ or missing:
         raise SystemExit(f"--compare-with {args.compare_with}: settings differ in {differ}; no TRL run for (K, seed) {missing}")
     return earlier
+
+
+def trl_lr(args: dict[str, Any]) -> float:
+    """TRL's peak learning rate in a (JSON) args dict: ``trl_lr``, else the shared ``lr``."""
+    return args.get("trl_lr") or args["lr"]
 
 
 def truncated_model(name: str, layers: int, work: Path) -> Path:
@@ -379,7 +393,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     config = RewardConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
         per_device_train_batch_size=args["trl_micro_batch"], gradient_accumulation_steps=per_step // args["trl_micro_batch"],
-        learning_rate=args["lr"], lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        learning_rate=trl_lr(args), lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
         warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, max_length=None,
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
@@ -397,7 +411,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     # Our optimizer and schedule, per step: HF's cosine_with_min_lr reaches the floor only after
     # the last step (4 steps: 1, 0.87, 0.55, 0.23 x lr), ours at it (1, 0.78, 0.33, 0.1 x lr).
     steps = len(pairs) // per_step
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args["lr"], betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=trl_lr(args), betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(steps, 0.1))
     trainer = CountingTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(pairs),
                               processing_class=tokenizer, callbacks=[clock], optimizers=(optimizer, scheduler))
@@ -531,7 +545,8 @@ def paired(ours: dict[int, float], trl: dict[int, float], higher_is_better: bool
 def print_report(report: dict[str, Any]) -> None:
     args = report["args"]
     print(f"\nReward-model benchmark: {report['model']} on {report['machine']['cpu']}; {args['train_prompts']} training prompts, "
-          f"{args['val_prompts']} validation; {args['batch_size']} prompts per step; one epoch; seeds {args['seeds']}, "
+          f"{args['val_prompts']} validation; {args['batch_size']} prompts per step; one epoch; lr ours {args['lr']:g}, TRL "
+          f"{trl_lr(args):g}; seeds {args['seeds']}, "
           f"{args['repeats']} run(s) each; medians over all runs")
     rows = []
     for k, s in report["summary"].items():
