@@ -111,6 +111,8 @@ class Args:
     """Validation prompts (accuracy over all their comparisons). 64 + 37 = the 101 usable prompts."""
     batch_size: int = 4
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
+    ours_batch_size: int | None = None
+    """Ours: prompts per step, when it should differ from ``--batch-size`` (which then sets TRL's pairs per step only)."""
     trl_micro_batch: int = 8
     """TRL: pairs per forward (2 x this many sequences)."""
     ours_epochs: int = 1
@@ -339,6 +341,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.training.rm_data import score_sequences
 
     args, data, seed = spec["args"], spec["data"], spec["seed"]
+    ours_batch = args.get("ours_batch_size") or args["batch_size"]
     torch.manual_seed(seed)
     model, tokenizer = load_reward_model(spec["model"], seed=seed)
     after_load = current_rss_mib()
@@ -346,7 +349,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     before = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups)
     config = rm.RMConfig(
         model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
-        val_fraction=0.0, epochs=args.get("ours_epochs", 1), lr=args["lr"], batch_size=args["batch_size"], micro_batch_prompts=args["batch_size"],
+        val_fraction=0.0, epochs=args.get("ours_epochs", 1), lr=args["lr"], batch_size=ours_batch, micro_batch_prompts=ours_batch,
         micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
         max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=seed,
     )
