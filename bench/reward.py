@@ -228,6 +228,11 @@ def trl_lr(args: dict[str, Any]) -> float:
     return args.get("trl_lr") or args["lr"]
 
 
+def ours_batch_size(args: dict[str, Any]) -> int:
+    """Our prompts per step in a (JSON) args dict: ``ours_batch_size``, else the shared ``batch_size``."""
+    return args.get("ours_batch_size") or args["batch_size"]
+
+
 def truncated_model(name: str, layers: int, work: Path) -> Path:
     """The model cut to its first ``layers`` decoder layers, saved as a Hugging Face folder."""
     from transformers import AutoModelForCausalLM
@@ -341,7 +346,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.training.rm_data import score_sequences
 
     args, data, seed = spec["args"], spec["data"], spec["seed"]
-    ours_batch = args.get("ours_batch_size") or args["batch_size"]
+    ours_batch = ours_batch_size(args)
     torch.manual_seed(seed)
     model, tokenizer = load_reward_model(spec["model"], seed=seed)
     after_load = current_rss_mib()
@@ -548,8 +553,8 @@ def paired(ours: dict[int, float], trl: dict[int, float], higher_is_better: bool
 def print_report(report: dict[str, Any]) -> None:
     args = report["args"]
     print(f"\nReward-model benchmark: {report['model']} on {report['machine']['cpu']}; {args['train_prompts']} training prompts, "
-          f"{args['val_prompts']} validation; {args['batch_size']} prompts per step; one epoch; lr ours {args['lr']:g}, TRL "
-          f"{trl_lr(args):g}; seeds {args['seeds']}, "
+          f"{args['val_prompts']} validation; prompts per step ours {ours_batch_size(args)}, TRL {args['batch_size']} (as pairs); "
+          f"epochs ours {args.get('ours_epochs', 1)}, TRL 1; lr ours {args['lr']:g}, TRL {trl_lr(args):g}; seeds {args['seeds']}, "
           f"{args['repeats']} run(s) each; medians over all runs")
     rows = []
     for k, s in report["summary"].items():
