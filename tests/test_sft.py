@@ -112,7 +112,12 @@ def test_residual_dropout_acts_in_training_only(tokenizer):
 
 @pytest.mark.parametrize("chat", [False, True])
 def test_packed_rows_give_the_padded_batch_loss_and_gradients(chat):
-    """Packing (restarting positions, no mask) must equal padding (attention mask): same loss, same gradients."""
+    """Packing (restarting positions, no mask) must equal padding (attention mask): same loss, same gradients.
+
+    The two layouts sum in a different order, so an fp32 gradient element far below its tensor's
+    scale can differ by ~3e-4 relative (seen on Intel Xeon): each element is compared within
+    1e-5 of its tensor's largest magnitude, and each tensor within 1e-5 in norm.
+    """
     from instructgpt.data.collate import collate, pack
     from instructgpt.data.render import render_all
     from instructgpt.training.lm import CausalLMLoss
@@ -129,7 +134,8 @@ def test_packed_rows_give_the_padded_batch_loss_and_gradients(chat):
     (padded, padded_grads), (packed, packed_grads) = results
     torch.testing.assert_close(packed, padded)
     for a, b in zip(packed_grads, padded_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+        assert (a - b).norm() <= 1e-5 * b.norm()
 
 
 def test_packing_and_padding_train_the_same(demos_file, tmp_path):
