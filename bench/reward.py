@@ -37,7 +37,9 @@ Learning rates: ``--lr`` is ours and, by default, TRL's too (the same rate at ev
 ``--trl-lr`` gives TRL its own. Each side's rate is tuned on its own on the tuning seeds 100,
 101 and 102 (never among the reported seeds): per side and K, the rate of {1e-4, 4e-4, 8e-4}
 with the highest mean validation accuracy over those seeds at ``--batch-size`` prompts per
-step, e.g. ``--sides trl --seeds 100 101 102 --lr 4e-4``.
+step, e.g. ``--sides trl --seeds 100 101 102 --lr 4e-4``. Picked (docs/reward-model.md): at 4
+prompts per step 8e-4 both (K = 4), 4e-4 both (K = 9); at 2 prompts per step, K = 9, ours 4e-4
+and TRL 1e-4 (``--batch-size 2 --lr 4e-4 --trl-lr 1e-4``, the headline comparison).
 
 Each of ``--seeds`` gives its own split, head and data order (the same on both sides); accuracy is
 compared per seed, as paired differences (mean, 95% t-interval, how many seeds ours is at least
