@@ -116,7 +116,8 @@ class Args:
     ours_batch_size: int | None = None
     """Ours: prompts per step, when it should differ from ``--batch-size`` (which then sets TRL's pairs per step only)."""
     trl_micro_batch: int = 8
-    """TRL: pairs per forward (2 x this many sequences)."""
+    """TRL: at most this many pairs per forward (2 x as many sequences); the largest divisor of the
+    step's pairs that is no larger is used, so that every step holds exactly batch_size x C(K,2) pairs."""
     ours_epochs: int = 1
     """Ours: epochs (1 is the comparison the benchmark is for; K-1 gives ours as many response passes as
     TRL's one epoch; the paper warns that more than one overfits)."""
@@ -400,9 +401,10 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     before = validation_accuracy(_trl_scorer(model, tokenizer), val_groups)  # equals ours: the same start
     pairs = _pairs(_groups(data["train_ids"]), args, seed)
     per_step = args["batch_size"] * math.comb(k, 2)
+    micro = trl_micro_batch(per_step, args["trl_micro_batch"])
     config = RewardConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
-        per_device_train_batch_size=args["trl_micro_batch"], gradient_accumulation_steps=per_step // args["trl_micro_batch"],
+        per_device_train_batch_size=micro, gradient_accumulation_steps=per_step // micro,
         learning_rate=trl_lr(args), lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
         warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, max_length=None,
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
@@ -434,12 +436,19 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         forwards = [f for f in clock.forwards if f["step"] == step]
         steps.append({"sequences": sum(f["sequences"] for f in forwards), "tokens": sum(f["tokens"] for f in forwards),
                       "pairs": sum(f["sequences"] for f in forwards) // 2, "step_s": end - begin})
+    if any(s["pairs"] != per_step for s in steps):
+        raise RuntimeError(f"TRL steps hold {sorted({s['pairs'] for s in steps})} pairs, not {per_step}")
     model.float()
     return {
         "side": "trl", "steps": steps, "train_s": train_s, "validation_before": before,
         "validation": validation_accuracy(_trl_scorer(model, tokenizer), val_groups),
         "rss_after_load_mib": after_load, "peak_rss_mib": peak, "threads": torch.get_num_threads(), "pairs": len(pairs),
     }
+
+
+def trl_micro_batch(per_step: int, most: int) -> int:
+    """The largest divisor of ``per_step`` (pairs per optimizer step) that is at most ``most``."""
+    return max(d for d in range(1, min(per_step, most) + 1) if per_step % d == 0)
 
 
 def _pairs(groups: list, args: dict[str, Any], seed: int) -> list[dict[str, list[int]]]:
