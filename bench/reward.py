@@ -27,7 +27,8 @@ number of optimizer steps:
 - ours: ``--batch-size`` prompts per step, each response scored once, Eq. 1 over all pairs;
 - TRL: the usual pairwise expansion, every comparison an independent, shuffled example
   (chosen and rejected in one padded forward); ``--batch-size`` x C(K,2) pairs per step,
-  at most ``--trl-micro-batch`` pairs per forward (the largest divisor of the step's pairs), so both sides make the same number of updates;
+  at most ``--trl-micro-batch`` pairs per forward (the largest divisor of the step's pairs),
+  so both sides make the same number of updates;
   gradient checkpointing off (TRL's default is on; ours never recomputes activations).
   ``--trl-order grouped`` instead hands TRL the pairs in the order of our steps (step i = all
   pairs of the prompts in our step i): the same loss at every step, a check that the two sides
