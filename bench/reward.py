@@ -40,7 +40,8 @@ Learning rates: ``--lr`` is ours and, by default, TRL's too (the same rate at ev
 with the highest mean validation accuracy over those seeds at ``--batch-size`` prompts per
 step, e.g. ``--sides trl --seeds 100 101 102 --lr 4e-4``. Picked (docs/reward-model.md): at 4
 prompts per step 8e-4 both (K = 4), 4e-4 both (K = 9); at 2 prompts per step, K = 9, ours 4e-4
-and TRL 1e-4 (``--batch-size 2 --lr 4e-4 --trl-lr 1e-4``, the headline comparison).
+and TRL 1e-4 (``--batch-size 2 --lr 4e-4 --trl-lr 1e-4``, the headline comparison); K = 4, ours
+8e-4 and TRL 4e-4; K = 4 on the full model (``--layers 0``, seeds 100-101), 2e-4 both.
 
 Each of ``--seeds`` gives its own split, head and data order (the same on both sides); accuracy is
 compared per seed, as paired differences (mean, 95% t-interval, how many seeds ours is at least
