@@ -162,6 +162,10 @@ class Args:
     ours (``--ours-epochs``) without re-running TRL. Data and TRL settings must match; the seeds must be there."""
     from_partial: Path | None = None
     """Do not run: build the report from a partial JSON an interrupted run left (OUT.partial.json)."""
+    merge: tuple[Path, ...] = ()
+    """Do not run: build one report from several reports (or partials) of the same settings on different seeds,
+    e.g. a run stopped after some seeds and a second run of the remaining ones. Settings must match; a seed may
+    appear in one file only."""
 
 
 QUICK = dict(train_prompts=16, val_prompts=8, batch_size=4, trl_micro_batch=8, max_prompt_tokens=96, max_response_tokens=24)
@@ -171,11 +175,8 @@ def main(args: Args) -> None:
     if args.quick:
         defaults = Args()
         args = dataclasses.replace(args, **{k: v for k, v in QUICK.items() if getattr(args, k) == getattr(defaults, k)})
-    if args.from_partial is not None:
-        partial = json.loads(args.from_partial.read_text())
-        report = {"benchmark": "reward", "machine": partial.get("machine") or machine(), "model": partial["model"],
-                  "args": partial["args"], "data": partial.get("data"), "interrupted": True,
-                  "summary": {k: summarize(sides) for k, sides in partial["runs"].items()}, "runs": partial["runs"]}
+    if args.from_partial is not None or args.merge:
+        report = merged_report(list(args.merge) or [args.from_partial])
         print_report(report)
         write_json(args.out, report)
         return
@@ -226,6 +227,36 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     if differ or missing:
         raise SystemExit(f"--compare-with {args.compare_with}: settings differ in {differ}; no TRL run for (K, seed) {missing}")
     return earlier
+
+
+MERGE_MAY_DIFFER = ("seeds", "out", "work_dir", "timeout", "from_partial", "merge")
+
+
+def merged_report(paths: list[Path]) -> dict[str, Any]:
+    """One report from finished or partial reports of the same settings, each seed from exactly one file."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    first = parts[0]
+    for path, part in zip(paths, parts):
+        differ = [key for key in set(first["args"]) | set(part["args"])
+                  if key not in MERGE_MAY_DIFFER and first["args"].get(key) != part["args"].get(key)]
+        if differ or part["model"] != first["model"]:
+            raise SystemExit(f"--merge {path}: settings differ from {paths[0]} in {sorted(differ) or ['model']}")
+    runs: dict[str, dict[str, list]] = {}
+    for path, part in zip(paths, parts):
+        for k, sides in part["runs"].items():
+            for side, side_runs in sides.items():
+                merged = runs.setdefault(k, {}).setdefault(side, [])
+                taken = {run["seed"] for run in merged}
+                if any(run["seed"] in taken for run in side_runs):
+                    raise SystemExit(f"--merge {path}: K={k} {side} repeats a seed of an earlier file")
+                merged.extend(side_runs)
+    seeds = sorted({run["seed"] for sides in runs.values() for side_runs in sides.values() for run in side_runs})
+    return {"benchmark": "reward", "machine": first.get("machine") or machine(), "model": first["model"],
+            "args": {**first["args"], "seeds": seeds}, "merged_from": [str(path) for path in paths],
+            "machines": [part.get("machine") for part in parts],
+            "data": {seed: summary for part in parts for seed, summary in (part.get("data") or {}).items()},
+            "interrupted": any("summary" not in part or part.get("interrupted") for part in parts),
+            "summary": {k: summarize(sides) for k, sides in runs.items()}, "runs": runs}
 
 
 def trl_lr(args: dict[str, Any]) -> float:
