@@ -98,9 +98,10 @@ def test_killed_and_resumed_run_ends_with_identical_weights(rankings, tmp_path):
 def test_two_processes_match_one(rankings, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541"]
-    run = [*launch, "-m", "tests.helpers.rm_run", str(rankings), str(tmp_path / "ddp"), "normalize=1"]
+    # adam_eps as in the accumulation test: the two runs sum gradients in a different order
+    run = [*launch, "-m", "tests.helpers.rm_run", str(rankings), str(tmp_path / "ddp"), "normalize=1", "adam_eps=1e-5"]
     subprocess.run(run, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
-    single = _train(_config(rankings, tmp_path / "single", normalize=True))
+    single = _train(_config(rankings, tmp_path / "single", normalize=True, adam_eps=1e-5))
     for key in ("rm/loss", "rm/grad_norm", "rm/accuracy"):
         torch.testing.assert_close(_values(tmp_path / "ddp", key), _values(tmp_path / "single", key), rtol=1e-5, atol=0)
     ddp, _ = load_reward_model(tmp_path / "ddp" / "final")

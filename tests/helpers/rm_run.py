@@ -48,7 +48,7 @@ def main(argv):
     overrides = dict(TINY_DEFAULTS)
     for pair in pairs:
         key, value = pair.split("=", 1)
-        kind = type(overrides.get(key, 0))
+        kind = type(overrides.get(key, getattr(RMConfig, key)))
         overrides[key] = value in ("1", "true", "True") if kind is bool else kind(value)
     tokenizer = tiny_tokenizer()
     config = RMConfig(model="tiny-random", data=(Path(rankings),), out_dir=Path(out_dir), **overrides)
