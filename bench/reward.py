@@ -20,9 +20,9 @@ when the full model is too slow for a CPU benchmark) for one epoch, on identical
 sequences (ours renders them; TRL receives the same ids as ``chosen_ids``/``rejected_ids``),
 with AdamW (0.9, 0.95, eps 1e-8), clipping 1.0, lr ``--lr`` with our cosine decay to 10% (the
 same multiplier at every step: TRL gets our optimizer and ``LambdaLR`` schedule), bf16 autocast
-with fp32 master weights, the same scalar head to start from (``init_head_``: normal with the
-config's initializer_range, seeded; TRL's ``score`` layer is overwritten with it), and the same
-number of optimizer steps:
+with fp32 master weights where bf16 is native, else fp32 (``--precision``), the same scalar
+head to start from (``init_head_``: normal with the config's initializer_range, seeded; TRL's
+``score`` layer is overwritten with it), and the same number of optimizer steps:
 
 - ours: ``--batch-size`` prompts per step, each response scored once, Eq. 1 over all pairs;
 - TRL: the usual pairwise expansion, every comparison an independent, shuffled example
@@ -127,6 +127,10 @@ class Args:
     """TRL's pair order: 'shuffled' (the usual pairwise expansion: every comparison an independent example in a
     random order) or 'grouped' (each step takes all pairs of the prompts our side's step takes, sequentially: the
     loss of every step is then the same as ours, so both sides should end with the same model up to rounding)."""
+    precision: str = "auto"
+    """Both sides: 'bf16' (autocast, fp32 master weights), 'fp32', or 'auto': bf16 where the hardware runs it
+    natively (AMX / AVX512-BF16 CPUs, bf16 GPUs), fp32 elsewhere (emulated bf16 products are ~100x slower on an
+    AVX2-only CPU), as our trainers decide. The report's args hold the resolved value."""
     micro_batch_tokens: int = 8192
     """Ours: most tokens per forward."""
     packing: bool = True
@@ -184,6 +188,7 @@ def main(args: Args) -> None:
 
 
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
+    args = dataclasses.replace(args, precision=resolved_precision(args.precision))
     earlier = _earlier_report(args)
     host = machine()
     model = str(_tiny_model(work)) if args.quick else str(truncated_model(args.model, args.layers, work))
@@ -219,7 +224,8 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     if args.compare_with is None:
         return None
     earlier = json.loads(args.compare_with.read_text())
-    same = ("model", "layers", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
+    earlier["args"].setdefault("precision", "bf16")  # reports from before --precision ran bf16
+    same = ("model", "layers", "precision", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
     differ = [key for key in same if earlier["args"].get(key) != jsonable(args).get(key)]
     differ += ["trl_lr"] if trl_lr(earlier["args"]) != trl_lr(jsonable(args)) else []
     missing = [(k, seed) for k in args.ks for seed in args.seeds
@@ -229,12 +235,26 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     return earlier
 
 
+def resolved_precision(precision: str) -> str:
+    """'bf16' or 'fp32': ``auto`` as our trainers resolve it on this machine's device."""
+    import torch
+
+    from instructgpt.training.lm import resolve_precision
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise SystemExit(f"--precision {precision}: must be auto, bf16 or fp32")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if resolve_precision(precision, device) is not None else "fp32"
+
+
 MERGE_MAY_DIFFER = ("seeds", "out", "work_dir", "timeout", "from_partial", "merge")
 
 
 def merged_report(paths: list[Path]) -> dict[str, Any]:
     """One report from finished or partial reports of the same settings, each seed from exactly one file."""
     parts = [json.loads(path.read_text()) for path in paths]
+    for part in parts:
+        part["args"].setdefault("precision", "bf16")  # reports from before --precision ran bf16
     first = parts[0]
     for path, part in zip(paths, parts):
         differ = [key for key in set(first["args"]) | set(part["args"])
@@ -392,7 +412,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
         val_fraction=0.0, epochs=args.get("ours_epochs", 1), lr=args["lr"], batch_size=ours_batch, micro_batch_prompts=ours_batch,
         micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
-        max_response_tokens=args["max_response_tokens"], precision="bf16", normalize=False, progress=False, seed=seed,
+        max_response_tokens=args["max_response_tokens"], precision=args.get("precision", "bf16"), normalize=False, progress=False, seed=seed,
     )
     rm._save = lambda *_, **__: None  # checkpoint writes are no part of training (TRL: save_strategy="no")
     rm._finish = lambda *_, **__: None
@@ -439,7 +459,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
         per_device_train_batch_size=micro, gradient_accumulation_steps=per_step // micro,
         learning_rate=trl_lr(args), lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, max_length=None,
+        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=args.get("precision", "bf16") == "bf16", max_length=None,
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
         gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
