@@ -211,11 +211,11 @@ class PPOConfig:
 
 def training_precision(config: PPOConfig, device: torch.device) -> str:
     """The precision scheme the config resolves to on ``device``: 'bf16-weights', 'bf16' or 'fp32'."""
-    from instructgpt.training.lm import resolve_precision
+    from instructgpt.training.lm import bf16_native, warn_if_emulated
 
     if config.precision == "auto":
-        native = resolve_precision("auto", device) is not None
-        return "fp32" if not native else "bf16" if config.lora_rank > 0 else "bf16-weights"
+        return "fp32" if not bf16_native(device) else "bf16" if config.lora_rank > 0 else "bf16-weights"
+    warn_if_emulated(config.precision, device)
     return config.precision
 
 

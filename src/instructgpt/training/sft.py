@@ -35,7 +35,7 @@ from instructgpt.data.render import TEMPLATES, Example, RenderStats, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
-from instructgpt.training.lm import CausalLMLoss, resolve_precision
+from instructgpt.training.lm import CausalLMLoss, resolve_precision, warn_if_emulated
 from instructgpt.training.metrics import MetricsLog, progress_bar
 from instructgpt.training.optim import clip_grad_norm
 from instructgpt.training.precision import MasterWeights
@@ -141,6 +141,8 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     if last is not None:
         ckpt.load_weights(model, last)  # before any cast: the checkpoint holds the fp32 weights
     master = MasterWeights(model) if config.precision == "bf16-weights" else None
+    if master:
+        warn_if_emulated(config.precision, accelerator.device)  # (bf16 autocast warns in resolve_precision)
     precision = None if master else resolve_precision(config.precision, accelerator.device)
     sparse = accelerator.num_processes == 1  # see CausalLMLoss: not under DDP
     wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse)
