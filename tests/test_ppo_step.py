@@ -136,6 +136,17 @@ def test_value_model_starts_equal_to_the_reward_model(tmp_path):
         assert float(models.value_model.normalization_bias) == 0.25
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_auto_holds_frozen_models_in_bf16_only_where_native(tmp_path, monkeypatch, native):
+    from instructgpt.training import lm
+
+    monkeypatch.setattr(lm, "bf16_native", lambda device: native)
+    policy, rm, _ = _folders(tmp_path)
+    models = load_models(PPOConfig(policy=policy, reward_model=rm, precision="auto"), torch.device("cpu"))
+    frozen = torch.bfloat16 if native else torch.float32
+    assert models.reward_model.trunk.dtype == frozen and next(models.sft_policy.parameters()).dtype == frozen
+
+
 def test_lora_trains_adapters_only_and_the_reference_is_the_base_model(tmp_path):
     pytest.importorskip("peft")
     policy_folder, rm, prompts = _folders(tmp_path)
