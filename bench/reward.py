@@ -412,7 +412,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
         val_fraction=0.0, epochs=args.get("ours_epochs", 1), lr=args["lr"], batch_size=ours_batch, micro_batch_prompts=ours_batch,
         micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
-        max_response_tokens=args["max_response_tokens"], precision=args.get("precision", "bf16"), normalize=False, progress=False, seed=seed,
+        max_response_tokens=args["max_response_tokens"], precision=args["precision"], normalize=False, progress=False, seed=seed,
     )
     rm._save = lambda *_, **__: None  # checkpoint writes are no part of training (TRL: save_strategy="no")
     rm._finish = lambda *_, **__: None
@@ -459,7 +459,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
         per_device_train_batch_size=micro, gradient_accumulation_steps=per_step // micro,
         learning_rate=trl_lr(args), lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=args.get("precision", "bf16") == "bf16", max_length=None,
+        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=args["precision"] == "bf16", max_length=None,
         logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
         use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
         gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
