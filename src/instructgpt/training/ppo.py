@@ -272,7 +272,7 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scheme = training_precision(config, device)
     dtype = None if scheme == "fp32" else torch.bfloat16
-    models = models or ppo_io.load_models(config, device)
+    models = models or ppo_io.load_models(config, device, scheme)
     tokenizer = models.tokenizer
     check(bool(config.prompts), "prompts", "give at least one prompt file")
     prompt_ids, kept = render_prompts(tokenizer, read_prompts(config.prompts), config.template, config.separator, config.max_prompt_tokens)

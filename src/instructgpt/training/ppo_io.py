@@ -67,14 +67,16 @@ def load_ptx_stream(config, tokenizer: Any) -> PretrainWindows:
     return PretrainWindows(tokenizer, read_documents(path), config.ptx_seq_len, config.ptx_corpus_tokens, config.seed)
 
 
-def load_models(config, device: torch.device):
-    """Policy, reference, value model and reward model as the config asks (see the module docstring)."""
+def load_models(config, device: torch.device, scheme: str | None = None):
+    """Policy, reference, value model and reward model as the config asks (see the module docstring).
+
+    ``scheme``: the precision scheme already resolved by :func:`training_precision` (else resolved here)."""
     from instructgpt.models.loader import load_model
     from instructgpt.models.reward import load_reward_model
     from instructgpt.training.ppo import Models, training_precision
 
     # bf16 copies only where the scheme is bf16: "auto" on emulated-bf16 hardware is fp32 throughout
-    frozen_dtype = torch.float32 if training_precision(config, device) == "fp32" else torch.bfloat16
+    frozen_dtype = torch.float32 if (scheme or training_precision(config, device)) == "fp32" else torch.bfloat16
     trained_dtype = torch.bfloat16 if config.master_weights == "bf16" else torch.float32
     policy, tokenizer = load_model(config.policy, dtype=trained_dtype)
     value_model, _ = load_reward_model(config.reward_model, dtype=trained_dtype)
