@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from instructgpt.models.loader import ModelLoadError, cache_dir, ensure_pad_token, load_model, resolve_model
+from instructgpt.models.loader import ModelLoadError, cache_dir, ensure_pad_token, load_model, load_tokenizer, resolve_model
 from instructgpt.models.tiny import save_tiny, tiny_tokenizer
 
 
@@ -28,6 +28,13 @@ def test_missing_paths_and_non_model_folders_are_named(tmp_path):
         resolve_model(tmp_path)
     with pytest.raises(ModelLoadError, match="not found"):
         resolve_model("./does/not/exist")
+
+
+def test_load_tokenizer_accepts_what_load_model_accepts(tmp_path):
+    folder = save_tiny(str(tmp_path / "tiny"))
+    assert load_tokenizer(folder).vocab_size == load_model(folder)[1].vocab_size
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):  # resolved like a model name, not sent to the Hub
+        load_tokenizer(tmp_path / "missing.gguf")
 
 
 def test_missing_pad_token_becomes_eos():

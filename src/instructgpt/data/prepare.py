@@ -240,9 +240,9 @@ def token_counter(name: str) -> CountTokens:
     """The token counter of ``PrepareConfig.tokenizer``: ``bytes``, or a model's tokenizer."""
     if name == "bytes":
         return bytes_token_counter
-    from instructgpt.models.loader import load_tokenizer, resolve_model
+    from instructgpt.models.loader import load_tokenizer
 
-    return tokenizer_counter(load_tokenizer(resolve_model(name)))
+    return tokenizer_counter(load_tokenizer(name))
 
 
 class _AtomicFiles:

@@ -62,7 +62,7 @@ def load_model(name: str | os.PathLike = DEFAULT_MODEL, dtype: Any = None) -> tu
     from transformers import AutoModelForCausalLM
 
     source = resolve_model(name)
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(source)  # (resolving a folder again is a no-op)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
     except OSError as err:
@@ -71,14 +71,15 @@ def load_model(name: str | os.PathLike = DEFAULT_MODEL, dtype: Any = None) -> tu
     return model, tokenizer
 
 
-def load_tokenizer(source: str) -> Any:
-    """Load the tokenizer stored with a model folder or Hub id."""
+def load_tokenizer(name: str | os.PathLike = DEFAULT_MODEL) -> Any:
+    """Load the tokenizer of any model ``load_model`` accepts (the embedded default, a .gguf file, a folder, a Hub id)."""
     from transformers import AutoTokenizer
 
+    source = resolve_model(name)
     try:
         return AutoTokenizer.from_pretrained(source)
     except OSError as err:
-        raise _hub_error(source, err) from None
+        raise _hub_error(name, err) from None
 
 
 def ensure_pad_token(tokenizer: Any, model: Any | None = None) -> None:
