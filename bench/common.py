@@ -195,3 +195,15 @@ def cli_or_worker(args_cls: type, main: Any, run_ours: Any, run_trl: Any) -> Non
         import tyro
 
         main(tyro.cli(args_cls))
+
+
+def resolved_precision(precision: str) -> str:
+    """'bf16' or 'fp32': ``auto`` as our trainers resolve it on this machine's device."""
+    import torch
+
+    from instructgpt.training.lm import resolve_precision
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise SystemExit(f"--precision {precision}: must be auto, bf16 or fp32")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if resolve_precision(precision, device) is not None else "fp32"

@@ -10,7 +10,9 @@ the predictions of 8 GPT-3 models. Prompts whose 9 responses are non-empty and a
 (101 whose prompt is under 96 tokens) are ranked by the source's quality order, from the self-instruct paper's human
 evaluation: target, text-davinci-003, -002, -001, davinci + self-instruct + SuperNI,
 davinci + self-instruct, davinci + SuperNI, davinci + T0, davinci (no ties). K = 9 keeps all;
-K = 4 keeps the target, text-davinci-003, text-davinci-001 and davinci. Each seed's split gives
+K = 4 keeps the target, text-davinci-003, text-davinci-001 and davinci. (``--prompt-pool benchmarked``
+requires distinct responses only at the benchmarked Ks: 196 prompts at K = 4 alone, for a larger
+training set.) Each seed's split gives
 ``--train-prompts`` and ``--val-prompts``. (The self-instruct authors ask that these
 instructions not be used for training models: the benchmark's reward models are measured
 and thrown away.)
@@ -77,6 +79,7 @@ from common import (
     median,
     peak_rss_mib,
     ratio,
+    resolved_precision,
     run_and_write,
     run_worker,
     write_json,
@@ -113,6 +116,11 @@ class Args:
     """Training prompts (one epoch)."""
     val_prompts: int = 37
     """Validation prompts (accuracy over all their comparisons). 64 + 37 = the 101 usable prompts."""
+    prompt_pool: str = "k9"
+    """Which prompts are usable: 'k9', those whose 9 responses are all non-empty and distinct (101: the same
+    prompts at every K, the benchmark's comparison); 'benchmarked', those whose responses are non-empty and
+    distinct at each K in ``--ks`` (196 with ``--ks 4``: a larger K = 4 training set, a check of how the
+    comparison moves with the number of prompts)."""
     batch_size: int = 4
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
     ours_batch_size: int | None = None
@@ -225,7 +233,8 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
         return None
     earlier = json.loads(args.compare_with.read_text())
     earlier["args"].setdefault("precision", "bf16")  # reports from before --precision ran bf16
-    same = ("model", "layers", "precision", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
+    earlier["args"].setdefault("prompt_pool", "k9")  # and before --prompt-pool used the K = 9 prompts
+    same = ("model", "layers", "precision", "prompt_pool", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
     differ = [key for key in same if earlier["args"].get(key) != jsonable(args).get(key)]
     differ += ["trl_lr"] if trl_lr(earlier["args"]) != trl_lr(jsonable(args)) else []
     missing = [(k, seed) for k in args.ks for seed in args.seeds
@@ -233,18 +242,6 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     if differ or missing:
         raise SystemExit(f"--compare-with {args.compare_with}: settings differ in {differ}; no TRL run for (K, seed) {missing}")
     return earlier
-
-
-def resolved_precision(precision: str) -> str:
-    """'bf16' or 'fp32': ``auto`` as our trainers resolve it on this machine's device."""
-    import torch
-
-    from instructgpt.training.lm import resolve_precision
-
-    if precision not in ("auto", "bf16", "fp32"):
-        raise SystemExit(f"--precision {precision}: must be auto, bf16 or fp32")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return "bf16" if resolve_precision(precision, device) is not None else "fp32"
 
 
 MERGE_MAY_DIFFER = ("seeds", "out", "work_dir", "timeout", "from_partial", "merge")
@@ -255,6 +252,7 @@ def merged_report(paths: list[Path]) -> dict[str, Any]:
     parts = [json.loads(path.read_text()) for path in paths]
     for part in parts:
         part["args"].setdefault("precision", "bf16")  # reports from before --precision ran bf16
+        part["args"].setdefault("prompt_pool", "k9")  # and before --prompt-pool used the K = 9 prompts
     first = parts[0]
     for path, part in zip(paths, parts):
         differ = [key for key in set(first["args"]) | set(part["args"])
@@ -329,20 +327,21 @@ def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any
     ensure_pad_token(tokenizer)
     root = find_data_root() / "self-instruct" / "human_eval" / "predictions"
     predictions = {s: [json.loads(line) for line in (root / f"{s}_predictions.jsonl").open()] for s in SOURCES[1:]}
+    needed = prompt_sources(args)
     usable = []
     for i, item in enumerate(predictions["davinci"]):
         prompt = item["instruction"].strip() + (f"\n\n{item['input'].strip()}" if item["input"].strip() else "")
         responses = {"target": item["target"], **{s: predictions[s][i]["response"] for s in SOURCES[1:]}}
-        texts = [responses[s].strip() for s in SOURCES]
+        texts = [responses[s].strip() for s in needed]
         if all(texts) and len(set(texts)) == len(texts) and len(tokenizer(prompt)["input_ids"]) < args.max_prompt_tokens:
-            usable.append((f"self-instruct-{i}", prompt, {s: t for s, t in zip(SOURCES, texts)}))
+            usable.append((f"self-instruct-{i}", prompt, dict(zip(needed, texts))))
     if len(usable) < args.train_prompts + args.val_prompts:
         raise SystemExit(f"only {len(usable)} usable prompts for --train-prompts + --val-prompts")
     work.mkdir(parents=True, exist_ok=True)
     chosen = random.Random(seed).sample(usable, args.train_prompts + args.val_prompts)
     data: dict[str, Any] = {"usable_prompts": len(usable), "train_prompts": args.train_prompts, "val_prompts": args.val_prompts}
     for k in args.ks:
-        sources = SOURCES if k == 9 else K4 if k == 4 else SOURCES[:k]
+        sources = k_sources(k)
         entry: dict[str, Any] = {"k": k, "sources": list(sources)}
         for split, items in (("train", chosen[: args.train_prompts]), ("val", chosen[args.train_prompts :])):
             order = random.Random(f"{seed}-{split}-{k}")
@@ -364,6 +363,20 @@ def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any
 
 
 # --- workers (one subprocess per run) -------------------------------------------------------
+
+
+def k_sources(k: int) -> tuple[str, ...]:
+    """The ranked sources at ``k``, best first: all 9, the K = 4 subset, or the best ``k``."""
+    return SOURCES if k == 9 else K4 if k == 4 else SOURCES[:k]
+
+
+def prompt_sources(args: Args) -> tuple[str, ...]:
+    """The sources whose responses must be non-empty and distinct for a prompt to be usable (``--prompt-pool``)."""
+    if args.prompt_pool == "k9":
+        return SOURCES
+    if args.prompt_pool == "benchmarked":
+        return tuple(s for s in SOURCES if any(s in k_sources(k) for k in args.ks))
+    raise SystemExit(f"--prompt-pool {args.prompt_pool}: must be k9 or benchmarked")
 
 
 def _groups(path: str) -> list:

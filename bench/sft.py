@@ -7,7 +7,8 @@
 Both sides train the same model on the same Alpaca demonstrations (a seeded subset whose
 rendered length is at most ``--max-len`` tokens, so neither side truncates), with the same
 optimizer steps (``--batch-size`` demonstrations, ``--micro-batch-size`` per forward), AdamW,
-clipping at 1.0 and bf16 compute. Ours gets the JSONL demonstrations; TRL gets the identical
+clipping at 1.0 and the same precision (``--precision``: bf16 where the hardware runs it natively,
+fp32 elsewhere). Ours gets the JSONL demonstrations; TRL gets the identical
 texts as a prompt-completion dataset (prompt = our rendered prompt text, i.e. the prompt and
 the blank-line separator; completion = the response).
 
@@ -19,7 +20,8 @@ What is measured, per run, each run in its own subprocess (so each side's peak m
 - peak memory: the subprocess's RSS high-water mark (``ru_maxrss``), load included. Our
   trainer's checkpoint write at ``max_steps`` is skipped (TRL runs with ``save_strategy="no"``):
   it is no part of training and its serialisation buffers would inflate the peak.
-- MFU against the bf16 matmul peak measured at the start of the same run (``--peak-size``).
+- MFU against the matmul peak in the run's precision (bf16 or fp32), measured at the start of
+  the same run (``--peak-size``).
 
 TRL's best configuration on this machine is found first by short runs of each of
 ``--trl-configs``; the fastest is then run ``--repeats`` times, alternating with ours (in
@@ -61,6 +63,7 @@ from common import (
     median,
     peak_rss_mib,
     ratio,
+    resolved_precision,
     run_worker,
 )
 
@@ -93,10 +96,15 @@ class Args:
         "trl-defaults", "no-checkpointing", "padding-free", "packing", "packing-full-loss", "packing-bf16-weights"
     )
     """TRL configurations to try (see TRL_VARIANTS); the fastest is 'TRL best'. One name skips the exploration."""
+    precision: str = "auto"
+    """Both sides: 'bf16' (ours: ``--ours-precision``; TRL: its bf16 configurations), 'fp32' (fp32 weights, no
+    autocast; TRL configurations that differ only in bf16 settings collapse into one), or 'auto': bf16 where the
+    hardware runs it natively, fp32 elsewhere (emulated bf16 products are ~100x slower on an AVX2-only CPU), as our
+    trainers decide. The report's args hold the resolved value."""
     ours_precision: str = "bf16-weights"
-    """Our precision: bf16-weights (bf16 model, fp32 master weights in the optimizer) or bf16 (autocast over fp32 weights)."""
+    """Our bf16 scheme (when the precision is bf16): bf16-weights (bf16 model, fp32 master weights in the optimizer) or bf16 (autocast over fp32 weights)."""
     peak_size: int = 4096
-    """Side of the square bf16 matmul timed for the machine's peak FLOP/s."""
+    """Side of the square matmul (in the run's precision) timed for the machine's peak FLOP/s."""
     peak_repeats: int = 5
     """Timed repeats of the peak matmul (median)."""
     lr: float = 1e-5
@@ -157,6 +165,24 @@ TRL_VARIANTS: dict[str, TRLVariant] = {
 }
 """TRL configurations the exploration can try, by name."""
 
+PEAK_DTYPE = {"bf16": "bfloat16", "fp32": "float32"}
+"""The matmul peak's dtype for each resolved precision."""
+
+
+def trl_variant(name: str, precision: str) -> TRLVariant:
+    """Configuration ``name`` in the run's precision: in fp32, no autocast and fp32 weights."""
+    variant = TRL_VARIANTS[name]
+    return variant if precision == "bf16" else dataclasses.replace(variant, bf16=False, model_dtype="float32")
+
+
+def trl_configs(names: tuple[str, ...], precision: str) -> list[str]:
+    """``names`` without those whose configuration in ``precision`` repeats an earlier one's (order kept)."""
+    kept: list[str] = []
+    for name in names:
+        if all(trl_variant(name, precision) != trl_variant(other, precision) for other in kept):
+            kept.append(name)
+    return kept
+
 
 def main(args: Args) -> None:
     args = _resolve_quick(args)
@@ -168,11 +194,16 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     """Prepare the data, measure the peak, explore TRL, run both sides alternately; the report."""
     host = machine()  # before we load the machine ourselves: its load average is other people's work
     model = str(_tiny_model(work)) if args.quick else args.model
+    args = dataclasses.replace(args, precision=resolved_precision(args.precision))
     data = prepare_data(model, args, work)
     print(f"data: {data['examples']} demonstrations, {data['tokens']} tokens "
           f"(mean {data['mean_len']:.0f}, max {data['max_len']})")
-    peak = matmul_peak("bfloat16", args.peak_size, args.peak_repeats)
-    print(f"bf16 matmul peak ({args.peak_size}^3, {peak['threads']} threads): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    peak = matmul_peak(PEAK_DTYPE[args.precision], args.peak_size, args.peak_repeats)
+    print(f"{args.precision} matmul peak ({args.peak_size}^3, {peak['threads']} threads): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    configs = trl_configs(args.trl_configs, args.precision)
+    if configs != list(args.trl_configs):
+        print(f"TRL configurations in {args.precision}: {', '.join(configs)} (the others differ only in bf16 settings)")
+    args = dataclasses.replace(args, trl_configs=tuple(configs))
     base = {"model": model, "args": jsonable(args), "data": data, "work": str(work)}
 
     exploration = explore_trl(args, base, peak) if len(args.trl_configs) > 1 else []
@@ -191,7 +222,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
         "benchmark": "sft",
         "machine": {**host, "load_average_at_end": os.getloadavg()},  # our own runs included
         **{k: base[k] for k in ("model", "args", "data")},
-        "peak": {"bf16": peak},
+        "peak": {args.precision: peak},
         "flop_counting": FLOP_COUNTING,
         "tokens_per_s_definition": TOKENS_DEFINITION,
         "trl_exploration": exploration,
@@ -208,7 +239,7 @@ def explore_trl(args: Args, base: dict[str, Any], peak: dict[str, Any]) -> list[
     batch_size = args.explore_batch_size or args.micro_batch_size
     exploration = []
     for name in args.trl_configs:
-        variant = dataclasses.asdict(TRL_VARIANTS[name])
+        variant = dataclasses.asdict(trl_variant(name, args.precision))
         spec = {**base, "side": "trl", "name": name, "variant": variant, "steps": args.explore_steps,
                 "args": {**base["args"], "batch_size": batch_size}}
         run = run_worker(SCRIPT, spec, Path(base["work"]) / "logs", f"explore-{name}", args.timeout)
@@ -225,7 +256,7 @@ def run_alternating(args: Args, base: dict[str, Any], best: str, peak: dict[str,
         for side in ("ours", "trl") if repeat % 2 == 0 else ("trl", "ours"):
             spec = {**base, "side": side, "name": "ours" if side == "ours" else best, "steps": args.steps}
             if side == "trl":
-                spec["variant"] = dataclasses.asdict(TRL_VARIANTS[best])
+                spec["variant"] = dataclasses.asdict(trl_variant(best, args.precision))
             run = run_worker(SCRIPT, spec, Path(base["work"]) / "logs", f"{side}-{repeat}", args.timeout)
             runs[side].append({**run, **_summarize_or_error(run, args.warmup, peak)})
             print(f"repeat {repeat} {side}: {_short(runs[side][-1])}")
@@ -241,7 +272,8 @@ FLOP_COUNTING = (
     "actual = 2N x trunk passes (3; 4 with gradient checkpointing) per trunk position including padding "
     "+ 2HV x head passes per row through the vocabulary projection: ours projects response-token rows only, "
     "3 passes (logits and both gradients in one chunked pass); TRL on CPU projects every position, 4 passes "
-    "(its fused head recomputes the logits in backward). MFU = FLOP/s over the measured bf16 matmul peak."
+    "(its fused head recomputes the logits in backward). MFU = FLOP/s over the matmul peak measured in the run's "
+    "precision (bf16 or fp32)."
 )
 TOKENS_DEFINITION = (
     "non-padding tokens (prompt + response) of the measured optimizer steps / their wall time; "
@@ -325,7 +357,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         residual_dropout=0.0,  # TRL trains without dropout
         max_prompt_tokens=args["max_len"],
         max_response_tokens=args["max_len"],
-        precision=args["ours_precision"],
+        precision=args["ours_precision"] if args["precision"] == "bf16" else "fp32",
         seed=args["seed"],
         save_every=0,
         max_steps=steps,
@@ -358,8 +390,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "side": "ours",
         "name": "ours",
-        "settings": {"precision": {"bf16": "bf16 autocast over fp32 weights",
-                                   "bf16-weights": "bf16 weights and activations, fp32 master weights in the optimizer"}[config.precision], "optimizer": "torch.optim.AdamW (fused)",
+        "settings": {"precision": OURS_PRECISION[config.precision], "optimizer": "torch.optim.AdamW (fused)",
                      "batching": f"sorted by length within the step; packing={config.packing} "
                                  f"(rows of {config.pack_row_tokens} tokens), at most {config.micro_batch_tokens} tokens per forward",
                      "loss_chunk_size": config.loss_chunk_size},
@@ -373,6 +404,14 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),
     }
+
+
+OURS_PRECISION = {
+    "bf16": "bf16 autocast over fp32 weights",
+    "bf16-weights": "bf16 weights and activations, fp32 master weights in the optimizer",
+    "fp32": "fp32 weights and activations",
+}
+"""How each of our precision settings trains, for the report."""
 
 
 def _positions(config: Any, examples: list) -> int:
@@ -602,12 +641,13 @@ def _fastest(exploration: list[dict[str, Any]]) -> str | None:
 
 
 def print_report(report: dict[str, Any], args: Args) -> None:
-    data, summary, peak = report["data"], report["summary"], report["peak"]["bf16"]
+    precision = report["args"].get("precision", "bf16")  # reports from before --precision ran bf16
+    data, summary, peak = report["data"], report["summary"], report["peak"][precision]
     print(f"\nSFT benchmark: {report['model']} on {report['machine']['cpu']} ({peak['threads']} threads)")
     print(f"{data['examples']} Alpaca demonstrations ({data['tokens']} tokens, mean {data['mean_len']:.0f}, <= {args.max_len}); "
           f"{args.batch_size} per optimizer step, {args.micro_batch_size} per forward; "
           f"{args.steps} steps per run ({args.warmup} warm-up); {args.repeats} repeats per side")
-    print(f"bf16 matmul peak ({peak['size']}^3): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    print(f"{precision} matmul peak ({peak['size']}^3): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
     if report["trl_exploration"]:
         print(f"\nTRL configurations tried (one run each: {args.explore_steps} steps of "
               f"{args.explore_batch_size or args.micro_batch_size} demonstrations, {args.warmup} warm-up):")
@@ -622,7 +662,7 @@ def print_report(report: dict[str, Any], args: Args) -> None:
              _ratio(over["useful_mfu"]), ""]]
     headers = ["side", "tokens/s", "step s", "tokens/step", "padding", "peak RSS", "MFU actual", "MFU useful", "CPU use"]
     print(format_table(headers, rows))
-    if TRL_VARIANTS[trl["config"]].model_dtype != "float32":
+    if trl_variant(trl["config"], precision).model_dtype != "float32":
         fp32 = _fastest([e for e in report["trl_exploration"] if e["settings"]["model_dtype"] == "float32"])
         print(f"note: TRL best trains in pure {TRL_VARIANTS[trl['config']].model_dtype} (weights and Adam state, no fp32 "
               f"master copy); ours keeps fp32 master weights. The fastest TRL run with fp32 master weights was "
