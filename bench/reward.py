@@ -231,9 +231,7 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     """The ``--compare-with`` report, checked to share our data settings (before anything runs)."""
     if args.compare_with is None:
         return None
-    earlier = json.loads(args.compare_with.read_text())
-    earlier["args"].setdefault("precision", "bf16")  # reports from before --precision ran bf16
-    earlier["args"].setdefault("prompt_pool", "k9")  # and before --prompt-pool used the K = 9 prompts
+    earlier = _read_report(args.compare_with)
     same = ("model", "layers", "precision", "prompt_pool", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
     differ = [key for key in same if earlier["args"].get(key) != jsonable(args).get(key)]
     differ += ["trl_lr"] if trl_lr(earlier["args"]) != trl_lr(jsonable(args)) else []
@@ -244,15 +242,23 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     return earlier
 
 
+OLDER_REPORT_ARGS = {"precision": "bf16", "prompt_pool": "k9"}
+"""What reports from before ``--precision`` and ``--prompt-pool`` ran with."""
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """A JSON report, its args completed with :data:`OLDER_REPORT_ARGS` where it predates them."""
+    report = json.loads(path.read_text())
+    report["args"] = {**OLDER_REPORT_ARGS, **report["args"]}
+    return report
+
+
 MERGE_MAY_DIFFER = ("seeds", "out", "work_dir", "timeout", "from_partial", "merge")
 
 
 def merged_report(paths: list[Path]) -> dict[str, Any]:
     """One report from finished or partial reports of the same settings, each seed from exactly one file."""
-    parts = [json.loads(path.read_text()) for path in paths]
-    for part in parts:
-        part["args"].setdefault("precision", "bf16")  # reports from before --precision ran bf16
-        part["args"].setdefault("prompt_pool", "k9")  # and before --prompt-pool used the K = 9 prompts
+    parts = [_read_report(path) for path in paths]
     first = parts[0]
     for path, part in zip(paths, parts):
         differ = [key for key in set(first["args"]) | set(part["args"])
@@ -315,6 +321,20 @@ def _tiny_model(work: Path) -> Path:
     return Path(save_tiny(str(work / "tiny-model")))
 
 
+def k_sources(k: int) -> tuple[str, ...]:
+    """The ranked sources at ``k``, best first: all 9, the K = 4 subset, or the best ``k``."""
+    return SOURCES if k == 9 else K4 if k == 4 else SOURCES[:k]
+
+
+def prompt_sources(args: Args) -> tuple[str, ...]:
+    """The sources whose responses must be non-empty and distinct for a prompt to be usable (``--prompt-pool``)."""
+    if args.prompt_pool == "k9":
+        return SOURCES
+    if args.prompt_pool == "benchmarked":
+        return tuple(s for s in SOURCES if any(s in k_sources(k) for k in args.ks))
+    raise SystemExit(f"--prompt-pool {args.prompt_pool}: must be k9 or benchmarked")
+
+
 def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any]:
     """Rankings files at each K (ours) and the same groups' token ids (TRL's pairs, and validation), split by ``seed``."""
     from instructgpt.data.importers import find_data_root
@@ -363,20 +383,6 @@ def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any
 
 
 # --- workers (one subprocess per run) -------------------------------------------------------
-
-
-def k_sources(k: int) -> tuple[str, ...]:
-    """The ranked sources at ``k``, best first: all 9, the K = 4 subset, or the best ``k``."""
-    return SOURCES if k == 9 else K4 if k == 4 else SOURCES[:k]
-
-
-def prompt_sources(args: Args) -> tuple[str, ...]:
-    """The sources whose responses must be non-empty and distinct for a prompt to be usable (``--prompt-pool``)."""
-    if args.prompt_pool == "k9":
-        return SOURCES
-    if args.prompt_pool == "benchmarked":
-        return tuple(s for s in SOURCES if any(s in k_sources(k) for k in args.ks))
-    raise SystemExit(f"--prompt-pool {args.prompt_pool}: must be k9 or benchmarked")
 
 
 def _groups(path: str) -> list:
