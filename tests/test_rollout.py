@@ -10,7 +10,8 @@ from instructgpt.models.tiny import tiny_model
 from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.collect import assemble, collect_rollout
 from instructgpt.rollout.forward import response_entropy, response_logprobs
-from instructgpt.rollout.generation import HFBackend, SamplingSettings, filter_logits
+from instructgpt.rollout.generation import HFBackend, SamplingSettings
+from instructgpt.rollout.sampling import filter_logits
 
 
 def _prompts(tokenizer):

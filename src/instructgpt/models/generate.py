@@ -1,4 +1,4 @@
-"""Sample responses from a causal LM for a list of prompts (KV cache, stop at EOS)."""
+"""Sample responses from a causal LM for a list of prompts (KV cache, stop at EOS), with the rollout's sampler."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from instructgpt.data.collate import collate
-from instructgpt.data.render import Example, render_prompt
+from instructgpt.data.render import render_prompt
 
 
 @torch.no_grad()
@@ -25,27 +24,20 @@ def generate(
 ) -> list[str]:
     """One response per prompt; ``temperature=0`` is greedy decoding.
 
-    Prompts are rendered exactly as in training (:func:`render_prompt`) and left-padded.
+    Prompts are rendered exactly as in training (:func:`render_prompt`), sorted by length into
+    batches (less left padding) and sampled with the rollout's backend
+    (:class:`~instructgpt.rollout.generation.HFBackend`: one vocabulary projection per step,
+    sampling with one random number per row, seeded by ``seed``); responses come back in the
+    prompts' order. ``autocast`` runs the forward under that autocast dtype (e.g. bf16).
     """
-    model.eval()
-    device = next(model.parameters()).device
-    torch.manual_seed(seed)
-    texts = []
-    for start in range(0, len(prompts), batch_size):
-        ids = [render_prompt(tokenizer, p, template, separator) for p in prompts[start : start + batch_size]]
-        batch = collate([Example(i, [False] * len(i)) for i in ids], tokenizer.pad_token_id, padding_side="left")
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            out = model.generate(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                top_p=None,
-                top_k=None,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new = out[:, batch["input_ids"].shape[1] :]
-        texts += tokenizer.batch_decode(new, skip_special_tokens=True)
-    return [t.strip() for t in texts]
+    from instructgpt.rollout.generation import HFBackend, SamplingSettings
+
+    ids = [render_prompt(tokenizer, p, template, separator) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    backend = HFBackend(model, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size, autocast)
+    out = backend.generate([ids[i] for i in order], torch.Generator(device=next(model.parameters()).device).manual_seed(seed)) if ids else None
+    texts = [""] * len(ids)
+    for row, index in enumerate(order):
+        tokens = out.response_ids[row][out.response_mask[row]].tolist()
+        texts[index] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return texts

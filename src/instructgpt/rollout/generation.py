@@ -31,7 +31,8 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from instructgpt.rollout.forward import autocast, causal_lm, entropy_from_logits
+from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
+from instructgpt.rollout.sampling import VocabProjection, sample_next
 
 
 @dataclass(frozen=True)
@@ -68,20 +69,6 @@ class SamplingSettings:
     top_p: float = 1.0
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set logits outside the top-k / nucleus (top-p) set to -inf ``[B, V]``; 0 / 1.0 disable."""
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        drop_sorted = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p  # keep the token that crosses top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
 class HFBackend:
     """Batched sampling with the model's forward and a KV cache; see the module docstring."""
 
@@ -97,7 +84,8 @@ class HFBackend:
 
     @torch.no_grad()
     def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
-        parts = [self._generate_batch(prompt_ids[s : s + self.batch_size], generator) for s in range(0, len(prompt_ids), self.batch_size)]
+        projection = _projection_weight(self.model, self.dtype)  # once per call: the policy changes between calls
+        parts = [self._generate_batch(prompt_ids[s : s + self.batch_size], generator, projection) for s in range(0, len(prompt_ids), self.batch_size)]
         width = max(p.response_ids.shape[1] for p in parts)
         return Generated(
             response_ids=torch.cat([_pad_to(p.response_ids, width, self.pad_id) for p in parts]),
@@ -107,7 +95,7 @@ class HFBackend:
             ended_with_eos=torch.cat([p.ended_with_eos for p in parts]),
         )
 
-    def _generate_batch(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
+    def _generate_batch(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection) -> Generated:
         from transformers import DynamicCache
 
         lm = causal_lm(self.model)
@@ -120,7 +108,9 @@ class HFBackend:
             input_ids[row, width - len(ids) :] = torch.tensor(ids, device=device)
             attention_mask[row, width - len(ids) :] = 1
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = {_cache_argument(lm): DynamicCache(config=lm.config)}
+        body = trunk(self.model)
+        softcap = getattr(lm.config, "final_logit_softcapping", None)
+        cache = {_cache_argument(body): DynamicCache(config=lm.config)}
         done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=device)  # [B]
         tokens, logprobs, entropies, masks = [], [], [], []
         was_training = lm.training
@@ -128,16 +118,13 @@ class HFBackend:
         step_ids, step_positions = input_ids, positions
         with autocast(device, self.dtype):
             for _ in range(s.max_new_tokens):
-                out = lm(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions, **cache, use_cache=True, logits_to_keep=1)
-                logits = out.logits[:, -1].float() / s.temperature  # [B, V]
-                logp = torch.log_softmax(logits, dim=-1)
-                probs = torch.softmax(filter_logits(logits, s.top_k, s.top_p), dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator)[:, 0]  # [B]
-                token = torch.where(done, torch.full_like(token, self.pad_id), token)
+                out = body(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions, **cache, use_cache=True)
+                step = sample_next(out.last_hidden_state[:, -1], weight, generator, s.temperature, s.top_k, s.top_p, softcap)
+                token = torch.where(done, self.pad_id, step.token)
                 tokens.append(token)
                 masks.append(~done)
-                logprobs.append(torch.where(done, 0.0, logp.gather(1, token[:, None])[:, 0]))
-                entropies.append(torch.where(done, 0.0, entropy_from_logits(logits)))
+                logprobs.append(torch.where(done, 0.0, step.logprob))
+                entropies.append(torch.where(done, 0.0, step.entropy))
                 done = done | (token == self.eos_id)
                 if bool(done.all()):
                     break
@@ -209,6 +196,12 @@ def make_backend(name: str, policy: Any, settings: SamplingSettings, eos_id: int
             raise ValueError("the vLLM backend needs the policy as a model folder")
         return VLLMBackend(model_path, settings, eos_id, pad_id)
     return HFBackend(policy, settings, eos_id, pad_id, batch_size, dtype)
+
+
+def _projection_weight(model: Any, dtype: torch.dtype | None) -> VocabProjection:
+    """The unembedding in the dtype autocast would give its matmul (cast once per batch, not per step)."""
+    weight = unembedding(model).detach()
+    return VocabProjection.of(weight.to(dtype) if dtype is not None else weight)
 
 
 def _cache_argument(lm: Any) -> str:
