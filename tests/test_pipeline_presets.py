@@ -43,3 +43,23 @@ def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
     assert figures["winrate"]["per_model"]["ppo"]["rate"] == 0.75 and "samples" not in figures["nlp"]["ppo"]["drop"]
     text = render(figures)
     assert "0.75   [0.40, 0.90]" in text and "+2.0" in text and "-1.0" in text
+
+
+def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_path, monkeypatch):
+    from instructgpt.pipeline import run
+    from instructgpt.training import sft
+
+    assert all(parse(PipelineConfig, ["--config", str(preset_path(n))], "pipeline").sft_residual_dropout == 0.0 for n in PRESETS)  # as before the field
+    config = parse(PipelineConfig, ["--out-dir", str(tmp_path), "--sft-residual-dropout", "0.2"], "pipeline")
+    prompts, demos = tmp_path / "prompts.jsonl", tmp_path / "demos.jsonl"
+    prompts.write_text(json.dumps({"id": "p0", "text": "Say hi.", "user_id": "u0", "source": "labeler"}) + "\n")
+    demos.write_text(json.dumps({"prompt": "Say hi.", "response": "Hi.", "labeler_id": "l0", "prompt_id": "p0"}) + "\n")
+    seen = []
+    monkeypatch.setattr(sft, "train_sft", lambda sft_config: seen.append(sft_config) or sft_config.out_dir / "final")
+    run.train_sft_stage(config, tmp_path / "sft", {"prepare": {"sft_train": prompts, "sft_valid": prompts, "demonstrations": demos}})
+    assert [c.residual_dropout for c in seen] == [0.2]
+    settings = {stage.name: stage.settings for stage in run.build_stages(config)}
+    assert settings["sft"]["sft_residual_dropout"] == 0.2  # in the fingerprint: changing it re-runs SFT and what follows
+    config.sft_residual_dropout = 1.0
+    with pytest.raises(ConfigError, match="sft_residual_dropout"):
+        config.validate()

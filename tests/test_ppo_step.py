@@ -1,4 +1,4 @@
-"""The PPO-ptx step's gradient, the value model's initialisation, and LoRA."""
+"""The PPO-ptx step's gradient and its clipping, the value model's initialisation, and LoRA."""
 
 import json
 from dataclasses import replace
@@ -16,6 +16,7 @@ from instructgpt.rollout.forward import response_logprobs
 from instructgpt.rollout.generation import HFBackend, SamplingSettings
 from instructgpt.training.kl_controller import FixedKLController
 from instructgpt.training.ppo import PPOConfig, TrainState, ppo_minibatch_step, ptx_backward, train_ppo
+from instructgpt.training.precision import MasterWeights
 from instructgpt.training.ppo_io import load_models
 
 
@@ -30,8 +31,9 @@ def _one_thread():
 class GradRecorder:
     """Stands in for an optimizer: ``step`` records the gradients instead of applying them."""
 
-    def __init__(self, model):
-        self.params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    def __init__(self, model, masters=None):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = dict(named) if masters is None else {n: m for (n, _), m in zip(named, masters.masters)}
         self.param_groups = [{"params": list(self.params.values())}]
         self.grads = None
 
@@ -107,6 +109,71 @@ def test_ppo_gradient_accumulation_over_micro_batches_is_exact():
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
 
+
+def _clip_setup(precision):
+    """Tiny models and a rollout; bf16-weights: the policy cast to bf16 behind fp32 masters (the optimizer's parameters)."""
+    tokenizer = tiny_tokenizer()
+    models = tiny_models(tokenizer)
+    batch, advantages, returns = _batch(models, tokenizer)
+    masters = MasterWeights(models.policy) if precision == "bf16-weights" else None
+    return models, (batch, advantages, returns), masters, _ptx_examples(tokenizer)
+
+
+def _clipped_step(models, rollout, masters, ptx_examples, ptx_coef, ptx_clip, max_grad_norm):
+    """One minibatch step; returns its metrics and the policy gradient the optimizer received, flat."""
+    config = PPOConfig(ptx_coef=ptx_coef, ptx_clip=ptx_clip, max_grad_norm=max_grad_norm, micro_batch_size=4, precision="fp32")
+    state = TrainState(GradRecorder(models.policy, masters), GradRecorder(models.value_model), None, FixedKLController(0.02), policy_masters=masters)
+    dtype = torch.bfloat16 if masters else None
+    stats = ppo_minibatch_step(config, models, state, *rollout, torch.arange(rollout[0].size), ptx_examples if ptx_coef else [], dtype)
+    return stats, torch.cat([g.flatten().float() for g in state.policy_optimizer.grads.values()])
+
+
+PRECISIONS = pytest.mark.parametrize("precision", ["fp32", "bf16-weights"])
+
+
+@PRECISIONS
+def test_plain_ppo_clipping_is_the_same_under_both_ptx_clip_forms(precision):
+    models, rollout, masters, ptx_examples = _clip_setup(precision)
+    _, raw = _clipped_step(models, rollout, masters, ptx_examples, 0.0, "total", 0.0)
+    max_norm = raw.norm().item() / 3  # clipping is active
+    clipped = {form: _clipped_step(models, rollout, masters, ptx_examples, 0.0, form, max_norm) for form in ("ppo-norm", "total")}
+    assert torch.equal(clipped["ppo-norm"][1], clipped["total"][1])
+    torch.testing.assert_close(clipped["total"][1], raw * max_norm / (raw.norm() + 1e-6))  # torch's clip_grad_norm_, as before
+    assert "ppo/policy/ppo_grad_norm" not in clipped["ppo-norm"][0]
+
+
+def _ptx_gradient(models, masters, ptx_examples):
+    """The pretraining loss's gradient alone (coefficient 1), flat, where the optimizer sees it."""
+    after = masters.accumulate_grads if masters else None
+    ptx_backward(models.policy, ptx_examples, 1.0, 4, 1024, models.tokenizer.pad_token_id, torch.bfloat16 if masters else None, after)
+    params = masters.masters if masters else [p for p in models.policy.parameters() if p.requires_grad]
+    grad = torch.cat([p.grad.flatten().float() for p in params])
+    for p in params:
+        p.grad = None
+    return grad
+
+
+@PRECISIONS
+def test_ppo_norm_clips_the_ppo_part_as_plain_ppo_and_keeps_the_ratio_ptx_coef(precision):
+    """ptx_clip="ppo-norm": the step is s * (g_ppo + gamma g_ptx) with plain PPO's s = max_norm / |g_ppo|."""
+    models, rollout, masters, ptx_examples = _clip_setup(precision)
+    gamma = 27.8
+    _, raw_ppo = _clipped_step(models, rollout, masters, ptx_examples, 0.0, "total", 0.0)
+    _, raw_sum = _clipped_step(models, rollout, masters, ptx_examples, gamma, "total", 0.0)
+    ptx = _ptx_gradient(models, masters, ptx_examples)
+    max_norm = raw_ppo.norm().item() / 3
+    plain_stats, plain = _clipped_step(models, rollout, masters, ptx_examples, 0.0, "ppo-norm", max_norm)
+    stats, step = _clipped_step(models, rollout, masters, ptx_examples, gamma, "ppo-norm", max_norm)
+    assert stats["ppo/policy/ppo_grad_norm"] == pytest.approx(plain_stats["ppo/policy/grad_norm"], rel=1e-6)  # read from the masters too
+    scale = max_norm / (raw_ppo.norm() + 1e-6)  # plain PPO's clip factor
+    torch.testing.assert_close(step, raw_sum * scale)  # one factor for the whole sum
+    ptx_part = step - plain  # the PPO part is plain PPO's clipped gradient ...
+    ratio = ptx_part.dot(scale * ptx) / (scale * ptx).dot(scale * ptx)
+    assert ratio.item() == pytest.approx(gamma, rel=1e-4 if masters is None else 1e-2)  # ... and the rest gamma times the pretraining part
+    assert (ptx_part - gamma * scale * ptx).norm() < (1e-4 if masters is None else 2e-2) * ptx_part.norm()
+    _, total = _clipped_step(models, rollout, masters, ptx_examples, gamma, "total", max_norm)
+    torch.testing.assert_close(total, raw_sum * max_norm / (raw_sum.norm() + 1e-6))  # the old form: the sum's own norm ...
+    assert raw_sum.norm() > 10 * raw_ppo.norm()  # ... shrinks the PPO part over 10x more than plain PPO
 
 def _folders(tmp_path):
     tokenizer = tiny_tokenizer()

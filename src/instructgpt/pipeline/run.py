@@ -53,7 +53,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
 
     return [
         stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "max_prompt_tokens"),
-        stage("sft", "supervised fine-tuning", train_sft_stage, "sft_demonstrations", "sft_epochs", "sft_lr", "sft_batch_size", "sft_pretrain_mix", "max_response_tokens"),
+        stage("sft", "supervised fine-tuning", train_sft_stage, "sft_demonstrations", "sft_epochs", "sft_lr", "sft_batch_size", "sft_pretrain_mix", "sft_residual_dropout", "max_response_tokens"),
         stage("samples", "K samples per RM prompt from the SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
         stage("rankings", "simulated labelers rank the samples (+ bundled human rankings)", rankings_stage, "training_labelers", "held_out_labelers", "human_rankings"),
         stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size"),
@@ -123,7 +123,7 @@ def train_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str, 
         out_dir=folder,
         epochs=config.sft_epochs,
         lr=config.sft_lr,
-        residual_dropout=0.0,
+        residual_dropout=config.sft_residual_dropout,
         batch_size=config.sft_batch_size,
         micro_batch_size=config.sft_batch_size,
         max_prompt_tokens=config.max_prompt_tokens,

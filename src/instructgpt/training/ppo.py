@@ -20,12 +20,14 @@ final model), ptx_coef 27.8 with 8 pretraining sequences per episode (0 gives pl
 Choices the paper leaves open, all configurable: policy lr 5e-6 (the paper swept 2.55e-6 ..
 2.55e-5; without ptx, above 8.05e-6 diverged); the value loss is the clipped PPO2 form
 (value_clip 0.2) and a token mean; advantages are whitened per batch, rewards are not; gradients
-are clipped to norm 1 per model; no weight decay; Adam betas (0.9, 0.95) and eps 1e-5; no
-top-k/top-p; a response that hits max_new_tokens without EOS keeps its score unless
-missing_eos_penalty > 0 (subtracted); the EMA is updated after every policy optimizer step, with
-no bias correction; no dropout during PPO (the probability ratio must start at 1); each
-pretraining sequence is a random window of ptx_seq_len tokens of the corpus (every token a
-target); the pretraining loss is the mean token NLL of the minibatch's pretraining sequences.
+are clipped to norm 1 per model, and in PPO-ptx the PPO gradient's norm alone sets the one scale
+applied to the sum (``ptx_clip="ppo-norm"``): the PPO part is clipped exactly as in plain PPO and
+the pretraining part stays ``ptx_coef`` times it, as in Eq. 2; no weight decay; Adam betas
+(0.9, 0.95) and eps 1e-5; no top-k/top-p; a response that hits max_new_tokens without EOS keeps
+its score unless missing_eos_penalty > 0 (subtracted); the EMA is updated after every policy
+optimizer step, with no bias correction; no dropout during PPO (the probability ratio must start
+at 1); each pretraining sequence is a random window of ptx_seq_len tokens of the corpus (every
+token a target); the pretraining loss is the mean token NLL of the minibatch's pretraining sequences.
 
 Memory and speed: the reference and the reward model are held in bf16 without gradients. With
 ``precision="bf16-weights"`` (the default where bf16 is native) the policy and the value model
@@ -65,7 +67,7 @@ from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.forward import response_logprobs, response_values
 from instructgpt.training.ema import PolicyEMA
 from instructgpt.training.kl_controller import make_kl_controller
-from instructgpt.training.optim import clip_grad_norm
+from instructgpt.training.optim import clip_grad_norm, grad_norm
 from instructgpt.training.precision import MasterWeights
 
 
@@ -145,6 +147,8 @@ class PPOConfig:
     """Subtracted from the score of a response that hits max_new_tokens without EOS (the paper does not say)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm, per model; 0 disables (not given by the paper)."""
+    ptx_clip: Literal["ppo-norm", "total"] = "ppo-norm"
+    """How PPO-ptx's policy gradient g_ppo + ptx_coef * g_ptx is clipped (the paper does not say). 'ppo-norm': the whole sum is scaled by min(1, max_grad_norm / |g_ppo|), so the PPO part is clipped exactly as in plain PPO and the sum keeps Eq. 2's ratio ptx_coef (the pretraining part is not bounded); 'total': scaled by the sum's own norm, which the pretraining part dominates (tiny model, first minibatch: |g_ppo| = 2.36, |g_ppo + 27.8 g_ptx| = 73.3), so the PPO part is scaled 31x more than in plain PPO. Both keep the ratio within a step (which sets the direction of an Adam step); they weigh steps differently in Adam's moments and against adam_eps. Plain PPO is the same under both."""
     weight_decay: float = 0.0
     """Decoupled weight decay (not given by the paper)."""
     adam_betas: tuple[float, float] = (0.9, 0.95)
@@ -203,6 +207,7 @@ class PPOConfig:
         check(not (self.lora_rank > 0 and self.precision == "bf16-weights"), "precision", "bf16-weights trains full weights; use bf16 (or auto) with LoRA")
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.ptx_seq_len >= 2, "ptx_seq_len", "must be at least 2")
+        check(self.ptx_clip in ("ppo-norm", "total"), "ptx_clip", "must be 'ppo-norm' or 'total'")
 
     @property
     def iterations(self) -> int:
@@ -358,7 +363,8 @@ def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend,
 
 def ppo_minibatch_step(config, models: Models, state: TrainState, batch: RolloutBatch, advantages, returns, rows, ptx_batch: list[Example], dtype) -> dict[str, float]:
     """One optimizer step on the episodes ``rows``: PPO gradient, then + ptx_coef * pretraining
-    gradient, accumulated in the same buffers; one policy step, one value step, EMA update."""
+    gradient, accumulated in the same buffers; one policy step (clipped as ``config.ptx_clip``
+    says), one value step, EMA update."""
     policy, value_model = models.policy, models.value_model
     device = next(policy.parameters()).device
     tokens = batch.response_mask[rows].sum().clamp(min=1).item()
@@ -374,12 +380,15 @@ def ppo_minibatch_step(config, models: Models, state: TrainState, batch: Rollout
         _to_masters(state.policy_masters)
         for name, value in zip(("ppo/policy/loss", "ppo/policy/clipfrac", "ppo/policy/approx_kl"), (pg_loss, clipfrac, approx_kl)):
             sums[name] += value.item() * weight
+    clip_by = None  # plain PPO, or ptx_clip="total": the gradients' own norm
     if ptx_batch:  # into the same gradient buffers, before the one optimizer step
+        sums["ppo/policy/ppo_grad_norm"] = grad_norm(_trained(state.policy_optimizer))  # the masters' with bf16-weights
+        clip_by = sums["ppo/policy/ppo_grad_norm"] if config.ptx_clip == "ppo-norm" else None
         sums["ppo/ptx/loss"] = ptx_backward(
             policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype,
             after_backward=lambda: _to_masters(state.policy_masters),
         )  # fmt: skip
-    sums["ppo/policy/grad_norm"] = _step(state.policy_optimizer, state.policy_masters, config.max_grad_norm)
+    sums["ppo/policy/grad_norm"] = _step(state.policy_optimizer, state.policy_masters, config.max_grad_norm, clip_by)
     if state.ema is not None:
         with state.policy_masters.fp32_model() if state.policy_masters else nullcontext():
             state.ema.update(policy)
@@ -402,10 +411,15 @@ def _to_masters(masters: MasterWeights | None) -> None:
         masters.accumulate_grads()
 
 
-def _step(optimizer: torch.optim.Optimizer, masters: MasterWeights | None, max_norm: float) -> float:
-    """Clip, one optimizer step, clear the gradients; bf16-weights: round the masters into the model. Returns the grad norm."""
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    norm = clip_grad_norm(params, max_norm)
+def _trained(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters that hold a gradient (the fp32 masters with bf16-weights, the adapters with LoRA)."""
+    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def _step(optimizer: torch.optim.Optimizer, masters: MasterWeights | None, max_norm: float, clip_by: float | None = None) -> float:
+    """Clip (by the gradients' own norm, or by ``clip_by``), one optimizer step, clear the gradients;
+    bf16-weights: round the masters into the model. Returns the grad norm before clipping."""
+    norm = clip_grad_norm(_trained(optimizer), max_norm, clip_by)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     if masters is not None:
