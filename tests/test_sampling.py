@@ -86,3 +86,4 @@ def test_bf16_sampling_logprobs_match_the_bf16_training_forward(tokenizer):
     policy.train()
     recomputed = response_logprobs(policy, batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask, dtype=torch.bfloat16)
     torch.testing.assert_close(batch.logprobs, recomputed.detach(), atol=2e-2, rtol=0)
+

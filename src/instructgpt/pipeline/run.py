@@ -168,7 +168,7 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
     for split, count in (("train", config.rm_prompts), ("valid", config.rm_eval_prompts)):
         prompts = read_records(data[f"rm_{split}"], "prompts")
         chosen_by_split[split] = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
-    batch = 16
+    batch = 64  # rows sampled together: the sampler's per-step cost is mostly the batch-independent weight reads
     total = sum(-(-len(c) * config.samples_per_prompt // batch) for c in chosen_by_split.values())
     progress = tqdm(total=total, desc="samples", unit="batch", dynamic_ncols=True)
     for split, chosen in chosen_by_split.items():

@@ -199,9 +199,11 @@ def make_backend(name: str, policy: Any, settings: SamplingSettings, eos_id: int
 
 
 def _projection_weight(model: Any, dtype: torch.dtype | None) -> VocabProjection:
-    """The unembedding in the dtype autocast would give its matmul (cast once per batch, not per step)."""
-    weight = unembedding(model).detach()
-    return VocabProjection.of(weight.to(dtype) if dtype is not None else weight)
+    """The unembedding in the dtype autocast would give its matmul, split for the sampler (once
+    per ``generate`` call; not cached across calls: fused AdamW updates weights without bumping
+    their version counter, so a cache could not tell a stale copy)."""
+    detached = unembedding(model).detach()
+    return VocabProjection.of(detached.to(dtype) if dtype is not None else detached)
 
 
 def _cache_argument(lm: Any) -> str:
