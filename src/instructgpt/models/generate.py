@@ -33,9 +33,11 @@ def generate(
     from instructgpt.rollout.generation import HFBackend, SamplingSettings
 
     ids = [render_prompt(tokenizer, p, template, separator) for p in prompts]
+    if not ids:
+        return []
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     backend = HFBackend(model, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size, autocast)
-    out = backend.generate([ids[i] for i in order], torch.Generator(device=next(model.parameters()).device).manual_seed(seed)) if ids else None
+    out = backend.generate([ids[i] for i in order], torch.Generator(device=next(model.parameters()).device).manual_seed(seed))
     texts = [""] * len(ids)
     for row, index in enumerate(order):
         tokens = out.response_ids[row][out.response_mask[row]].tolist()

@@ -7,12 +7,13 @@ for its "old" log-probabilities).
 
 - :class:`HFBackend` (the default): the Hugging Face model's own forward with a KV cache
   (``DynamicCache``), batched, left-padded prompts, one token per step for every unfinished
-  row, stopping at EOS. Only the last position of the prompt goes through the vocabulary
-  projection (``logits_to_keep=1``). It is written as a loop rather than through
+  row, stopping at EOS. The trunk gives the last position's hidden state and
+  :func:`instructgpt.rollout.sampling.sample_next` projects it on the vocabulary in chunks and
+  samples with one random number per row (no ``[B, V]`` multinomial). It is written as a loop rather than through
   ``model.generate`` because PPO needs the log-probability of each sampled token under the
   policy (``generate``'s scores would keep a ``[B, V]`` tensor per step: 8 GB for 64 rows, 128
   tokens and a 262k vocabulary) and an explicit random generator (exact resume).
-  (:func:`instructgpt.models.generate.generate` remains the path for plain sampling.)
+  (:func:`instructgpt.models.generate.generate` wraps it for plain text sampling.)
 - :class:`VLLMBackend`: vLLM, used when ``vllm`` is installed and a GPU is present
   (``backend="auto"``). The policy's weights are pushed into the engine before each rollout.
   vLLM's numerics differ from the training forward's, so with it the trainer recomputes the

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from instructgpt.rollout.forward import entropy_from_logits
+
 
 @dataclass(frozen=True)
 class Step:
@@ -55,7 +57,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 @dataclass(frozen=True)
 class VocabProjection:
-    """The unembedding split into contiguous ``[H, chunk]`` column blocks (built once per batch).
+    """The unembedding split into contiguous ``[H, chunk]`` column blocks (built once per ``generate`` call).
 
     A contiguous ``[H, chunk]`` right-hand side is what the CPU's bf16 matmul runs fastest
     (about a quarter faster than slices of the ``[V, H]`` weight's transpose at B = 64).
@@ -163,36 +165,46 @@ def _block_sums(mass: torch.Tensor, block: int) -> torch.Tensor:
 def _sample_in_blocks(per_block, stored, vocab, chunk, block, overall, generator, temperature, softcap):
     """Pick a block by its mass, then a word in it from the stored logits; returns (token, its fp32 logit)."""
     rows = per_block.shape[0]
-    cdf = per_block.cumsum(-1)
-    u = torch.rand(rows, 1, generator=generator, dtype=torch.float64, device=per_block.device) * cdf[:, -1:]
-    chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)  # [B, 1]
-    before = torch.where(chosen > 0, cdf.gather(1, (chosen - 1).clamp(min=0)), 0.0)
-    first = chosen[:, 0] * block  # first word of each row's block
-    words = first[:, None] + torch.arange(block, device=first.device)  # [B, block]
+    chosen, remainder = _pick_block(per_block, generator)
+    words = chosen * block + torch.arange(block, device=chosen.device)  # [B, block]
     valid = words < vocab
     words = words.clamp(max=vocab - 1)
-    raw = stored[words[:, :1] // chunk, torch.arange(rows)[:, None], words % chunk]  # [B, block] (a block never spans two chunks)
+    raw = stored[words[:, :1] // chunk, torch.arange(rows, device=words.device)[:, None], words % chunk]  # [B, block] (a block never spans two chunks)
     logits = _scale(raw, temperature, softcap)  # [B, block]
-    mass = torch.where(valid, torch.exp(logits - overall), 0.0).double()
-    offset = torch.searchsorted(mass.cumsum(-1), u - before, right=True)
-    last_positive = torch.where(mass > 0, torch.arange(block, device=mass.device), -1).amax(-1, keepdim=True)
-    offset = torch.minimum(offset, last_positive)  # rounding never lands on a zero-mass word
+    offset = _pick_word(torch.where(valid, torch.exp(logits - overall), 0.0), remainder)
     return words.gather(1, offset)[:, 0], logits.gather(1, offset)[:, 0]
+
+
+def _pick_block(per_block: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uniform per row over the total mass: the block ``[B, 1]`` it falls in and the mass left inside it ``[B, 1]``."""
+    cdf = per_block.double().cumsum(-1)
+    u = torch.rand(per_block.shape[0], 1, generator=generator, dtype=torch.float64, device=per_block.device) * cdf[:, -1:]
+    chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
+    before = torch.where(chosen > 0, cdf.gather(1, (chosen - 1).clamp(min=0)), 0.0)
+    return chosen, u - before
+
+
+def _pick_word(mass: torch.Tensor, remainder: torch.Tensor) -> torch.Tensor:
+    """The offset ``[B, 1]`` in a block of ``mass`` ``[B, block]`` where the cumulative mass passes ``remainder``."""
+    mass = mass.double()
+    offset = torch.searchsorted(mass.cumsum(-1), remainder, right=True)
+    last_positive = torch.where(mass > 0, torch.arange(mass.shape[1], device=mass.device), -1).amax(-1, keepdim=True)
+    return torch.minimum(offset, last_positive)  # rounding never lands on a zero-mass word
 
 
 def _greedy(logits: torch.Tensor) -> Step:
     """The most likely token; log-probability and entropy of the untempered distribution."""
-    lse = torch.logsumexp(logits, -1)
     token = logits.argmax(-1)
-    return Step(token, logits.gather(1, token[:, None])[:, 0] - lse, lse - (torch.exp(logits - lse[:, None]) * logits).sum(-1))
+    return Step(token, _token_logprob(logits, token), entropy_from_logits(logits))
 
 
 def _sample_truncated(logits: torch.Tensor, generator: torch.Generator, top_k: int, top_p: float) -> Step:
-    lse = torch.logsumexp(logits, -1)
-    probs = torch.exp(logits - lse[:, None])
-    entropy = lse - (probs * logits).sum(-1)
     token = torch.multinomial(torch.softmax(filter_logits(logits, top_k, top_p), dim=-1), 1, generator=generator)[:, 0]
-    return Step(token, logits.gather(1, token[:, None])[:, 0] - lse, entropy)
+    return Step(token, _token_logprob(logits, token), entropy_from_logits(logits))
+
+
+def _token_logprob(logits: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, token[:, None])[:, 0] - torch.logsumexp(logits, -1)
 
 
 def inverse_cdf_sample(mass: torch.Tensor, generator: torch.Generator, block: int = 512) -> torch.Tensor:
@@ -201,17 +213,7 @@ def inverse_cdf_sample(mass: torch.Tensor, generator: torch.Generator, block: in
     Two-level inverse CDF with one uniform per row: block sums locate the block, a cumulative
     sum inside it locates the word. A word of zero mass is never returned.
     """
-    rows, vocab = mass.shape
-    pad = (-vocab) % block
-    padded = torch.nn.functional.pad(mass, (0, pad)) if pad else mass
-    blocks = padded.view(rows, -1, block)  # [B, C, block]
-    block_cdf = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # [B, C]
-    u = torch.rand(rows, 1, generator=generator, dtype=torch.float64, device=mass.device) * block_cdf[:, -1:]
-    chosen = torch.searchsorted(block_cdf, u, right=True).clamp_(max=block_cdf.shape[1] - 1)  # [B, 1]
-    before = torch.where(chosen > 0, block_cdf.gather(1, (chosen - 1).clamp(min=0)), 0.0)
-    inside = blocks.gather(1, chosen[:, :, None].expand(rows, 1, block))[:, 0].double()  # [B, block]
-    inside_cdf = inside.cumsum(-1)
-    offset = torch.searchsorted(inside_cdf, u - before, right=True)  # [B, 1]
-    last_positive = torch.where(inside > 0, torch.arange(block, device=mass.device), -1).amax(-1, keepdim=True)
-    offset = torch.minimum(offset, last_positive)  # rounding never lands on a zero-mass word
-    return (chosen * block + offset)[:, 0]
+    chosen, remainder = _pick_block(_block_sums(mass, block), generator)
+    padded = torch.nn.functional.pad(mass, (0, (-mass.shape[1]) % block))
+    inside = padded.view(mass.shape[0], -1, block).gather(1, chosen[:, :, None].expand(-1, 1, block))[:, 0]  # [B, block]
+    return (chosen * block + _pick_word(inside, remainder))[:, 0]
