@@ -18,7 +18,7 @@ from instructgpt.labelers.embedding import HashingEmbedder
 from instructgpt.labelers.human import human_labelers, read_exports
 from instructgpt.labelers.llm import ChatLabeler, parse_flags, parse_preference, parse_ranking, parse_ratings
 from instructgpt.labelers.panel import Panel
-from instructgpt.labelers.simulated import QUALITIES, QualityScorer, finished, ranks_with_ties, repetition
+from instructgpt.labelers.simulated import QUALITIES, LabelerDraw, QualityScorer, finished, ranks_with_ties, repetition
 
 TOPICS = ["the ocean", "coffee", "volcanoes", "chess", "the moon", "bicycles", "honey bees", "jazz music",
           "rainforests", "the printing press", "glaciers", "solar panels", "owls", "bread baking", "tea"]
@@ -121,13 +121,46 @@ def test_batched_ranking_equals_one_at_a_time(scorer):
 
 def test_panel_agreement_is_calibrated_to_the_paper_within_tolerance(scorer):
     panel = Panel.simulated(6, 4, seed=0, scorer=scorer)
-    noise = panel.calibrate(make_items(60, seed=1), target=0.726)
-    assert noise > 0
+    calibration = panel.calibrate(make_items(60, seed=1), target=0.726)
+    assert calibration.noise > 0 and abs(calibration.agreement - 0.726) < 0.01
     # fresh items, labelled the way the pipeline labels: some items by several labelers
     records = panel.rank(make_items(150, seed=2), overlap=1.0, per_overlap=3, seed=3)
     measured = agreement(records, n_boot=200).overall
     assert abs(measured.rate - 0.726) < 0.04, measured
     assert measured.low < measured.rate < measured.high
+
+
+def test_calibration_narrows_tastes_that_disagree_more_than_the_target(scorer):
+    """Labelers drawn far apart disagree more without noise than the taste share allows (half of
+    the 27.4% disagreement): calibration pulls their weights toward the group's centre (each keeps
+    the direction of its taste), then adds noise for the rest."""
+    items = make_items(60, seed=1)
+    panel = Panel.simulated(6, 4, seed=0, scorer=scorer, draw=LabelerDraw(weight_spread=3.0))
+    drawn = [m.weights.copy() for m in panel.training]
+    for m in panel.training:
+        m.noise = 0.0
+    assert agreement([m.rank(*item) for item in items for m in panel.training], n_boot=0).overall.rate < 1 - 0.5 * (1 - 0.726)
+    calibration = panel.calibrate(items, taste_share=0.5)
+    assert 0 < calibration.spread_scale < 1 and calibration.noise > 0
+    assert abs(calibration.agreement - 0.726) < 0.01
+
+    def deviations(weights):  # each member's log-deviation from the group's centre, up to its normalisation
+        logs = np.log(weights) - np.log(weights).mean(0)
+        return logs - logs.mean(1, keepdims=True)
+
+    after = deviations([m.weights for m in panel.training])
+    assert np.allclose(after, calibration.spread_scale * deviations(drawn))  # same direction, shrunk
+    fresh = Panel.simulated(6, 4, seed=0, scorer=scorer, draw=LabelerDraw(weight_spread=3.0))
+    calibration.apply(fresh)
+    assert all(np.allclose(a.weights, b.weights) and a.noise == b.noise for a, b in zip(fresh.training, panel.training))
+    records = [m.rank(*item) for item in make_items(150, seed=2) for m in panel.training]
+    assert abs(agreement(records, n_boot=0).overall.rate - 0.726) < 0.04  # holds on fresh items
+
+
+def test_held_out_group_is_calibrated_to_its_own_target(scorer):
+    panel = Panel.simulated(6, 4, seed=0, scorer=scorer)
+    calibration = panel.calibrate(make_items(60, seed=1), group="held_out")
+    assert calibration.target == 0.773 and abs(calibration.agreement - 0.773) < 0.01
 
 
 def test_training_and_held_out_labelers_are_different_draws(scorer):

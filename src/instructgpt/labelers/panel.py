@@ -8,13 +8,14 @@ members, otherwise to one, drawn uniformly by a seeded generator.
 
 ``Panel.simulated`` draws simulated labelers (``simulated.draw_labelers``): the held-out
 group from its own random stream, so its members differ from the training ones.
-``calibrate`` tunes the simulated members' noise so that their pairwise agreement on given
-items hits a target (default: the paper's 72.6% for training labelers).
+``calibrate`` tunes how far apart the simulated members' weights are and their noise so that
+their pairwise agreement on given items hits a target (default: the paper's 72.6% for training
+labelers, 77.3% for held-out ones); the returned ``Calibration`` re-applies it to a fresh panel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,34 +96,43 @@ class Panel:
         return out
 
     def calibrate(self, items: Sequence[tuple[PromptInput, Sequence[str]]], target: float | None = None,
-                  group: Group = "training", max_noise: float = 1.0, steps: int = 24) -> float:
-        """Sets the noise of the group's simulated members so that their pairwise agreement,
+                  group: Group = "training", taste_share: float = 0.5, max_noise: float = 1.0,
+                  steps: int = 24) -> Calibration:
+        """Sets the group's simulated members so that their pairwise agreement on ``items``,
         every member ranking every item, is ``target`` (default: the paper's figure for the
-        group); returns the noise. Agreement falls as noise grows; bisection over
-        ``[0, max_noise]``. When even zero noise agrees less than the target (the members'
-        weights differ too much), the noise is 0."""
+        group); returns what was set.
+
+        Two things make simulated labelers disagree: different tastes (their weights) and
+        inconsistency (their noise). The paper reports only the total, so the split is a
+        choice: ``taste_share`` of the disagreement (``1 - target``) comes from taste. First
+        the members' weights are pulled toward their common centre (their log-deviations
+        from the group's geometric-mean weights times ``spread_scale`` in [0, 1], bisected)
+        until, without noise, they agree ``1 - taste_share * (1 - target)`` of the time;
+        a group whose tastes already agree that much keeps its weights. Then the noise is
+        bisected over ``[0, max_noise]`` to bring the agreement down to ``target``. What
+        each member values (the direction of its weights) never changes, only how far it
+        is from the others; agreement is measured on the items given, which should be the
+        items the group actually labels, since it depends on how alike those responses are.
+        """
         target = PAPER_AGREEMENT[group] if target is None else target
         members = self.members(group)
         if not all(isinstance(m, SimulatedLabeler) for m in members):
             raise TypeError("calibrate tunes simulated labelers only")
         measured = self._measure_once(members, items)
+        centre, deviations = _taste(members)
 
-        def agreement_at(noise: float) -> float:
-            for m in members:
+        def agreement_at(scale: float, noise: float) -> float:
+            for m, d in zip(members, deviations):
+                m.weights = _weights(centre, d, scale)
                 m.noise = noise
             records = [m.rank_measured(*item, measured[i]) for i, item in enumerate(items) for m in members]
             rate = agreement(records, n_boot=0).overall.rate
-            return 0.0 if rate is None else rate
+            return 1.0 if rate is None else rate
 
-        low, high = 0.0, max_noise
-        if agreement_at(low) <= target:
-            high = low
-        for _ in range(steps if high > low else 0):
-            middle = (low + high) / 2
-            low, high = (middle, high) if agreement_at(middle) > target else (low, middle)
-        for m in members:
-            m.noise = (low + high) / 2
-        return (low + high) / 2
+        taste_target = 1 - taste_share * (1 - target)
+        scale = 1.0 if agreement_at(1.0, 0.0) >= taste_target else _bisect(lambda s: agreement_at(s, 0.0) > taste_target, 0.0, 1.0, steps)
+        noise = _bisect(lambda n: agreement_at(scale, n) > target, 0.0, max_noise, steps) if agreement_at(scale, 0.0) > target else 0.0
+        return Calibration(group, target, taste_share, scale, noise, agreement_at(scale, noise))
 
     @staticmethod
     def _measure_once(members: Sequence[Labeler], items):
@@ -131,3 +141,48 @@ class Panel:
         if members and all(isinstance(m, SimulatedLabeler) for m in members) and len(scorers) == 1:
             return members[0].scorer.measure(items)
         return None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``Panel.calibrate`` set on a group (saved with a pipeline run, re-applied with ``apply``)."""
+
+    group: str
+    target: float
+    """The pairwise agreement aimed at."""
+    taste_share: float
+    """Share of the disagreement that comes from different weights rather than noise."""
+    spread_scale: float
+    """Factor on each member's log-deviation from the group's centre weights (1: as drawn)."""
+    noise: float
+    """Score noise of every member."""
+    agreement: float
+    """Agreement reached on the calibration items (every member ranking every item)."""
+
+    def apply(self, panel: Panel) -> None:
+        """Set a freshly drawn panel's group as the calibration left it."""
+        members = panel.members(self.group)  # type: ignore[arg-type]
+        centre, deviations = _taste(members)
+        for m, d in zip(members, deviations):
+            m.weights = _weights(centre, d, self.spread_scale)
+            m.noise = self.noise
+
+
+def _taste(members: Sequence[Labeler]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The group's geometric-mean weights and each member's log-deviation from them."""
+    logs = np.log(np.array([m.weights for m in members]))  # type: ignore[attr-defined]
+    centre = logs.mean(0)
+    return centre, [row - centre for row in logs]
+
+
+def _weights(centre: np.ndarray, deviation: np.ndarray, scale: float) -> np.ndarray:
+    weights = np.exp(centre + scale * deviation)
+    return weights / weights.sum()
+
+
+def _bisect(above: Callable[[float], bool], low: float, high: float, steps: int) -> float:
+    """The point in [low, high] where the monotone predicate ``above`` turns from True to False."""
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (middle, high) if above(middle) else (low, middle)
+    return (low + high) / 2

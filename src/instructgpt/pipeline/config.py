@@ -65,6 +65,8 @@ class PipelineConfig:
     """Reward-model peak learning rate (paper: 9e-6)."""
     rm_batch_size: int = 16
     """Prompts per RM optimizer step (paper: 64)."""
+    rm_epochs: int = 1
+    """Passes over the RM training rankings (paper: 1, as more overfit at its scale)."""
     # --- step 3: PPO
     ppo_iterations: int = 3
     """PPO iterations (each: a batch of episodes, one inner epoch)."""
@@ -98,12 +100,15 @@ class PipelineConfig:
     """Simulated training labelers (their rankings train the RM)."""
     held_out_labelers: int = 4
     """Simulated held-out labelers (no training data; they judge the final comparisons)."""
+    labeler_taste_share: float = 0.5
+    """Share of the labelers' disagreement that comes from different tastes (weights) rather than noise; each group is calibrated on the samples it ranks to the paper's agreement (training 72.6%, held-out 77.3%). The paper reports only the total."""
 
     def validate(self) -> None:
         check(self.samples_per_prompt >= 2, "samples_per_prompt", "K must be at least 2")
         check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
+        check(0 <= self.labeler_taste_share <= 1, "labeler_taste_share", "must be in [0, 1]")
         check(self.training_labelers >= 1 and self.held_out_labelers >= 1, "held_out_labelers", "need at least one of each")
 
 

@@ -55,8 +55,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
         stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "max_prompt_tokens"),
         stage("sft", "supervised fine-tuning", train_sft_stage, "sft_demonstrations", "sft_epochs", "sft_lr", "sft_batch_size", "sft_pretrain_mix", "sft_residual_dropout", "max_response_tokens"),
         stage("samples", "K samples per RM prompt from the SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
-        stage("rankings", "simulated labelers rank the samples (+ bundled human rankings)", rankings_stage, "training_labelers", "held_out_labelers", "human_rankings"),
-        stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size"),
+        stage("rankings", "simulated labelers rank the samples (+ bundled human rankings)", rankings_stage, "training_labelers", "held_out_labelers", "human_rankings", "labeler_taste_share"),
+        stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size", "rm_epochs"),
         stage("ppo_ptx", "PPO-ptx against the reward model", lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef), *PPO_FIELDS, "ptx_coef", "ptx_per_episode"),
         *([stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)] if config.run_plain_ppo else []),
         stage("eval", "win rates (held-out labelers), benchmarks, report", eval_stage, "eval_prompts", "eval_items", "eval_tokens", "eval_tasks"),
@@ -191,14 +191,14 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
     return outputs
 
 
-def _panel(config: PipelineConfig, noise: float | None = None):
-    """The simulated panel (a simulation of labelers, not a substitute for people)."""
-    from instructgpt.labelers.panel import Panel
+def _panel(config: PipelineConfig, calibrations: list[dict] | None = None):
+    """The simulated panel (a simulation of labelers, not a substitute for people), with the
+    calibrations the rankings stage saved re-applied when given."""
+    from instructgpt.labelers.panel import Calibration, Panel
 
     panel = Panel.simulated(config.training_labelers, config.held_out_labelers, seed=config.seed)
-    if noise is not None:
-        for member in panel.training + panel.held_out:
-            member.noise = noise
+    for saved in calibrations or []:
+        Calibration(**saved).apply(panel)
     return panel
 
 
@@ -216,7 +216,8 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
     train_items = [(r["prompt"], r["responses"]) for r in _rows(samples["train"])]
     valid_items = [(r["prompt"], r["responses"]) for r in _rows(samples["valid"])]
     panel = _panel(config)
-    noise = panel.calibrate(train_items)
+    calibrations = [panel.calibrate(items, group=group, taste_share=config.labeler_taste_share)  # on the samples each group ranks
+                    for items, group in ((train_items, "training"), (valid_items, "held_out"))]
     simulated = panel.rank(train_items, "training", overlap=0.1, seed=config.seed)
     human = read_records(data["human_rankings"], "rankings")[: config.human_rankings]
     out = {
@@ -229,9 +230,12 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
     write_jsonl_atomic(out["valid_training"], panel.rank(valid_items, "training", overlap=0.0, seed=config.seed))
     write_jsonl_atomic(out["valid_held_out"], panel.rank(valid_items, "held_out", overlap=0.0, seed=config.seed))
     rate = agreement(simulated, n_boot=200, seed=config.seed).overall
-    info = {"noise": noise, "agreement": rate.rate, "agreement_ci": [rate.low, rate.high], "simulated": len(simulated), "human": len(human)}
+    info = {"agreement": rate.rate, "agreement_ci": [rate.low, rate.high], "agreement_judgments": rate.judgments,
+            "calibrations": [asdict(c) for c in calibrations], "simulated": len(simulated), "human": len(human)}
     out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    print(f"    {len(simulated)} simulated + {len(human)} human rankings; training-labeler agreement {rate.rate:.1%} (noise {noise:.3f})")
+    print(f"    {len(simulated)} simulated + {len(human)} human rankings; training-labeler agreement {rate.rate:.1%} "
+          f"on {rate.judgments} shared judgments; calibrated: " + "; ".join(
+              f"{c.group} {c.agreement:.1%} (spread x{c.spread_scale:.2f}, noise {c.noise:.3f})" for c in calibrations))
     return out
 
 
@@ -247,6 +251,7 @@ def rm_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
         val_data=(rankings["valid_training"],),
         out_dir=folder,
         lr=config.rm_lr,
+        epochs=config.rm_epochs,
         batch_size=config.rm_batch_size,
         micro_batch_prompts=config.rm_batch_size,
         max_prompt_tokens=config.max_prompt_tokens,
@@ -318,14 +323,14 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
 
     data = _load(results, config.out_dir, "prepare")
     rankings = _load(results, config.out_dir, "rankings")
-    noise = json.loads(Path(rankings["panel"]).read_text(encoding="utf-8"))["noise"]
+    calibrations = json.loads(Path(rankings["panel"]).read_text(encoding="utf-8"))["calibrations"]
     prompts = read_records(data["test_prompts"], "prompts")
     chosen = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
     write_jsonl_atomic(folder / "test_prompts.jsonl", chosen)
     trained = {name: _load(results, config.out_dir, name) for name in ("sft", "rm", "ppo_ptx", "ppo") if (config.out_dir / name / "stage.json").exists() or name in results}
     models = [f"pretrained={config.model}", f"prompted={config.model}", f"sft={trained['sft']['model']}"]
     models += [f"{name.replace('_', '-')}={trained[name]['model']}" for name in ("ppo", "ppo_ptx") if name in trained]
-    judge = LabelerJudge(_panel(config, noise).held_out, name="held-out simulated labelers",
+    judge = LabelerJudge(_panel(config, calibrations).held_out, name="held-out simulated labelers",
                          description=f"{config.held_out_labelers} held-out simulated labelers (a simulation, not people)")
     evaluation = EvalConfig(
         models=tuple(models),
