@@ -85,3 +85,79 @@ def test_first_line_and_subsample():
 
 def test_finite_replaces_nan():
     assert metrics.finite({"a": [float("nan"), 1.0], "b": float("inf")}) == {"a": [None, 1.0], "b": None}
+
+
+# ---------------------------------------------------------------- intervals
+
+
+def test_mean_interval_known_value_contains_the_mean_and_shrinks_with_n():
+    low, high = metrics.mean_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t_2 = 4.3027
+    assert low == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5) and high == pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-5)
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (20, 200, 2000):
+        values = rng.normal(0.3, 0.1, size=n)
+        low, high = metrics.mean_interval(values)
+        assert low < values.mean() < high
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+    assert all(math.isnan(v) for v in metrics.mean_interval([0.5]))  # one value: no interval
+
+
+def test_proportion_interval_is_wilson_on_the_mean():
+    assert metrics.proportion_interval([1.0] * 8 + [0.0] * 2) == metrics.wilson_interval(0.8, 10)
+    small, large = metrics.proportion_interval([1.0, 0.0] * 5), metrics.proportion_interval([1.0, 0.0] * 500)
+    assert small[0] < large[0] < 0.5 < large[1] < small[1]
+
+
+def test_bootstrap_ci_contains_the_statistic_shrinks_with_n_and_is_seeded():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (25, 400):
+        values = rng.uniform(0, 100, size=n)
+        low, high = metrics.bootstrap_ci(metrics.batch_mean, [values], np.random.default_rng(7))
+        assert low < values.mean() < high
+        assert (low, high) == metrics.bootstrap_ci(metrics.batch_mean, [values], np.random.default_rng(7))
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # ~ 1 / sqrt(n): 16x the items, about a quarter of the width
+    assert all(math.isnan(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.zeros(0)], rng))
+
+
+def test_bootstrap_ci_in_blocks_matches_the_loop_it_replaces():
+    values = np.random.default_rng(2).uniform(size=50)
+    rng = np.random.default_rng(3)
+    naive = [values[rng.integers(0, 50, size=50)].mean() for _ in range(300)]
+    expected = (np.quantile(naive, 0.025), np.quantile(naive, 0.975))
+    assert metrics.bootstrap_ci(metrics.batch_mean, [values], np.random.default_rng(3), draws=300) == pytest.approx(expected)
+
+
+def test_paired_difference_of_identical_models_is_zero_centred():
+    scores = np.random.default_rng(4).uniform(0, 100, size=60)
+    assert metrics.paired_difference(metrics.batch_mean, scores, scores, np.random.default_rng(0)) == (0.0, (0.0, 0.0))
+    # two models with the same per-item difficulty and independent noise: 0 inside a narrow interval
+    rng = np.random.default_rng(5)
+    difficulty = rng.uniform(0, 100, size=200)
+    a, b = difficulty + rng.normal(0, 5, size=200), difficulty + rng.normal(0, 5, size=200)
+    diff, (low, high) = metrics.paired_difference(metrics.batch_mean, a, b, np.random.default_rng(0))
+    assert low < 0.0 < high and low < diff < high
+    unpaired = metrics.bootstrap_ci(metrics.batch_mean, [a], np.random.default_rng(0))
+    assert high - low < (unpaired[1] - unpaired[0]) / 3  # pairing removes the shared item difficulty
+    shifted = metrics.paired_difference(metrics.batch_mean, a + 3.0, b, np.random.default_rng(0))
+    assert shifted[1][0] > 0.0  # a real +3 difference is outside 0
+    with pytest.raises(ValueError):
+        metrics.paired_difference(metrics.batch_mean, a, b[:10], np.random.default_rng(0))
+
+
+def test_bleu_from_sentence_statistics_is_corpus_bleu():
+    hypotheses = ["the cat sat on the mat", "a dog ran", "", "le chat est sur le tapis ."]
+    references = ["the cat sat on a mat", "the dog ran away", "nothing here", "the cat is on the mat ."]
+    stats = metrics.bleu_stats(hypotheses, references)  # [4, 10]
+    assert stats.shape == (4, metrics.BLEU_STATS)
+    assert metrics.bleu_from_stats(stats[None])[0] == pytest.approx(metrics.corpus_bleu(hypotheses, references))
+    assert metrics.bleu_from_stats(stats[None, :2])[0] == pytest.approx(metrics.corpus_bleu(hypotheses[:2], references[:2]))
+    assert metrics.statistic_of("nlp/fr_en/bleu_stats") is metrics.bleu_from_stats and metrics.statistic_of("f1") is metrics.batch_mean
+
+
+def test_named_rng_depends_on_seed_and_name_only():
+    assert metrics.named_rng(0, "drop").integers(1 << 30) == metrics.named_rng(0, "drop").integers(1 << 30)
+    assert metrics.named_rng(0, "drop").integers(1 << 30) != metrics.named_rng(0, "squadv2").integers(1 << 30)

@@ -6,6 +6,12 @@ Choices the paper leaves open, made here:
   Wilson score interval on that proportion with ``n`` comparisons. With ties the true variance
   is a little smaller than the binomial one, so the interval is slightly conservative.
   :func:`bootstrap_interval` gives the percentile bootstrap for comparison.
+- **Every other figure from a sample carries its n and a 95% interval**: Wilson for a
+  proportion (:func:`proportion_interval`), Student's t for a mean (:func:`mean_interval`;
+  not clipped to the metric's range), the seeded percentile bootstrap over items for F1 and
+  corpus BLEU (:func:`bootstrap_ci`), and the *paired* bootstrap (the same resampled items for
+  both) for the difference between two models or two conditions evaluated on the same items
+  (:func:`paired_difference`).
 - **F1** is the SQuAD token F1 (lower-case, drop punctuation and articles, split on spaces),
   the maximum over the references. For DROP, numbers are also canonicalised ("7,761.0" ->
   "7761") before the same token F1; the official DROP metric additionally aligns multi-span
@@ -25,9 +31,10 @@ from __future__ import annotations
 import math
 import re
 import string
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -88,10 +95,81 @@ def win_rate(outcomes: Iterable[Outcome]) -> WinRate:
 def bootstrap_interval(outcomes: Sequence[Outcome], rng: np.random.Generator, draws: int = 2000) -> tuple[float, float]:
     """Percentile bootstrap 95% interval of the win rate (ties half), for comparison."""
     values = np.array([{"win": 1.0, "tie": 0.5, "loss": 0.0}[o] for o in outcomes])  # [n]
-    if len(values) == 0:
+    return bootstrap_ci(batch_mean, [values], rng, draws)
+
+
+# ---------------------------------------------------------------- intervals of other figures
+
+Statistic = Callable[..., np.ndarray]
+"""Maps resampled item arrays shaped ``[b, n, ...]`` (b resamples of n items) to ``[b]`` values."""
+
+
+def batch_mean(values: np.ndarray) -> np.ndarray:
+    """[b, n] -> [b]: the mean of each resample (the statistic of every per-item mean metric)."""
+    return values.mean(axis=1)
+
+
+def proportion_interval(successes: Sequence[float]) -> tuple[float, float]:
+    """Wilson 95% interval of the mean of 0/1 values (MC1, % true, % toxic)."""
+    values = list(successes)
+    return wilson_interval(mean(values), len(values)) if values else (float("nan"), float("nan"))
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of a mean: ``mean +- t_{n-1} * sd / sqrt(n)``; NaN below 2 values.
+
+    Example: ``[1, 2, 3]``: mean 2, sd 1, t_2 = 4.303, so ``2 +- 4.303 / sqrt(3) = (-0.484, 4.484)``.
+    """
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=np.float64)  # [n]
+    if len(x) < 2:
         return float("nan"), float("nan")
-    means = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)  # [draws]
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    half = float(t.ppf(0.5 + level / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return float(x.mean()) - half, float(x.mean()) + half
+
+
+def bootstrap_ci(statistic: Statistic, samples: Sequence[np.ndarray], rng: np.random.Generator, draws: int = 2000,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over items (seeded by ``rng``).
+
+    Every array in ``samples`` holds the same n items on its first axis and is resampled with
+    the *same* indices, so two models scored on the same items are compared pair by pair. The
+    resamples go to ``statistic`` in blocks; the loop it replaces::
+
+        for _ in range(draws):
+            idx = rng.integers(0, n, size=n)
+            values.append(statistic(*(s[idx][None] for s in samples))[0])
+    """
+    arrays = [np.asarray(s, dtype=np.float64) for s in samples]
+    n = len(arrays[0]) if arrays else 0
+    if n == 0 or any(len(a) != n for a in arrays):
+        return float("nan"), float("nan")
+    width = max(int(np.prod(a.shape[1:])) for a in arrays)
+    block = max(1, (1 << 22) // (n * width))  # at most ~4M resampled numbers in memory at once
+    values = []
+    for start in range(0, draws, block):
+        idx = rng.integers(0, n, size=(min(block, draws - start), n))  # [b, n]
+        values.append(np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64))  # [b]
+    values = np.concatenate(values)  # [draws]
+    tail = (1 - level) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+def paired_difference(statistic: Statistic, a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+                      draws: int = 2000) -> tuple[float, tuple[float, float]]:
+    """``statistic(a) - statistic(b)`` on the same items, and its paired bootstrap 95% interval.
+
+    Two identical inputs give 0 with the interval (0, 0); ``a`` and ``b`` must hold the same items
+    in the same order (per-item scores of two models, or of two conditions, on one item list).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need the same items, got {len(a)} and {len(b)}")
+    if len(a) == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    point = float(statistic(a[None])[0] - statistic(b[None])[0])
+    return point, bootstrap_ci(lambda x, y: statistic(x) - statistic(y), [a, b], rng, draws)
 
 
 def binary_entropy_bits(p: float) -> float:
@@ -158,6 +236,32 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
 
 
+BLEU_STATS = 10
+"""Per-sentence BLEU statistics: hypothesis length, reference length, matches and totals of 1- to 4-grams."""
+
+
+def bleu_stats(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """[n, 10] each sentence's BLEU statistics; corpus BLEU is a function of their column sums,
+    so resampling sentences resamples the corpus score (:func:`bleu_from_stats`)."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(effective_order=True)  # only silences sacrebleu's sentence-level warning: the counts do not depend on it
+    rows = []
+    for hypothesis, reference in zip(hypotheses, references):
+        s = bleu.sentence_score(hypothesis, [reference])
+        rows.append([s.sys_len, s.ref_len, *s.counts, *s.totals])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), BLEU_STATS)
+
+
+def bleu_from_stats(stats: np.ndarray) -> np.ndarray:
+    """[b, n, 10] -> [b]: the corpus BLEU (0-100, sacrebleu's default exp smoothing) of each resample."""
+    from sacrebleu.metrics import BLEU
+
+    sums = np.asarray(stats).sum(axis=1)  # [b, 10]
+    return np.array([BLEU.compute_bleu([int(c) for c in s[2:6]], [int(t) for t in s[6:10]], int(s[0]), int(s[1]),
+                                       smooth_method="exp").score for s in sums])
+
+
 def mc1(avg_logprobs: Sequence[float], true_index: int) -> float:
     """1.0 when the answer with the highest average per-token log-probability is the true one."""
     return float(int(np.argmax(avg_logprobs)) == true_index)
@@ -171,6 +275,11 @@ def mc2(total_logprobs: Sequence[float], is_true: Sequence[bool]) -> float:
     return float(probs[mask].sum() / probs.sum())
 
 
+def statistic_of(metric: str) -> Statistic:
+    """The statistic behind a per-item metric: corpus BLEU for ``bleu_stats``, else the mean."""
+    return bleu_from_stats if metric.endswith("bleu_stats") else batch_mean
+
+
 def first_line(text: str) -> str:
     """The completion up to its first newline (leading whitespace dropped first)."""
     return text.lstrip().split("\n", 1)[0].strip()
@@ -180,6 +289,11 @@ def mean(values: Iterable[float]) -> float:
     """Arithmetic mean; NaN for no values."""
     values = list(values)
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def named_rng(seed: int, name: str) -> np.random.Generator:
+    """A generator per (seed, name): what it draws does not depend on what else was drawn."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
 def subsample(items: Sequence, limit: int | None, rng: np.random.Generator) -> list:
