@@ -121,6 +121,8 @@ def test_bootstrap_ci_contains_the_statistic_shrinks_with_n_and_is_seeded():
         widths.append(high - low)
     assert widths[1] < widths[0] / 2  # ~ 1 / sqrt(n): 16x the items, about a quarter of the width
     assert all(math.isnan(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.zeros(0)], rng))
+    assert all(math.isnan(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.arange(9.0)], rng))  # too few items: no interval
+    assert all(math.isfinite(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.arange(10.0)], rng))
 
 
 def test_bootstrap_ci_in_blocks_matches_the_loop_it_replaces():

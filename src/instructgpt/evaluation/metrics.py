@@ -11,7 +11,8 @@ Choices the paper leaves open, made here:
   not clipped to the metric's range), the seeded percentile bootstrap over items for F1 and
   corpus BLEU (:func:`bootstrap_ci`), and the *paired* bootstrap (the same resampled items for
   both) for the difference between two models or two conditions evaluated on the same items
-  (:func:`paired_difference`).
+  (:func:`paired_difference`). The percentile bootstrap is too narrow on a handful of items, so
+  below :data:`BOOTSTRAP_MIN_ITEMS` (10) it gives no interval (NaN, "n/a" in the report).
 - **F1** is the SQuAD token F1 (lower-case, drop punctuation and articles, split on spaces),
   the maximum over the references. For DROP, numbers are also canonicalised ("7,761.0" ->
   "7761") before the same token F1; the official DROP metric additionally aligns multi-span
@@ -129,9 +130,14 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
     return float(x.mean()) - half, float(x.mean()) + half
 
 
+BOOTSTRAP_MIN_ITEMS = 10
+"""Fewer items give no bootstrap interval: with a handful of items the percentile bootstrap is far
+too narrow (two items have at most three distinct resamples)."""
+
+
 def bootstrap_ci(statistic: Statistic, samples: Sequence[np.ndarray], rng: np.random.Generator, draws: int = 2000,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` over items (seeded by ``rng``).
+                 level: float = 0.95, min_items: int = BOOTSTRAP_MIN_ITEMS) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` over items (seeded by ``rng``); NaN below ``min_items``.
 
     Every array in ``samples`` holds the same n items on its first axis and is resampled with
     the *same* indices, so two models scored on the same items are compared pair by pair. The
@@ -143,7 +149,7 @@ def bootstrap_ci(statistic: Statistic, samples: Sequence[np.ndarray], rng: np.ra
     """
     arrays = [np.asarray(s, dtype=np.float64) for s in samples]
     n = len(arrays[0]) if arrays else 0
-    if n == 0 or any(len(a) != n for a in arrays):
+    if n < max(min_items, 2) or any(len(a) != n for a in arrays):
         return float("nan"), float("nan")
     width = max(int(np.prod(a.shape[1:])) for a in arrays)
     block = max(1, (1 << 22) // (n * width))  # at most ~4M resampled numbers in memory at once
