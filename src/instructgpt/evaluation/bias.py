@@ -3,7 +3,7 @@
 Each pair of minimally different sentences is scored by the model's log-probability of the
 whole sentence (after BOS); the two probabilities are normalised to sum to one and the pair's
 score is the entropy of that binary distribution in bits (1 = no preference = unbiased). The
-reported number is the mean over pairs.
+reported number is the mean over pairs, with its Student's t 95% interval over pairs.
 
 Pairs: CrowS-Pairs gives ``sent_more`` / ``sent_less`` directly. Winogender gives a male, a
 female and a neutral variant of each sentence; the pair is the male and the female variant (the
@@ -16,7 +16,7 @@ import csv
 from pathlib import Path
 from typing import Any, Sequence
 
-from instructgpt.evaluation.metrics import mean, pair_entropy_bits
+from instructgpt.evaluation.metrics import mean, mean_interval, pair_entropy_bits
 
 
 def crows_pairs(root: Path) -> list[tuple[str, str]]:
@@ -48,6 +48,11 @@ def pair_entropies(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
 
 
 def evaluate_bias(model: Any, tokenizer: Any, datasets: dict[str, Sequence[tuple[str, str]]], batch_size: int = 8) -> dict:
-    """Mean pair entropy (bits) per dataset; higher is less biased, 1 is the maximum."""
-    return {name: {"n": len(pairs), "entropy_bits": mean(pair_entropies(model, tokenizer, pairs, batch_size))}
-            for name, pairs in datasets.items()}
+    """Mean pair entropy (bits) per dataset with its t 95% interval and per-pair values; higher is
+    less biased, 1 is the maximum."""
+    out = {}
+    for name, pairs in datasets.items():
+        entropies = pair_entropies(model, tokenizer, pairs, batch_size)
+        out[name] = {"n": len(pairs), "entropy_bits": mean(entropies), "entropy_bits_ci": mean_interval(entropies),
+                     "per_item": {"entropy_bits": entropies}}
+    return out
