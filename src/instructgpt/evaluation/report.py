@@ -19,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from instructgpt.evaluation.metrics import finite
+from instructgpt.evaluation.findings import cell, findings, metric_name, nlp_table, paper_nlp_table, safety_tables, statement
+from instructgpt.evaluation.metrics import finite, wilson_interval
 
 PPO_PANELS: dict[str, tuple[str, ...]] = {
     "RM score": (r"^objective/scores?$", r"^env/reward(_mean)?$", r"/scores?(_mean)?$", r"reward"),
@@ -68,18 +69,29 @@ def series(rows: Sequence[dict], name: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def rm_summary(path: Path) -> dict[str, float]:
-    """Accuracy numbers of a reward-model result file.
+RM_SUFFIXES = (" std", " n", " n unit", " 95% low", " 95% high")
+"""Keys of :func:`rm_summary` that describe an accuracy rather than name one (``"<label><suffix>"``)."""
+
+
+def rm_summary(path: Path) -> dict[str, float | str]:
+    """Accuracy numbers of a reward-model result file, each with its n and 95% interval.
+
+    Each accuracy ``<label>`` comes with ``<label> n``, ``<label> n unit`` and ``<label> 95% low``
+    / ``<label> 95% high`` where the file says how many it was measured on:
 
     - the labeler-group cross-validation report of ``instructgpt rm eval --cv-groups``
-      (``{"summary": {"held_out": {"mean", "std", ...}, "within": {...}}}``) gives
-      ``held-out labelers`` and ``training labelers`` accuracies and their ``... std``;
+      (``{"summary": {"held_out": {"mean", "std", "n", ...}, "within": {...}}}``) gives
+      ``held-out labelers`` and ``training labelers`` accuracies and their ``... std``; the
+      interval is Student's t over the n runs;
     - a summary of labeler groups, as the pipeline's RM stage writes
-      (``{"training_labelers": {"overall": {"accuracy"}, "per_k": {K: {"accuracy"}}}, ...}``):
+      (``{"training_labelers": {"overall": {"accuracy", "prompts", "comparisons"}, "per_k": {K: {...}}}, ...}``):
       each group's overall accuracy under its name (``training labelers``), and per K when
-      the groups hold more than one K (``training labelers K=4``);
-    - any other JSON: every numeric field whose name contains ``acc`` (nested keys joined by '/');
-    - a JSONL metrics log: the last value of each such metric.
+      the groups hold more than one K (``training labelers K=4``); the interval is Wilson's with
+      n = prompts, not comparisons: the C(K, 2) pairs of one ranking are correlated, and a
+      prompt's accuracy varies at most as much as one Bernoulli trial, so this is conservative;
+    - any other JSON: every numeric field whose name contains ``acc`` (nested keys joined by
+      '/'), Wilson with n from a ``prompts``, ``n`` or ``comparisons`` field beside it;
+    - a JSONL metrics log: the last value of each such metric (n unknown: no interval).
     """
     path = Path(path)
     if path.suffix == ".jsonl":
@@ -96,40 +108,87 @@ def rm_summary(path: Path) -> dict[str, float]:
     if isinstance(summary, dict) and all(isinstance(summary.get(k), dict) for k in ("held_out", "within")):
         out = {}
         for key, label in (("held_out", "held-out labelers"), ("within", "training labelers")):
-            out[label] = summary[key].get("mean", float("nan"))
-            out[f"{label} std"] = summary[key].get("std", float("nan"))
+            spread = summary[key]
+            out[label] = spread.get("mean", float("nan"))
+            out[f"{label} std"] = spread.get("std", float("nan"))
+            if _number(spread.get("n")):
+                out.update(_t_fields(label, out[label], out[f"{label} std"], int(spread["n"])))
         return out
     groups = {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("overall"), dict)} if isinstance(data, dict) else {}
     if groups:
         return _group_accuracies(groups)
-    return {k: v for k, v in _flatten(data).items() if "acc" in k and _number(v)}
-
-
-def _group_accuracies(groups: dict[str, dict]) -> dict[str, float]:
+    flat = _flatten(data)
     out = {}
-    for name, group in groups.items():
-        label = name.replace("_", " ").replace("held out", "held-out")
-        if _number(group["overall"].get("accuracy")):
-            out[label] = group["overall"]["accuracy"]
-        per_k = group.get("per_k") or {}
-        if len(per_k) > 1:
-            out.update({f"{label} K={k}": v["accuracy"] for k, v in per_k.items() if _number(v.get("accuracy"))})
+    for key, value in flat.items():
+        if "acc" in key and _number(value):
+            out[key] = value
+            parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+            unit = next((u for u in ("prompts", "n", "comparisons") if _number(flat.get(parent + u))), None)
+            if unit:
+                out.update(_wilson_fields(key, value, int(flat[parent + unit]), "items" if unit == "n" else unit))
     return out
 
 
-def rm_figure(results: dict[str, dict[str, float]]) -> tuple[str, dict]:
-    """Accuracy bars per reward-model result, with +- std error bars where given."""
-    labels = [(run, metric) for run, values in results.items() for metric in values if not metric.endswith(" std")]
-    fig, axes = _figure(max(4.0, 1.2 + 1.0 * len(labels)))
+def _wilson_fields(label: str, accuracy: float, n: int, unit: str) -> dict[str, float | str]:
+    low, high = wilson_interval(accuracy, n)
+    return {f"{label} n": n, f"{label} n unit": unit, f"{label} 95% low": low, f"{label} 95% high": high}
+
+
+def _t_fields(label: str, mean: float, std: float, n: int) -> dict[str, float | str]:
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 and _number(std) else float("nan")
+    return {f"{label} n": n, f"{label} n unit": "runs", f"{label} 95% low": mean - half, f"{label} 95% high": mean + half}
+
+
+def _group_accuracies(groups: dict[str, dict]) -> dict[str, float | str]:
+    out: dict[str, float | str] = {}
+
+    def add(label: str, metrics: dict) -> None:
+        if _number(metrics.get("accuracy")):
+            out[label] = metrics["accuracy"]
+            if _number(metrics.get("prompts")):
+                out.update(_wilson_fields(label, metrics["accuracy"], int(metrics["prompts"]), "prompts"))
+
+    for name, group in groups.items():
+        label = name.replace("_", " ").replace("held out", "held-out")
+        add(label, group["overall"])
+        per_k = group.get("per_k") or {}
+        if len(per_k) > 1:
+            for k, metrics in per_k.items():
+                add(f"{label} K={k}", metrics)
+    return out
+
+
+def rm_rows(results: dict[str, dict[str, float | str]]) -> dict[str, dict[str, Any]]:
+    """One row per (run, accuracy) of :func:`rm_summary` results: accuracy, interval, n, std."""
+    rows = {}
+    for run, values in results.items():
+        for label in (k for k in values if not k.endswith(RM_SUFFIXES)):
+            n = values.get(f"{label} n")
+            rows[f"{run}: {label}" if len(results) > 1 else label] = {
+                "accuracy": cell(values[label], (values.get(f"{label} 95% low"), values.get(f"{label} 95% high")), None),
+                "n": f"{n} {values.get(f'{label} n unit', '')}".strip() if n is not None else "unknown",
+                "std across runs": values.get(f"{label} std", ""),
+            }
+    return rows
+
+
+def rm_figure(results: dict[str, dict[str, float | str]]) -> tuple[str, dict]:
+    """Accuracy bars per reward-model result with 95% error bars and the 50% chance line."""
+    rows = rm_rows(results)
+    fig, axes = _figure(max(4.0, 1.2 + 1.0 * len(rows)))
     ax = axes[0][0]
-    values = [results[r][m] for r, m in labels]
-    errors = [results[r].get(f"{m} std", 0.0) for r, m in labels]
-    ax.bar([f"{r}\n{m}" if len(results) > 1 else m for r, m in labels], values, yerr=errors, capsize=5, color="#6acc64")
+    labels = [f"{name}\nn={row['n']}" for name, row in rows.items()]
+    cells = [row["accuracy"] for row in rows.values()]
+    ax.bar(labels, [c["value"] for c in cells], yerr=_yerr(cells), capsize=5, color="#6acc64")
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (50%)")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title("Reward-model accuracy (paper: 69.6% held-out vs 72.4% training labelers)")
+    ax.set_title("Reward-model accuracy, 95% intervals\n(paper: 69.6% held-out vs 72.4% training labelers)")
+    ax.legend(fontsize=7, frameon=False)
     ax.tick_params(axis="x", labelsize=7)
-    return _svg(fig), {"id": "rm_accuracy", "title": "Reward-model accuracy", "data": results}
+    return _svg(fig), {"id": "rm_accuracy", "title": "Reward-model accuracy", "data": results, "chance": 0.5}
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -164,40 +223,83 @@ def _figure(width: float = 6.0, height: float = 3.2, ncols: int = 1):
     return plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
 
 
+def _yerr(cells: Sequence[dict]) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bars from cells (0 where an interval is unknown); None when none is known."""
+    def gap(a: float, b: float) -> float:
+        return max(a - b, 0.0) if math.isfinite(a) and math.isfinite(b) else 0.0
+
+    if not any(math.isfinite(c["low"]) and math.isfinite(c["high"]) for c in cells):
+        return None
+    return [[gap(c["value"], c["low"]) for c in cells], [gap(c["high"], c["value"]) for c in cells]]
+
+
+def _n_label(cells: Sequence[dict]) -> str:
+    ns = {c["n"] for c in cells if c.get("n") is not None}
+    return f"n={ns.pop()}" if len(ns) == 1 else ""
+
+
 def winrate_figure(winrate: dict) -> tuple[str, dict]:
+    """Win rate per model with its 95% Wilson interval and the 0.5 line (no preference)."""
     per_model = winrate["per_model"]
     names = list(per_model)
-    rates = [per_model[n]["rate"] for n in names]
-    lows = [per_model[n]["rate"] - per_model[n]["low"] for n in names]
-    highs = [per_model[n]["high"] - per_model[n]["rate"] for n in names]
+    cells = [cell(per_model[n]["rate"], (per_model[n]["low"], per_model[n]["high"]), per_model[n].get("n")) for n in names]
     fig, axes = _figure(1.2 + 1.1 * len(names))
     ax = axes[0][0]
-    ax.bar(names, rates, yerr=[lows, highs], capsize=5, color="#4878d0")
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.bar([f"{n}\nn={c['n']}" for n, c in zip(names, cells)], [c["value"] for c in cells], yerr=_yerr(cells), capsize=5, color="#4878d0")
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="no preference (0.5)")
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"win rate against {winrate['baseline']}")
     ax.set_title(f"Preferred to {winrate['baseline']} (judge: {winrate['judge']}; 95% Wilson interval)")
+    ax.legend(fontsize=7, frameon=False)
     data = {n: per_model[n] for n in names}
-    return _svg(fig), {"id": "winrate", "title": "Win rate against the baseline", "judge": winrate["judge"], "baseline": winrate["baseline"], "data": data}
+    return _svg(fig), {"id": "winrate", "title": "Win rate against the baseline", "judge": winrate["judge"], "baseline": winrate["baseline"],
+                       "data": data, "chance": 0.5}
 
 
-def grouped_bars(fig_id: str, title: str, table: dict[str, dict[str, float]], ylabel: str, ylim: tuple[float, float] | None = None) -> tuple[str, dict]:
-    """Bars grouped by row (model), one colour per column (metric)."""
+def grouped_bars(fig_id: str, title: str, table: dict[str, dict[str, Any]], ylabel: str, ylim: tuple[float, float] | None = None,
+                 reference: tuple[float, str] | None = None) -> tuple[str, dict]:
+    """Bars grouped by row (model), one colour per column (metric), with 95% error bars where the
+    cells (:func:`~instructgpt.evaluation.findings.cell`, or plain numbers) carry intervals, each
+    column's n in the legend, and an optional ``reference`` line ``(y, label)``."""
     rows = list(table)
     columns = list(dict.fromkeys(c for r in rows for c in table[r]))
+    cells = {r: {c: v if isinstance(v, dict) else cell(v) for c, v in table[r].items()} for r in rows}
     fig, axes = _figure(max(4.0, 1.0 + 0.5 * len(rows) * max(len(columns), 1)))
     ax = axes[0][0]
     width = 0.8 / max(len(columns), 1)
     for j, column in enumerate(columns):
-        values = [table[r].get(column, float("nan")) for r in rows]
-        ax.bar([i + j * width for i in range(len(rows))], values, width, label=column)
+        col = [cells[r].get(column, cell(None)) for r in rows]
+        n = _n_label(col)
+        ax.bar([i + j * width for i in range(len(rows))], [c["value"] for c in col], width, yerr=_yerr(col), capsize=3,
+               label=f"{column} ({n})" if n else column)
+    if reference is not None:
+        ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks([i + width * (len(columns) - 1) / 2 for i in range(len(rows))], rows)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(f"{title} (95% intervals)")
     if ylim:
         ax.set_ylim(*ylim)
     ax.legend(fontsize=7, frameon=False)
-    return _svg(fig), {"id": fig_id, "title": title, "data": table}
+    data = {r: {c: v["value"] for c, v in cells[r].items()} for r in rows}
+    intervals = {r: {c: {k: v[k] for k in ("low", "high", "n")} for c, v in cells[r].items()} for r in rows}
+    return _svg(fig), {"id": fig_id, "title": title, "data": data, "intervals": intervals,
+                       **({"reference": {"value": reference[0], "label": reference[1]}} if reference else {})}
+
+
+def differences_figure(rows: Sequence[dict], fig_id: str, title: str) -> tuple[str, dict]:
+    """Paired differences as points with 95% intervals around the 0 line (no difference)."""
+    fig, axes = _figure(6.0, 0.6 + 0.35 * len(rows))
+    ax = axes[0][0]
+    labels = [f"{r['model']} - {r['reference']}: {metric_name(r['metric'])} (n={r['n']})" for r in rows]
+    cells = [cell(r["difference"], r.get("ci"), r["n"]) for r in rows]
+    ys = list(range(len(rows)))[::-1]
+    ax.errorbar([c["value"] for c in cells], ys, xerr=_yerr(cells), fmt="o", color="#d65f5f", capsize=4)
+    ax.axvline(0.0, color="grey", linestyle="--", linewidth=1, label="no difference (0)")
+    ax.set_yticks(ys, labels)
+    ax.set_xlabel("difference (paired bootstrap 95% interval)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    return _svg(fig), {"id": fig_id, "title": title, "data": list(rows), "reference": {"value": 0.0, "label": "no difference"}}
 
 
 def ppo_figure(runs: dict[str, list[dict]]) -> tuple[str, dict] | None:
@@ -224,6 +326,10 @@ def ppo_figure(runs: dict[str, list[dict]]) -> tuple[str, dict] | None:
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, dict) and "value" in value:  # a cell: value [low, high]
+        if math.isfinite(value["low"]) and math.isfinite(value["high"]):
+            return f"{_fmt(value['value'], digits)} [{_fmt(value['low'], digits)}, {_fmt(value['high'], digits)}]"
+        return _fmt(value["value"], digits)
     if isinstance(value, bool) or value is None:
         return html.escape(str(value))
     if isinstance(value, float):
@@ -232,71 +338,29 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def table_html(table: dict[str, dict[str, Any]], row_label: str = "model", digits: int = 3) -> str:
+    """Rows by columns; a cell shows ``value [low, high]``, and a column of cells that share one n
+    says so in its header (``MC1 (n=50)``); otherwise each cell shows its n."""
     columns = list(dict.fromkeys(c for r in table.values() for c in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in [row_label, *columns])
-    body = "".join("<tr><td>" + html.escape(r) + "</td>" + "".join(f"<td>{_fmt(v.get(c), digits)}</td>" for c in columns) + "</tr>"
+    shared = {}
+    for c in columns:
+        ns = {v[c]["n"] for v in table.values() if isinstance(v.get(c), dict) and "value" in v[c]}
+        shared[c] = ns.pop() if len(ns) == 1 else None
+
+    def show(v: Any, c: str) -> str:
+        text = _fmt(v, digits)
+        per_cell = isinstance(v, dict) and "value" in v and shared[c] is None and v.get("n") is not None
+        return f"{text} (n={html.escape(str(v['n']))})" if per_cell else text
+
+    head = "".join(f"<th>{html.escape(c if shared.get(c) is None else f'{c} (n={shared[c]})')}</th>" for c in [row_label, *columns])
+    body = "".join("<tr><td>" + html.escape(r) + "</td>" + "".join(f"<td>{show(v.get(c), c)}</td>" for c in columns) + "</tr>"
                    for r, v in table.items())
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """The TruthfulQA, toxicity and bias tables, one row per model."""
-    tqa, tox, bias = {}, {}, {}
-    for name, r in per_model.items():
-        if "truthfulqa" in r:
-            t = r["truthfulqa"]
-            tqa[name] = {"MC1": t["mc1"], "MC2": t["mc2"], "QA % true": t["qa"]["true"], "QA % true+info": t["qa"]["true_informative"],
-                         "Instr+QA % true": t["instruction_qa"]["true"], "Instr+QA % true+info": t["instruction_qa"]["true_informative"]}
-        if "toxicity" in r:
-            t = r["toxicity"]
-            tox[name] = {"toxicity (no instruction)": t["basic"]["mean_toxicity"], "toxicity (respectful)": t["respectful"]["mean_toxicity"],
-                         "% toxic (no instruction)": t["basic"]["toxic_fraction"], "% toxic (respectful)": t["respectful"]["toxic_fraction"]}
-        if "bias" in r:
-            bias[name] = {f"{k} entropy (bits)": v["entropy_bits"] for k, v in r["bias"].items()}
-    return {"truthfulqa": tqa, "toxicity": tox, "bias": bias}
-
-
-def nlp_table(per_model: dict) -> dict[str, dict[str, float]]:
-    labels = {"drop": ("DROP F1", "f1"), "squadv2": ("SQuADv2 F1", "f1"), "fr_en": ("Fr->En BLEU", "bleu")}
-    return {name: {labels[t][0]: v[labels[t][1]] for t, v in r["nlp"].items()} for name, r in per_model.items() if "nlp" in r}
-
-
-def statement(results: dict) -> str:
-    """What was measured, on how many items, with which judge and scorers, in plain words."""
-    cfg = results.get("config", {})
-    parts = [f"Models: {', '.join(f'{n} ({p})' for n, p in results.get('models', {}).items())}."]
-    if cfg.get("prompted"):
-        parts.append(f"Prompted with a few-shot instruction prefix on win-rate prompts: {', '.join(cfg['prompted'])}.")
-    w = results.get("winrate")
-    if w and "per_model" in w:
-        parts.append(f"Win rate: each model's response to {w['n_prompts']} held-out test prompts was compared with {w['baseline']}'s by "
-                     f"{w['judge_description']}, shown in random order without model names; ties count half; "
-                     "error bars are 95% Wilson intervals.")
-    elif w and "pending" in w:
-        parts.append(f"Win rate: pending human labels ({w['pending']}).")
-    else:
-        parts.append("Win rate: not measured in this run (no judge).")
-    j = results.get("truthfulqa_judge")
-    if j:
-        parts.append(f"TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true / informative by logistic regressions trained on "
-                     f"the TruthfulQA judge fine-tune files (held-out accuracy {j['truth_heldout_accuracy']:.1%} true, "
-                     f"{j['info_heldout_accuracy']:.1%} informative, on {j['heldout_answers']} answers to unseen questions).")
-    s = results.get("toxicity_scorer")
-    if s:
-        a = s.get("agreement", {}).get("heldout_rtp_texts")
-        extra = f" (Pearson r with Perspective {a['pearson']:.2f} on {a['n']} held-out texts)" if a else ""
-        parts.append(f"RealToxicityPrompts: continuations scored by the {s['name']} toxicity scorer{extra}.")
-    if any("bias" in r for r in results.get("per_model", {}).values()):
-        parts.append("CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of each pair; 1 bit = no preference.")
-    if any("nlp" in r for r in results.get("per_model", {}).values()):
-        parts.append("Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line.")
-    overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
-    parts.append(f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
-    shared = [f"{n} = {r['same_as']}" for n, r in results.get("per_model", {}).items() if r.get("same_as")]
-    if shared:
-        parts.append(f"Same weights, so the same automatic-task results (run once): {', '.join(shared)}.")
-    parts.append(f"Precision of the forward passes: {cfg.get('precision', 'fp32')} (auto = bf16 autocast where native).")
-    return " ".join(parts)
+def differences_table(rows: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    return {f"{r['model']} - {r['reference']}: {metric_name(r['metric'])}": {
+        "difference": cell(r["difference"], r.get("ci"), r["n"]), "n": r["n"],
+        "0 in the interval": {True: "yes", False: "no", None: "n/a"}[r.get("contains_zero")]} for r in rows}
 
 
 def samples_html(samples: Sequence[dict]) -> str:
@@ -317,7 +381,7 @@ td:first-child,th:first-child{text-align:left}th{background:#f0f3f8}.note{color:
 pre{white-space:pre-wrap;word-wrap:break-word;font-size:.85em;margin:.2em 0}svg{max-width:100%;height:auto}"""
 
 
-def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict[str, dict[str, float]]) -> tuple[str, list[dict]]:
+def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict[str, dict[str, float | str]]) -> tuple[str, list[dict]]:
     """The page and the data of its figures."""
     sections, figures = [], []
 
@@ -333,18 +397,22 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
     per_model = results.get("per_model", {})
     w = results.get("winrate", {})
     if w.get("per_model"):
-        rows = {n: {"win rate": v["rate"], "95% low": v["low"], "95% high": v["high"], "wins": v["wins"], "ties": v["ties"], "losses": v["losses"]}
-                for n, v in w["per_model"].items()}
+        rows = {n: {"win rate": cell(v["rate"], (v["low"], v["high"]), v.get("n")), "wins": v["wins"], "ties": v["ties"],
+                    "losses": v["losses"]} for n, v in w["per_model"].items()}
         add(f"Win rate against {w['baseline']}", plot(winrate_figure(w)) + table_html(rows))
     else:
         add("Win rate", "<p class='note'>Not measured in this run.</p>")
     if w.get("likert"):
-        body = plot(grouped_bars("likert", "Likert score (1-7)", {n: {"Likert": v} for n, v in w["likert"].items()}, "mean Likert", (1, 7)))
+        likert_ci, metadata_ci = w.get("likert_ci", {}), w.get("metadata_ci", {})
+        likert = {n: {"Likert": cell(v, likert_ci.get(n, {}).get("ci"), likert_ci.get(n, {}).get("n"))} for n, v in w["likert"].items()}
+        body = plot(grouped_bars("likert", "Likert score (1-7)", likert, "mean Likert", (1, 7)))
         if any(w.get("metadata", {}).values()):
-            body += plot(grouped_bars("metadata", "Metadata rates", w["metadata"], "fraction of outputs", (0, 1)))
+            metadata = {n: {f: cell(v, metadata_ci.get(n, {}).get(f, {}).get("ci"), metadata_ci.get(n, {}).get(f, {}).get("n")) for f, v in flags.items()}
+                        for n, flags in w["metadata"].items()}
+            body += plot(grouped_bars("metadata", "Metadata rates", metadata, "fraction of outputs", (0, 1)))
         add("Likert scores and metadata", body)
     if rm_results:
-        add("Reward model accuracy", plot(rm_figure(rm_results)) + table_html(rm_results, "run"))
+        add("Reward model accuracy", plot(rm_figure(rm_results)) + table_html(rm_rows(rm_results), "run"))
     else:
         add("Reward model accuracy", "<p class='note'>No reward-model results given.</p>")
     ppo = ppo_figure(ppo_runs) if ppo_runs else None
@@ -353,22 +421,35 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
     if tables["truthfulqa"]:
         add("TruthfulQA", plot(grouped_bars("truthfulqa", "TruthfulQA", tables["truthfulqa"], "fraction", (0, 1))) + table_html(tables["truthfulqa"]))
     if tables["toxicity"]:
-        add("RealToxicityPrompts", plot(grouped_bars("toxicity", "Toxicity of continuations", tables["toxicity"], "score", (0, 1))) + table_html(tables["toxicity"]))
+        bars = {n: {c: v for c, v in row.items() if "minus" not in c} for n, row in tables["toxicity"].items()}
+        add("RealToxicityPrompts", plot(grouped_bars("toxicity", "Toxicity of continuations", bars, "score", (0, 1))) + table_html(tables["toxicity"]))
     if tables["bias"]:
-        add("Bias: CrowS-Pairs and Winogender", plot(grouped_bars("bias", "Pair entropy (higher = less biased)", tables["bias"], "bits", (0, 1))) + table_html(tables["bias"]))
+        add("Bias: CrowS-Pairs and Winogender", plot(grouped_bars("bias", "Pair entropy (higher = less biased)", tables["bias"], "bits", (0, 1.05),
+                                                                  reference=(1.0, "no preference (1 bit)"))) + table_html(tables["bias"]))
     nlp = nlp_table(per_model)
     if nlp:
         body = plot(grouped_bars("nlp", "Public NLP tasks, zero-shot", nlp, "F1 / BLEU")) + table_html(nlp, digits=1)
+        tax = [r for r in results.get("differences") or [] if r["metric"].startswith("nlp/")]
+        if tax:
+            body += "<p>Differences on the same items (model minus reference; paired bootstrap 95% intervals; 0 inside = no measured difference):</p>"
+            body += plot(differences_figure(tax, "alignment_tax", "Alignment tax: paired differences")) + table_html(differences_table(tax), "comparison", 1)
         ref = results.get("nlp_paper_reference")
         if ref:
             body += "<p>The same metrics on the paper's own zero-shot samples (GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B):</p>"
-            body += table_html({k: {{"drop": "DROP F1", "squadv2": "SQuADv2 F1", "fr_en": "Fr->En BLEU"}[t]: v for t, v in r.items()} for k, r in ref.items()}, "paper model", 1)
-            figures.append({"id": "nlp_paper_reference", "title": "The paper's samples scored by the same code", "data": ref})
+            body += table_html(paper_nlp_table(results), "paper model", 1)
+            figures.append({"id": "nlp_paper_reference", "title": "The paper's samples scored by the same code", "data": ref,
+                            "intervals": results.get("nlp_paper_reference_ci", {})})
         add("Alignment tax: public NLP tasks", body)
+    others = [r for r in results.get("differences") or [] if not r["metric"].startswith("nlp/")]
+    if others:
+        add("Differences between models", "<p>Model minus reference on the same items, paired bootstrap 95% intervals:</p>"
+            + table_html(differences_table(others), "comparison"))
     if results.get("samples"):
         add("Samples side by side", samples_html(results["samples"]))
     add("Scorers", f"<pre>{html.escape(json.dumps({k: results[k] for k in ('truthfulqa_judge', 'toxicity_scorer') if k in results}, indent=1))}</pre>")
-    head = f"<h1>InstructGPT evaluation report</h1><p class='statement'>{html.escape(statement(results))}</p>"
+    lines = findings(results, rm_results)
+    found = f"<ul class='findings'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>" if lines else ""
+    head = f"<h1>InstructGPT evaluation report</h1><div class='statement'><p>{html.escape(statement(results))}</p>{found}</div>"
     page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>InstructGPT evaluation</title><style>{CSS}</style></head><body>{head}{''.join(sections)}</body></html>"
     return page, figures
 
@@ -376,7 +457,7 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
 def write_report(results: dict, out_dir: Path, ppo_metrics: dict[str, Path] | None = None, rm_metrics: dict[str, Path] | None = None) -> Path:
     """Write ``report.html`` and ``figures.json`` into ``out_dir``; returns the page's path."""
     ppo_runs = {name: rows for name, path in (ppo_metrics or {}).items() if (rows := read_metrics_log(path))}
-    rm_results = {name: summary for name, path in (rm_metrics or {}).items() if (summary := rm_summary(path))}
+    rm_results = {name: summary for name, path in (rm_metrics or {}).items() if (summary := rm_summary(path))} or results.get("rm_accuracy", {})
     page, figures = render_html(results, ppo_runs, rm_results)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

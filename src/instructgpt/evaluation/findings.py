@@ -1,0 +1,200 @@
+"""What the evaluation results say, with their uncertainty: the report's tables and its plain statement.
+
+Every figure measured on a sample is a *cell*, ``{"value", "low", "high", "n"}`` (the 95%
+interval and the number of items; NaN where the results do not carry them, as in results of
+older runs). :func:`findings` states, for each comparison the paper's claims rest on, whether
+the null value is inside its interval:
+
+- win rate of each model against the baseline: 0.5 inside the Wilson interval is not a
+  measured preference;
+- reward-model accuracy: 50% (chance) inside the interval;
+- the alignment tax: each model minus the baseline, and PPO-ptx minus PPO, on DROP / SQuADv2 F1
+  and Fr->En BLEU, with paired bootstrap intervals (:mod:`instructgpt.evaluation.differences`);
+- the respectful instruction: each model's respectful-minus-basic mean toxicity (paired t);
+- the other paired differences (TruthfulQA, toxicity, bias): those whose interval excludes 0 are
+  named, the rest counted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from instructgpt.evaluation.metrics import wilson_interval
+
+METRIC_NAMES = {
+    "truthfulqa/mc1": "TruthfulQA MC1", "truthfulqa/mc2": "TruthfulQA MC2",
+    "truthfulqa/qa/true": "TruthfulQA QA % true", "truthfulqa/qa/informative": "TruthfulQA QA % informative",
+    "truthfulqa/qa/true_informative": "TruthfulQA QA % true+info",
+    "truthfulqa/instruction_qa/true": "TruthfulQA Instr+QA % true", "truthfulqa/instruction_qa/informative": "TruthfulQA Instr+QA % informative",
+    "truthfulqa/instruction_qa/true_informative": "TruthfulQA Instr+QA % true+info",
+    "toxicity/basic/toxicity": "toxicity (no instruction)", "toxicity/respectful/toxicity": "toxicity (respectful)",
+    "bias/crows_pairs/entropy_bits": "CrowS-Pairs entropy (bits)", "bias/winogender/entropy_bits": "Winogender entropy (bits)",
+    "nlp/drop/f1": "DROP F1", "nlp/squadv2/f1": "SQuADv2 F1", "nlp/fr_en/bleu_stats": "Fr->En BLEU",
+}
+"""Display names of the per-item metrics of :func:`instructgpt.evaluation.differences.per_item_metrics`."""
+
+NLP_COLUMNS = {"drop": ("DROP F1", "f1"), "squadv2": ("SQuADv2 F1", "f1"), "fr_en": ("Fr->En BLEU", "bleu")}
+
+
+def cell(value: Any, ci: Any = None, n: Any = None) -> dict:
+    """A figure with its 95% interval ``ci = (low, high)`` and its n (NaN / None where unknown)."""
+    low, high = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return {"value": _float(value), "low": _float(low), "high": _float(high), "n": n}
+
+
+def _float(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def _sub(result: dict, key: str, n: Any) -> dict:
+    """The cell of ``result[key]`` with ``result[key + "_ci"]``."""
+    return cell(result.get(key), result.get(f"{key}_ci"), result.get("n", n))
+
+
+def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, dict]]]:
+    """The TruthfulQA, toxicity and bias tables: one row per model, one cell per column."""
+    tqa, tox, bias = {}, {}, {}
+    for name, r in per_model.items():
+        if "truthfulqa" in r:
+            t = r["truthfulqa"]
+            tqa[name] = {"MC1": _sub(t, "mc1", None), "MC2": _sub(t, "mc2", None)}
+            for key, label in (("qa", "QA"), ("instruction_qa", "Instr+QA")):
+                tqa[name][f"{label} % true"] = _sub(t[key], "true", t.get("n"))
+                tqa[name][f"{label} % true+info"] = _sub(t[key], "true_informative", t.get("n"))
+        if "toxicity" in r:
+            t = r["toxicity"]
+            tox[name] = {"toxicity (no instruction)": _sub(t["basic"], "mean_toxicity", t.get("n")),
+                         "toxicity (respectful)": _sub(t["respectful"], "mean_toxicity", t.get("n"))}
+            if "respectful_minus_basic" in t:
+                tox[name]["respectful minus no instruction"] = _sub(t["respectful_minus_basic"], "mean_toxicity", t.get("n"))
+            tox[name]["% toxic (no instruction)"] = _sub(t["basic"], "toxic_fraction", t.get("n"))
+            tox[name]["% toxic (respectful)"] = _sub(t["respectful"], "toxic_fraction", t.get("n"))
+        if "bias" in r:
+            bias[name] = {f"{k} entropy (bits)": _sub(v, "entropy_bits", None) for k, v in r["bias"].items()}
+    return {"truthfulqa": tqa, "toxicity": tox, "bias": bias}
+
+
+def nlp_table(per_model: dict) -> dict[str, dict[str, dict]]:
+    """DROP / SQuADv2 F1 and Fr->En BLEU (0-100) per model, as cells."""
+    return {name: {NLP_COLUMNS[t][0]: _sub(v, NLP_COLUMNS[t][1], None) for t, v in r["nlp"].items() if t in NLP_COLUMNS}
+            for name, r in per_model.items() if "nlp" in r}
+
+
+def paper_nlp_table(results: dict) -> dict[str, dict[str, dict]]:
+    """The paper's own samples scored by the same code, as cells (intervals where the results carry them)."""
+    intervals = results.get("nlp_paper_reference_ci", {})
+    return {model: {NLP_COLUMNS[t][0]: cell(v, intervals.get(model, {}).get(t, {}).get("ci"), intervals.get(model, {}).get(t, {}).get("n"))
+                    for t, v in scores.items() if t in NLP_COLUMNS}
+            for model, scores in results.get("nlp_paper_reference", {}).items()}
+
+
+def metric_name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def _digits(metric: str) -> int:
+    return 1 if metric.startswith("nlp/") else 3
+
+
+def _finite(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def _interval(value: Any, low: Any, high: Any, digits: int, signed: bool = False) -> str:
+    """``"0.55 [0.45, 0.65]"``; the value alone where the interval is unknown."""
+    f = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    value, low, high = _float(value), _float(low), _float(high)
+    return f"{f.format(value)} [{f.format(low)}, {f.format(high)}]" if _finite(low, high) else f.format(value)
+
+
+def _against(null: float, low: float, high: float, null_text: str, inside: str, above: str, below: str) -> str:
+    if not _finite(low, high):
+        return "no interval (too few items)"
+    if low <= null <= high:
+        return f"{null_text} is inside the interval: {inside}"
+    return f"{null_text} is outside the interval: {above if low > null else below}"
+
+
+def difference_line(row: dict) -> str:
+    """One paired difference in words, e.g. "ppo-ptx minus ppo, DROP F1: +3.1 [-2.0, +8.0] (n=100
+    paired items): 0 is inside the interval: no measured difference"."""
+    low, high = (_float(v) for v in (row.get("ci") or (None, None)))
+    value = _interval(row["difference"], low, high, _digits(row["metric"]), signed=True)
+    verdict = _against(0.0, low, high, "0", "no measured difference", "a measured difference", "a measured difference")
+    return f"{row['model']} minus {row['reference']}, {metric_name(row['metric'])}: {value} (n={row['n']} paired items): {verdict}"
+
+
+def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[str]:
+    """The comparisons the paper's claims rest on, each with its interval and whether the null
+    value (0.5, 50%, 0) is inside it."""
+    lines = []
+    w = results.get("winrate") or {}
+    for name, r in (w.get("per_model") or {}).items():
+        verdict = _against(0.5, _float(r.get("low")), _float(r.get("high")), "0.5", "not a measured preference", f"{name} preferred",
+                           f"{w['baseline']} preferred")
+        lines.append(f"Win rate {name} vs {w['baseline']}: {_interval(r['rate'], r['low'], r['high'], 2)} (n={r['n']}): {verdict}")
+    for run, values in (rm_results or {}).items():
+        for label in (k for k in values if isinstance(values[k], (int, float)) and f"{k} 95% low" in values):
+            low, high = _float(values[f"{label} 95% low"]), _float(values[f"{label} 95% high"])
+            verdict = _against(0.5, low, high, "50% (chance)", "not distinguishable from chance", "above chance", "below chance")
+            accuracy = f"{100 * values[label]:.1f}%" + (f" [{100 * low:.1f}%, {100 * high:.1f}%]" if _finite(low, high) else "")
+            lines.append(f"Reward model {run}, {label} accuracy: {accuracy} (n={values[f'{label} n']} {values.get(f'{label} n unit', '')}): {verdict}")
+    differences = results.get("differences") or []
+    lines += [difference_line(row) for row in differences if row["metric"].startswith("nlp/")]
+    for name, r in results.get("per_model", {}).items():
+        d = (r.get("toxicity") or {}).get("respectful_minus_basic")
+        if d and not r.get("same_as"):
+            low, high = (_float(v) for v in (d.get("mean_toxicity_ci") or (None, None)))
+            verdict = _against(0.0, low, high, "0", "no measured effect", "more toxic when asked to be respectful", "less toxic when asked to be respectful")
+            value = _interval(d["mean_toxicity"], low, high, 3, signed=True)
+            lines.append(f"{name}, respectful instruction minus none, mean toxicity: {value} (n={d['n']} prompts): {verdict}")
+    others = [row for row in differences if not row["metric"].startswith("nlp/")]
+    outside = [row for row in others if row.get("contains_zero") is False]
+    lines += [difference_line(row) for row in outside]
+    if others:
+        lines.append(f"{len(others) - len(outside)} of the {len(others)} other paired differences (TruthfulQA, toxicity, bias) "
+                     "have 0 inside their intervals (table: Differences between models).")
+    return lines
+
+
+def statement(results: dict) -> str:
+    """What was measured, on how many items, with which judge and scorers, in plain words."""
+    cfg = results.get("config", {})
+    parts = [f"Models: {', '.join(f'{n} ({p})' for n, p in results.get('models', {}).items())}."]
+    if cfg.get("prompted"):
+        parts.append(f"Prompted with a few-shot instruction prefix on win-rate prompts: {', '.join(cfg['prompted'])}.")
+    w = results.get("winrate")
+    if w and "per_model" in w:
+        parts.append(f"Win rate: each model's response to {w['n_prompts']} held-out test prompts was compared with {w['baseline']}'s by "
+                     f"{w['judge_description']}, shown in random order without model names; ties count half; "
+                     "error bars are 95% Wilson intervals.")
+    elif w and "pending" in w:
+        parts.append(f"Win rate: pending human labels ({w['pending']}).")
+    else:
+        parts.append("Win rate: not measured in this run (no judge).")
+    j = results.get("truthfulqa_judge")
+    if j:
+        truth = _interval(*(100 * v for v in (j["truth_heldout_accuracy"], *wilson_interval(j["truth_heldout_accuracy"], j["heldout_answers"]))), 1)
+        info = _interval(*(100 * v for v in (j["info_heldout_accuracy"], *wilson_interval(j["info_heldout_accuracy"], j["heldout_answers"]))), 1)
+        parts.append(f"TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true / informative by logistic regressions trained on "
+                     f"the TruthfulQA judge fine-tune files (held-out accuracy {truth}% true, {info}% informative, "
+                     f"n={j['heldout_answers']} answers to unseen questions).")
+    s = results.get("toxicity_scorer")
+    if s:
+        a = s.get("agreement", {}).get("heldout_rtp_texts")
+        extra = f" (Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts)" if a else ""
+        parts.append(f"RealToxicityPrompts: continuations scored by the {s['name']} toxicity scorer{extra}.")
+    if any("bias" in r for r in results.get("per_model", {}).values()):
+        parts.append("CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of each pair; 1 bit = no preference.")
+    if any("nlp" in r for r in results.get("per_model", {}).values()):
+        parts.append("Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line.")
+    overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
+    parts.append(f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
+    parts.append("Intervals are 95%: Wilson for proportions, Student's t for means, a seeded percentile bootstrap over items for F1 and "
+                 "BLEU, and a paired bootstrap over the same items for differences between models.")
+    shared = [f"{n} = {r['same_as']}" for n, r in results.get("per_model", {}).items() if r.get("same_as")]
+    if shared:
+        parts.append(f"Same weights, so the same automatic-task results (run once): {', '.join(shared)}.")
+    parts.append(f"Precision of the forward passes: {cfg.get('precision', 'fp32')} (auto = bf16 autocast where native).")
+    return " ".join(parts)
