@@ -31,6 +31,12 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         assert set(r["toxicity"]) >= {"basic", "respectful"}
         assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
         assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
+        # every figure from a sample carries its n and a 95% interval
+        for result, key in ((r["truthfulqa"], "mc1"), (r["truthfulqa"], "mc2"), (r["truthfulqa"]["qa"], "true_informative"),
+                            (r["toxicity"]["basic"], "mean_toxicity"), (r["toxicity"]["respectful_minus_basic"], "mean_toxicity"),
+                            (r["bias"]["winogender"], "entropy_bits"), (r["nlp"]["drop"], "f1"), (r["nlp"]["fr_en"], "bleu")):
+            low, high = result[f"{key}_ci"]
+            assert result["n"] >= 2 and (low <= result[key] <= high or low != low), key  # NaN only where no spread is defined
     same = results["per_model"]["prompted"]  # same weights as sft: automatic tasks ran once, copied
     assert same["same_as"] == "sft" and same["nlp"] == results["per_model"]["sft"]["nlp"] and same["truthfulqa"] == results["per_model"]["sft"]["truthfulqa"]
     assert "winrate" in same["seconds"]  # its own (prompted) win-rate responses were generated
@@ -43,8 +49,14 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
     assert len((tmp_path / "responses.jsonl").read_text().splitlines()) == 6  # 3 models x 2 prompts
     comparisons = [json.loads(line) for line in (tmp_path / "comparisons.jsonl").read_text().splitlines()]
     assert len(comparisons) == 4 and {c["model"] for c in comparisons} == {"ppo-ptx", "prompted"}
+    pairs = {(d["model"], d["reference"]) for d in results["differences"]}
+    assert pairs == {("ppo-ptx", "sft")}  # prompted has sft's weights: identical automatic results, not compared
+    assert {d["metric"] for d in results["differences"]} >= {"nlp/drop/f1", "nlp/fr_en/bleu_stats", "truthfulqa/mc1", "toxicity/basic/toxicity"}
+    assert all(d["n"] >= 2 and len(d["ci"]) == 2 for d in saved["differences"])
+    assert set(saved["nlp_paper_reference_ci"]["ppo-ptx-175b"]) == {"drop", "squadv2", "fr_en"}
     report = (tmp_path / "report.html").read_text()
     assert "Win rate against sft" in report and "distinct-chars" in report
+    assert "n=2" in report and "no preference (0.5)" in report and "minus sft, DROP F1" in report
     assert {f["id"] for f in json.loads((tmp_path / "figures.json").read_text())} >= {"winrate", "truthfulqa", "toxicity", "bias", "nlp"}
 
 
@@ -90,6 +102,8 @@ def test_run_eval_with_labelers_reports_likert_and_metadata(tiny_models, data_ro
     results = run_eval(config, judge=LabelerJudge([RankingLabeler("h1")]), log=lambda message: None)
     assert results["winrate"]["per_model"]["ppo"]["n"] == 3
     assert set(results["winrate"]["likert"]) == {"sft", "ppo"}
+    assert results["winrate"]["likert_ci"]["ppo"]["n"] == 3 and len(results["winrate"]["likert_ci"]["ppo"]["ci"]) == 2
+    assert all(v["n"] == 3 for flags in results["winrate"]["metadata_ci"].values() for v in flags.values())
     assert "Likert scores and metadata" in (tmp_path / "report.html").read_text()
 
 

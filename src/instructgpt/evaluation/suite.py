@@ -22,6 +22,11 @@ Choices the paper leaves open, made here (all configurable):
   and log-softmax stay fp32), as the trainers do; ``--precision fp32`` for exact fp32 numbers.
 - Every task takes at most ``--limit`` items, drawn with a generator seeded by ``--seed`` and
   the task's name, so a task's subset does not depend on which other tasks run.
+- Uncertainty: every figure measured on a sample carries its ``n`` and a 95% interval
+  (``<metric>_ci``; see :mod:`instructgpt.evaluation.metrics`), and every task keeps its
+  per-item scores (``per_item``). ``results["differences"]`` holds each model minus the baseline
+  and PPO-ptx minus PPO on every per-item metric with a paired bootstrap interval
+  (:mod:`instructgpt.evaluation.differences`), seeded by ``--seed``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,7 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from instructgpt.config import ConfigError, check, to_dict
-from instructgpt.evaluation.metrics import finite, mean, subsample, win_rate
+from instructgpt.evaluation.metrics import finite, mean, mean_interval, named_rng, proportion_interval, subsample, win_rate
 
 TASKS = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
 JUDGES = ("none", "reward-model", "labelers", "human")
@@ -150,7 +154,7 @@ class EvalConfig:
 
 def task_rng(seed: int, task: str) -> np.random.Generator:
     """A generator per (seed, task): a task's subset does not depend on the other tasks."""
-    return np.random.default_rng([seed, zlib.crc32(task.encode())])
+    return named_rng(seed, task)
 
 
 # ---------------------------------------------------------------- inputs
@@ -269,7 +273,8 @@ def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config
         "toxicity": lambda: evaluate_toxicity(model, tokenizer, inputs.rtp_prompts, inputs.toxicity_scorer,
                                               max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
         "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, **common),
-        "nlp": lambda: evaluate_nlp(model, tokenizer, inputs.nlp_items, max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
+        "nlp": lambda: evaluate_nlp(model, tokenizer, inputs.nlp_items, max_new_tokens=config.auto_max_new_tokens, template=config.template,
+                                    seed=config.seed, **common),
     }
     out: dict = {"seconds": {}, "cpu_seconds": {}}  # wall and CPU time (all threads) per task
     for task in config.tasks if tasks is None else tasks:
@@ -382,23 +387,28 @@ def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, lis
         records += [{"prompt": p, "model": name, "baseline": baseline, "response": r, "baseline_response": b, "outcome": o, "judge": judge.name}
                     for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)]
     if getattr(judge, "can_rate", True) and (callable(getattr(judge, "rate_models", None)) or callable(getattr(judge, "rate", None))):
-        result["likert"], result["metadata"] = _ratings(judge, prompts, responses)
+        result["likert"], result["metadata"], result["likert_ci"], result["metadata_ci"] = _ratings(judge, prompts, responses)
     return result, records
 
 
-def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]) -> tuple[dict, dict]:
+def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]) -> tuple[dict, dict, dict, dict]:
+    """Likert means and metadata rates per model, and their ``{"n", "ci"}`` (t for the Likert
+    mean, Wilson for a rate)."""
     from instructgpt.data.schemas import METADATA_FLAGS
 
     if callable(getattr(judge, "rate_models", None)):
         by_model = judge.rate_models(prompts, responses)
     else:
         by_model = {name: judge.rate(prompts, texts) for name, texts in responses.items()}
-    likert, metadata = {}, {}
+    likert, metadata, likert_ci, metadata_ci = {}, {}, {}, {}
     for name, ratings in by_model.items():
-        likert[name] = mean(r.likert for r in ratings if r.likert is not None)
-        metadata[name] = {flag: mean(float(r.metadata[flag]) for r in ratings if flag in r.metadata)
-                          for flag in METADATA_FLAGS if any(flag in r.metadata for r in ratings)}
-    return likert, metadata
+        scores = [r.likert for r in ratings if r.likert is not None]
+        likert[name], likert_ci[name] = mean(scores), {"n": len(scores), "ci": mean_interval(scores)}
+        flags = {flag: [float(r.metadata[flag]) for r in ratings if flag in r.metadata]
+                 for flag in METADATA_FLAGS if any(flag in r.metadata for r in ratings)}
+        metadata[name] = {flag: mean(values) for flag, values in flags.items()}
+        metadata_ci[name] = {flag: {"n": len(values), "ci": proportion_interval(values)} for flag, values in flags.items()}
+    return likert, metadata, likert_ci, metadata_ci
 
 
 # ---------------------------------------------------------------- the run
@@ -418,7 +428,8 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
     """
     from instructgpt.data.importers import find_data_root
     from instructgpt.data.jsonl import write_jsonl_atomic
-    from instructgpt.evaluation.report import write_report
+    from instructgpt.evaluation.differences import model_pairs, paired_differences
+    from instructgpt.evaluation.report import rm_summary, write_report
 
     config.validate()
     root = Path(config.data_root) if config.data_root else find_data_root()
@@ -428,7 +439,11 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
     inputs = load_inputs(config, root)
     results: dict = {"config": to_dict(config), "models": config.model_specs()}
     results["per_model"], responses = evaluate_models(config, inputs, loaded, log)
+    results["differences"] = paired_differences(results["per_model"], model_pairs(results["per_model"], config.baseline), config.seed)
     results.update(_task_tables(results["per_model"], inputs, root, config))
+    rm_paths = _named_paths(config.rm_metrics)
+    if rm_paths:
+        results["rm_accuracy"] = {name: rm_summary(path) for name, path in rm_paths.items()}
     if responses:
         write_jsonl_atomic(out_dir / "responses.jsonl", [{"prompt": p, "model": n, "response": r[i]}
                                                           for n, r in responses.items() for i, p in enumerate(inputs.win_prompts)])
@@ -438,7 +453,7 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
         if judge is not None:
             results["winrate"] = _judge_or_export(judge, inputs.win_prompts, responses, config, out_dir, write_jsonl_atomic, log)
     (out_dir / "results.json").write_text(json.dumps(finite(results), indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-    report = write_report(results, out_dir, ppo_metrics=_named_paths(config.ppo_metrics), rm_metrics=_named_paths(config.rm_metrics))
+    report = write_report(results, out_dir, ppo_metrics=_named_paths(config.ppo_metrics), rm_metrics=rm_paths)
     log(f"eval: results {out_dir / 'results.json'}, report {report}")
     return results
 
@@ -493,7 +508,8 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
     if inputs.toxicity_scorer is not None:
         out["toxicity_scorer"] = {"name": inputs.toxicity_scorer.name, "agreement": getattr(inputs.toxicity_scorer, "agreement", {})}
     if inputs.nlp_items:
-        from instructgpt.evaluation.nlp import paper_reference
+        from instructgpt.evaluation.nlp import paper_reference, paper_reference_intervals
 
         out["nlp_paper_reference"] = paper_reference(root)
+        out["nlp_paper_reference_ci"] = paper_reference_intervals(root, config.seed)
     return out
