@@ -7,6 +7,13 @@ is optional: what the results do not hold is named as not measured. Metrics logs
 object per line with a ``step`` and slash-namespaced metric names; the PPO panels pick the first
 name that matches (e.g. ``objective/score``, ``objective/kl``, ``objective/entropy``,
 ``ptx/loss``), and unreadable lines are skipped.
+
+Uncertainty: every figure measured on a sample is shown as ``value [low, high]`` with its n (in
+the column header when the column shares one), every bar chart has 95% error bars and n in its
+labels, and reference lines mark the null values: 0.5 for win rates, 50% (chance) for
+reward-model accuracy, 1 bit for pair entropy, 0 for differences. The statement at the top
+(:func:`instructgpt.evaluation.findings.findings`) says which comparisons have their null value
+inside the interval.
 """
 
 from __future__ import annotations
