@@ -364,10 +364,19 @@ def table_html(table: dict[str, dict[str, Any]], row_label: str = "model", digit
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def differences_table(rows: Sequence[dict]) -> dict[str, dict[str, Any]]:
-    return {f"{r['model']} - {r['reference']}: {metric_name(r['metric'])}": {
-        "difference": cell(r["difference"], r.get("ci"), r["n"]), "n": r["n"],
-        "0 in the interval": {True: "yes", False: "no", None: "n/a"}[r.get("contains_zero")]} for r in rows}
+def differences_table(rows: Sequence[dict], digits: int = 3) -> dict[str, dict[str, Any]]:
+    """Paired differences, signed: ``+3.1 [-2.0, +8.0]``, their n and whether 0 is inside."""
+    def signed(v: Any) -> str:
+        return f"{v:+.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+    out = {}
+    for r in rows:
+        low, high = r.get("ci") or (None, None)
+        interval = f" [{signed(low)}, {signed(high)}]" if signed(low) != "n/a" and signed(high) != "n/a" else ""
+        out[f"{r['model']} - {r['reference']}: {metric_name(r['metric'])}"] = {
+            "difference [95% interval]": signed(r["difference"]) + interval, "n": r["n"],
+            "0 in the interval": {True: "yes", False: "no", None: "n/a"}[r.get("contains_zero")]}
+    return out
 
 
 def samples_html(samples: Sequence[dict]) -> str:
@@ -439,7 +448,7 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
         tax = [r for r in results.get("differences") or [] if r["metric"].startswith("nlp/")]
         if tax:
             body += "<p>Differences on the same items (model minus reference; paired bootstrap 95% intervals; 0 inside = no measured difference):</p>"
-            body += plot(differences_figure(tax, "alignment_tax", "Alignment tax: paired differences")) + table_html(differences_table(tax), "comparison", 1)
+            body += plot(differences_figure(tax, "alignment_tax", "Alignment tax: paired differences")) + table_html(differences_table(tax, 1), "comparison")
         ref = results.get("nlp_paper_reference")
         if ref:
             body += "<p>The same metrics on the paper's own zero-shot samples (GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B):</p>"
