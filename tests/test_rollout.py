@@ -19,11 +19,11 @@ def _prompts(tokenizer):
     return [[tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=False):
+def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=False, decode="auto"):
     policy = tiny_model(tokenizer, seed=0)
     reward_model = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=1))
     value_model = copy.deepcopy(reward_model)
-    backend = HFBackend(policy, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=2)
+    backend = HFBackend(policy, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=2, decode=decode)
     prompts = _prompts(tokenizer)
     batch, _ = collect_rollout(
         policy, copy.deepcopy(policy), value_model, reward_model, backend, prompts, [0, 1, 2],
@@ -41,6 +41,48 @@ def test_sampling_logprobs_and_entropy_equal_a_full_forward(tokenizer):
     torch.testing.assert_close(batch.ref_logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
     recomputed, _, _, _ = _rollout(tokenizer, temperature=0.7, recompute=True)
     torch.testing.assert_close(recomputed.logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_static_cache_decoding_equals_eager_and_a_full_forward(tokenizer):
+    """The static KV cache (fixed-length cache and mask, uncompiled step) samples the same tokens as
+    the eager DynamicCache loop and records the training forward's log-probabilities."""
+    batch, policy, _, _ = _rollout(tokenizer, max_new_tokens=20, temperature=0.7, decode="static")
+    eager, _, _, _ = _rollout(tokenizer, max_new_tokens=20, temperature=0.7, decode="eager")
+    assert torch.equal(batch.input_ids, eager.input_ids)
+    args = (batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask)
+    torch.testing.assert_close(batch.logprobs, response_logprobs(policy, *args, temperature=0.7), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch.entropy, response_entropy(policy, *args, temperature=0.7), atol=1e-4, rtol=1e-4)
+
+
+def test_one_query_attention_equals_sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from instructgpt.rollout.decoding import one_query_attention
+
+    generator = torch.Generator().manual_seed(0)
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups, module.is_causal = 4, True
+    query, key, value = (torch.randn(shape, generator=generator) for shape in ((3, 8, 1, 16), (3, 2, 10, 16), (3, 2, 10, 16)))
+    mask = torch.rand(3, 1, 1, 10, generator=generator) > 0.3
+    mask[:, :, :, -1] = True  # the current token always sees itself
+    for m in (mask, None):
+        ours, _ = one_query_attention(module, query, key, value, m, scaling=0.3)
+        reference, _ = sdpa_attention_forward(module, query, key, value, m, scaling=0.3)
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_decoding_records_the_training_forward(tokenizer):
+    """The compiled static-cache step (inductor, ~20-40 s compile on 2 CPU cores, once per process)."""
+    from instructgpt.rollout.decoding import decode_path
+
+    if decode_path("compiled", tiny_model(tokenizer), torch.device("cpu"), 64) != "compiled":
+        pytest.skip("no C++ compiler for inductor")
+    batch, policy, _, _ = _rollout(tokenizer, max_new_tokens=20, temperature=0.7, decode="compiled")
+    args = (batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask)
+    torch.testing.assert_close(batch.logprobs, response_logprobs(policy, *args, temperature=0.7), atol=1e-4, rtol=1e-4)
+    again, _, _, _ = _rollout(tokenizer, max_new_tokens=20, temperature=0.7, decode="compiled")  # a new model of the same architecture
+    assert torch.equal(again.input_ids, batch.input_ids)
 
 
 def test_batch_layout_eos_and_padding(tokenizer):

@@ -27,11 +27,13 @@ distribution.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import torch
 
+from instructgpt.rollout.decoding import EagerDecoder, StaticDecoder, decode_path, one_query_attention_for, static_length, text_config
 from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
 from instructgpt.rollout.sampling import VocabProjection, sample_next
 
@@ -75,10 +77,16 @@ class HFBackend:
 
     has_logprobs = True
 
-    def __init__(self, model: Any, settings: SamplingSettings, eos_id: int, pad_id: int, batch_size: int = 64, dtype: torch.dtype | None = None):
+    def __init__(
+        self, model: Any, settings: SamplingSettings, eos_id: int, pad_id: int, batch_size: int = 64, dtype: torch.dtype | None = None, decode: str = "auto"
+    ):
         self.model, self.settings = model, settings
         self.eos_id, self.pad_id = eos_id, pad_id
         self.batch_size, self.dtype = batch_size, dtype
+        self.decode = decode
+        """auto, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`;
+        auto compiles a static-cache step where that was measured to pay: native-bf16 CPUs, models >= 50M
+        parameters; compile paid once per process)."""
 
     def sync_weights(self, policy: Any) -> None:
         self.model = policy  # samples from the trained module itself
@@ -97,8 +105,26 @@ class HFBackend:
         )
 
     def _generate_batch(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection) -> Generated:
-        from transformers import DynamicCache
+        lm = causal_lm(self.model)
+        device = next(lm.parameters()).device
+        width = max(len(p) for p in prompt_ids)
+        length = static_length(width, self.settings.max_new_tokens)
+        path = decode_path(self.decode, lm, device, length)
+        if path == "eager":
+            return self._sample(prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask))
+        state = generator.get_state()
+        try:
+            return self._sample(prompt_ids, generator, weight, lambda mask: StaticDecoder(trunk(self.model), text_config(lm), mask, length, compiled=path == "compiled"))
+        except Exception as error:  # inductor could not build (no working toolchain, an unsupported op): eager from now on
+            if path != "compiled":
+                raise
+            warnings.warn(f"compiled decoding failed ({type(error).__name__}: {str(error)[:300]}); this backend decodes eagerly from now on", RuntimeWarning, stacklevel=2)
+            self.decode = "eager"
+            generator.set_state(state)
+            return self._sample(prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask))
 
+    def _sample(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection, decoder) -> Generated:
+        """Prompt pass, then one token per step for every row until all rows hit EOS or the length limit."""
         lm = causal_lm(self.model)
         device = next(lm.parameters()).device
         s = self.settings
@@ -108,31 +134,28 @@ class HFBackend:
         for row, ids in enumerate(prompt_ids):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, device=device)
             attention_mask[row, width - len(ids) :] = 1
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        body = trunk(self.model)
         softcap = getattr(lm.config, "final_logit_softcapping", None)
-        cache = {_cache_argument(body): DynamicCache(config=lm.config)}
         done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=device)  # [B]
         tokens, logprobs, entropies, masks = [], [], [], []
         was_training = lm.training
         lm.eval()
-        step_ids, step_positions = input_ids, positions
-        with autocast(device, self.dtype):
-            for _ in range(s.max_new_tokens):
-                out = body(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions, **cache, use_cache=True)
-                step = sample_next(out.last_hidden_state[:, -1], weight, generator, s.temperature, s.top_k, s.top_p, softcap)
-                token = torch.where(done, self.pad_id, step.token)
-                tokens.append(token)
-                masks.append(~done)
-                logprobs.append(torch.where(done, 0.0, step.logprob))
-                entropies.append(torch.where(done, 0.0, step.entropy))
-                done = done | (token == self.eos_id)
-                if bool(done.all()):
-                    break
-                step_ids = token[:, None]
-                step_positions = step_positions[:, -1:] + 1
-                attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
-        lm.train(was_training)
+        step_ids = input_ids
+        try:
+            with autocast(device, self.dtype), one_query_attention_for(text_config(lm)):
+                forward = decoder(attention_mask)
+                for _ in range(s.max_new_tokens):
+                    step = sample_next(forward(step_ids), weight, generator, s.temperature, s.top_k, s.top_p, softcap)
+                    token = torch.where(done, self.pad_id, step.token)
+                    tokens.append(token)
+                    masks.append(~done)
+                    logprobs.append(torch.where(done, 0.0, step.logprob))
+                    entropies.append(torch.where(done, 0.0, step.entropy))
+                    done = done | (token == self.eos_id)
+                    if bool(done.all()):
+                        break
+                    step_ids = token[:, None]
+        finally:
+            lm.train(was_training)
         return Generated(
             response_ids=torch.stack(tokens, 1),
             response_mask=torch.stack(masks, 1),
@@ -205,13 +228,6 @@ def _projection_weight(model: Any, dtype: torch.dtype | None) -> VocabProjection
     their version counter, so a cache could not tell a stale copy)."""
     detached = unembedding(model).detach()
     return VocabProjection.of(detached.to(dtype) if dtype is not None else detached)
-
-
-def _cache_argument(lm: Any) -> str:
-    """transformers 5 renamed ``past_key_values`` to ``cache``; accept both."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
 def _vllm_usable() -> bool:

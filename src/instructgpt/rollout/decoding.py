@@ -1,0 +1,219 @@
+"""The trunk's decode loop for :class:`~instructgpt.rollout.generation.HFBackend`: eager, or a
+static KV cache with the one-token step compiled.
+
+A decoder is called once with the left-padded prompts ``[B, P]`` (the prompt pass) and then once
+per sampled token ``[B, 1]``; each call returns the last position's final hidden state
+``[B, H]``, which the sampler projects on the vocabulary.
+
+- :class:`EagerDecoder`: the model's forward with a ``DynamicCache`` (the cache and the
+  attention mask grow by one column per step). Works for every model, device and dtype.
+- :class:`StaticDecoder`: a preallocated ``[B, kv_heads, L, head_dim]`` cache per layer and a
+  ``[B, L]`` attention mask filled in place, so every decode step has the same shapes and the
+  trunk's step runs through ``torch.compile`` (inductor: the ~700 small ops of a Gemma 3 decode
+  step become a few dozen fused kernels around the matmuls; at batch 64 the eager per-op
+  dispatch cost about as much as the matmuls). The prompt pass stays eager (its length varies).
+
+Compile cost: paid once per process, on the first decode step of the first compiled batch
+(about 30-60 s for Gemma 3 270M on 2 CPU cores, measured in ``bench/generate.py``'s warm-up).
+The compiled code is keyed on the model's architecture, not its weights: parameters are graph
+inputs, so PPO's in-place updates are seen, and a second model of the same architecture (the
+eval stage's several policies) reuses it. Cache lengths are rounded up to a multiple of
+:data:`LENGTH_BUCKET` and a new batch size or length is compiled once more with symbolic sizes
+(torch's automatic dynamic shapes), after which no shape recompiles.
+
+:func:`decode_path` chooses (``HFBackend``'s setting ``decode``, default ``"auto"``): compiled
+where it can run (a CPU, a C++ compiler for inductor, a model transformers marks compilable, a
+context that fits every sliding window) and, under ``"auto"``, only where it was measured to pay
+(native bf16 matmuls, a model of at least :data:`MIN_COMPILE_PARAMETERS` parameters), else eager.
+``"static"`` runs the static cache with the step uncompiled (what the fast tests exercise).
+The unit tests' tiny models therefore decode eagerly under ``auto``; tests that want the
+compiled path ask for ``"compiled"``, which skips only the size rule. If compiling fails at run
+time the backend warns once and falls back to eager for the rest of the process.
+
+Numerics: the compiled step fuses element-wise work (RMSNorm, rotary, GELU) and may order
+reductions differently from eager, so its hidden states differ from the eager forward's by
+rounding (fp32: ~1e-6 relative; bf16: the same bf16 products, fp32 accumulations in another
+order). The recorded log-probabilities still equal a training forward within the tolerances the
+tests state.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+LENGTH_BUCKET = 64
+"""Static cache lengths are rounded up to a multiple of this (fewer distinct shapes)."""
+
+MIN_COMPILE_PARAMETERS = 50_000_000
+"""``decode="auto"`` compiles only models at least this large: below it a one-off compile (tens of
+seconds) costs more than it saves (the unit tests' tiny models)."""
+
+
+ONE_QUERY_ATTENTION = "instructgpt_one_query"
+"""The attention implementation :func:`one_query_attention` is registered under in transformers."""
+
+
+def one_query_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
+    """transformers' SDPA attention, except for a one-token query (a decode step): two batched
+    matmuls and an fp32 softmax, the query heads of each key/value head stacked as rows.
+
+    PyTorch's CPU SDPA (a flash kernel blocked for long queries) takes 4.7 ms for one decode
+    step's attention at batch 64 over 32 cached positions (19 ms over 128; bf16, one thread)
+    against 0.35 ms (1.0 ms) this way, and under ``torch.compile`` transformers expands the
+    key/value heads for it. Equivalent to ``softmax(q k^T * scaling + mask) v`` per head with
+    head ``h`` reading key/value head ``h // (query heads / key-value heads)``, as
+    ``repeat_kv`` does.
+
+    query ``[B, Hq, 1, D]``, key and value ``[B, Hkv, L, D]``, attention_mask ``[B, 1, 1, L]``
+    (bool, True = attend; or additive) -> ``([B, 1, Hq, D], None)``.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or kwargs.get("softcap") is not None or (module.training and dropout):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # [B, Hkv, G, D]: q_len 1 makes room for the group
+    scores = (grouped @ key.transpose(-1, -2)).float() * (dim**-0.5 if scaling is None else scaling)  # [B, Hkv, G, L]
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else scores + attention_mask
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    return (probs @ value).reshape(rows, 1, heads, dim), None  # [B, 1, Hq, D]
+
+
+@contextmanager
+def one_query_attention_for(config: Any) -> Iterator[None]:
+    """Route a model's attention through :func:`one_query_attention` while decoding, when it uses SDPA
+    (the prompt pass still runs SDPA: longer queries are passed on to it)."""
+    if config._attn_implementation != "sdpa":
+        yield
+        return
+    _register_one_query_attention()
+    config._attn_implementation = ONE_QUERY_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
+
+
+@functools.cache
+def _register_one_query_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ONE_QUERY_ATTENTION, one_query_attention)
+    AttentionMaskInterface.register(ONE_QUERY_ATTENTION, sdpa_mask)
+
+
+def cache_argument(body: Any) -> str:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; accept both."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+class EagerDecoder:
+    """The model's forward with a ``DynamicCache``."""
+
+    def __init__(self, body: Any, config: Any, attention_mask: torch.Tensor):
+        from transformers import DynamicCache
+
+        self.body, self.attention_mask = body, attention_mask  # [B, P]
+        self.cache = {cache_argument(body): DynamicCache(config=config)}
+        self.positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]: counted over real tokens
+        self.started = False
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.started:
+            self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(ids)], dim=1)
+            self.positions = self.positions[:, -1:] + 1
+        self.started = True
+        out = self.body(input_ids=ids, attention_mask=self.attention_mask, position_ids=self.positions, **self.cache, use_cache=True)
+        return out.last_hidden_state[:, -1]  # [B, H]
+
+
+class StaticDecoder:
+    """A static KV cache of ``length`` slots; the prompt pass eager, each one-token step compiled (unless ``compiled=False``)."""
+
+    def __init__(self, body: Any, config: Any, attention_mask: torch.Tensor, length: int, compiled: bool = True):
+        from transformers.cache_utils import Cache, StaticLayer
+
+        rows, width = attention_mask.shape
+        self.body, self.width = body, width
+        self.mask = attention_mask.new_zeros(rows, length)  # [B, L]: 1 on slots holding a real token
+        self.mask[:, :width] = attention_mask
+        # every layer a plain static layer: the context fits any sliding window (compiled_decode_usable), so a
+        # sliding layer attends to all of it, and the sliding cache's Python-int bookkeeping would recompile each step
+        self.cache = Cache(layers=[StaticLayer(max_cache_len=length) for _ in range(config.num_hidden_layers)])
+        self.argument = cache_argument(body)
+        self.step = compiled_step() if compiled else _step
+        self.positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        self.filled = 0
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.filled == 0:
+            out = self.body(input_ids=ids, attention_mask=self.mask, position_ids=self.positions, **{self.argument: self.cache}, use_cache=True)
+            self.filled, self.positions = self.width, self.positions[:, -1:]
+            return out.last_hidden_state[:, -1]
+        self.mask[:, self.filled] = 1
+        self.filled += 1
+        self.positions = self.positions + 1  # [B, 1]
+        return self.step(self.body, ids, self.mask, self.positions, self.cache, self.argument)
+
+
+def _step(body: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, argument: str) -> torch.Tensor:
+    out = body(input_ids=ids, attention_mask=mask, position_ids=positions, **{argument: cache}, use_cache=True)
+    return out.last_hidden_state[:, -1]  # [B, H]
+
+
+@functools.cache
+def compiled_step():
+    """The one-token trunk step through ``torch.compile`` (one wrapper per process; inductor keeps its code)."""
+    return torch.compile(_step, fullgraph=False)
+
+
+def static_length(width: int, max_new_tokens: int) -> int:
+    """Cache slots for a ``width``-token prompt and ``max_new_tokens``, rounded up to :data:`LENGTH_BUCKET`."""
+    return -(-(width + max_new_tokens) // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
+def decode_path(setting: str, lm: Any, device: torch.device, length: int) -> str:
+    """``"eager"``, ``"static"`` or ``"compiled"``: how to decode ``length`` cache slots (see the module docstring).
+
+    ``"eager"``: always eager. ``"static"``: the static cache with the step uncompiled (tests,
+    debugging). ``"compiled"``: compiled wherever it can run (a CPU with a C++ compiler, a model
+    transformers marks compilable, a context within every sliding window), else eager.
+    ``"auto"``: compiled there, and only on a CPU with native bf16 (an AVX2-only CPU was not
+    measured; a GPU has vLLM) and for a model of at least :data:`MIN_COMPILE_PARAMETERS` parameters.
+    """
+    if setting not in ("auto", "compiled", "static", "eager"):
+        raise ValueError(f"decode must be auto, compiled, static or eager, not {setting!r}")
+    config = text_config(lm)
+    window = getattr(config, "sliding_window", None)
+    fits = not (window and any("sliding" in t for t in getattr(config, "layer_types", None) or ()) and length > window)
+    if setting == "eager" or not fits or not getattr(lm, "_can_compile_fullgraph", False):
+        return "eager"
+    if setting == "static":
+        return "static"
+    if device.type != "cpu" or not _have_compiler():
+        return "eager"
+    if setting == "compiled":
+        return "compiled"
+    from instructgpt.training.lm import bf16_native
+
+    worth_it = bf16_native(device) and sum(p.numel() for p in lm.parameters()) >= MIN_COMPILE_PARAMETERS
+    return "compiled" if worth_it else "eager"
+
+
+def text_config(lm: Any) -> Any:
+    return lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+
+
+@functools.cache
+def _have_compiler() -> bool:
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
