@@ -191,8 +191,12 @@ def select_sft_checkpoint(
     temperature: float = 0.0,
     template: str = "auto",
     seed: int = 0,
+    autocast: torch.dtype | None = None,
 ) -> list[dict[str, Any]]:
-    """Each SFT checkpoint's mean RM score on ``prompts``, in checkpoint order (method.md step 1)."""
+    """Each SFT checkpoint's mean RM score on ``prompts``, in checkpoint order (method.md step 1).
+
+    ``autocast`` (e.g. bf16) runs sampling and scoring under that autocast dtype.
+    """
     from instructgpt.models.generate import generate
     from instructgpt.models.loader import load_model
     from instructgpt.models.reward import score_texts
@@ -200,8 +204,8 @@ def select_sft_checkpoint(
     results = []
     for folder in checkpoints:
         policy, tokenizer = load_model(str(folder))
-        responses = generate(policy, tokenizer, list(prompts), max_new_tokens, temperature, template, seed=seed)
+        responses = generate(policy, tokenizer, list(prompts), max_new_tokens, temperature, template, seed=seed, autocast=autocast)
         del policy
-        scores = score_texts(reward_model, rm_tokenizer, prompts, [r if r.strip() else " " for r in responses], template)
+        scores = score_texts(reward_model, rm_tokenizer, prompts, [r if r.strip() else " " for r in responses], template, autocast=autocast)
         results.append({"checkpoint": str(folder), "mean_score": statistics.fmean(scores), "scores": scores})
     return results
