@@ -45,9 +45,21 @@ class PipelineConfig:
     sft_batch_size: int = 16
     """Demonstrations per SFT optimizer step (paper: 32)."""
     sft_pretrain_mix: float = 0.0
-    """Fraction of pretraining sequences mixed into SFT (paper's PPO-init model: 0.1)."""
+    """Fraction of pretraining sequences mixed into the SFT baseline (paper: 0; the PPO-init model's mix is ppo_init_pretrain_mix)."""
     sft_residual_dropout: float = 0.0
     """Residual dropout in SFT (paper: 0.2). 0 in every preset, as before this field existed: Gemma 3 was pretrained without dropout, and 0.2 raises its first-batch loss from 2.1 to 7.6 (0.1: 4.5), which a short run cannot recover; 0.2 is there for long runs and models pretrained with dropout."""
+    sft_select_by_rm: bool = True
+    """The paper's rule for the final SFT checkpoint (method.md step 1: SFT overfits validation loss after 1 epoch, yet later epochs score higher): of the per-epoch SFT weights (sft/epochs/epoch-N, the last is sft/final), the one whose greedy responses to RM validation prompts get the highest mean reward-model score becomes the SFT baseline of the evaluation and the PPO init (select_sft/selection.json). Selection needs an RM, so the samples and the RM come from the final SFT model (the paper does not give this order). With one epoch there is nothing to choose and nothing is scored."""
+    sft_select_prompts: int = 16
+    """RM validation prompts answered by each SFT checkpoint in the selection (few: it samples once per checkpoint)."""
+    sft_select_tokens: int = 32
+    """New tokens per greedy response in the SFT checkpoint selection."""
+    ppo_init_from_pretrain_mix: bool = False
+    """Initialise PPO (policy and frozen KL reference) from a separate SFT run from the base model with pretraining data mixed in, as the paper does ('an SFT run of 2 epochs with 10% pretraining data mixed in'); the SFT baseline, samples, RM and value model are unchanged. On in the miniature and large presets; off in the quickstart (one more SFT run would break its 20 minutes), where PPO starts from the SFT baseline."""
+    ppo_init_epochs: int = 2
+    """Epochs of the PPO-init SFT run (paper: 2)."""
+    ppo_init_pretrain_mix: float = 0.1
+    """Fraction of the PPO-init SFT run's training sequences drawn from pretraining text (paper: 0.1)."""
     max_response_tokens: int = 128
     """Longest demonstration / sampled response, in tokens (paper: 1k)."""
     # --- step 2: comparisons and the reward model
@@ -108,6 +120,9 @@ class PipelineConfig:
         check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
+        check(self.sft_select_prompts >= 1 and self.sft_select_tokens >= 1, "sft_select_prompts", "sft_select_prompts and sft_select_tokens must be at least 1")
+        check(self.ppo_init_epochs >= 1, "ppo_init_epochs", "must be at least 1")
+        check(0 <= self.ppo_init_pretrain_mix < 1, "ppo_init_pretrain_mix", "must be in [0, 1)")
         check(0 <= self.labeler_taste_share <= 1, "labeler_taste_share", "must be in [0, 1]")
         check(self.training_labelers >= 1 and self.held_out_labelers >= 1, "held_out_labelers", "need at least one of each")
 

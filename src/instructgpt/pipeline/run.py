@@ -3,19 +3,31 @@
 Stages (each skipped when its outputs exist for the same settings; see ``stages.py``):
 
 1. ``prepare``  prompt records -> dedup, per-user cap, user splits, PII filter, token limit
-2. ``sft``      step 1: supervised fine-tuning on the demonstrations of the SFT training split
-3. ``samples``  K samples per RM prompt from the SFT model (temperature 1)
-4. ``rankings`` the simulated panel ranks them (training labelers for training prompts,
+2. ``sft``      step 1: supervised fine-tuning on the demonstrations of the SFT training split;
+                each epoch's weights are kept (``sft/epochs``)
+3. ``sft_ppo_init`` (``ppo_init_from_pretrain_mix``) the PPO-init model: a separate SFT run with
+                pretraining data mixed in (paper: 2 epochs, 10%)
+4. ``samples``  K samples per RM prompt from the final SFT model (temperature 1)
+5. ``rankings`` the simulated panel ranks them (training labelers for training prompts,
                 held-out labelers for validation prompts); bundled human rankings are added
-5. ``rm``       step 2: the K-wise reward model, normalised on the demonstrations, evaluated
-6. ``ppo``      step 3: PPO-ptx (and plain PPO) against the RM, initialised from SFT
-7. ``eval``     win rates against SFT judged by held-out labelers, public benchmarks
-8. ``report``   one HTML page + JSON of every figure
+6. ``rm``       step 2: the K-wise reward model, normalised on the demonstrations, evaluated
+7. ``select_sft`` (``sft_select_by_rm``) the SFT baseline: the epoch whose responses to RM
+                validation prompts get the highest mean RM score
+8. ``ppo``      step 3: PPO-ptx (and plain PPO) against the RM, initialised from the PPO-init
+                model (else the SFT baseline)
+9. ``eval``     win rates against the SFT baseline judged by held-out labelers, public
+                benchmarks, the report (one HTML page + JSON of every figure)
+
+Order: the samples and the RM come from the final SFT model, since choosing among the SFT
+epochs needs an RM (the paper does not say which SFT model its RM starts from). The PPO-init run
+sits right after SFT, so tuning the RM does not re-run it.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import shutil
 from dataclasses import asdict
@@ -53,16 +65,21 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
 
     return [
         stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "max_prompt_tokens"),
-        stage("sft", "supervised fine-tuning", train_sft_stage, "sft_demonstrations", "sft_epochs", "sft_lr", "sft_batch_size", "sft_pretrain_mix", "sft_residual_dropout", "max_response_tokens"),
-        stage("samples", "K samples per RM prompt from the SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
+        stage("sft", "supervised fine-tuning", train_sft_stage, *SFT_FIELDS, "sft_epochs", "sft_pretrain_mix"),
+        *([stage("sft_ppo_init", "SFT with pretraining data mixed in, to initialise PPO", sft_ppo_init_stage, *SFT_FIELDS, "ppo_init_epochs", "ppo_init_pretrain_mix")]
+          if config.ppo_init_from_pretrain_mix else []),
+        stage("samples", "K samples per RM prompt from the final SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
         stage("rankings", "simulated labelers rank the samples (+ bundled human rankings)", rankings_stage, "training_labelers", "held_out_labelers", "human_rankings", "labeler_taste_share"),
         stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size", "rm_epochs"),
+        *([stage("select_sft", "the SFT epoch with the best mean RM score on validation prompts", select_sft_stage, "sft_select_prompts", "sft_select_tokens")]
+          if config.sft_select_by_rm else []),
         stage("ppo_ptx", "PPO-ptx against the reward model", lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef), *PPO_FIELDS, "ptx_coef", "ptx_per_episode"),
         *([stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)] if config.run_plain_ppo else []),
         stage("eval", "win rates (held-out labelers), benchmarks, report", eval_stage, "eval_prompts", "eval_items", "eval_tokens", "eval_tasks"),
     ]
 
 
+SFT_FIELDS = ("sft_demonstrations", "sft_lr", "sft_batch_size", "sft_residual_dropout", "max_response_tokens")
 PPO_FIELDS = ("ppo_iterations", "ppo_batch_size", "ppo_minibatch_size", "ppo_lr", "ppo_response_tokens")
 
 
@@ -109,6 +126,43 @@ def _demos_for(prompts_file: Path, demos_file: Path) -> list:
 
 
 def train_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """Step 1, the SFT baseline; every epoch's weights are kept for the choice by RM score (select_sft)."""
+    final = _train_sft(config, folder, results, config.sft_epochs, config.sft_pretrain_mix)
+    return {"model": final, "metrics": folder / "metrics.jsonl", "epochs": _keep_epoch_weights(folder, config.sft_epochs)}
+
+
+def sft_ppo_init_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """The model that initialises PPO (method.md step 1): an SFT run from the base model on the same
+    demonstrations, ``ppo_init_epochs`` epochs with ``ppo_init_pretrain_mix`` of its sequences
+    from pretraining text (paper: 2 epochs, 10%)."""
+    final = _train_sft(config, folder, results, config.ppo_init_epochs, config.ppo_init_pretrain_mix)
+    return {"model": final, "metrics": folder / "metrics.jsonl"}
+
+
+def _keep_epoch_weights(folder: Path, epochs: int) -> Path:
+    """Each finished epoch's weights but the last (that is ``final``) as ``epochs/epoch-N``: the
+    checkpoint minus its optimizer state, hard-linked (no copy while ``checkpoints/`` exists)."""
+    from instructgpt.training.checkpoint import TRAINER_STATE, list_checkpoints, read_meta
+
+    kept = folder / "epochs"
+    kept.mkdir(exist_ok=True)
+    for checkpoint in list_checkpoints(folder):
+        epoch = read_meta(checkpoint)["epoch"]
+        target = kept / f"epoch-{epoch:g}"
+        if float(epoch).is_integer() and epoch < epochs and not target.exists():
+            shutil.copytree(checkpoint, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(TRAINER_STATE))
+    return kept
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # e.g. a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _train_sft(config: PipelineConfig, folder: Path, results, epochs: int, pretrain_mix: float) -> Path:
+    """Train SFT from the base model on the pipeline's demonstrations; returns the final model folder."""
     from instructgpt.training.sft import SFTConfig, train_sft
 
     data = _load(results, config.out_dir, "prepare")
@@ -121,18 +175,18 @@ def train_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str, 
         data=(folder / "train.jsonl",),
         val_data=(folder / "valid.jsonl",),
         out_dir=folder,
-        epochs=config.sft_epochs,
+        epochs=epochs,
         lr=config.sft_lr,
         residual_dropout=config.sft_residual_dropout,
         batch_size=config.sft_batch_size,
         micro_batch_size=config.sft_batch_size,
         max_prompt_tokens=config.max_prompt_tokens,
         max_response_tokens=config.max_response_tokens,
-        pretrain_mix=config.sft_pretrain_mix,
+        pretrain_mix=pretrain_mix,
         precision=_fast_precision(),
         seed=config.seed,
     )
-    return {"model": train_sft(sft), "metrics": folder / "metrics.jsonl"}
+    return train_sft(sft)
 
 
 def _fast_precision() -> str:
@@ -270,12 +324,60 @@ def rm_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
     return {"model": final, "summary": folder / "summary.json", "metrics": folder / "metrics.jsonl"}
 
 
+def select_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """The paper's choice of the final SFT checkpoint (method.md step 1): of the SFT epochs, the one
+    whose greedy responses to ``sft_select_prompts`` RM validation prompts get the highest mean
+    score from the trained RM (the earliest on a tie). Every candidate's mean and n go to
+    ``selection.json``; a single epoch is chosen without scoring."""
+    from instructgpt.training.checkpoint import read_meta
+
+    sft = _load(results, config.out_dir, "sft")
+    kept = sorted(Path(sft["epochs"]).glob("epoch-*"), key=lambda p: read_meta(p)["epoch"]) if "epochs" in sft else []
+    candidates = [*kept, Path(sft["model"])]
+    scored = _score_sft_checkpoints(config, results, candidates) if len(candidates) > 1 else [{"checkpoint": str(candidates[0]), "mean_score": None, "scores": []}]
+    rows = [{"epoch": read_meta(r["checkpoint"])["epoch"], "checkpoint": r["checkpoint"], "mean_score": r["mean_score"], "n": len(r["scores"]), "scores": r["scores"]}
+            for r in scored]
+    best = max(rows, key=lambda r: -math.inf if r["mean_score"] is None else r["mean_score"])  # max keeps the first of equals
+    selection = {"rule": "highest mean RM score on validation prompts (method.md step 1)", "chosen": best["checkpoint"], "chosen_epoch": best["epoch"],
+                 "max_new_tokens": config.sft_select_tokens, "temperature": 0.0, "candidates": rows}
+    (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
+    for r in rows:
+        score = "not scored (one candidate)" if r["mean_score"] is None else f"mean RM score {r['mean_score']:+.4f} (n={r['n']})"
+        print(f"    epoch {r['epoch']:g}: {score}{'  <- chosen' if r is best else ''}")
+    return {"model": Path(best["checkpoint"]), "selection": folder / "selection.json"}
+
+
+def _score_sft_checkpoints(config: PipelineConfig, results, candidates: list[Path]) -> list[dict]:
+    """Greedy responses of each candidate to a seeded subset of the RM validation prompts, scored by the trained RM."""
+    from instructgpt.models.reward import load_reward_model
+    from instructgpt.training.rm_eval import select_sft_checkpoint
+
+    prompts = read_records(_load(results, config.out_dir, "prepare")["rm_valid"], "prompts")
+    chosen = random.Random(config.seed).sample(prompts, min(config.sft_select_prompts, len(prompts)))
+    reward_model, rm_tokenizer = load_reward_model(str(_load(results, config.out_dir, "rm")["model"]))
+    return select_sft_checkpoint(reward_model, rm_tokenizer, candidates, [p.text for p in chosen], config.sft_select_tokens,
+                                 temperature=0.0, seed=config.seed, autocast=_autocast_dtype())
+
+
+def _sft_baseline(config: PipelineConfig, results) -> Path:
+    """The SFT model the evaluation compares against: the epoch chosen by RM score, else SFT's final weights."""
+    return Path(_load(results, config.out_dir, "select_sft" if config.sft_select_by_rm else "sft")["model"])
+
+
+def _ppo_init(config: PipelineConfig, results) -> Path:
+    """The model PPO's policy and frozen KL reference start from (method.md step 3): the SFT run
+    with pretraining data mixed in when ``ppo_init_from_pretrain_mix``, else the SFT baseline."""
+    if config.ppo_init_from_pretrain_mix:
+        return Path(_load(results, config.out_dir, "sft_ppo_init")["model"])
+    return _sft_baseline(config, results)
+
+
 def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) -> dict[str, Path]:
     from instructgpt.training.ppo import PPOConfig, train_ppo
 
     data = _load(results, config.out_dir, "prepare")
     ppo = PPOConfig(
-        policy=str(_load(results, config.out_dir, "sft")["model"]),
+        policy=str(_ppo_init(config, results)),
         reward_model=str(_load(results, config.out_dir, "rm")["model"]),
         prompts=(data["ppo_train"],),
         out_dir=folder,
@@ -327,8 +429,8 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
     prompts = read_records(data["test_prompts"], "prompts")
     chosen = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
     write_jsonl_atomic(folder / "test_prompts.jsonl", chosen)
-    trained = {name: _load(results, config.out_dir, name) for name in ("sft", "rm", "ppo_ptx", "ppo") if (config.out_dir / name / "stage.json").exists() or name in results}
-    models = [f"pretrained={config.model}", f"prompted={config.model}", f"sft={trained['sft']['model']}"]
+    trained = {name: _load(results, config.out_dir, name) for name in ("rm", "ppo_ptx", "ppo") if (config.out_dir / name / "stage.json").exists() or name in results}
+    models = [f"pretrained={config.model}", f"prompted={config.model}", f"sft={_sft_baseline(config, results)}"]
     models += [f"{name.replace('_', '-')}={trained[name]['model']}" for name in ("ppo", "ppo_ptx") if name in trained]
     judge = LabelerJudge(_panel(config, calibrations).held_out, name="held-out simulated labelers",
                          description=f"{config.held_out_labelers} held-out simulated labelers (a simulation, not people)")

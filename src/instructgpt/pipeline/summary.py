@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-STAGES = ("prepare", "sft", "samples", "rankings", "rm", "ppo_ptx", "ppo", "eval")
+STAGES = ("prepare", "sft", "sft_ppo_init", "samples", "rankings", "rm", "select_sft", "ppo_ptx", "ppo", "eval")
 
 
 def _read(path: Path) -> dict | None:
