@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from instructgpt.config import parse
 from instructgpt.models.tiny import save_tiny, tiny_tokenizer
 from instructgpt.pipeline import run
-from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.config import PipelineConfig, preset_path
 
 SMALL_SFT = dict(sft_demonstrations=18, sft_batch_size=6, max_prompt_tokens=64, max_response_tokens=16)
 
@@ -152,3 +153,11 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
     settings = {s.name: s.settings for s in run.build_stages(config)}
     assert settings["sft_ppo_init"]["ppo_init_epochs"] == 2 and settings["sft_ppo_init"]["ppo_init_pretrain_mix"] == 0.1
     assert settings["select_sft"]["sft_select_prompts"] == 16 and "sft_epochs" in settings["sft"]
+
+
+@pytest.mark.parametrize("name", ["miniature", "large"])
+def test_paper_sized_presets_mix_8_pretraining_sequences_per_episode_and_init_ppo_from_the_mix(name):
+    config = parse(PipelineConfig, ["--config", str(preset_path(name))], "pipeline")
+    assert config.ptx_per_episode == 8 and config.ppo_init_from_pretrain_mix and config.sft_pretrain_mix == 0
+    quick = PipelineConfig()
+    assert quick.ptx_per_episode == 1.0 and not quick.ppo_init_from_pretrain_mix  # the quickstart keeps its 20 minutes

@@ -93,7 +93,7 @@ class PipelineConfig:
     ptx_coef: float = 27.8
     """PPO-ptx pretraining coefficient gamma (paper: 27.8); the plain PPO run uses 0."""
     ptx_per_episode: float = 1.0
-    """Pretraining sequences per episode (paper: 8)."""
+    """PPO-ptx pretraining sequences per episode (paper: 8, as in the miniature and large presets; the quickstart uses 1 to stay within its 20 minutes)."""
     ppo_ema_decay: float | None = None
     """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32 steps)."""
     run_plain_ppo: bool = True
