@@ -10,7 +10,7 @@ from instructgpt.models.tiny import tiny_model
 from instructgpt.rollout.collect import collect_rollout
 from instructgpt.rollout.forward import response_logprobs
 from instructgpt.rollout.generation import HFBackend, SamplingSettings
-from instructgpt.rollout.sampling import inverse_cdf_sample, next_logits, sample_next
+from instructgpt.rollout.sampling import VocabProjection, _packable, inverse_cdf_sample, next_logits, sample_next
 
 
 def _naive(hidden, weight, temperature=1.0, softcap=None):
@@ -51,6 +51,24 @@ def test_zero_mass_words_are_never_drawn():
     tokens = inverse_cdf_sample(mass, torch.Generator().manual_seed(0), block=64)
     assert set(tokens.tolist()) <= {3, 129}
     assert (tokens == 129).sum() > 490
+
+
+@pytest.mark.skipif(not _packable(torch.zeros(1, 1, dtype=torch.bfloat16)), reason="no native bf16 oneDNN on this CPU")
+def test_packed_bf16_projection_equals_the_split_one():
+    """oneDNN's packed weight gives the same bf16 logits as the split chunks, so the same samples."""
+    generator = torch.Generator().manual_seed(0)
+    weight, hidden = torch.randn(1000, 32, generator=generator).bfloat16(), torch.randn(9, 32, generator=generator).bfloat16()
+    packed, split = VocabProjection.of(weight, chunk=256, pack=True), VocabProjection.of(weight, chunk=256, pack=False)
+    assert packed.packed is not None and split.packed is None
+    torch.testing.assert_close(next_logits(hidden, packed), next_logits(hidden, split), atol=0, rtol=0)
+    a = sample_next(hidden, packed, torch.Generator().manual_seed(3), chunk=256)
+    b = sample_next(hidden, split, torch.Generator().manual_seed(3), chunk=256)
+    assert torch.equal(a.token, b.token)
+    logp, entropy = _naive(hidden, weight)  # the same bf16 logits, then fp32
+    torch.testing.assert_close(a.logprob, logp.gather(1, a.token[:, None])[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.entropy, entropy, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.logprob, a.logprob, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(b.entropy, a.entropy, atol=1e-6, rtol=1e-6)
 
 
 def test_sampling_is_seeded():

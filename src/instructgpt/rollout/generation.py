@@ -5,9 +5,12 @@ sampled responses out, with the policy's log-probability and entropy of each sam
 *from the sampling pass itself* when the backend can give them (so PPO needs no extra forward
 for its "old" log-probabilities).
 
-- :class:`HFBackend` (the default): the Hugging Face model's own forward with a KV cache
-  (``DynamicCache``), batched, left-padded prompts, one token per step for every unfinished
-  row, stopping at EOS. The trunk gives the last position's hidden state and
+- :class:`HFBackend` (the default): the Hugging Face model's own forward with a KV cache,
+  batched, left-padded prompts, one token per step for every unfinished row, stopping at EOS.
+  The decode loop (:mod:`instructgpt.rollout.decoding`, setting ``decode``) is eager with a
+  ``DynamicCache``, or, by default on CPUs with native bf16 and real-sized models, a static
+  cache whose one-token step and sampler reductions go through ``torch.compile`` (compiled once
+  per process). The trunk gives the last position's hidden state and
   :func:`instructgpt.rollout.sampling.sample_next` projects it on the vocabulary in chunks and
   samples with one random number per row (no ``[B, V]`` multinomial). It is written as a loop rather than through
   ``model.generate`` because PPO needs the log-probability of each sampled token under the
@@ -114,7 +117,7 @@ class HFBackend:
             return self._sample(prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask))
         state = generator.get_state()
         try:
-            return self._sample(prompt_ids, generator, weight, lambda mask: StaticDecoder(trunk(self.model), text_config(lm), mask, length, compiled=path == "compiled"))
+            return self._sample(prompt_ids, generator, weight, lambda mask: StaticDecoder(trunk(self.model), text_config(lm), mask, length, compiled=path == "compiled"), path == "compiled")
         except Exception as error:  # inductor could not build (no working toolchain, an unsupported op): eager from now on
             if path != "compiled":
                 raise
@@ -123,8 +126,9 @@ class HFBackend:
             generator.set_state(state)
             return self._sample(prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask))
 
-    def _sample(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection, decoder) -> Generated:
-        """Prompt pass, then one token per step for every row until all rows hit EOS or the length limit."""
+    def _sample(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection, decoder, compiled: bool = False) -> Generated:
+        """Prompt pass, then one token per step for every row until all rows hit EOS or the length limit
+        (``compiled``: the sampler's per-chunk reductions compiled too)."""
         lm = causal_lm(self.model)
         device = next(lm.parameters()).device
         s = self.settings
@@ -144,7 +148,7 @@ class HFBackend:
             with autocast(device, self.dtype), one_query_attention_for(text_config(lm)):
                 forward = decoder(attention_mask)
                 for _ in range(s.max_new_tokens):
-                    step = sample_next(forward(step_ids), weight, generator, s.temperature, s.top_k, s.top_p, softcap)
+                    step = sample_next(forward(step_ids), weight, generator, s.temperature, s.top_k, s.top_p, softcap, compiled=compiled)
                     token = torch.where(done, self.pad_id, step.token)
                     tokens.append(token)
                     masks.append(~done)
