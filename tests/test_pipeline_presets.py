@@ -42,7 +42,16 @@ def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
     assert figures["rm_accuracy"]["held_out"]["accuracy"] == 0.6
     assert figures["winrate"]["per_model"]["ppo"]["rate"] == 0.75 and "samples" not in figures["nlp"]["ppo"]["drop"]
     text = render(figures)
-    assert "0.75   [0.40, 0.90]" in text and "+2.0" in text and "-1.0" in text
+    assert "0.75   [0.40, 0.90]" in text and "+2.0" in text and "-1.0" in text  # older results: plain differences
+
+    nlp["drop"] |= {"f1_ci": [4.0, 16.0], "per_item": [0.0, 20.0]}
+    results["differences"] = [{"model": "ppo-ptx", "reference": "ppo", "metric": "nlp/drop/f1", "n": 2, "difference": 2.0,
+                               "ci": [-3.0, 7.5], "contains_zero": True}]
+    (tmp_path / "eval").joinpath("results.json").write_text(json.dumps(results))
+    figures = collect(tmp_path)
+    assert "per_item" not in figures["nlp"]["ppo"]["drop"] and figures["ptx_minus_ppo"]["drop"]["contains_zero"]
+    text = render(figures)
+    assert "10.0 [4.0, 16.0]" in text and "+2.0 [-3.0, +7.5]" in text and "n/a" in text  # fr_en has no paired row
 
 
 def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_path, monkeypatch):

@@ -41,8 +41,11 @@ def collect(run_dir: Path) -> dict:
         win = results.get("winrate", {})
         out["winrate"] = {"baseline": win.get("baseline"), "judge": win.get("judge_description"), "n_prompts": win.get("n_prompts"),
                           "per_model": win.get("per_model", {})}
-        out["nlp"] = {name: {task: {k: v for k, v in scores.items() if k != "samples"} for task, scores in r["nlp"].items()}
+        out["nlp"] = {name: {task: {k: v for k, v in scores.items() if k not in ("samples", "per_item")} for task, scores in r["nlp"].items()}
                       for name, r in results.get("per_model", {}).items() if "nlp" in r}
+        out["ptx_minus_ppo"] = {row["metric"].split("/")[1]: {k: row[k] for k in ("difference", "ci", "n", "contains_zero")}
+                                for row in results.get("differences", []) if (row["model"], row["reference"]) == ("ppo-ptx", "ppo")
+                                and row["metric"].startswith("nlp/")}
         out["eval_config"] = {k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")}
     return out
 
@@ -67,15 +70,36 @@ def render(figures: dict) -> str:
             lines.append(f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} {r['losses']:>6}")
     if figures.get("nlp"):
         tasks = list(next(iter(figures["nlp"].values())))
-        lines += ["", "NLP tasks (DROP / SQuADv2: F1; fr_en: BLEU; 0-100)", "model        " + " ".join(f"{t:>9}" for t in tasks)]
+        lines += ["", "NLP tasks (DROP / SQuADv2: F1; fr_en: BLEU; 0-100; 95% bootstrap interval over items)", "model        " + " ".join(f"{t:>22}" for t in tasks)]
         for name, scores in figures["nlp"].items():
-            values = [scores[t].get("f1", scores[t].get("bleu", float("nan"))) for t in tasks]
-            lines.append(f"{name:<12} " + " ".join(f"{v:>9.1f}" for v in values))
-        if "ppo" in figures["nlp"] and "ppo-ptx" in figures["nlp"]:
-            diff = [figures["nlp"]["ppo-ptx"][t].get("f1", figures["nlp"]["ppo-ptx"][t].get("bleu")) -
-                    figures["nlp"]["ppo"][t].get("f1", figures["nlp"]["ppo"][t].get("bleu")) for t in tasks]
-            lines.append(f"{'ptx - ppo':<12} " + " ".join(f"{v:>+9.1f}" for v in diff))
+            lines.append(f"{name:<12} " + " ".join(f"{_score_with_ci(scores[t]):>22}" for t in tasks))
+        tax = figures.get("ptx_minus_ppo") or _plain_differences(figures["nlp"], tasks)
+        if tax:
+            lines.append(f"{'ptx - ppo':<12} " + " ".join(f"{_difference(tax.get(t)):>22}" for t in tasks)
+                         + "   (paired over the same items)")
     return "\n".join(lines)
+
+
+def _score_with_ci(scores: dict) -> str:
+    key = "f1" if "f1" in scores else "bleu"
+    value, ci = scores.get(key, float("nan")), scores.get(f"{key}_ci")
+    return f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci and None not in ci else f"{value:.1f}"
+
+
+def _plain_differences(nlp: dict, tasks: list[str]) -> dict:
+    """ptx - ppo without an interval, for results written before paired differences existed."""
+    if "ppo" not in nlp or "ppo-ptx" not in nlp:
+        return {}
+    value = lambda scores: scores.get("f1", scores.get("bleu", float("nan")))  # noqa: E731
+    return {t: {"difference": value(nlp["ppo-ptx"][t]) - value(nlp["ppo"][t]), "ci": [None, None]} for t in tasks}
+
+
+def _difference(row: dict | None) -> str:
+    if row is None:
+        return "n/a"
+    low, high = row["ci"]
+    interval = f" [{low:+.1f}, {high:+.1f}]" if low is not None and high is not None and low == low else ""
+    return f"{row['difference']:+.1f}{interval}"
 
 
 def main(argv: list[str] | None = None) -> int:
