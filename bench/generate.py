@@ -22,7 +22,9 @@ top-p. EOS does not stop either side (ours: an EOS id no token has; transformers
   counted, so the bound is optimistic (fraction_of_bound understates how close a side is).
 
 Each side runs in its own subprocess (its own peak RSS); runs alternate ours / transformers,
-``--repeats`` times; one warm-up generation (a few tokens) precedes each timed one. Reported:
+``--repeats`` times; one warm-up generation (a few tokens) precedes each timed one. Ours compiles
+its decode step in that warm-up (``--decode auto`` on a CPU with native bf16; once per process,
+reported as ``warmup_s``), so the timed generation is the steady state PPO and evaluation see. Reported:
 tokens/s, ms per decode step (wall / new tokens, prompt pass included), fraction of the bound,
 peak RSS; medians over repeats, and the ratios.
 """
@@ -50,6 +52,8 @@ class Args:
     """Tokens sampled per row."""
     precision: str = "auto"
     """auto (bf16 where native, else fp32), bf16 or fp32: the dtype of the model's weights on both sides."""
+    decode: str = "auto"
+    """Our backend's decode loop: auto, compiled, static or eager (HFBackend's setting)."""
     repeats: int = 2
     """Timed generations per side and batch size (alternating sides)."""
     max_prompt_tokens: int = 48
@@ -75,7 +79,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     new_tokens = 8 if args.quick else args.new_tokens
     rows = []
     for batch in args.batch_sizes:
-        spec = {"model": model, "batch": batch, "new_tokens": new_tokens, "precision": precision, "max_prompt_tokens": args.max_prompt_tokens}
+        spec = {"model": model, "batch": batch, "new_tokens": new_tokens, "precision": precision, "max_prompt_tokens": args.max_prompt_tokens, "decode": args.decode}
         runs: dict[str, list[dict]] = {"ours": [], "transformers": []}
         for repeat in range(args.repeats):
             for side in ("ours", "transformers") if repeat % 2 == 0 else ("transformers", "ours"):
@@ -117,7 +121,8 @@ def _row(batch: int, new_tokens: int, runs: dict[str, list[dict]], peak_flops: f
 def _line(result: dict) -> str:
     if "error" in result:
         return f"ERROR {result['error'][:300]}"
-    return f"{result['seconds']:.2f} s, peak {result['peak_rss_mib']:.0f} MiB"
+    warmup = f", warm-up (compile) {result['warmup_s']:.1f} s" if "warmup_s" in result else ""
+    return f"{result['seconds']:.2f} s, peak {result['peak_rss_mib']:.0f} MiB{warmup}"
 
 
 def cpu_flags() -> list[str]:
@@ -190,15 +195,17 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.rollout.generation import HFBackend, SamplingSettings
 
     model, tokenizer, prompts = _setup(spec)
-    backend = HFBackend(model, SamplingSettings(max_new_tokens=spec["new_tokens"]), eos_id=-1, pad_id=tokenizer.pad_token_id, batch_size=spec["batch"])
+    backend = HFBackend(model, SamplingSettings(max_new_tokens=spec["new_tokens"]), eos_id=-1, pad_id=tokenizer.pad_token_id, batch_size=spec["batch"], decode=spec.get("decode", "auto"))
     backend.settings.max_new_tokens = 2
-    backend.generate(prompts, torch.Generator().manual_seed(1))  # warm-up
+    started = time.perf_counter()
+    backend.generate(prompts, torch.Generator().manual_seed(1))  # warm-up: pays the compile of the decode step (once per process)
+    warmup = time.perf_counter() - started
     backend.settings.max_new_tokens = spec["new_tokens"]
     started = time.perf_counter()
     out = backend.generate(prompts, torch.Generator().manual_seed(0))
     seconds = time.perf_counter() - started
     assert int(out.response_mask.sum()) == spec["batch"] * spec["new_tokens"]
-    return _result(model, spec, prompts, seconds)
+    return {**_result(model, spec, prompts, seconds), "warmup_s": warmup}
 
 
 def run_transformers(spec: dict[str, Any]) -> dict[str, Any]:
