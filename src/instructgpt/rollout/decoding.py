@@ -14,7 +14,9 @@ per sampled token ``[B, 1]``; each call returns the last position's final hidden
   dispatch cost about as much as the matmuls). The prompt pass stays eager (its length varies).
 
 Compile cost: paid once per process, on the first decode step of the first compiled batch
-(about 30-60 s for Gemma 3 270M on 2 CPU cores, measured in ``bench/generate.py``'s warm-up).
+(Gemma 3 270M, trunk step and sampler reductions, on a 2-core AVX512-BF16 EPYC shared with a
+training job: 50-60 s with inductor's on-disk cache cold, 10-20 s with it warm; ``bench/generate.py``
+reports it as ``warmup_s``).
 The compiled code is keyed on the model's architecture, not its weights: parameters are graph
 inputs, so PPO's in-place updates are seen, and a second model of the same architecture (the
 eval stage's several policies) reuses it. Cache lengths are rounded up to a multiple of
