@@ -64,7 +64,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
         return Stage(name, title, run, pick(*names))
 
     return [
-        stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "max_prompt_tokens"),
+        stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "api_split_fractions", "max_prompt_tokens"),
         stage("sft", "supervised fine-tuning", train_sft_stage, *SFT_FIELDS, "sft_epochs", "sft_pretrain_mix"),
         *([stage("sft_ppo_init", "SFT with pretraining data mixed in, to initialise PPO", sft_ppo_init_stage, *SFT_FIELDS, "ppo_init_epochs", "ppo_init_pretrain_mix")]
           if config.ppo_init_from_pretrain_mix else []),
@@ -104,7 +104,8 @@ def prepare_prompts(config: PipelineConfig, folder: Path, results) -> dict[str, 
     common = dict(tokenizer=config.model, max_prompt_tokens=config.max_prompt_tokens, seed=config.seed)
     runs = {
         "labeler": PrepareConfig(inputs=(folder / "raw" / "labeler_prompts.jsonl",), out_dir=folder / "labeler", dataset_fractions=(1.0, 0.0, 0.0), **common),
-        "api": PrepareConfig(inputs=(folder / "raw" / "api_prompts.jsonl",), out_dir=folder / "api", dataset_fractions=(0.0, 0.4, 0.6), **common),
+        "api": PrepareConfig(inputs=(folder / "raw" / "api_prompts.jsonl",), out_dir=folder / "api", dataset_fractions=(0.0, 0.4, 0.6),
+                             split_fractions=tuple(config.api_split_fractions), **common),
     }
     for name, run in runs.items():
         print(f"    {name} prompts: {summary(prepare(run))}")
