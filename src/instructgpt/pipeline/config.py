@@ -32,9 +32,9 @@ class PipelineConfig:
     """Keep each finished stage's resume checkpoints (<stage>/checkpoints; GBs each); by default they are deleted once the stage is done."""
     # --- data
     hh_prompts: int = 600
+    """hh-rlhf first human turns added to the unlabelled prompt pool."""
     api_split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     """User split (train, valid, test) of the unlabelled API-style prompts: RM training and PPO prompts come from train, the RM validation prompts (held-out labelers' rankings) from valid; test is unused (the win-rate prompts are self-instruct's)."""
-    """hh-rlhf first human turns added to the unlabelled prompt pool."""
     max_prompt_tokens: int = 256
     """Prompts longer than this are dropped in preparation (paper: 1k; shorter keeps a CPU run fast)."""
     # --- step 1: SFT

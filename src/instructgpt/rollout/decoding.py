@@ -35,8 +35,8 @@ decoder 68.4 s. The compiled step's earlier 2.7x per decode step was measured wh
 job shared the CPU, which inflates eager per-op overhead. Not measured on an AMX CPU, where the
 matmuls are faster and the per-op overhead a larger share.
 ``"static"`` runs the static cache with the step uncompiled (what the fast tests exercise).
-The unit tests' tiny models therefore decode eagerly under ``auto``; tests that want the
-compiled path ask for ``"compiled"``, which skips only the size rule. If compiling fails at run
+The unit tests therefore decode eagerly under ``auto``; tests that want the
+compiled path ask for ``"compiled"``. If compiling fails at run
 time the backend warns once and falls back to eager for the rest of the process.
 
 Numerics: the compiled step fuses element-wise work (RMSNorm, rotary, GELU) and may order
@@ -57,11 +57,6 @@ import torch
 
 LENGTH_BUCKET = 64
 """Static cache lengths are rounded up to a multiple of this (fewer distinct shapes)."""
-
-MIN_COMPILE_PARAMETERS = 50_000_000
-"""``decode="auto"`` compiles only models at least this large: below it a one-off compile (tens of
-seconds) costs more than it saves (the unit tests' tiny models)."""
-
 
 ONE_QUERY_ATTENTION = "instructgpt_one_query"
 """The attention implementation :func:`one_query_attention` is registered under in transformers."""
@@ -197,8 +192,7 @@ def decode_path(setting: str, lm: Any, device: torch.device, length: int) -> str
     ``"eager"``: always eager. ``"static"``: the static cache with the step uncompiled (tests,
     debugging). ``"compiled"``: compiled wherever it can run (a CPU with a C++ compiler, a model
     transformers marks compilable, a context within every sliding window), else eager.
-    ``"auto"``: eager (see the module docstring for the measurement); :data:`MIN_COMPILE_PARAMETERS`
-    and native bf16 are the conditions under which a future ``auto`` would compile.
+    ``"auto"``: eager (see the module docstring for the measurement).
     """
     if setting not in ("auto", "compiled", "static", "eager"):
         raise ValueError(f"decode must be auto, compiled, static or eager, not {setting!r}")
