@@ -45,7 +45,11 @@ from bench.common import cli_or_worker, format_table, jsonable, machine, matmul_
 @dataclass
 class Args:
     model: str = "gemma-3-270m"
-    """Model for both sides (the loader's names: embedded default, folder, .gguf)."""
+    """Model for both sides (the loader's names: embedded default, folder, .gguf), or
+    ``gemma-3-270m-random``: Gemma 3 270M's shapes with random weights and a byte-level tokenizer
+    (same FLOPs, no weights needed; what scripts/gpu_check.sh runs on a machine without them)."""
+    device: str = "auto"
+    """auto (cuda where available, else cpu), cpu or cuda: where both sides run."""
     batch_sizes: tuple[int, ...] = (16, 64)
     """Rows sampled together."""
     new_tokens: int = 48
@@ -73,13 +77,16 @@ def main(args: Args) -> None:
 
 
 def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     precision = resolved_precision(args.precision)
-    peak = matmul_peak("bfloat16" if precision == "bf16" else "float32")
+    peak = matmul_peak("bfloat16" if precision == "bf16" else "float32", device=device)
     model = "tiny" if args.quick else args.model
     new_tokens = 8 if args.quick else args.new_tokens
     rows = []
     for batch in args.batch_sizes:
-        spec = {"model": model, "batch": batch, "new_tokens": new_tokens, "precision": precision, "max_prompt_tokens": args.max_prompt_tokens, "decode": args.decode}
+        spec = {"model": model, "batch": batch, "new_tokens": new_tokens, "precision": precision, "max_prompt_tokens": args.max_prompt_tokens, "decode": args.decode, "device": device}
         runs: dict[str, list[dict]] = {"ours": [], "transformers": []}
         for repeat in range(args.repeats):
             for side in ("ours", "transformers") if repeat % 2 == 0 else ("transformers", "ours"):
@@ -87,12 +94,13 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
                 print(f"  batch {batch} {side} repeat {repeat}: {_line(result)}", flush=True)
                 runs[side].append(result)
         rows.append(_row(batch, new_tokens, runs, peak["flops_per_s"]))
-    headers = ["batch", "side", "tokens/s", "ms/step", "bound ms/step", "fraction of bound", "peak RSS MiB", "speedup"]
-    table = [[r["batch"], side, r[side]["tokens_per_s"], r[side]["ms_per_step"], r["bound_ms_per_step"], r[side]["fraction_of_bound"], r[side]["peak_rss_mib"], r["speedup_vs_transformers"] if side == "ours" else None] for r in rows for side in ("ours", "transformers")]
-    print(f"\n{precision}, matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s\n" + format_table(headers, table))
+    memory = "peak_gpu_mib" if device == "cuda" else "peak_rss_mib"
+    headers = ["batch", "side", "tokens/s", "ms/step", "bound ms/step", "fraction of bound", memory.replace("_", " "), "speedup"]
+    table = [[r["batch"], side, r[side]["tokens_per_s"], r[side]["ms_per_step"], r["bound_ms_per_step"], r[side]["fraction_of_bound"], r[side][memory], r["speedup_vs_transformers"] if side == "ours" else None] for r in rows for side in ("ours", "transformers")]
+    print(f"\n{device}, {precision}, matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s\n" + format_table(headers, table))
     last = rows[-1]
     return {
-        "summary": {"precision": precision, "batch": last["batch"], "speedup_vs_transformers": last["speedup_vs_transformers"], "fraction_of_bound": last["ours"]["fraction_of_bound"]},
+        "summary": {"device": device, "precision": precision, "batch": last["batch"], "speedup_vs_transformers": last["speedup_vs_transformers"], "fraction_of_bound": last["ours"]["fraction_of_bound"]},
         "args": jsonable(args),
         "machine": {**machine(), "cpu_flags": cpu_flags()},
         "matmul_peak": peak,
@@ -113,6 +121,7 @@ def _row(batch: int, new_tokens: int, runs: dict[str, list[dict]], peak_flops: f
             "ms_per_step": ms,
             "fraction_of_bound": ratio(bound_ms, ms),
             "peak_rss_mib": median([r.get("peak_rss_mib") for r in results]),
+            "peak_gpu_mib": median([r.get("peak_gpu_mib") for r in results]),
         }
     row["speedup_vs_transformers"] = ratio(row["transformers"]["seconds"], row["ours"]["seconds"])
     return row
@@ -142,18 +151,18 @@ def _setup(spec: dict[str, Any]):
     import torch
 
     from instructgpt.models.loader import ensure_pad_token, load_model
-    from instructgpt.models.tiny import tiny_model, tiny_tokenizer
+    from instructgpt.models.tiny import random_gemma_270m, tiny_model, tiny_tokenizer
 
     torch.manual_seed(0)
-    if spec["model"] == "tiny":
+    if spec["model"] in ("tiny", "gemma-3-270m-random"):
         tokenizer = tiny_tokenizer()
-        model = tiny_model(tokenizer)
+        model = tiny_model(tokenizer) if spec["model"] == "tiny" else random_gemma_270m(tokenizer)
     else:
         model, tokenizer = load_model(spec["model"])
     ensure_pad_token(tokenizer, model)
     if spec["precision"] == "bf16":
         model = model.to(torch.bfloat16)
-    model.eval()
+    model.to(spec.get("device", "cpu")).eval()
     prompts = _prompts(tokenizer, spec["batch"], spec["max_prompt_tokens"])
     return model, tokenizer, prompts
 
@@ -196,13 +205,16 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
 
     model, tokenizer, prompts = _setup(spec)
     backend = HFBackend(model, SamplingSettings(max_new_tokens=spec["new_tokens"]), eos_id=-1, pad_id=tokenizer.pad_token_id, batch_size=spec["batch"], decode=spec.get("decode", "auto"))
+    device = next(model.parameters()).device
     backend.settings.max_new_tokens = 2
     started = time.perf_counter()
-    backend.generate(prompts, torch.Generator().manual_seed(1))  # warm-up: pays the compile of the decode step (once per process)
+    backend.generate(prompts, torch.Generator(device=device).manual_seed(1))  # warm-up: pays the compile of the decode step (once per process)
     warmup = time.perf_counter() - started
     backend.settings.max_new_tokens = spec["new_tokens"]
+    _synchronize(device)
     started = time.perf_counter()
-    out = backend.generate(prompts, torch.Generator().manual_seed(0))
+    out = backend.generate(prompts, torch.Generator(device=device).manual_seed(0))
+    _synchronize(device)
     seconds = time.perf_counter() - started
     assert int(out.response_mask.sum()) == spec["batch"] * spec["new_tokens"]
     return {**_result(model, spec, prompts, seconds), "warmup_s": warmup}
@@ -215,7 +227,8 @@ def run_transformers(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.data.render import Example
 
     model, tokenizer, prompts = _setup(spec)
-    batch = collate([Example(p, [False] * len(p)) for p in prompts], tokenizer.pad_token_id, padding_side="left")
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate([Example(p, [False] * len(p)) for p in prompts], tokenizer.pad_token_id, padding_side="left").items()}
 
     def sample(tokens: int):
         return model.generate(
@@ -227,8 +240,10 @@ def run_transformers(spec: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():
         sample(2)  # warm-up
         torch.manual_seed(0)
+        _synchronize(device)
         started = time.perf_counter()
         out = sample(spec["new_tokens"])
+        _synchronize(device)
         seconds = time.perf_counter() - started
     assert out.sequences.shape[1] - batch["input_ids"].shape[1] == spec["new_tokens"]
     return _result(model, spec, prompts, seconds)
@@ -236,7 +251,17 @@ def run_transformers(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _result(model: Any, spec: dict[str, Any], prompts: list[list[int]], seconds: float) -> dict[str, Any]:
     context = max(len(p) for p in prompts) + spec["new_tokens"] // 2  # mean cache length over the decode steps
-    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "flops_per_step": decode_step_flops(model, spec["batch"], context)}
+    import torch
+
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "peak_gpu_mib": gpu, "flops_per_step": decode_step_flops(model, spec["batch"], context)}
+
+
+def _synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,29 @@ def save_tiny(folder: str, seed: int = 0, chat_template: bool = False) -> str:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+GEMMA_3_270M_SHAPE = dict(
+    hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
+    head_dim=256, query_pre_attn_scalar=256, sliding_window=512, max_position_embeddings=32768, vocab_size=262144,
+    layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3, rms_norm_eps=1e-6, tie_word_embeddings=True,
+)
+"""Gemma 3 270M's shapes (the embedded base model's config.json), for machines without its weights."""
+
+
+def random_gemma_270m(tokenizer: Any, seed: int = 0) -> Any:
+    """A randomly initialised model of Gemma 3 270M's shapes (262,144-word vocabulary, 18 layers).
+
+    Same FLOPs and memory as the embedded base model, no weights needed: for speed checks where the
+    GGUF cannot travel (a GPU machine with no network). ``tokenizer``'s special ids are used, so
+    the byte-level :func:`tiny_tokenizer` renders prompts for it.
+    """
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        **GEMMA_3_270M_SHAPE,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return Gemma3ForCausalLM(config).eval()
