@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -47,7 +48,9 @@ def current_rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def matmul_peak(dtype_name: str = "bfloat16", size: int = 4096, repeats: int = 5, warmup: int = 2, device: str = "cpu") -> dict[str, Any]:
+def matmul_peak(
+    dtype_name: str = "bfloat16", size: int = 4096, repeats: int = 5, warmup: int = 2, device: str = "cpu"
+) -> dict[str, Any]:
     """Achieved FLOP/s of one ``size x size`` matmul in ``dtype_name`` on ``device`` (median of ``repeats``).
 
     Uses torch's default thread count, as the benchmarked trainers do; this is the practical
@@ -79,6 +82,21 @@ def matmul_peak(dtype_name: str = "bfloat16", size: int = 4096, repeats: int = 5
         "threads": torch.get_num_threads(),
         "seconds": seconds,
         "flops_per_s": 2 * size**3 / best,
+    }
+
+
+def model_dims(model: Any) -> dict[str, int]:
+    """Parameter counts for the FLOP model: total, embedding (tied output counted once), non-embedding."""
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())  # parameters() yields a tied weight once
+    embedding_params = embedding.numel() + (0 if output is embedding else output.numel())
+    return {
+        "params": total,
+        "embedding_params": embedding_params,
+        "non_embedding_params": total - embedding_params,
+        "hidden": embedding.shape[1],
+        "vocab": output.shape[0],
     }
 
 
@@ -117,7 +135,12 @@ def run_worker(script: Path, spec: dict[str, Any], work_dir: Path, name: str, ti
     spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     result_path.unlink(missing_ok=True)
     command = [sys.executable, str(script), "--worker", str(spec_path), str(result_path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    }
     started = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as log:
         try:

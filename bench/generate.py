@@ -39,7 +39,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cli_or_worker, format_table, jsonable, machine, matmul_peak, median, peak_rss_mib, ratio, resolved_precision, run_and_write, run_worker  # noqa: E402
+from bench.common import (
+    cli_or_worker,
+    format_table,
+    jsonable,
+    machine,
+    matmul_peak,
+    median,
+    peak_rss_mib,
+    ratio,
+    resolved_precision,
+    run_and_write,
+    run_worker,
+)  # noqa: E402
 
 
 @dataclass
@@ -86,21 +98,62 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     new_tokens = 8 if args.quick else args.new_tokens
     rows = []
     for batch in args.batch_sizes:
-        spec = {"model": model, "batch": batch, "new_tokens": new_tokens, "precision": precision, "max_prompt_tokens": args.max_prompt_tokens, "decode": args.decode, "device": device}
+        spec = {
+            "model": model,
+            "batch": batch,
+            "new_tokens": new_tokens,
+            "precision": precision,
+            "max_prompt_tokens": args.max_prompt_tokens,
+            "decode": args.decode,
+            "device": device,
+        }
         runs: dict[str, list[dict]] = {"ours": [], "transformers": []}
         for repeat in range(args.repeats):
             for side in ("ours", "transformers") if repeat % 2 == 0 else ("transformers", "ours"):
-                result = run_worker(Path(__file__), {**spec, "side": side}, work, f"{side}-b{batch}-r{repeat}", args.timeout_s)
+                result = run_worker(
+                    Path(__file__), {**spec, "side": side}, work, f"{side}-b{batch}-r{repeat}", args.timeout_s
+                )
                 print(f"  batch {batch} {side} repeat {repeat}: {_line(result)}", flush=True)
                 runs[side].append(result)
         rows.append(_row(batch, new_tokens, runs, peak["flops_per_s"]))
     memory = "peak_gpu_mib" if device == "cuda" else "peak_rss_mib"
-    headers = ["batch", "side", "tokens/s", "ms/step", "bound ms/step", "fraction of bound", memory.replace("_", " "), "speedup"]
-    table = [[r["batch"], side, r[side]["tokens_per_s"], r[side]["ms_per_step"], r["bound_ms_per_step"], r[side]["fraction_of_bound"], r[side][memory], r["speedup_vs_transformers"] if side == "ours" else None] for r in rows for side in ("ours", "transformers")]
-    print(f"\n{device}, {precision}, matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s\n" + format_table(headers, table))
+    headers = [
+        "batch",
+        "side",
+        "tokens/s",
+        "ms/step",
+        "bound ms/step",
+        "fraction of bound",
+        memory.replace("_", " "),
+        "speedup",
+    ]
+    table = [
+        [
+            r["batch"],
+            side,
+            r[side]["tokens_per_s"],
+            r[side]["ms_per_step"],
+            r["bound_ms_per_step"],
+            r[side]["fraction_of_bound"],
+            r[side][memory],
+            r["speedup_vs_transformers"] if side == "ours" else None,
+        ]
+        for r in rows
+        for side in ("ours", "transformers")
+    ]
+    print(
+        f"\n{device}, {precision}, matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s\n"
+        + format_table(headers, table)
+    )
     last = rows[-1]
     return {
-        "summary": {"device": device, "precision": precision, "batch": last["batch"], "speedup_vs_transformers": last["speedup_vs_transformers"], "fraction_of_bound": last["ours"]["fraction_of_bound"]},
+        "summary": {
+            "device": device,
+            "precision": precision,
+            "batch": last["batch"],
+            "speedup_vs_transformers": last["speedup_vs_transformers"],
+            "fraction_of_bound": last["ours"]["fraction_of_bound"],
+        },
         "args": jsonable(args),
         "machine": {**machine(), "cpu_flags": cpu_flags()},
         "matmul_peak": peak,
@@ -111,7 +164,13 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
 def _row(batch: int, new_tokens: int, runs: dict[str, list[dict]], peak_flops: float) -> dict[str, Any]:
     flops = median([r.get("flops_per_step") for r in runs["ours"] + runs["transformers"]])
     bound_ms = None if flops is None else 1000 * flops / peak_flops
-    row: dict[str, Any] = {"batch": batch, "new_tokens": new_tokens, "flops_per_decode_step": flops, "bound_ms_per_step": bound_ms, "runs": runs}
+    row: dict[str, Any] = {
+        "batch": batch,
+        "new_tokens": new_tokens,
+        "flops_per_decode_step": flops,
+        "bound_ms_per_step": bound_ms,
+        "runs": runs,
+    }
     for side, results in runs.items():
         seconds = median([r.get("seconds") for r in results])
         ms = None if seconds is None else 1000 * seconds / new_tokens
@@ -192,8 +251,13 @@ def decode_step_flops(model: Any, batch: int, context: int) -> float:
     import torch
 
     config = getattr(model.config, "text_config", model.config)
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))  # lm_head included (tied or not)
-    heads, head_dim = config.num_attention_heads, getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    linear = sum(
+        m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+    )  # lm_head included (tied or not)
+    heads, head_dim = (
+        config.num_attention_heads,
+        getattr(config, "head_dim", config.hidden_size // config.num_attention_heads),
+    )
     attention = 2 * heads * head_dim * context * config.num_hidden_layers  # q.k and p.v
     return 2.0 * batch * (linear + attention)
 
@@ -204,11 +268,20 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     from instructgpt.rollout.generation import HFBackend, SamplingSettings
 
     model, tokenizer, prompts = _setup(spec)
-    backend = HFBackend(model, SamplingSettings(max_new_tokens=spec["new_tokens"]), eos_id=-1, pad_id=tokenizer.pad_token_id, batch_size=spec["batch"], decode=spec.get("decode", "auto"))
+    backend = HFBackend(
+        model,
+        SamplingSettings(max_new_tokens=spec["new_tokens"]),
+        eos_id=-1,
+        pad_id=tokenizer.pad_token_id,
+        batch_size=spec["batch"],
+        decode=spec.get("decode", "auto"),
+    )
     device = next(model.parameters()).device
     backend.settings.max_new_tokens = 2
     started = time.perf_counter()
-    backend.generate(prompts, torch.Generator(device=device).manual_seed(1))  # warm-up: pays the compile of the decode step (once per process)
+    backend.generate(
+        prompts, torch.Generator(device=device).manual_seed(1)
+    )  # warm-up: pays the compile of the decode step (once per process)
     warmup = time.perf_counter() - started
     backend.settings.max_new_tokens = spec["new_tokens"]
     _synchronize(device)
@@ -228,13 +301,26 @@ def run_transformers(spec: dict[str, Any]) -> dict[str, Any]:
 
     model, tokenizer, prompts = _setup(spec)
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in collate([Example(p, [False] * len(p)) for p in prompts], tokenizer.pad_token_id, padding_side="left").items()}
+    batch = {
+        k: v.to(device)
+        for k, v in collate(
+            [Example(p, [False] * len(p)) for p in prompts], tokenizer.pad_token_id, padding_side="left"
+        ).items()
+    }
 
     def sample(tokens: int):
         return model.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=tokens, min_new_tokens=tokens,
-            do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=tokenizer.pad_token_id,
-            return_dict_in_generate=True, output_scores=True,
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_scores=True,
         )
 
     with torch.no_grad():
@@ -254,7 +340,12 @@ def _result(model: Any, spec: dict[str, Any], prompts: list[list[int]], seconds:
     import torch
 
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "peak_gpu_mib": gpu, "flops_per_step": decode_step_flops(model, spec["batch"], context)}
+    return {
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_gpu_mib": gpu,
+        "flops_per_step": decode_step_flops(model, spec["batch"], context),
+    }
 
 
 def _synchronize(device: Any) -> None:

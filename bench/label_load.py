@@ -56,10 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default: %(default)s)")
     parser.add_argument("--k", type=int, default=4, help="outputs per ranking (default: %(default)s)")
     parser.add_argument("--overlap", type=int, default=2, help="labelers per item (default: %(default)s)")
-    parser.add_argument("--items-per-labeler", type=int, default=300,
-                        help="work available to each labeler (default: %(default)s)")
-    parser.add_argument("--retry-every", type=int, default=10,
-                        help="send every N-th submission twice (default: %(default)s)")
+    parser.add_argument(
+        "--items-per-labeler", type=int, default=300, help="work available to each labeler (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retry-every", type=int, default=10, help="send every N-th submission twice (default: %(default)s)"
+    )
     parser.add_argument("--database-url", default=None, help="default: a new SQLite file in a temporary folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "label_load.json")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,12 +82,23 @@ def seed_database(url: str, args: argparse.Namespace) -> tuple[int, list[str]]:
         store.create_user(session, "admin", PASSWORD, "admin")
         ids = [store.create_user(session, name, PASSWORD, "labeler").id for name in names]
         project = store.create_project(session, "load", "ranking", "Rank by helpfulness.", args.overlap)
-        store.import_prompts(session, project.id, [
-            Prompt(id=f"p{i}", text=f"Prompt number {i}: explain something.", user_id="bench", source="api")
-            for i in range(items)])
-        store.attach_outputs(session, project.id, [
-            store.OutputRecord(prompt_id=f"p{i}", response=f"Output {j} of prompt {i}. " * 20, model=f"m{j}")
-            for i in range(items) for j in range(args.k)])
+        store.import_prompts(
+            session,
+            project.id,
+            [
+                Prompt(id=f"p{i}", text=f"Prompt number {i}: explain something.", user_id="bench", source="api")
+                for i in range(items)
+            ],
+        )
+        store.attach_outputs(
+            session,
+            project.id,
+            [
+                store.OutputRecord(prompt_id=f"p{i}", response=f"Output {j} of prompt {i}. " * 20, model=f"m{j}")
+                for i in range(items)
+                for j in range(args.k)
+            ],
+        )
         store.set_members(session, project.id, ids)
         project_id = project.id
     engine.dispose()
@@ -97,8 +110,10 @@ def start_server(url: str) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    server = subprocess.Popen([sys.executable, "-m", "instructgpt.cli.main", "label", "serve", "--database-url", url,
-                               "--port", str(port)], env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "instructgpt.cli.main", "label", "serve", "--database-url", url, "--port", str(port)],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -106,7 +121,7 @@ def start_server(url: str) -> tuple[subprocess.Popen, str]:
             return server, base
         except OSError:
             if server.poll() is not None:
-                raise SystemExit("the server did not start")
+                raise SystemExit("the server did not start") from None
             time.sleep(0.1)
     raise SystemExit("the server did not answer within 60 s")
 
@@ -131,8 +146,9 @@ class Labeler:
 
     async def login(self) -> None:
         page = await self.client.get("/login")
-        response = await self.client.post("/login", data={"csrf_token": CSRF.search(page.text).group(1),
-                                                          "username": self.name, "password": PASSWORD})
+        response = await self.client.post(
+            "/login", data={"csrf_token": CSRF.search(page.text).group(1), "username": self.name, "password": PASSWORD}
+        )
         assert response.status_code == 303, response.text
 
     def answer(self, k: int) -> dict:
@@ -157,8 +173,11 @@ class Labeler:
             if page.status_code != 200:
                 self.unexpected.append(f"page {page.status_code}")
                 continue
-            data = {"csrf_token": CSRF.search(page.text).group(1), "idempotency_key": KEY.search(page.text).group(1),
-                    **self.answer(k)}
+            data = {
+                "csrf_token": CSRF.search(page.text).group(1),
+                "idempotency_key": KEY.search(page.text).group(1),
+                **self.answer(k),
+            }
             response = await self.request("submit", "POST", location, data=data)
             if response.status_code != 303:
                 self.unexpected.append(f"submit {response.status_code}")
@@ -174,7 +193,7 @@ class Labeler:
 async def load(base: str, project_id: int, names: list[str], args: argparse.Namespace) -> tuple[list[Labeler], float]:
     labelers = [Labeler(name, base, random.Random(args.seed * 1000 + i)) for i, name in enumerate(names)]
     for start in range(0, len(labelers), 5):  # Argon2 checks are heavy: log in a few at a time
-        await asyncio.gather(*(l.login() for l in labelers[start:start + 5]))
+        await asyncio.gather(*(l.login() for l in labelers[start : start + 5]))
     print(f"{args.labelers} labelers logged in; submitting for {args.duration:.0f} s ...", flush=True)
     started = time.perf_counter()
     deadline = started + args.duration
@@ -194,15 +213,23 @@ def check_stored(url: str, labelers: list[Labeler]) -> dict:
 
     engine = db.make_engine(url, pool_size=1)
     with db.session_factory(engine)() as session:
-        stored = {key: (assignment, user) for key, assignment, user in session.execute(
-            select(Submission.idempotency_key, Submission.assignment_id, User.username).join(User))}
+        stored = {
+            key: (assignment, user)
+            for key, assignment, user in session.execute(
+                select(Submission.idempotency_key, Submission.assignment_id, User.username).join(User)
+            )
+        }
     engine.dispose()
     acked = {key: (assignment, l.name) for l in labelers for assignment, key in l.acked}
     lost = sum(1 for key, where in acked.items() if stored.get(key) != where)
-    return {"acknowledged": len(acked), "stored": len(stored), "lost": lost,
-            "extra": len(set(stored) - set(acked)),
-            "retries_acknowledged": sum(len(l.latency["retry"]) for l in labelers) - sum(
-                u.startswith("retry") for l in labelers for u in l.unexpected)}
+    return {
+        "acknowledged": len(acked),
+        "stored": len(stored),
+        "lost": lost,
+        "extra": len(set(stored) - set(acked)),
+        "retries_acknowledged": sum(len(l.latency["retry"]) for l in labelers)
+        - sum(u.startswith("retry") for l in labelers for u in l.unexpected),
+    }
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -210,8 +237,14 @@ def percentiles(seconds: list[float]) -> dict:
         return {"count": 0}
     ordered = sorted(seconds)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"count": len(ordered), "p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99),
-            "max_ms": ordered[-1] * 1000, "mean_ms": statistics.fmean(ordered) * 1000}
+    return {
+        "count": len(ordered),
+        "p50_ms": pick(0.50),
+        "p95_ms": pick(0.95),
+        "p99_ms": pick(0.99),
+        "max_ms": ordered[-1] * 1000,
+        "mean_ms": statistics.fmean(ordered) * 1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     integrity = check_stored(url, labelers)
-    latency = {kind: percentiles([s for l in labelers for s in l.latency[kind]]) for kind in ("next", "page", "submit", "retry")}
+    latency = {
+        kind: percentiles([s for l in labelers for s in l.latency[kind]])
+        for kind in ("next", "page", "submit", "retry")
+    }
     everything = percentiles([s for l in labelers for kind in l.latency for s in l.latency[kind]])
     requests = everything["count"]
     result = {
@@ -254,14 +290,21 @@ def main(argv: list[str] | None = None) -> int:
         "unexpected_responses": sorted({u for l in labelers for u in l.unexpected}),
         "unexpected_count": sum(len(l.unexpected) for l in labelers),
         "labelers_out_of_work": sum(l.ran_out for l in labelers),
-        "machine": {"logical_cpus": os.cpu_count(), "load_average_1_5_15min": os.getloadavg(),
-                    "python": sys.version.split()[0]},
+        "machine": {
+            "logical_cpus": os.cpu_count(),
+            "load_average_1_5_15min": os.getloadavg(),
+            "python": sys.version.split()[0],
+        },
         "note": "clients and server share the machine (2 CPU cores shared with other work when measured)",
     }
-    rows = [[kind, v["count"], v.get("p50_ms"), v.get("p95_ms"), v.get("p99_ms")] for kind, v in
-            {**latency, "all": everything}.items()]
+    rows = [
+        [kind, v["count"], v.get("p50_ms"), v.get("p95_ms"), v.get("p99_ms")]
+        for kind, v in {**latency, "all": everything}.items()
+    ]
     print(format_table(["request", "count", "p50 ms", "p95 ms", "p99 ms"], rows))
-    print(f"\n{requests / elapsed:.1f} requests/s, {result['submissions_per_s']:.1f} submissions/s over {elapsed:.1f} s")
+    print(
+        f"\n{requests / elapsed:.1f} requests/s, {result['submissions_per_s']:.1f} submissions/s over {elapsed:.1f} s"
+    )
     print("integrity: " + ", ".join(f"{k} {v}" for k, v in integrity.items()))
     write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -59,7 +59,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import format_table, machine, median, peak_rss_mib, ratio, run_and_write
+from common import (
+    format_table,
+    machine,
+    matmul_peak,
+    median,
+    model_dims,
+    peak_rss_mib,
+    ratio,
+    resolved_precision,
+    run_and_write,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +124,9 @@ class Args:
 TRL_VARIANTS = {"fp32": "float32", "bf16-weights": "bfloat16"}
 """TRL variant name -> dtype its four models are loaded in."""
 
+PHASES = ("generate", "score", "update")
+"""Our trainer's time/<phase>_s metrics: sampling, the reference/reward/value forwards, the PPO update."""
+
 KL_COEF, CLIP, VALUE_CLIP, LR, VALUE_LR = 0.02, 0.2, 0.2, 5e-6, 9e-6
 
 
@@ -127,47 +140,116 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     if not Path(args.trl_python).is_file():
         raise SystemExit(f"{args.trl_python} not found: run bench/ppo_peer_env.sh first")
     data = prepare(args, work)
-    common = {**data, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size, "response_length": args.response_length,
-              "iterations": args.iterations, "threads": args.threads, "seed": args.seed, "max_prompt_tokens": args.max_prompt_tokens}  # fmt: skip
-    sides = ["ours"] + (["ours-bf16"] if "bf16-weights" in args.trl_variants else []) + [f"trl-{v}" for v in args.trl_variants]
+    ours_precision = resolved_precision("auto")
+    peaks = {dtype: matmul_peak(dtype) for dtype in {"float32", "bfloat16" if ours_precision == "bf16" else "float32"}}
+    print(", ".join(f"{d} matmul peak {p['flops_per_s'] / 1e9:.1f} GFLOP/s" for d, p in peaks.items()), flush=True)
+    common = {
+        **data,
+        "batch_size": args.batch_size,
+        "micro_batch_size": args.micro_batch_size,
+        "response_length": args.response_length,
+        "iterations": args.iterations,
+        "threads": args.threads,
+        "seed": args.seed,
+        "max_prompt_tokens": args.max_prompt_tokens,
+    }
+    sides = (
+        ["ours"]
+        + (["ours-bf16"] if "bf16-weights" in args.trl_variants else [])
+        + [f"trl-{v}" for v in args.trl_variants]
+    )
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for repeat in range(args.repeats):
         order = sides if repeat % 2 == 0 else list(reversed(sides))
         for side in order:
-            spec = {**common, "side": side, "dtype": TRL_VARIANTS.get(side.removeprefix("trl-"), "float32"), "run_dir": str(work / f"{side}-{repeat}"),
-                    "master_weights": "bf16" if side == "ours-bf16" else "fp32"}  # fmt: skip
+            spec = {
+                **common,
+                "side": side,
+                "dtype": TRL_VARIANTS.get(side.removeprefix("trl-"), "float32"),
+                "run_dir": str(work / f"{side}-{repeat}"),
+                "master_weights": "bf16" if side == "ours-bf16" else "fp32",
+            }
             python = sys.executable if side.startswith("ours") else str(args.trl_python)
             result = run_worker(python, spec, work, f"{side}-{repeat}", args.timeout)
             result["iteration_s_measured"] = result.get("iteration_s", [])[args.warmup :]
+            result["phases_measured"] = {phase: result.get(f"{phase}_s", [])[args.warmup :] for phase in PHASES}
             runs[side].append(result)
             print(f"{side} run {repeat}: {_summary(result, args.batch_size)}", flush=True)
     summary = {side: _aggregate(rs, args.batch_size) for side, rs in runs.items()}
-    best_trl = min((s for s in sides if s.startswith("trl-") and summary[s]["iteration_s"]), key=lambda s: summary[s]["iteration_s"], default=None)
-    rows = [[s, summary[s]["iteration_s"], summary[s]["episodes_per_s"], summary[s]["peak_rss_mib"], summary[s]["response_length"], summary[s]["weights_changed"]] for s in sides]
+    fallback_length = summary["ours"]["response_length"] or args.response_length
+    for side in sides:
+        dtype = "float32" if side == "trl-fp32" or ours_precision == "fp32" else "bfloat16"
+        summary[side].update(_mfu(data, summary[side], args.batch_size, fallback_length, peaks[dtype]))
+    best_trl = min(
+        (s for s in sides if s.startswith("trl-") and summary[s]["iteration_s"]),
+        key=lambda s: summary[s]["iteration_s"],
+        default=None,
+    )
+    rows = [
+        [
+            s,
+            summary[s]["iteration_s"],
+            summary[s]["episodes_per_s"],
+            summary[s]["peak_rss_mib"],
+            summary[s]["response_length"],
+            summary[s]["weights_changed"],
+            summary[s]["mfu"],
+        ]
+        for s in sides
+    ]
     pairs = [("ours", "trl-fp32"), ("ours-bf16", "trl-bf16-weights")] + ([("ours", best_trl)] if best_trl else [])
     comparisons = {}
     for a, b in pairs:
         if a in summary and b in summary and f"{a} / {b}" not in comparisons:
             o, t = summary[a], summary[b]
-            comparisons[f"{a} / {b}"] = {"iteration_s": ratio(o["iteration_s"], t["iteration_s"]), "episodes_per_s": ratio(o["episodes_per_s"], t["episodes_per_s"]),
-                                         "peak_rss": ratio(o["peak_rss_mib"], t["peak_rss_mib"])}  # fmt: skip
-            rows.append([f"{a} / {b}", *comparisons[f"{a} / {b}"].values(), None, None])
+            comparisons[f"{a} / {b}"] = {
+                "iteration_s": ratio(o["iteration_s"], t["iteration_s"]),
+                "episodes_per_s": ratio(o["episodes_per_s"], t["episodes_per_s"]),
+                "peak_rss": ratio(o["peak_rss_mib"], t["peak_rss_mib"]),
+            }
+            rows.append(
+                [
+                    f"{a} / {b}",
+                    *comparisons[f"{a} / {b}"].values(),
+                    None,
+                    None,
+                    ratio(summary[a]["mfu"], summary[b]["mfu"]),
+                ]
+            )
     print()
-    print(format_table(["side", "s/iteration", "episodes/s", "peak RSS MiB", "response len", "weights changed"], rows))
+    print(
+        format_table(
+            ["side", "s/iteration", "episodes/s", "peak RSS MiB", "response len", "weights changed", "MFU"], rows
+        )
+    )
+    print(f"\nours, median seconds per phase: {summary['ours']['phase_s']}\nFLOPs: {FLOP_COUNTING}")
+    fp32 = comparisons.get("ours / trl-fp32", {})
     return {
         "benchmark": "ppo",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
         "machine": host,
         "model": data["policy"],
-        "summary": summary,
+        "summary": {
+            "precision": ours_precision,
+            "ours_mfu": summary["ours"]["mfu"],
+            "speedup_vs_trl_fp32": fp32.get("episodes_per_s"),
+            "memory_ratio_vs_trl_fp32": fp32.get("peak_rss"),
+        },
+        "sides": summary,
+        "matmul_peaks": peaks,
+        "model_dims": data["dims"],
+        "mean_prompt_tokens": data["mean_prompt_tokens"],
+        "flop_counting": FLOP_COUNTING,
         "best_trl": best_trl,
         "comparisons": comparisons,
-        "ratios_vs_best_trl": None if not best_trl else {
+        "ratios_vs_best_trl": None
+        if not best_trl
+        else {
             "episodes_per_s": ratio(summary["ours"]["episodes_per_s"], summary[best_trl]["episodes_per_s"]),
             "peak_rss": ratio(summary["ours"]["peak_rss_mib"], summary[best_trl]["peak_rss_mib"]),
         },
         "runs": runs,
-    }  # fmt: skip
+    }
 
 
 def prepare(args: Args, work: Path) -> dict[str, Any]:
@@ -189,6 +271,7 @@ def prepare(args: Args, work: Path) -> dict[str, Any]:
     else:
         policy = resolve_model(args.model)
     lm, tokenizer = load_model(policy)
+    dims = model_dims(lm)
     rm = RewardModel.from_causal_lm(lm, seed=args.seed)
     rm.save_pretrained(work / "rm", tokenizer=tokenizer, parent=policy)
     config = AutoConfig.from_pretrained(policy, num_labels=1)
@@ -217,7 +300,15 @@ def prepare(args: Args, work: Path) -> dict[str, Any]:
         for i, text in enumerate(prompts):
             handle.write(json.dumps({"id": f"p{i}", "text": text, "user_id": "bench", "source": "api"}) + "\n")
     (work / "prompt_ids.json").write_text(json.dumps(ids))
-    return {"policy": str(policy), "rm": str(work / "rm"), "rm_trl": str(work / "rm-trl"), "prompts": str(work / "prompts.jsonl"), "prompt_ids": str(work / "prompt_ids.json")}
+    return {
+        "dims": dims,
+        "mean_prompt_tokens": sum(map(len, ids)) / len(ids),
+        "policy": str(policy),
+        "rm": str(work / "rm"),
+        "rm_trl": str(work / "rm-trl"),
+        "prompts": str(work / "prompts.jsonl"),
+        "prompt_ids": str(work / "prompt_ids.json"),
+    }
 
 
 def find_data_root() -> Path:
@@ -244,13 +335,31 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     ppo_io.save_final = lambda *a, **k: None
     batch = spec["batch_size"]
     config = PPOConfig(
-        policy=spec["policy"], reward_model=spec["rm"], prompts=(Path(spec["prompts"]),), out_dir=Path(spec["run_dir"]),
-        episodes=batch * spec["iterations"] * 100, max_iterations=spec["iterations"], batch_size=batch, minibatch_size=batch,
-        micro_batch_size=spec["micro_batch_size"], forward_batch_size=spec["micro_batch_size"], generation_batch_size=batch,
-        max_new_tokens=spec["response_length"], max_prompt_tokens=spec["max_prompt_tokens"], ptx_coef=0.0, kl_coef=KL_COEF, clip=CLIP,
-        value_clip=VALUE_CLIP, lr=LR, value_lr=VALUE_LR, backend="hf", template="raw", progress=False, seed=spec["seed"],
+        policy=spec["policy"],
+        reward_model=spec["rm"],
+        prompts=(Path(spec["prompts"]),),
+        out_dir=Path(spec["run_dir"]),
+        episodes=batch * spec["iterations"] * 100,
+        max_iterations=spec["iterations"],
+        batch_size=batch,
+        minibatch_size=batch,
+        micro_batch_size=spec["micro_batch_size"],
+        forward_batch_size=spec["micro_batch_size"],
+        generation_batch_size=batch,
+        max_new_tokens=spec["response_length"],
+        max_prompt_tokens=spec["max_prompt_tokens"],
+        ptx_coef=0.0,
+        kl_coef=KL_COEF,
+        clip=CLIP,
+        value_clip=VALUE_CLIP,
+        lr=LR,
+        value_lr=VALUE_LR,
+        backend="hf",
+        template="raw",
+        progress=False,
+        seed=spec["seed"],
         master_weights=spec.get("master_weights", "fp32"),
-    )  # fmt: skip
+    )
     models = ppo_io.load_models(config, torch.device("cpu"))
     before = weight_sample(models.policy)
     started = time.perf_counter()
@@ -304,12 +413,31 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     dataset = Dataset.from_dict({"input_ids": ids})
     batch, micro = spec["batch_size"], spec["micro_batch_size"]
     args = PPOConfig(
-        output_dir=spec["run_dir"], per_device_train_batch_size=micro, gradient_accumulation_steps=batch // micro, num_mini_batches=1,
-        num_ppo_epochs=1, total_episodes=batch * spec["iterations"], response_length=spec["response_length"],
-        local_rollout_forward_batch_size=micro, stop_token="eos", temperature=1.0, kl_coef=KL_COEF, cliprange=CLIP,
-        cliprange_value=VALUE_CLIP, learning_rate=LR, lr_scheduler_type="constant", save_strategy="no", report_to=[], logging_steps=1,
-        num_sample_generations=0, seed=spec["seed"], use_cpu=True, bf16=False, disable_tqdm=True, missing_eos_penalty=None,
-    )  # fmt: skip
+        output_dir=spec["run_dir"],
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=batch // micro,
+        num_mini_batches=1,
+        num_ppo_epochs=1,
+        total_episodes=batch * spec["iterations"],
+        response_length=spec["response_length"],
+        local_rollout_forward_batch_size=micro,
+        stop_token="eos",
+        temperature=1.0,
+        kl_coef=KL_COEF,
+        cliprange=CLIP,
+        cliprange_value=VALUE_CLIP,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        save_strategy="no",
+        report_to=[],
+        logging_steps=1,
+        num_sample_generations=0,
+        seed=spec["seed"],
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=True,
+        missing_eos_penalty=None,
+    )
     times: list[float] = []
     lengths: list[float] = []
     scores: list[float] = []
@@ -328,15 +456,27 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
                 scores.append(logs["objective/scores"])
 
     trainer = PPOTrainer(
-        args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy, reward_model=reward_model, train_dataset=dataset,
-        value_model=value_model, callbacks=[Clock()],
-    )  # fmt: skip
+        args=args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref_policy,
+        reward_model=reward_model,
+        train_dataset=dataset,
+        value_model=value_model,
+        callbacks=[Clock()],
+    )
     before = weight_sample(policy)
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
-    return {"iteration_s": times, "response_length": lengths, "score": scores, "train_wall_s": wall, "peak_rss_mib": peak_rss_mib(),
-            "weights_changed": changed_fraction(before, policy)}  # fmt: skip
+    return {
+        "iteration_s": times,
+        "response_length": lengths,
+        "score": scores,
+        "train_wall_s": wall,
+        "peak_rss_mib": peak_rss_mib(),
+        "weights_changed": changed_fraction(before, policy),
+    }
 
 
 def run_worker(python: str, spec: dict[str, Any], work_dir: Path, name: str, timeout_s: float) -> dict[str, Any]:
@@ -344,18 +484,34 @@ def run_worker(python: str, spec: dict[str, Any], work_dir: Path, name: str, tim
     spec_path, result_path, log_path = (work_dir / f"{name}.{kind}" for kind in ("spec.json", "result.json", "log"))
     spec_path.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     result_path.unlink(missing_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    }
     started = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as log:
         try:
-            code = subprocess.run([python, __file__, "--worker", str(spec_path), str(result_path)], stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout_s).returncode
+            code = subprocess.run(
+                [python, __file__, "--worker", str(spec_path), str(result_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout_s,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = None
     wall = time.perf_counter() - started
     if code == 0 and result_path.is_file():
         return {**json.loads(result_path.read_text(encoding="utf-8")), "wall_s": wall}
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-    return {"error": f"{'timed out' if code is None else f'exit code {code}'}: {tail}", "log": str(log_path), "wall_s": wall}
+    return {
+        "error": f"{'timed out' if code is None else f'exit code {code}'}: {tail}",
+        "log": str(log_path),
+        "wall_s": wall,
+    }
 
 
 def _aggregate(results: list[dict], batch: int) -> dict[str, Any]:
@@ -370,7 +526,44 @@ def _aggregate(results: list[dict], batch: int) -> dict[str, Any]:
         "response_length": statistics.mean(lengths) if lengths else None,
         "weights_changed": median([r.get("weights_changed") for r in results]),
         "measured_iterations": len(measured),
+        "phase_s": {
+            phase: median([t for r in results for t in r.get("phases_measured", {}).get(phase, [])]) for phase in PHASES
+        },
         "errors": [r["error"] for r in results if "error" in r],
+    }
+
+
+FLOP_COUNTING = (
+    "The FLOPs an iteration needs, the same formula for every side (attention scores excluded; N = non-embedding "
+    "parameters, HV = hidden x vocabulary, B episodes, P mean prompt and R mean response tokens, T = P + R): sampling "
+    "B(2NT + 2HV R); reference forward B(2NT + 2HV R) (log-probabilities of the response tokens only); reward and "
+    "old-value forwards 2 x B 2NT; policy forward + backward 6B(NT + HV R); value forward + backward 6B NT "
+    "(the old log-probabilities come from sampling: a side that recomputes them does more work than counted). "
+    "TRL does not report response lengths: its R is ours. MFU = those FLOPs / the median iteration time / the "
+    "matmul peak measured in this run in the side's precision (bf16 for ours where native, fp32 for trl-fp32)."
+)
+
+
+def iteration_flops(dims: dict[str, int], batch: int, prompt: float, response: float) -> float:
+    """FLOPs one PPO iteration needs (see :data:`FLOP_COUNTING`)."""
+    trunk, head, total = dims["non_embedding_params"], dims["hidden"] * dims["vocab"], prompt + response
+    sampling = reference = 2 * trunk * total + 2 * head * response
+    reward = old_values = 2 * trunk * total
+    policy_train = 6 * (trunk * total + head * response)
+    value_train = 6 * trunk * total
+    return batch * (sampling + reference + reward + old_values + policy_train + value_train)
+
+
+def _mfu(
+    data: dict[str, Any], side: dict[str, Any], batch: int, fallback_length: float, peak: dict[str, Any]
+) -> dict[str, Any]:
+    length = side["response_length"] or fallback_length
+    flops = iteration_flops(data["dims"], batch, data["mean_prompt_tokens"], length)
+    seconds = side["iteration_s"]
+    return {
+        "flops_per_iteration": flops,
+        "mfu": None if not seconds else flops / seconds / peak["flops_per_s"],
+        "mfu_peak_dtype": peak["dtype"],
     }
 
 
@@ -378,7 +571,10 @@ def _summary(result: dict, batch: int) -> str:
     if "error" in result:
         return f"FAILED {result['error'][-400:]}"
     times = result["iteration_s_measured"]
-    return f"iterations {['%.2f' % t for t in result['iteration_s']]} s, measured median {median(times):.2f} s, peak RSS {result['peak_rss_mib']:.0f} MiB"
+    iterations = [f"{t:.2f}" for t in result["iteration_s"]]
+    return (
+        f"iterations {iterations} s, measured median {median(times):.2f} s, peak RSS {result['peak_rss_mib']:.0f} MiB"
+    )
 
 
 def worker(spec_path: Path, result_path: Path) -> None:

@@ -35,13 +35,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import format_table, machine, median, peak_rss_mib, run_worker, write_json  # noqa: E402
 
-CATEGORIES = [("generation", 45.6), ("open QA", 12.4), ("brainstorming", 11.2), ("chat", 8.4), ("rewrite", 6.6),
-              ("summarization", 4.2), ("classification", 3.5), ("other", 3.5), ("closed QA", 2.6), ("extract", 1.9)]
+CATEGORIES = [
+    ("generation", 45.6),
+    ("open QA", 12.4),
+    ("brainstorming", 11.2),
+    ("chat", 8.4),
+    ("rewrite", 6.6),
+    ("summarization", 4.2),
+    ("classification", 3.5),
+    ("other", 3.5),
+    ("closed QA", 2.6),
+    ("extract", 1.9),
+]
 
 
 def make_prompts(path: Path, n: int, seed: int) -> None:
     rng = random.Random(seed)
-    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    vocabulary = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)
+    ]
     starts = ["Write", "Explain", "List", "Summarize", "Describe", "Translate", "Classify", "Brainstorm"]
     names, weights = zip(*CATEGORIES)
     users = max(1, n // 40)
@@ -61,8 +73,13 @@ def make_prompts(path: Path, n: int, seed: int) -> None:
             # most users write a few dozen prompts; 20 heavy users write 2% of all, above the cap
             user = f"heavy-{rng.randrange(20)}" if rng.random() < 0.02 else rng.randrange(users)
             source = "labeler" if rng.random() < 0.3 else "api"
-            record = {"id": f"p{i}", "text": text, "user_id": f"user-{user}", "source": source,
-                      "category": rng.choices(names, weights)[0]}
+            record = {
+                "id": f"p{i}",
+                "text": text,
+                "user_id": f"user-{user}",
+                "source": source,
+                "category": rng.choices(names, weights)[0],
+            }
             if source == "labeler":
                 record["type"] = rng.choice(["plain", "few-shot", "user-based"])
             f.write(json.dumps(record) + "\n")
@@ -77,9 +94,18 @@ def worker(spec_path: str, result_path: str) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     report = prepare(config, count_tokens)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    Path(result_path).write_text(json.dumps({"seconds": seconds, "cpu_s": cpu, "peak_rss_mib": peak_rss_mib(),
-                                             "dropped": report["dropped"], "read": report["stages"]["read"]["prompts"],
-                                             "datasets": report["datasets"]}))
+    Path(result_path).write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_s": cpu,
+                "peak_rss_mib": peak_rss_mib(),
+                "dropped": report["dropped"],
+                "read": report["stages"]["read"]["prompts"],
+                "datasets": report["datasets"],
+            }
+        )
+    )
 
 
 def bench_panel(prompts: int) -> dict:
@@ -92,8 +118,10 @@ def bench_panel(prompts: int) -> dict:
     items = []
     for i in range(prompts):
         topic = rng.choice(topics)
-        responses = [f"Answer {i}.{k}: {topic} " + " ".join(rng.choice(topics) for _ in range(rng.randint(5, 40))) + "."
-                     for k in range(5)]
+        responses = [
+            f"Answer {i}.{k}: {topic} " + " ".join(rng.choice(topics) for _ in range(rng.randint(5, 40))) + "."
+            for k in range(5)
+        ]
         items.append((f"Describe {topic} in {rng.randint(2, 5)} sentences. ({i})", responses))
     embedder = MiniLMEmbedder()
     embedder.embed(["warm up"])  # load the model outside the timing
@@ -103,8 +131,15 @@ def bench_panel(prompts: int) -> dict:
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     import torch
 
-    return {"prompts": prompts, "responses": 5 * prompts, "records": len(records), "seconds": seconds, "cpu_s": cpu,
-            "responses_per_s": 5 * prompts / seconds, "torch_threads": torch.get_num_threads()}
+    return {
+        "prompts": prompts,
+        "responses": 5 * prompts,
+        "records": len(records),
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "responses_per_s": 5 * prompts / seconds,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -124,21 +159,45 @@ def main() -> None:
             data = Path(tmp) / f"prompts-{size}.jsonl"
             started = time.perf_counter()
             make_prompts(data, size, seed=0)
-            print(f"{size:,} prompts generated in {time.perf_counter() - started:.0f} s ({data.stat().st_size / 2**20:.0f} MiB)",
-                  file=sys.stderr)
-            results = [run_worker(Path(__file__), {"input": str(data), "out_dir": f"{tmp}/out-{size}",
-                                                   "tokenizer": args.tokenizer}, Path(tmp) / "work", f"{size}-{r}", 1800)
-                       for r in range(args.repeats)]
+            print(
+                f"{size:,} prompts generated in {time.perf_counter() - started:.0f} s "
+                f"({data.stat().st_size / 2**20:.0f} MiB)",
+                file=sys.stderr,
+            )
+            results = [
+                run_worker(
+                    Path(__file__),
+                    {"input": str(data), "out_dir": f"{tmp}/out-{size}", "tokenizer": args.tokenizer},
+                    Path(tmp) / "work",
+                    f"{size}-{r}",
+                    1800,
+                )
+                for r in range(args.repeats)
+            ]
             errors = [r["error"] for r in results if "error" in r]
             if errors:
                 raise SystemExit(errors[0])
             seconds = median([r["seconds"] for r in results])
             runs[size] = {"runs": results, "median_s": seconds, "input_mib": data.stat().st_size / 2**20}
-            rows.append([f"{size:,}", seconds, median([r["cpu_s"] for r in results]), size / seconds,
-                         median([r["peak_rss_mib"] for r in results]),
-                         results[0]["dropped"]["duplicates"], results[0]["dropped"]["over_user_cap"],
-                         results[0]["dropped"]["over_token_limit"], results[0]["dropped"]["pii"]])
-    print(format_table(["prompts", "median s", "CPU s", "prompts/s", "peak RSS MiB", "duplicates", "over cap", "too long", "PII"], rows))
+            rows.append(
+                [
+                    f"{size:,}",
+                    seconds,
+                    median([r["cpu_s"] for r in results]),
+                    size / seconds,
+                    median([r["peak_rss_mib"] for r in results]),
+                    results[0]["dropped"]["duplicates"],
+                    results[0]["dropped"]["over_user_cap"],
+                    results[0]["dropped"]["over_token_limit"],
+                    results[0]["dropped"]["pii"],
+                ]
+            )
+    print(
+        format_table(
+            ["prompts", "median s", "CPU s", "prompts/s", "peak RSS MiB", "duplicates", "over cap", "too long", "PII"],
+            rows,
+        )
+    )
     sizes = sorted(runs)
     scaling = None
     if len(sizes) > 1:
@@ -146,10 +205,21 @@ def main() -> None:
         print(f"time ratio {sizes[-1]:,} / {sizes[0]:,} prompts: {scaling:.2f} (size ratio {sizes[-1] / sizes[0]:.0f})")
     panel = bench_panel(args.panel_prompts) if args.panel_prompts else None
     if panel:
-        print(f"simulated panel (MiniLM relevance): {panel['responses']} responses ranked in {panel['seconds']:.1f} s "
-              f"(CPU {panel['cpu_s']:.1f} s; {panel['responses_per_s']:.0f} responses/s, {panel['torch_threads']} torch threads)")
-    write_json(args.out, {"machine": machine(), "tokenizer": args.tokenizer, "prepare": runs,
-                          "time_ratio_largest_smallest": scaling, "panel": panel})
+        print(
+            f"simulated panel (MiniLM relevance): {panel['responses']} responses ranked in {panel['seconds']:.1f} s "
+            f"(CPU {panel['cpu_s']:.1f} s; {panel['responses_per_s']:.0f} responses/s, {panel['torch_threads']} "
+            "torch threads)"
+        )
+    write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "tokenizer": args.tokenizer,
+            "prepare": runs,
+            "time_ratio_largest_smallest": scaling,
+            "panel": panel,
+        },
+    )
     print(f"results: {args.out}")
 
 

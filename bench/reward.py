@@ -1,6 +1,6 @@
 """Benchmark: our K-wise reward-model trainer against TRL's ``RewardTrainer`` on the pairwise expansion.
 
-    python bench/reward.py              # gemma-3-270m cut to 2 layers, K = 4 and K = 9, 8 seeds (about 1 hour on 2 CPU cores)
+    python bench/reward.py              # gemma-3-270m cut to 2 layers, K = 4 and K = 9, 8 seeds (~1 h on 2 cores)
     python bench/reward.py --quick      # a tiny random model, a few minutes (a smoke run)
     python bench/reward.py --help
 
@@ -124,7 +124,8 @@ class Args:
     batch_size: int = 4
     """Prompts per optimizer step (TRL: batch_size x C(K,2) pairs per step: the same number of steps)."""
     ours_batch_size: int | None = None
-    """Ours: prompts per step, when it should differ from ``--batch-size`` (which then sets TRL's pairs per step only)."""
+    """Ours: prompts per step, when it should differ from ``--batch-size`` (which then sets TRL's pairs per step only).
+    """
     trl_micro_batch: int = 8
     """TRL: at most this many pairs per forward (2 x as many sequences); the largest divisor of the
     step's pairs that is no larger is used, so that every step holds exactly batch_size x C(K,2) pairs."""
@@ -155,7 +156,8 @@ class Args:
     max_response_tokens: int = 48
     """Responses are truncated to this many tokens (both sides get the same ids)."""
     repeats: int = 1
-    """Runs per side, K and seed (alternating ours / TRL). Accuracy is deterministic per seed; repeats only add timings."""
+    """Runs per side, K and seed (alternating ours / TRL). Accuracy is deterministic per seed; repeats only add timings.
+    """
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
     """Seeds; each gives its own train/validation split, head and shuffle order, the same on both sides.
     Accuracy is compared per seed (paired): mean difference, its 95% t-interval, and how often ours >= TRL."""
@@ -180,7 +182,9 @@ class Args:
     appear in one file only."""
 
 
-QUICK = dict(train_prompts=16, val_prompts=8, batch_size=4, trl_micro_batch=8, max_prompt_tokens=96, max_response_tokens=24)
+QUICK = dict(
+    train_prompts=16, val_prompts=8, batch_size=4, trl_micro_batch=8, max_prompt_tokens=96, max_response_tokens=24
+)
 
 
 def main(args: Args) -> None:
@@ -205,24 +209,45 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     for seed in args.seeds:
         data = prepare_data(model, args, work / f"seed-{seed}", seed)
         data_summary[str(seed)] = _data_summary(data)
-        print(f"seed {seed}: {data['train_prompts']} training and {data['val_prompts']} validation prompts; model {model}")
+        print(
+            f"seed {seed}: {data['train_prompts']} training and {data['val_prompts']} validation prompts; model {model}"
+        )
         for k in args.ks:
             for repeat in range(args.repeats):
                 for side in args.sides:
-                    spec = {"side": side, "k": k, "seed": seed, "model": model, "data": data[str(k)], "args": jsonable(args), "work": str(work)}
-                    result = run_worker(Path(__file__), spec, work / "logs", f"{side}-k{k}-s{seed}-{repeat}", args.timeout)
+                    spec = {
+                        "side": side,
+                        "k": k,
+                        "seed": seed,
+                        "model": model,
+                        "data": data[str(k)],
+                        "args": jsonable(args),
+                        "work": str(work),
+                    }
+                    result = run_worker(
+                        Path(__file__), spec, work / "logs", f"{side}-k{k}-s{seed}-{repeat}", args.timeout
+                    )
                     runs[str(k)][side].append({"seed": seed, "repeat": repeat, **result})
                     print(f"K={k} seed {seed} {side} #{repeat}: {_short(result)}", flush=True)
-                    write_json(args.out.with_suffix(".partial.json"),
-                               {"model": model, "args": jsonable(args), "machine": host, "data": data_summary, "runs": runs})
+                    write_json(
+                        args.out.with_suffix(".partial.json"),
+                        {"model": model, "args": jsonable(args), "machine": host, "data": data_summary, "runs": runs},
+                    )
     data = data_summary
     if earlier is not None:
         for k, sides in runs.items():
             sides.setdefault("trl", [r for r in earlier["runs"][k]["trl"] if r.get("seed") in args.seeds])
     summary = {k: summarize(sides) for k, sides in runs.items()}
     host["load_average_at_end"] = machine()["load_average_1_5_15min"]
-    report = {"benchmark": "reward", "machine": host, "model": model, "args": jsonable(args), "data": data,
-              "summary": summary, "runs": runs}
+    report = {
+        "benchmark": "reward",
+        "machine": host,
+        "model": model,
+        "args": jsonable(args),
+        "data": data,
+        "summary": summary,
+        "runs": runs,
+    }
     print_report(report)
     return report
 
@@ -232,13 +257,29 @@ def _earlier_report(args: Args) -> dict[str, Any] | None:
     if args.compare_with is None:
         return None
     earlier = _read_report(args.compare_with)
-    same = ("model", "layers", "precision", "prompt_pool", "train_prompts", "val_prompts", "batch_size", "max_prompt_tokens", "max_response_tokens")
+    same = (
+        "model",
+        "layers",
+        "precision",
+        "prompt_pool",
+        "train_prompts",
+        "val_prompts",
+        "batch_size",
+        "max_prompt_tokens",
+        "max_response_tokens",
+    )
     differ = [key for key in same if earlier["args"].get(key) != jsonable(args).get(key)]
     differ += ["trl_lr"] if trl_lr(earlier["args"]) != trl_lr(jsonable(args)) else []
-    missing = [(k, seed) for k in args.ks for seed in args.seeds
-               if not any(r.get("seed") == seed for r in earlier["runs"].get(str(k), {}).get("trl", []))]
+    missing = [
+        (k, seed)
+        for k in args.ks
+        for seed in args.seeds
+        if not any(r.get("seed") == seed for r in earlier["runs"].get(str(k), {}).get("trl", []))
+    ]
     if differ or missing:
-        raise SystemExit(f"--compare-with {args.compare_with}: settings differ in {differ}; no TRL run for (K, seed) {missing}")
+        raise SystemExit(
+            f"--compare-with {args.compare_with}: settings differ in {differ}; no TRL run for (K, seed) {missing}"
+        )
     return earlier
 
 
@@ -261,8 +302,11 @@ def merged_report(paths: list[Path]) -> dict[str, Any]:
     parts = [_read_report(path) for path in paths]
     first = parts[0]
     for path, part in zip(paths, parts):
-        differ = [key for key in set(first["args"]) | set(part["args"])
-                  if key not in MERGE_MAY_DIFFER and first["args"].get(key) != part["args"].get(key)]
+        differ = [
+            key
+            for key in set(first["args"]) | set(part["args"])
+            if key not in MERGE_MAY_DIFFER and first["args"].get(key) != part["args"].get(key)
+        ]
         if differ or part["model"] != first["model"]:
             raise SystemExit(f"--merge {path}: settings differ from {paths[0]} in {sorted(differ) or ['model']}")
     runs: dict[str, dict[str, list]] = {}
@@ -275,12 +319,18 @@ def merged_report(paths: list[Path]) -> dict[str, Any]:
                     raise SystemExit(f"--merge {path}: K={k} {side} repeats a seed of an earlier file")
                 merged.extend(side_runs)
     seeds = sorted({run["seed"] for sides in runs.values() for side_runs in sides.values() for run in side_runs})
-    return {"benchmark": "reward", "machine": first.get("machine") or machine(), "model": first["model"],
-            "args": {**first["args"], "seeds": seeds}, "merged_from": [str(path) for path in paths],
-            "machines": [part.get("machine") for part in parts],
-            "data": {seed: summary for part in parts for seed, summary in (part.get("data") or {}).items()},
-            "interrupted": any("summary" not in part or part.get("interrupted") for part in parts),
-            "summary": {k: summarize(sides) for k, sides in runs.items()}, "runs": runs}
+    return {
+        "benchmark": "reward",
+        "machine": first.get("machine") or machine(),
+        "model": first["model"],
+        "args": {**first["args"], "seeds": seeds},
+        "merged_from": [str(path) for path in paths],
+        "machines": [part.get("machine") for part in parts],
+        "data": {seed: summary for part in parts for seed, summary in (part.get("data") or {}).items()},
+        "interrupted": any("summary" not in part or part.get("interrupted") for part in parts),
+        "summary": {k: summarize(sides) for k, sides in runs.items()},
+        "runs": runs,
+    }
 
 
 def trl_lr(args: dict[str, Any]) -> float:
@@ -336,7 +386,8 @@ def prompt_sources(args: Args) -> tuple[str, ...]:
 
 
 def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any]:
-    """Rankings files at each K (ours) and the same groups' token ids (TRL's pairs, and validation), split by ``seed``."""
+    """Rankings files at each K (ours) and the same groups' token ids (TRL's pairs, and validation), split by
+    ``seed``."""
     from instructgpt.data.importers import find_data_root
     from instructgpt.data.jsonl import write_jsonl_atomic
     from instructgpt.data.schemas import Ranking
@@ -353,13 +404,21 @@ def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any
         prompt = item["instruction"].strip() + (f"\n\n{item['input'].strip()}" if item["input"].strip() else "")
         responses = {"target": item["target"], **{s: predictions[s][i]["response"] for s in SOURCES[1:]}}
         texts = [responses[s].strip() for s in needed]
-        if all(texts) and len(set(texts)) == len(texts) and len(tokenizer(prompt)["input_ids"]) < args.max_prompt_tokens:
+        if (
+            all(texts)
+            and len(set(texts)) == len(texts)
+            and len(tokenizer(prompt)["input_ids"]) < args.max_prompt_tokens
+        ):
             usable.append((f"self-instruct-{i}", prompt, dict(zip(needed, texts))))
     if len(usable) < args.train_prompts + args.val_prompts:
         raise SystemExit(f"only {len(usable)} usable prompts for --train-prompts + --val-prompts")
     work.mkdir(parents=True, exist_ok=True)
     chosen = random.Random(seed).sample(usable, args.train_prompts + args.val_prompts)
-    data: dict[str, Any] = {"usable_prompts": len(usable), "train_prompts": args.train_prompts, "val_prompts": args.val_prompts}
+    data: dict[str, Any] = {
+        "usable_prompts": len(usable),
+        "train_prompts": args.train_prompts,
+        "val_prompts": args.val_prompts,
+    }
     for k in args.ks:
         sources = k_sources(k)
         entry: dict[str, Any] = {"k": k, "sources": list(sources)}
@@ -368,11 +427,20 @@ def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any
             records = []
             for prompt_id, prompt, responses in items:
                 shown = order.sample(list(sources), len(sources))  # the order responses are listed in
-                records.append(Ranking(prompt=prompt, responses=[responses[s] for s in shown], ranks=[sources.index(s) for s in shown],
-                                       labeler_id="self-instruct-order", prompt_id=prompt_id))
+                records.append(
+                    Ranking(
+                        prompt=prompt,
+                        responses=[responses[s] for s in shown],
+                        ranks=[sources.index(s) for s in shown],
+                        labeler_id="self-instruct-order",
+                        prompt_id=prompt_id,
+                    )
+                )
             path = work / f"k{k}-{split}.jsonl"
             write_jsonl_atomic(path, records)
-            groups, _ = render_groups(tokenizer, records, "raw", "\n\n", args.max_prompt_tokens, args.max_response_tokens)
+            groups, _ = render_groups(
+                tokenizer, records, "raw", "\n\n", args.max_prompt_tokens, args.max_response_tokens
+            )
             ids = work / f"k{k}-{split}-ids.json"
             ids.write_text(json.dumps([{"sequences": g.sequences, "ranks": g.ranks} for g in groups]))
             entry[split] = str(path)
@@ -388,7 +456,10 @@ def prepare_data(model: str, args: Args, work: Path, seed: int) -> dict[str, Any
 def _groups(path: str) -> list:
     from instructgpt.training.rm_data import RankedGroup
 
-    return [RankedGroup(tuple(tuple(s) for s in g["sequences"]), tuple(g["ranks"])) for g in json.loads(Path(path).read_text())]
+    return [
+        RankedGroup(tuple(tuple(s) for s in g["sequences"]), tuple(g["ranks"]))
+        for g in json.loads(Path(path).read_text())
+    ]
 
 
 def validation_accuracy(score, groups: list) -> dict[str, float]:
@@ -426,12 +497,28 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = load_reward_model(spec["model"], seed=seed)
     after_load = current_rss_mib()
     val_groups = _groups(data["val_ids"])
-    before = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups)
+    before = validation_accuracy(
+        lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups
+    )
     config = rm.RMConfig(
-        model=spec["model"], data=(Path(data["train"]),), out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
-        val_fraction=0.0, epochs=args.get("ours_epochs", 1), lr=args["lr"], batch_size=ours_batch, micro_batch_prompts=ours_batch,
-        micro_batch_tokens=args["micro_batch_tokens"], packing=args.get("packing", True), pack_row_tokens=args.get("pack_row_tokens", 1024), template="raw", max_prompt_tokens=args["max_prompt_tokens"],
-        max_response_tokens=args["max_response_tokens"], precision=args["precision"], normalize=False, progress=False, seed=seed,
+        model=spec["model"],
+        data=(Path(data["train"]),),
+        out_dir=Path(tempfile.mkdtemp(prefix="ours-", dir=spec["work"])),
+        val_fraction=0.0,
+        epochs=args.get("ours_epochs", 1),
+        lr=args["lr"],
+        batch_size=ours_batch,
+        micro_batch_prompts=ours_batch,
+        micro_batch_tokens=args["micro_batch_tokens"],
+        packing=args.get("packing", True),
+        pack_row_tokens=args.get("pack_row_tokens", 1024),
+        template="raw",
+        max_prompt_tokens=args["max_prompt_tokens"],
+        max_response_tokens=args["max_response_tokens"],
+        precision=args["precision"],
+        normalize=False,
+        progress=False,
+        seed=seed,
     )
     rm._save = lambda *_, **__: None  # checkpoint writes are no part of training (TRL: save_strategy="no")
     rm._finish = lambda *_, **__: None
@@ -441,11 +528,25 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     peak = peak_rss_mib()
     steps = [r for r in read_metrics(config.out_dir) if "rm/responses" in r]
     model.float()
-    scored = validation_accuracy(lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups)
+    scored = validation_accuracy(
+        lambda seqs: score_sequences(model, seqs, tokenizer.pad_token_id, packing=False), val_groups
+    )
     return {
         "side": "ours",
-        "steps": [{"sequences": s["rm/responses"], "tokens": s["rm/tokens"], "pairs": s["rm/comparisons"], "step_s": s["time/step_s"]} for s in steps],
-        "train_s": train_s, "validation_before": before, "validation": scored, "rss_after_load_mib": after_load, "peak_rss_mib": peak,
+        "steps": [
+            {
+                "sequences": s["rm/responses"],
+                "tokens": s["rm/tokens"],
+                "pairs": s["rm/comparisons"],
+                "step_s": s["time/step_s"],
+            }
+            for s in steps
+        ],
+        "train_s": train_s,
+        "validation_before": before,
+        "validation": scored,
+        "rss_after_load_mib": after_load,
+        "peak_rss_mib": peak,
         "threads": torch.get_num_threads(),
     }
 
@@ -475,12 +576,27 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     per_step = args["batch_size"] * math.comb(k, 2)
     micro = trl_micro_batch(per_step, args["trl_micro_batch"])
     config = RewardConfig(
-        output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]), num_train_epochs=1,
-        per_device_train_batch_size=micro, gradient_accumulation_steps=per_step // micro,
-        learning_rate=trl_lr(args), lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},
-        warmup_steps=0, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=args["precision"] == "bf16", max_length=None,
-        logging_steps=10**6, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
-        use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
+        output_dir=tempfile.mkdtemp(prefix="trl-", dir=spec["work"]),
+        num_train_epochs=1,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=per_step // micro,
+        learning_rate=trl_lr(args),
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=args["precision"] == "bf16",
+        max_length=None,
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_drop_last=True,
         gradient_checkpointing=False,  # TRL's default is True; ours does not recompute activations
         train_sampling_strategy="sequential" if args.get("trl_order") == "grouped" else "random",
     )
@@ -488,17 +604,31 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
 
     class CountingTrainer(RewardTrainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
-            clock.forwards.append({"step": self.state.global_step, "sequences": int(inputs["input_ids"].shape[0]),
-                                   "tokens": int(inputs["attention_mask"].sum()), "positions": int(inputs["input_ids"].numel())})
+            clock.forwards.append(
+                {
+                    "step": self.state.global_step,
+                    "sequences": int(inputs["input_ids"].shape[0]),
+                    "tokens": int(inputs["attention_mask"].sum()),
+                    "positions": int(inputs["input_ids"].numel()),
+                }
+            )
             return super().training_step(model, inputs, num_items_in_batch)
 
     # Our optimizer and schedule, per step: HF's cosine_with_min_lr reaches the floor only after
     # the last step (4 steps: 1, 0.87, 0.55, 0.23 x lr), ours at it (1, 0.78, 0.33, 0.1 x lr).
     steps = len(pairs) // per_step
-    optimizer = torch.optim.AdamW(model.parameters(), lr=trl_lr(args), betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=trl_lr(args), betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(steps, 0.1))
-    trainer = CountingTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(pairs),
-                              processing_class=tokenizer, callbacks=[clock], optimizers=(optimizer, scheduler))
+    trainer = CountingTrainer(
+        model=model,
+        args=config,
+        train_dataset=datasets.Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        callbacks=[clock],
+        optimizers=(optimizer, scheduler),
+    )
     started = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - started
@@ -506,15 +636,27 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     steps = []
     for step, (begin, end) in enumerate(zip(clock.begin, clock.end)):
         forwards = [f for f in clock.forwards if f["step"] == step]
-        steps.append({"sequences": sum(f["sequences"] for f in forwards), "tokens": sum(f["tokens"] for f in forwards),
-                      "pairs": sum(f["sequences"] for f in forwards) // 2, "step_s": end - begin})
+        steps.append(
+            {
+                "sequences": sum(f["sequences"] for f in forwards),
+                "tokens": sum(f["tokens"] for f in forwards),
+                "pairs": sum(f["sequences"] for f in forwards) // 2,
+                "step_s": end - begin,
+            }
+        )
     if any(s["pairs"] != per_step for s in steps):
         raise RuntimeError(f"TRL steps hold {sorted({s['pairs'] for s in steps})} pairs, not {per_step}")
     model.float()
     return {
-        "side": "trl", "steps": steps, "train_s": train_s, "validation_before": before,
+        "side": "trl",
+        "steps": steps,
+        "train_s": train_s,
+        "validation_before": before,
         "validation": validation_accuracy(_trl_scorer(model, tokenizer), val_groups),
-        "rss_after_load_mib": after_load, "peak_rss_mib": peak, "threads": torch.get_num_threads(), "pairs": len(pairs),
+        "rss_after_load_mib": after_load,
+        "peak_rss_mib": peak,
+        "threads": torch.get_num_threads(),
+        "pairs": len(pairs),
     }
 
 
@@ -533,8 +675,13 @@ def _pairs(groups: list, args: dict[str, Any], seed: int) -> list[dict[str, list
     if args.get("trl_order") == "grouped":
         plan = BatchPlan(len(groups), args["batch_size"], 1, seed)
         order = [i for step in range(plan.total_steps) for i in plan.batch(step)]
-    return [{"chosen_ids": list(groups[i].sequences[w]), "rejected_ids": list(groups[i].sequences[l])}
-            for i in order for w in range(groups[i].k) for l in range(groups[i].k) if groups[i].ranks[w] < groups[i].ranks[l]]
+    return [
+        {"chosen_ids": list(groups[i].sequences[w]), "rejected_ids": list(groups[i].sequences[l])}
+        for i in order
+        for w in range(groups[i].k)
+        for l in range(groups[i].k)
+        if groups[i].ranks[w] < groups[i].ranks[l]
+    ]
 
 
 def _trl_scorer(model: Any, tokenizer: Any) -> Any:
@@ -588,8 +735,18 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-KEYS = ("steps", "sequences", "tokens", "pairs", "step_wall_s", "train_wall_s", "peak_rss_mib", "val_accuracy_before",
-        "val_accuracy", "val_log_loss")
+KEYS = (
+    "steps",
+    "sequences",
+    "tokens",
+    "pairs",
+    "step_wall_s",
+    "train_wall_s",
+    "peak_rss_mib",
+    "val_accuracy_before",
+    "val_accuracy",
+    "val_log_loss",
+)
 
 
 def summarize(sides: dict[str, list]) -> dict[str, Any]:
@@ -604,13 +761,25 @@ def summarize(sides: dict[str, list]) -> dict[str, Any]:
         out[side]["errors"] = [r["error"] for r in runs if "error" in r]
     if not {"ours", "trl"} <= sides.keys():
         return out
-    pairs = [(_run_summary(o), _run_summary(t)) for o, t in zip(sides["ours"], sides["trl"]) if "error" not in o and "error" not in t]
+    pairs = [
+        (_run_summary(o), _run_summary(t))
+        for o, t in zip(sides["ours"], sides["trl"])
+        if "error" not in o and "error" not in t
+    ]
     out["step_wall_ratio_each_run"] = [t["step_wall_s"] / o["step_wall_s"] for o, t in pairs]
-    out["trl_over_ours"] = {key: ratio(out["trl"][key], out["ours"][key]) for key in ("sequences", "tokens", "step_wall_s", "train_wall_s", "peak_rss_mib")}
-    out["accuracy"] = paired({r["seed"]: r["validation"]["accuracy"] for r in sides["ours"] if "error" not in r},
-                             {r["seed"]: r["validation"]["accuracy"] for r in sides["trl"] if "error" not in r})
-    out["log_loss"] = paired({r["seed"]: r["validation"]["log_loss"] for r in sides["ours"] if "error" not in r},
-                             {r["seed"]: r["validation"]["log_loss"] for r in sides["trl"] if "error" not in r}, higher_is_better=False)
+    out["trl_over_ours"] = {
+        key: ratio(out["trl"][key], out["ours"][key])
+        for key in ("sequences", "tokens", "step_wall_s", "train_wall_s", "peak_rss_mib")
+    }
+    out["accuracy"] = paired(
+        {r["seed"]: r["validation"]["accuracy"] for r in sides["ours"] if "error" not in r},
+        {r["seed"]: r["validation"]["accuracy"] for r in sides["trl"] if "error" not in r},
+    )
+    out["log_loss"] = paired(
+        {r["seed"]: r["validation"]["log_loss"] for r in sides["ours"] if "error" not in r},
+        {r["seed"]: r["validation"]["log_loss"] for r in sides["trl"] if "error" not in r},
+        higher_is_better=False,
+    )
     return out
 
 
@@ -624,9 +793,15 @@ def paired(ours: dict[int, float], trl: dict[int, float], higher_is_better: bool
 
     seeds = sorted(ours.keys() & trl.keys())
     diffs = [ours[s] - trl[s] for s in seeds]
-    out: dict[str, Any] = {"seeds": seeds, "ours": [ours[s] for s in seeds], "trl": [trl[s] for s in seeds], "ours_minus_trl": diffs,
-                           "mean": statistics.fmean(diffs) if diffs else None, "ci95": None,
-                           "ours_as_good_or_better": sum((d >= 0) == higher_is_better or d == 0 for d in diffs)}
+    out: dict[str, Any] = {
+        "seeds": seeds,
+        "ours": [ours[s] for s in seeds],
+        "trl": [trl[s] for s in seeds],
+        "ours_minus_trl": diffs,
+        "mean": statistics.fmean(diffs) if diffs else None,
+        "ci95": None,
+        "ours_as_good_or_better": sum((d >= 0) == higher_is_better or d == 0 for d in diffs),
+    }
     if len(diffs) >= 2:
         half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
         out["ci95"] = [out["mean"] - half, out["mean"] + half]
@@ -635,24 +810,71 @@ def paired(ours: dict[int, float], trl: dict[int, float], higher_is_better: bool
 
 def print_report(report: dict[str, Any]) -> None:
     args = report["args"]
-    print(f"\nReward-model benchmark: {report['model']} on {report['machine']['cpu']}; {args['train_prompts']} training prompts, "
-          f"{args['val_prompts']} validation; prompts per step ours {ours_batch_size(args)}, TRL {args['batch_size']} (as pairs); "
-          f"epochs ours {args.get('ours_epochs', 1)}, TRL 1; lr ours {args['lr']:g}, TRL {trl_lr(args):g}; seeds {args['seeds']}, "
-          f"{args['repeats']} run(s) each; medians over all runs")
+    print(
+        f"\nReward-model benchmark: {report['model']} on {report['machine']['cpu']}; {args['train_prompts']} "
+        "training prompts, "
+        f"{args['val_prompts']} validation; prompts per step ours {ours_batch_size(args)}, TRL {args['batch_size']} "
+        "(as pairs); "
+        f"epochs ours {args.get('ours_epochs', 1)}, TRL 1; lr ours {args['lr']:g}, TRL {trl_lr(args):g}; seeds "
+        f"{args['seeds']}, "
+        f"{args['repeats']} run(s) each; medians over all runs"
+    )
     rows = []
     for k, s in report["summary"].items():
         for side in ("ours", "trl"):
             if side not in s:
                 continue
             r = s[side]
-            rows.append([f"K={k}", side, r["steps"], r["sequences"], r["tokens"], r["step_wall_s"], r["train_wall_s"], r["peak_rss_mib"],
-                         r["val_accuracy_before"], r["val_accuracy"], r["val_log_loss"]])
+            rows.append(
+                [
+                    f"K={k}",
+                    side,
+                    r["steps"],
+                    r["sequences"],
+                    r["tokens"],
+                    r["step_wall_s"],
+                    r["train_wall_s"],
+                    r["peak_rss_mib"],
+                    r["val_accuracy_before"],
+                    r["val_accuracy"],
+                    r["val_log_loss"],
+                ]
+            )
         if "trl_over_ours" in s:
             x = s["trl_over_ours"]
-            rows.append([f"K={k}", "TRL / ours", None, x["sequences"], x["tokens"], x["step_wall_s"], x["train_wall_s"], x["peak_rss_mib"],
-                         None, s["accuracy"]["mean"], s["log_loss"]["mean"]])
-    print(format_table(["K", "side", "steps", "sequences", "tokens", "steps wall s", "train() s", "peak RSS MiB", "val acc before",
-                        "val acc", "val log loss"], rows))
+            rows.append(
+                [
+                    f"K={k}",
+                    "TRL / ours",
+                    None,
+                    x["sequences"],
+                    x["tokens"],
+                    x["step_wall_s"],
+                    x["train_wall_s"],
+                    x["peak_rss_mib"],
+                    None,
+                    s["accuracy"]["mean"],
+                    s["log_loss"]["mean"],
+                ]
+            )
+    print(
+        format_table(
+            [
+                "K",
+                "side",
+                "steps",
+                "sequences",
+                "tokens",
+                "steps wall s",
+                "train() s",
+                "peak RSS MiB",
+                "val acc before",
+                "val acc",
+                "val log loss",
+            ],
+            rows,
+        )
+    )
     print("Accuracy columns in the ratio row: mean over seeds of ours minus TRL.")
     for k, s in report["summary"].items():
         if "accuracy" not in s:
@@ -661,23 +883,34 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"K={k}: TRL / ours optimizer-step wall time, each run (ours ran just before TRL): {each or '-'}")
         for name, scale in (("accuracy", 100), ("log_loss", 1)):
             a = s[name]
-            per_seed = ", ".join(f"{seed}: {o * scale:.2f} vs {t * scale:.2f}" for seed, o, t in zip(a["seeds"], a["ours"], a["trl"]))
+            per_seed = ", ".join(
+                f"{seed}: {o * scale:.2f} vs {t * scale:.2f}" for seed, o, t in zip(a["seeds"], a["ours"], a["trl"])
+            )
             interval = "-" if a["ci95"] is None else f"[{a['ci95'][0] * scale:+.2f}, {a['ci95'][1] * scale:+.2f}]"
             mean = "-" if a["mean"] is None else f"{a['mean'] * scale:+.2f}"
-            print(f"K={k} {name}{' (points)' if scale == 100 else ''}, ours vs TRL per seed: {per_seed}; ours - TRL mean {mean}, "
-                  f"95% CI {interval}; ours as good or better in {a['ours_as_good_or_better']} of {len(a['seeds'])}")
+            print(
+                f"K={k} {name}{' (points)' if scale == 100 else ''}, ours vs TRL per seed: {per_seed}; ours - TRL "
+                f"mean {mean}, "
+                f"95% CI {interval}; ours as good or better in {a['ours_as_good_or_better']} of {len(a['seeds'])}"
+            )
 
 
 def _data_summary(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: ({k: v for k, v in value.items() if not k.endswith("_ids")} if isinstance(value, dict) else value) for key, value in data.items()}
+    return {
+        key: ({k: v for k, v in value.items() if not k.endswith("_ids")} if isinstance(value, dict) else value)
+        for key, value in data.items()
+    }
 
 
 def _short(result: dict[str, Any]) -> str:
     if "error" in result:
         return "FAILED " + result["error"].splitlines()[-1][:200]
     s = _run_summary(result)
-    return (f"{s['steps']} steps, {s['sequences']} sequences, steps {s['step_wall_s']:.1f} s, train() {s['train_wall_s']:.1f} s, "
-            f"peak {s['peak_rss_mib']:.0f} MiB, val acc {s['val_accuracy']:.3f}")
+    return (
+        f"{s['steps']} steps, {s['sequences']} sequences, steps {s['step_wall_s']:.1f} s, train() "
+        f"{s['train_wall_s']:.1f} s, "
+        f"peak {s['peak_rss_mib']:.0f} MiB, val acc {s['val_accuracy']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -54,16 +54,17 @@ from typing import Any
 
 from common import (
     cli_or_worker,
-    jsonable,
-    run_and_write,
     current_rss_mib,
     format_table,
+    jsonable,
     machine,
     matmul_peak,
     median,
+    model_dims,
     peak_rss_mib,
     ratio,
     resolved_precision,
+    run_and_write,
     run_worker,
 )
 
@@ -93,7 +94,12 @@ class Args:
     explore_batch_size: int | None = None
     """Demonstrations per optimizer step in the exploration (default: --micro-batch-size, one forward per step)."""
     trl_configs: tuple[str, ...] = (
-        "trl-defaults", "no-checkpointing", "padding-free", "packing", "packing-full-loss", "packing-bf16-weights"
+        "trl-defaults",
+        "no-checkpointing",
+        "padding-free",
+        "packing",
+        "packing-full-loss",
+        "packing-bf16-weights",
     )
     """TRL configurations to try (see TRL_VARIANTS); the fastest is 'TRL best'. One name skips the exploration."""
     precision: str = "auto"
@@ -102,7 +108,8 @@ class Args:
     hardware runs it natively, fp32 elsewhere (emulated bf16 products are ~100x slower on an AVX2-only CPU), as our
     trainers decide. The report's args hold the resolved value."""
     ours_precision: str = "bf16-weights"
-    """Our bf16 scheme (when the precision is bf16): bf16-weights (bf16 model, fp32 master weights in the optimizer) or bf16 (autocast over fp32 weights)."""
+    """Our bf16 scheme (when the precision is bf16): bf16-weights (bf16 model, fp32 master weights in the optimizer) or
+    bf16 (autocast over fp32 weights)."""
     peak_size: int = 4096
     """Side of the square matmul (in the run's precision) timed for the machine's peak FLOP/s."""
     peak_repeats: int = 5
@@ -196,10 +203,15 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     model = str(_tiny_model(work)) if args.quick else args.model
     args = dataclasses.replace(args, precision=resolved_precision(args.precision))
     data = prepare_data(model, args, work)
-    print(f"data: {data['examples']} demonstrations, {data['tokens']} tokens "
-          f"(mean {data['mean_len']:.0f}, max {data['max_len']})")
+    print(
+        f"data: {data['examples']} demonstrations, {data['tokens']} tokens "
+        f"(mean {data['mean_len']:.0f}, max {data['max_len']})"
+    )
     peak = matmul_peak(PEAK_DTYPE[args.precision], args.peak_size, args.peak_repeats)
-    print(f"{args.precision} matmul peak ({args.peak_size}^3, {peak['threads']} threads): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    print(
+        f"{args.precision} matmul peak ({args.peak_size}^3, {peak['threads']} threads): "
+        f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s"
+    )
     configs = trl_configs(args.trl_configs, args.precision)
     if configs != list(args.trl_configs):
         print(f"TRL configurations in {args.precision}: {', '.join(configs)} (the others differ only in bf16 settings)")
@@ -240,11 +252,23 @@ def explore_trl(args: Args, base: dict[str, Any], peak: dict[str, Any]) -> list[
     exploration = []
     for name in args.trl_configs:
         variant = dataclasses.asdict(trl_variant(name, args.precision))
-        spec = {**base, "side": "trl", "name": name, "variant": variant, "steps": args.explore_steps,
-                "args": {**base["args"], "batch_size": batch_size}}
+        spec = {
+            **base,
+            "side": "trl",
+            "name": name,
+            "variant": variant,
+            "steps": args.explore_steps,
+            "args": {**base["args"], "batch_size": batch_size},
+        }
         run = run_worker(SCRIPT, spec, Path(base["work"]) / "logs", f"explore-{name}", args.timeout)
-        exploration.append({"name": name, "settings": run.get("settings", variant), **_summarize_or_error(run, args.warmup, peak),
-                            "steps": run.get("steps")})
+        exploration.append(
+            {
+                "name": name,
+                "settings": run.get("settings", variant),
+                **_summarize_or_error(run, args.warmup, peak),
+                "steps": run.get("steps"),
+            }
+        )
         print(f"explore TRL {name}: {_short(exploration[-1])}")
     return exploration
 
@@ -299,14 +323,18 @@ def prepare_data(model: str, args: Args, work: Path) -> dict[str, Any]:
     chosen, lengths = [], []
     for i in random.Random(args.seed).sample(range(len(records)), len(records)):
         record = records[i]
-        example = render_example(tokenizer, record.prompt, record.response, "raw", SEPARATOR, args.max_len, args.max_len)
+        example = render_example(
+            tokenizer, record.prompt, record.response, "raw", SEPARATOR, args.max_len, args.max_len
+        )
         if example is not None and len(example) <= args.max_len:
             chosen.append(record)
             lengths.append(len(example))
         if len(chosen) == args.examples:
             break
     demos, completions = work / "demos.jsonl", work / "trl.jsonl"
-    write_jsonl_atomic(demos, [{"prompt": r.prompt, "response": r.response, "labeler_id": r.labeler_id} for r in chosen])
+    write_jsonl_atomic(
+        demos, [{"prompt": r.prompt, "response": r.response, "labeler_id": r.labeler_id} for r in chosen]
+    )
     write_jsonl_atomic(completions, [{"prompt": r.prompt + SEPARATOR, "completion": r.response} for r in chosen])
     return {
         "source": f"alpaca ({DEFAULT_PATHS['alpaca']}), seeded subset",
@@ -379,26 +407,34 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
             indices, lengths, 0, 1, config.micro_batch_size, config.micro_batch_tokens, config.packing
         )
         targets = sum(sum(train[i].loss_mask[1:]) for i in indices)
-        step_list.append({
-            "tokens": record["sft/tokens"],
-            "positions": sum(_positions(config, [train[i] for i in m]) for m in micro),  # incl. padding
-            "targets": targets,
-            "projected": targets,  # only the rows that predict a response token reach the vocabulary projection
-            "step_s": record["time/step_s"],
-            "cpu_s": cpu_seconds[step],
-        })
+        step_list.append(
+            {
+                "tokens": record["sft/tokens"],
+                "positions": sum(_positions(config, [train[i] for i in m]) for m in micro),  # incl. padding
+                "targets": targets,
+                "projected": targets,  # only the rows that predict a response token reach the vocabulary projection
+                "step_s": record["time/step_s"],
+                "cpu_s": cpu_seconds[step],
+            }
+        )
     return {
         "side": "ours",
         "name": "ours",
-        "settings": {"precision": OURS_PRECISION[config.precision], "optimizer": "torch.optim.AdamW (fused)",
-                     "batching": f"sorted by length within the step; packing={config.packing} "
-                                 f"(rows of {config.pack_row_tokens} tokens), at most {config.micro_batch_tokens} tokens per forward",
-                     "loss_chunk_size": config.loss_chunk_size},
+        "settings": {
+            "precision": OURS_PRECISION[config.precision],
+            "optimizer": "torch.optim.AdamW (fused)",
+            "batching": f"sorted by length within the step; packing={config.packing} "
+            f"(rows of {config.pack_row_tokens} tokens), at most {config.micro_batch_tokens} tokens per forward",
+            "loss_chunk_size": config.loss_chunk_size,
+        },
         "steps": step_list,
-        "batch": {"per_forward": f"up to {config.micro_batch_size} demonstrations / {config.micro_batch_tokens} tokens",
-                  "accumulation": "as many forwards as the token budget needs", "unit": "demonstrations"},
+        "batch": {
+            "per_forward": f"up to {config.micro_batch_size} demonstrations / {config.micro_batch_tokens} tokens",
+            "accumulation": "as many forwards as the token budget needs",
+            "unit": "demonstrations",
+        },
         "dataset": {"sequences": len(train), "tokens": sum(lengths)},
-        "model_dims": _model_dims(model),
+        "model_dims": model_dims(model),
         "passes": {"trunk": 3, "head": 3},
         "rss_after_load_mib": after_load,
         "peak_rss_mib": peak,
@@ -453,7 +489,9 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
             clock.forwards.append({"step": self.state.global_step, **_trl_batch_work(inputs, compact)})
             return super().training_step(model, inputs, num_items_in_batch)
 
-    trainer = CountingTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock])
+    trainer = CountingTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock]
+    )
     prepared = trainer.train_dataset
     trainer.train()
     peak = peak_rss_mib()
@@ -461,21 +499,33 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     step_list = []
     for step, (begin, end) in enumerate(zip(clock.begin, clock.end)):
         forwards = [f for f in clock.forwards if f["step"] == step]
-        step_list.append({key: sum(f[key] for f in forwards) for key in ("tokens", "positions", "targets", "projected")})
-        step_list[-1].update(step_s=end - begin, cpu_s=clock.cpu_end[step] - clock.cpu_begin[step],
-                             interval_s=end - clock.end[step - 1] if step else None)
+        step_list.append(
+            {key: sum(f[key] for f in forwards) for key in ("tokens", "positions", "targets", "projected")}
+        )
+        step_list[-1].update(
+            step_s=end - begin,
+            cpu_s=clock.cpu_end[step] - clock.cpu_begin[step],
+            interval_s=end - clock.end[step - 1] if step else None,
+        )
     return {
         "side": "trl",
         "name": spec["name"],
-        "settings": {**dataclasses.asdict(variant), "optimizer": config.optim, "max_length": config.max_length,
-                     "activation_checkpointing_effective": config.activation_checkpointing,
-                     "padding_free_effective": trainer.padding_free,
-                     "completion_only_loss_effective": trainer.completion_only_loss},
+        "settings": {
+            **dataclasses.asdict(variant),
+            "optimizer": config.optim,
+            "max_length": config.max_length,
+            "activation_checkpointing_effective": config.activation_checkpointing,
+            "padding_free_effective": trainer.padding_free,
+            "completion_only_loss_effective": trainer.completion_only_loss,
+        },
         "steps": step_list,
-        "batch": {"per_forward": config.per_device_train_batch_size, "accumulation": config.gradient_accumulation_steps,
-                  "unit": "packed rows" if variant.packing else "demonstrations"},
+        "batch": {
+            "per_forward": config.per_device_train_batch_size,
+            "accumulation": config.gradient_accumulation_steps,
+            "unit": "packed rows" if variant.packing else "demonstrations",
+        },
         "dataset": {"sequences": len(prepared), "tokens": sum(len(ids) for ids in prepared["input_ids"])},
-        "model_dims": _model_dims(model),
+        "model_dims": model_dims(model),
         "passes": {"trunk": 4 if variant.gradient_checkpointing else 3, "head": 4},
         "rss_after_load_mib": after_load,
         "peak_rss_mib": peak,
@@ -571,21 +621,6 @@ def _count_cpu_time(module: Any, name: str) -> list[float]:
     return seconds
 
 
-def _model_dims(model: Any) -> dict[str, int]:
-    """Parameter counts for the FLOP model: total, embedding (tied output counted once), non-embedding."""
-    embedding = model.get_input_embeddings().weight
-    output = model.get_output_embeddings().weight
-    total = sum(p.numel() for p in model.parameters())  # parameters() yields a tied weight once
-    embedding_params = embedding.numel() + (0 if output is embedding else output.numel())
-    return {
-        "params": total,
-        "embedding_params": embedding_params,
-        "non_embedding_params": total - embedding_params,
-        "hidden": embedding.shape[1],
-        "vocab": output.shape[0],
-    }
-
-
 # --- aggregation and report -----------------------------------------------------------------
 
 
@@ -598,7 +633,9 @@ def summarize_run(run: dict[str, Any], warmup: int, peak: dict[str, Any]) -> dic
     trunk, head = dims["non_embedding_params"], dims["hidden"] * dims["vocab"]
     seconds = sum(s["step_s"] for s in measured)
     tokens = sum(s["tokens"] for s in measured)
-    actual = sum(2 * passes["trunk"] * trunk * s["positions"] + 2 * passes["head"] * head * s["projected"] for s in measured)
+    actual = sum(
+        2 * passes["trunk"] * trunk * s["positions"] + 2 * passes["head"] * head * s["projected"] for s in measured
+    )
     useful = (6 * trunk + 6 * head) * tokens
     return {
         "tokens_per_s": tokens / seconds,
@@ -621,8 +658,18 @@ def _summarize_or_error(run: dict[str, Any], warmup: int, peak: dict[str, Any]) 
     return {"error": run["error"]} if "error" in run else summarize_run(run, warmup, peak)
 
 
-SUMMARY_KEYS = ("tokens_per_s", "step_s", "tokens_per_step", "padding_fraction", "projected_per_token",
-                "actual_mfu", "useful_mfu", "peak_rss_mib", "rss_after_load_mib", "cpu_utilisation")
+SUMMARY_KEYS = (
+    "tokens_per_s",
+    "step_s",
+    "tokens_per_step",
+    "padding_fraction",
+    "projected_per_token",
+    "actual_mfu",
+    "useful_mfu",
+    "peak_rss_mib",
+    "rss_after_load_mib",
+    "cpu_utilisation",
+)
 
 
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -644,39 +691,86 @@ def print_report(report: dict[str, Any], args: Args) -> None:
     precision = report["args"].get("precision", "bf16")  # reports from before --precision ran bf16
     data, summary, peak = report["data"], report["summary"], report["peak"][precision]
     print(f"\nSFT benchmark: {report['model']} on {report['machine']['cpu']} ({peak['threads']} threads)")
-    print(f"{data['examples']} Alpaca demonstrations ({data['tokens']} tokens, mean {data['mean_len']:.0f}, <= {args.max_len}); "
-          f"{args.batch_size} per optimizer step, {args.micro_batch_size} per forward; "
-          f"{args.steps} steps per run ({args.warmup} warm-up); {args.repeats} repeats per side")
+    print(
+        f"{data['examples']} Alpaca demonstrations ({data['tokens']} tokens, mean {data['mean_len']:.0f}, <= "
+        f"{args.max_len}); "
+        f"{args.batch_size} per optimizer step, {args.micro_batch_size} per forward; "
+        f"{args.steps} steps per run ({args.warmup} warm-up); {args.repeats} repeats per side"
+    )
     print(f"{precision} matmul peak ({peak['size']}^3): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s")
     if report["trl_exploration"]:
-        print(f"\nTRL configurations tried (one run each: {args.explore_steps} steps of "
-              f"{args.explore_batch_size or args.micro_batch_size} demonstrations, {args.warmup} warm-up):")
-        rows = [[e["name"], _settings(e["settings"]), _num(e.get("tokens_per_s")), _mib(e.get("peak_rss_mib")),
-                 _pct(e.get("cpu_utilisation")), e["error"].splitlines()[-1][:60] if "error" in e else ""]
-                for e in report["trl_exploration"]]
+        print(
+            f"\nTRL configurations tried (one run each: {args.explore_steps} steps of "
+            f"{args.explore_batch_size or args.micro_batch_size} demonstrations, {args.warmup} warm-up):"
+        )
+        rows = [
+            [
+                e["name"],
+                _settings(e["settings"]),
+                _num(e.get("tokens_per_s")),
+                _mib(e.get("peak_rss_mib")),
+                _pct(e.get("cpu_utilisation")),
+                e["error"].splitlines()[-1][:60] if "error" in e else "",
+            ]
+            for e in report["trl_exploration"]
+        ]
         print(format_table(["config", "settings", "tokens/s", "peak RSS", "CPU use", "error"], rows))
     ours, trl, over = summary["ours"], summary["trl"], summary["ours_over_trl"]
     print(f"\nResult (median of {args.repeats} repeats; tokens/s = {TOKENS_DEFINITION}):")
-    rows = [_result_row("ours", ours), _result_row(f"TRL best ({trl['config']})", trl),
-            ["ours / TRL", _ratio(over["tokens_per_s"]), "", "", "", _ratio(over["peak_rss_mib"]), _ratio(over["actual_mfu"]),
-             _ratio(over["useful_mfu"]), ""]]
-    headers = ["side", "tokens/s", "step s", "tokens/step", "padding", "peak RSS", "MFU actual", "MFU useful", "CPU use"]
+    rows = [
+        _result_row("ours", ours),
+        _result_row(f"TRL best ({trl['config']})", trl),
+        [
+            "ours / TRL",
+            _ratio(over["tokens_per_s"]),
+            "",
+            "",
+            "",
+            _ratio(over["peak_rss_mib"]),
+            _ratio(over["actual_mfu"]),
+            _ratio(over["useful_mfu"]),
+            "",
+        ],
+    ]
+    headers = [
+        "side",
+        "tokens/s",
+        "step s",
+        "tokens/step",
+        "padding",
+        "peak RSS",
+        "MFU actual",
+        "MFU useful",
+        "CPU use",
+    ]
     print(format_table(headers, rows))
     if trl_variant(trl["config"], precision).model_dtype != "float32":
         fp32 = _fastest([e for e in report["trl_exploration"] if e["settings"]["model_dtype"] == "float32"])
-        print(f"note: TRL best trains in pure {TRL_VARIANTS[trl['config']].model_dtype} (weights and Adam state, no fp32 "
-              f"master copy); ours keeps fp32 master weights. The fastest TRL run with fp32 master weights was "
-              f"{fp32 or '-'} (exploration table).")
+        print(
+            f"note: TRL best trains in pure {TRL_VARIANTS[trl['config']].model_dtype} (weights and Adam state, no fp32 "
+            f"master copy); ours keeps fp32 master weights. The fastest TRL run with fp32 master weights was "
+            f"{fp32 or '-'} (exploration table)."
+        )
     for side in ("ours", "trl"):
         if summary[side]["errors"]:
-            print(f"{side}: {len(summary[side]['errors'])} failed run(s): {summary[side]['errors'][0].splitlines()[-1]}")
+            print(
+                f"{side}: {len(summary[side]['errors'])} failed run(s): {summary[side]['errors'][0].splitlines()[-1]}"
+            )
     print(f"\nFLOPs: {FLOP_COUNTING}")
 
 
 def _result_row(label: str, side: dict[str, Any]) -> list[str]:
-    return [label, _num(side["tokens_per_s"]), _num(side["step_s"], 2), _num(side["tokens_per_step"]),
-            _pct(side["padding_fraction"]), _mib(side["peak_rss_mib"]), _pct(side["actual_mfu"]), _pct(side["useful_mfu"]),
-            _pct(side["cpu_utilisation"])]
+    return [
+        label,
+        _num(side["tokens_per_s"]),
+        _num(side["step_s"], 2),
+        _num(side["tokens_per_step"]),
+        _pct(side["padding_fraction"]),
+        _mib(side["peak_rss_mib"]),
+        _pct(side["actual_mfu"]),
+        _pct(side["useful_mfu"]),
+        _pct(side["cpu_utilisation"]),
+    ]
 
 
 def _settings(settings: dict[str, Any]) -> str:
@@ -704,8 +798,10 @@ def _ratio(value: float | None) -> str:
 def _short(entry: dict[str, Any]) -> str:
     if "error" in entry:
         return "FAILED " + entry["error"].splitlines()[-1][:200]
-    return (f"{entry['tokens_per_s']:.0f} tokens/s, step {entry['step_s']:.2f} s, peak {entry['peak_rss_mib']:.0f} MiB, "
-            f"CPU use {100 * entry['cpu_utilisation']:.0f}%")
+    return (
+        f"{entry['tokens_per_s']:.0f} tokens/s, step {entry['step_s']:.2f} s, peak {entry['peak_rss_mib']:.0f} MiB, "
+        f"CPU use {100 * entry['cpu_utilisation']:.0f}%"
+    )
 
 
 def _resolve_quick(args: Args) -> Args:

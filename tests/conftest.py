@@ -37,6 +37,10 @@ def demos_file(tmp_path) -> Path:
     with path.open("w") as handle:
         for _ in range(64):
             word = rng.choice(words)
-            record = {"prompt": f"Repeat the word {word} three times.", "response": f"{word} {word} {word}", "labeler_id": "l1"}
+            record = {
+                "prompt": f"Repeat the word {word} three times.",
+                "response": f"{word} {word} {word}",
+                "labeler_id": "l1",
+            }
             handle.write(json.dumps(record) + "\n")
     return path

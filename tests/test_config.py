@@ -32,7 +32,11 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 @pytest.mark.parametrize(
     "flags, field",
-    [(["--epochs", "0"], "epochs"), (["--residual-dropout", "1.5"], "residual_dropout"), (["--pretrain-mix", "1"], "pretrain_mix")],
+    [
+        (["--epochs", "0"], "epochs"),
+        (["--residual-dropout", "1.5"], "residual_dropout"),
+        (["--pretrain-mix", "1"], "pretrain_mix"),
+    ],
 )
 def test_invalid_values_name_the_field(flags, field):
     with pytest.raises(ConfigError, match=field):

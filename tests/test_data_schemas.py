@@ -49,8 +49,7 @@ def test_unknown_fields_are_ignored():
 
 def test_optional_prompt_fields():
     prompt = Prompt.model_validate(
-        {**PROMPT, "source": "labeler", "type": "few-shot", "category": "closed QA",
-         "metadata": {"ambiguous": True}}
+        {**PROMPT, "source": "labeler", "type": "few-shot", "category": "closed QA", "metadata": {"ambiguous": True}}
     )
     assert prompt.type == "few-shot" and prompt.metadata == {"ambiguous": True}
     assert Prompt.model_validate({**PROMPT, "type": None}).type is None
@@ -185,9 +184,7 @@ def test_comparisons_count_is_k_choose_2_without_ties():
 def test_prompt_text():
     assert prompt_text("Say hi.") == "Say hi."
     messages = [Message.model_validate(m) for m in CONVERSATION]
-    assert prompt_text(messages) == (
-        "User: Hi\n\nAssistant: Hello.\n\nUser: Tell a joke.\n\nAssistant:"
-    )
+    assert prompt_text(messages) == ("User: Hi\n\nAssistant: Hello.\n\nUser: Tell a joke.\n\nAssistant:")
     system = [Message(role="system", content="Be brief."), Message(role="user", content="Hi")]
     assert prompt_text(system) == "System: Be brief.\n\nUser: Hi\n\nAssistant:"
 

@@ -91,11 +91,20 @@ def test_oasst_rankings(data_root):
 def test_oasst_options(tmp_path):
     """Deleted replies and everything below them are dropped; user ids become labeler ids."""
     reply = {"message_id": "a1", "text": "Hi!", "role": "assistant", "rank": 0, "user_id": "u7"}
-    deleted = {"message_id": "a2", "text": "Yo", "role": "assistant", "rank": 0, "deleted": True,
-               "replies": [{"message_id": "p2", "text": "And?", "role": "prompter",
-                            "replies": [{**reply, "message_id": "a3"}]}]}
-    tree = {"message_tree_id": "t", "prompt": {"message_id": "p1", "text": "Hello",
-                                               "role": "prompter", "replies": [deleted, reply]}}
+    deleted = {
+        "message_id": "a2",
+        "text": "Yo",
+        "role": "assistant",
+        "rank": 0,
+        "deleted": True,
+        "replies": [
+            {"message_id": "p2", "text": "And?", "role": "prompter", "replies": [{**reply, "message_id": "a3"}]}
+        ],
+    }
+    tree = {
+        "message_tree_id": "t",
+        "prompt": {"message_id": "p1", "text": "Hello", "role": "prompter", "replies": [deleted, reply]},
+    }
     path = tmp_path / "trees.jsonl"
     path.write_text(json.dumps(tree) + "\n")
     [demonstration] = import_oasst(path)

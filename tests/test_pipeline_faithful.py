@@ -22,9 +22,19 @@ def _sft_data(folder: Path, count: int = 18) -> dict[str, Path]:
     """The outputs of ``prepare`` that SFT reads: prompt sets and their demonstrations."""
     folder.mkdir(parents=True, exist_ok=True)
     words = "alpha beta delta zeta theta kappa".split()
-    prompts = [{"id": f"p{i}", "text": f"Repeat {words[i % 6]} {i}.", "user_id": f"u{i}", "source": "labeler"} for i in range(count)]
-    demos = [{"prompt": p["text"], "response": f"{words[i % 6]} " * 3, "labeler_id": "l0", "prompt_id": p["id"]} for i, p in enumerate(prompts)]
-    out = {"sft_train": folder / "train.jsonl", "sft_valid": folder / "valid.jsonl", "demonstrations": folder / "demos.jsonl"}
+    prompts = [
+        {"id": f"p{i}", "text": f"Repeat {words[i % 6]} {i}.", "user_id": f"u{i}", "source": "labeler"}
+        for i in range(count)
+    ]
+    demos = [
+        {"prompt": p["text"], "response": f"{words[i % 6]} " * 3, "labeler_id": "l0", "prompt_id": p["id"]}
+        for i, p in enumerate(prompts)
+    ]
+    out = {
+        "sft_train": folder / "train.jsonl",
+        "sft_valid": folder / "valid.jsonl",
+        "demonstrations": folder / "demos.jsonl",
+    }
     out["sft_train"].write_text("".join(json.dumps(p) + "\n" for p in prompts))
     out["sft_valid"].write_text("".join(json.dumps(p) + "\n" for p in prompts[:3]))
     out["demonstrations"].write_text("".join(json.dumps(d) + "\n" for d in demos))
@@ -63,8 +73,12 @@ def _select_fixture(tmp_path, monkeypatch, epochs: int):
     (sft / "epochs").mkdir(parents=True, exist_ok=True)
     _checkpoint(sft / "final", float(epochs))
     valid = tmp_path / "rm_valid.jsonl"
-    valid.write_text("".join(json.dumps({"id": f"v{i}", "text": t, "user_id": f"u{i}", "source": "api"}) + "\n"
-                             for i, t in enumerate(["Name a color.", "Write a short poem.", "Count to three.", "Describe the sea."])))
+    valid.write_text(
+        "".join(
+            json.dumps({"id": f"v{i}", "text": t, "user_id": f"u{i}", "source": "api"}) + "\n"
+            for i, t in enumerate(["Name a color.", "Write a short poem.", "Count to three.", "Describe the sea."])
+        )
+    )
     tokenizer = tiny_tokenizer()
     (g,) = tokenizer("g", add_special_tokens=False)["input_ids"]
     monkeypatch.setattr(reward, "load_reward_model", lambda name, **_: (CountingRewardModel(g), tokenizer))
@@ -75,7 +89,11 @@ def _select_fixture(tmp_path, monkeypatch, epochs: int):
 
     monkeypatch.setattr(generate, "generate", fake_generate)
     config = PipelineConfig(out_dir=tmp_path / "run", sft_select_prompts=4)
-    results = {"prepare": {"rm_valid": valid}, "sft": {"model": sft / "final", "epochs": sft / "epochs"}, "rm": {"model": tmp_path / "rm"}}
+    results = {
+        "prepare": {"rm_valid": valid},
+        "sft": {"model": sft / "final", "epochs": sft / "epochs"},
+        "rm": {"model": tmp_path / "rm"},
+    }
     (tmp_path / "run" / "select_sft").mkdir()
     return config, results
 
@@ -86,7 +104,10 @@ def test_select_sft_chooses_the_epoch_with_the_best_mean_rm_score(tmp_path, monk
     selection = json.loads(out["selection"].read_text())
     assert out["model"].name == "epoch-2" and selection["chosen_epoch"] == 2.0
     assert [(Path(c["checkpoint"]).name, c["epoch"], c["mean_score"], c["n"]) for c in selection["candidates"]] == [
-        ("epoch-1", 1.0, 1.25, 4), ("epoch-2", 2.0, 2.0, 4), ("final", 3.0, 1.5, 4)]
+        ("epoch-1", 1.0, 1.25, 4),
+        ("epoch-2", 2.0, 2.0, 4),
+        ("final", 3.0, 1.5, 4),
+    ]
     results["select_sft"] = out
     assert run._sft_baseline(config, results) == out["model"]  # the baseline of the evaluation ...
     assert run._ppo_init(config, results) == out["model"]  # ... and PPO's init without the pretrain-mix run
@@ -103,7 +124,9 @@ def test_select_sft_with_one_epoch_scores_nothing(tmp_path, monkeypatch):
 
 
 def test_sft_stage_keeps_each_epochs_weights_without_optimizer_state(tmp_path):
-    config = PipelineConfig(out_dir=tmp_path / "run", model=save_tiny(str(tmp_path / "base")), sft_epochs=3, **SMALL_SFT)
+    config = PipelineConfig(
+        out_dir=tmp_path / "run", model=save_tiny(str(tmp_path / "base")), sft_epochs=3, **SMALL_SFT
+    )
     folder = tmp_path / "run" / "sft"
     folder.mkdir(parents=True)
     out = run.train_sft_stage(config, folder, {"prepare": _sft_data(tmp_path / "data")})
@@ -124,7 +147,9 @@ def test_ppo_init_run_mixes_pretraining_and_initialises_both_ppo_stages(tmp_path
     mixed = []
     original = sft._pretrain_mix
     monkeypatch.setattr(sft, "_pretrain_mix", lambda *args: mixed.append(len(out := original(*args))) or out)
-    config = PipelineConfig(out_dir=tmp_path / "run", model=save_tiny(str(tmp_path / "base")), ppo_init_from_pretrain_mix=True, **SMALL_SFT)
+    config = PipelineConfig(
+        out_dir=tmp_path / "run", model=save_tiny(str(tmp_path / "base")), ppo_init_from_pretrain_mix=True, **SMALL_SFT
+    )
     folder = tmp_path / "run" / "sft_ppo_init"
     folder.mkdir(parents=True)
     init = run.sft_ppo_init_stage(config, folder, {"prepare": _sft_data(tmp_path / "data")})
@@ -134,19 +159,43 @@ def test_ppo_init_run_mixes_pretraining_and_initialises_both_ppo_stages(tmp_path
 
     seen = []
     monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
-    results = {"prepare": {"ppo_train": tmp_path / "ppo.jsonl"}, "rm": {"model": tmp_path / "rm"}, "sft": {"model": tmp_path / "sft-final"},
-               "select_sft": {"model": tmp_path / "sft-epoch-2"}, "sft_ppo_init": init}
+    results = {
+        "prepare": {"ppo_train": tmp_path / "ppo.jsonl"},
+        "rm": {"model": tmp_path / "rm"},
+        "sft": {"model": tmp_path / "sft-final"},
+        "select_sft": {"model": tmp_path / "sft-epoch-2"},
+        "sft_ppo_init": init,
+    }
     for ptx_coef in (27.8, 0.0):  # PPO-ptx and plain PPO
         run.ppo_stage(config, tmp_path / "ppo", results, ptx_coef)
     run.ppo_stage(replace(config, ppo_init_from_pretrain_mix=False), tmp_path / "ppo", results, 27.8)
-    run.ppo_stage(replace(config, ppo_init_from_pretrain_mix=False, sft_select_by_rm=False), tmp_path / "ppo", results, 27.8)
-    assert [Path(c.policy) for c in seen] == [init["model"], init["model"], tmp_path / "sft-epoch-2", tmp_path / "sft-final"]
-    assert {c.reward_model for c in seen} == {str(tmp_path / "rm")}  # the RM (and the value model from it) is the RM stage's
+    run.ppo_stage(
+        replace(config, ppo_init_from_pretrain_mix=False, sft_select_by_rm=False), tmp_path / "ppo", results, 27.8
+    )
+    assert [Path(c.policy) for c in seen] == [
+        init["model"],
+        init["model"],
+        tmp_path / "sft-epoch-2",
+        tmp_path / "sft-final",
+    ]
+    assert {c.reward_model for c in seen} == {
+        str(tmp_path / "rm")
+    }  # the RM (and the value model from it) is the RM stage's
 
 
 def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
     names = lambda config: [s.name for s in run.build_stages(config)]  # noqa: E731
-    assert names(PipelineConfig()) == ["prepare", "sft", "samples", "rankings", "rm", "select_sft", "ppo_ptx", "ppo", "eval"]
+    assert names(PipelineConfig()) == [
+        "prepare",
+        "sft",
+        "samples",
+        "rankings",
+        "rm",
+        "select_sft",
+        "ppo_ptx",
+        "ppo",
+        "eval",
+    ]
     config = PipelineConfig(ppo_init_from_pretrain_mix=True)
     assert names(config)[:3] == ["prepare", "sft", "sft_ppo_init"]  # before the RM: tuning the RM does not re-run it
     assert "select_sft" not in names(PipelineConfig(sft_select_by_rm=False))

@@ -17,7 +17,9 @@ def test_every_preset_parses_and_validates(name):
         quick = PipelineConfig()
         assert config.sft_epochs > quick.sft_epochs and config.ppo_iterations > quick.ppo_iterations
         assert config.eval_prompts > quick.eval_prompts and config.rm_eval_prompts > quick.rm_eval_prompts
-        assert config.eval_prompts >= 128 and config.rm_eval_prompts * 5 >= 500  # issue 18: >= 128 test prompts, >= 500 RM validation comparisons (K = 4: up to 6 each)
+        assert (
+            config.eval_prompts >= 128 and config.rm_eval_prompts * 5 >= 500
+        )  # issue 18: >= 128 test prompts, >= 500 RM validation comparisons (K = 4: up to 6 each)
         assert config.api_split_fractions == (0.65, 0.25, 0.10) and abs(sum(config.api_split_fractions) - 1) < 1e-9
 
 
@@ -32,11 +34,16 @@ def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
         (tmp_path / stage / "stage.json").write_text(json.dumps({"seconds": seconds, "outputs": {}}))
     (tmp_path / "rm").mkdir()
     overall = {"accuracy": 0.6, "comparisons": 10, "prompts": 2}
-    (tmp_path / "rm" / "summary.json").write_text(json.dumps({"training_labelers": {"overall": overall}, "held_out_labelers": {"overall": overall}}))
+    (tmp_path / "rm" / "summary.json").write_text(
+        json.dumps({"training_labelers": {"overall": overall}, "held_out_labelers": {"overall": overall}})
+    )
     win = {"rate": 0.75, "low": 0.4, "high": 0.9, "wins": 3, "ties": 0, "losses": 1, "n": 4}
     nlp = {"drop": {"n": 2, "f1": 10.0, "samples": []}, "fr_en": {"n": 2, "bleu": 5.0}}
-    results = {"winrate": {"baseline": "sft", "judge_description": "j", "n_prompts": 4, "per_model": {"ppo": win}},
-               "per_model": {"ppo": {"nlp": nlp}, "ppo-ptx": {"nlp": {"drop": {"f1": 12.0}, "fr_en": {"bleu": 4.0}}}}, "config": {"limit": 2}}
+    results = {
+        "winrate": {"baseline": "sft", "judge_description": "j", "n_prompts": 4, "per_model": {"ppo": win}},
+        "per_model": {"ppo": {"nlp": nlp}, "ppo-ptx": {"nlp": {"drop": {"f1": 12.0}, "fr_en": {"bleu": 4.0}}}},
+        "config": {"limit": 2},
+    }
     (tmp_path / "eval").joinpath("results.json").write_text(json.dumps(results))
 
     figures = collect(tmp_path)
@@ -47,8 +54,17 @@ def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
     assert "0.75   [0.40, 0.90]" in text and "+2.0" in text and "-1.0" in text  # older results: plain differences
 
     nlp["drop"] |= {"f1_ci": [4.0, 16.0], "per_item": [0.0, 20.0]}
-    results["differences"] = [{"model": "ppo-ptx", "reference": "ppo", "metric": "nlp/drop/f1", "n": 2, "difference": 2.0,
-                               "ci": [-3.0, 7.5], "contains_zero": True}]
+    results["differences"] = [
+        {
+            "model": "ppo-ptx",
+            "reference": "ppo",
+            "metric": "nlp/drop/f1",
+            "n": 2,
+            "difference": 2.0,
+            "ci": [-3.0, 7.5],
+            "contains_zero": True,
+        }
+    ]
     (tmp_path / "eval").joinpath("results.json").write_text(json.dumps(results))
     figures = collect(tmp_path)
     assert "per_item" not in figures["nlp"]["ppo"]["drop"] and figures["ptx_minus_ppo"]["drop"]["contains_zero"]
@@ -60,17 +76,24 @@ def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_
     from instructgpt.pipeline import run
     from instructgpt.training import sft
 
-    assert all(parse(PipelineConfig, ["--config", str(preset_path(n))], "pipeline").sft_residual_dropout == 0.0 for n in PRESETS)  # as before the field
+    assert all(
+        parse(PipelineConfig, ["--config", str(preset_path(n))], "pipeline").sft_residual_dropout == 0.0
+        for n in PRESETS
+    )  # as before the field
     config = parse(PipelineConfig, ["--out-dir", str(tmp_path), "--sft-residual-dropout", "0.2"], "pipeline")
     prompts, demos = tmp_path / "prompts.jsonl", tmp_path / "demos.jsonl"
     prompts.write_text(json.dumps({"id": "p0", "text": "Say hi.", "user_id": "u0", "source": "labeler"}) + "\n")
     demos.write_text(json.dumps({"prompt": "Say hi.", "response": "Hi.", "labeler_id": "l0", "prompt_id": "p0"}) + "\n")
     seen = []
     monkeypatch.setattr(sft, "train_sft", lambda sft_config: seen.append(sft_config) or sft_config.out_dir / "final")
-    run.train_sft_stage(config, tmp_path / "sft", {"prepare": {"sft_train": prompts, "sft_valid": prompts, "demonstrations": demos}})
+    run.train_sft_stage(
+        config, tmp_path / "sft", {"prepare": {"sft_train": prompts, "sft_valid": prompts, "demonstrations": demos}}
+    )
     assert [c.residual_dropout for c in seen] == [0.2]
     settings = {stage.name: stage.settings for stage in run.build_stages(config)}
-    assert settings["sft"]["sft_residual_dropout"] == 0.2  # in the fingerprint: changing it re-runs SFT and what follows
+    assert (
+        settings["sft"]["sft_residual_dropout"] == 0.2
+    )  # in the fingerprint: changing it re-runs SFT and what follows
     config.sft_residual_dropout = 1.0
     with pytest.raises(ConfigError, match="sft_residual_dropout"):
         config.validate()

@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from helpers.ppo_models import tiny_models
-from instructgpt.models.tiny import save_tiny, tiny_model, tiny_tokenizer
+
+from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.ppo import PPOConfig, train_ppo
 
@@ -41,10 +41,24 @@ def ptx_folder(tmp_path):
 
 def _config(prompts, out, **overrides):
     base = dict(
-        policy="tiny", reward_model="tiny-rm", prompts=(prompts,), out_dir=out, episodes=16 * 20, batch_size=16, minibatch_size=8,
-        micro_batch_size=8, max_new_tokens=8, lr=1e-2, value_lr=1e-3, lr_warmup_iterations=1, ptx_coef=0.0, ema_decay=0.9,
-        precision="fp32", progress=False, template="raw",
-    )  # fmt: skip
+        policy="tiny",
+        reward_model="tiny-rm",
+        prompts=(prompts,),
+        out_dir=out,
+        episodes=16 * 20,
+        batch_size=16,
+        minibatch_size=8,
+        micro_batch_size=8,
+        max_new_tokens=8,
+        lr=1e-2,
+        value_lr=1e-3,
+        lr_warmup_iterations=1,
+        ptx_coef=0.0,
+        ema_decay=0.9,
+        precision="fp32",
+        progress=False,
+        template="raw",
+    )
     return PPOConfig(**{**base, **overrides})
 
 
@@ -61,8 +75,16 @@ def test_score_rises_while_kl_stays_bounded(prompts_file, tmp_path):
     assert len(scores) == 20
     assert sum(scores[-3:]) / 3 > 5 * sum(scores[:3]) / 3, scores
     assert max(kls) < 50.0 and all(k > -0.1 for k in kls), kls
-    for key in ("ppo/policy/clipfrac", "ppo/policy/approx_kl", "ppo/val/loss", "ppo/val/explained_variance",
-                "objective/entropy", "rollout/response_length", "time/generate_s", "time/update_s"):  # fmt: skip
+    for key in (
+        "ppo/policy/clipfrac",
+        "ppo/policy/approx_kl",
+        "ppo/val/loss",
+        "ppo/val/explained_variance",
+        "objective/entropy",
+        "rollout/response_length",
+        "time/generate_s",
+        "time/update_s",
+    ):
         assert len(_metric(tmp_path / "run", key)) == 20, key
     # the final policy (the EMA) and the value model load back
     from instructgpt.models.loader import load_model
@@ -78,7 +100,15 @@ def test_score_rises_while_kl_stays_bounded(prompts_file, tmp_path):
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_file, ptx_folder, tmp_path, precision):
     """bf16-weights too: the checkpoint holds the fp32 masters, so the resumed run continues exactly."""
     tokenizer = tiny_tokenizer()
-    ptx = dict(ptx_coef=2.0, ptx_per_episode=0.5, ptx_data=ptx_folder, ptx_seq_len=32, episodes=16 * 4, kl_target=3.0, precision=precision)
+    ptx = dict(
+        ptx_coef=2.0,
+        ptx_per_episode=0.5,
+        ptx_data=ptx_folder,
+        ptx_seq_len=32,
+        episodes=16 * 4,
+        kl_target=3.0,
+        precision=precision,
+    )
     full_models = tiny_models(tokenizer)
     train_ppo(_config(prompts_file, tmp_path / "full", **ptx), full_models)
     interrupted = _config(prompts_file, tmp_path / "resumed", max_iterations=2, **ptx)
@@ -106,7 +136,8 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_fil
 
 
 def test_bf16_weights_trains_bf16_models_through_fp32_masters(prompts_file, tmp_path):
-    """The models run in bf16 during training (value head in fp32), the optimizer steps fp32 masters, which end in place."""
+    """The models run in bf16 during training (value head in fp32), the optimizer steps fp32 masters, which end in
+    place."""
     from instructgpt.training import ppo
 
     tokenizer = tiny_tokenizer()

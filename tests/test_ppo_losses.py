@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from instructgpt.losses.ppo import explained_variance, gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
+from instructgpt.losses.ppo import (
+    explained_variance,
+    gae,
+    kl_shaped_rewards,
+    masked_mean,
+    policy_loss,
+    value_loss,
+    whiten,
+)
 from instructgpt.training.kl_controller import AdaptiveKLController, FixedKLController
 from instructgpt.training.ppo import apply_missing_eos_penalty, policy_lr
 

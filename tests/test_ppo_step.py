@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from helpers.ppo_models import tiny_models
+
 from instructgpt.data.render import Example
 from instructgpt.losses.ppo import gae, kl_shaped_rewards
 from instructgpt.models.reward import RewardModel
@@ -16,8 +16,8 @@ from instructgpt.rollout.forward import response_logprobs
 from instructgpt.rollout.generation import HFBackend, SamplingSettings
 from instructgpt.training.kl_controller import FixedKLController
 from instructgpt.training.ppo import PPOConfig, TrainState, ppo_minibatch_step, ptx_backward, train_ppo
-from instructgpt.training.precision import MasterWeights
 from instructgpt.training.ppo_io import load_models
+from instructgpt.training.precision import MasterWeights
 
 
 @pytest.fixture(autouse=True)
@@ -46,19 +46,30 @@ class GradRecorder:
 
 
 def _batch(models, tokenizer, n=6):
-    prompts = [[tokenizer.bos_token_id] + tokenizer(f"{i} {i * 7}", add_special_tokens=False)["input_ids"] for i in range(n)]
+    prompts = [
+        [tokenizer.bos_token_id] + tokenizer(f"{i} {i * 7}", add_special_tokens=False)["input_ids"] for i in range(n)
+    ]
     backend = HFBackend(models.policy, SamplingSettings(6), tokenizer.eos_token_id, tokenizer.pad_token_id)
     batch, _ = collect_rollout(
-        models.policy, models.sft_policy, models.value_model, models.reward_model, backend, prompts, list(range(n)),
-        torch.Generator().manual_seed(0), tokenizer.pad_token_id,
-    )  # fmt: skip
+        models.policy,
+        models.sft_policy,
+        models.value_model,
+        models.reward_model,
+        backend,
+        prompts,
+        list(range(n)),
+        torch.Generator().manual_seed(0),
+        tokenizer.pad_token_id,
+    )
     rewards, _ = kl_shaped_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, 0.02)
     advantages, returns = gae(rewards, batch.values, batch.response_mask)
     return batch, advantages, returns
 
 
 def _ptx_examples(tokenizer, count=5):
-    text = tokenizer("Pretraining text: the cat sat on the mat and looked around.", add_special_tokens=False)["input_ids"]
+    text = tokenizer("Pretraining text: the cat sat on the mat and looked around.", add_special_tokens=False)[
+        "input_ids"
+    ]
     return [Example([tokenizer.bos_token_id] + text[i : i + 10 + i], [False] + [True] * (10 + i)) for i in range(count)]
 
 
@@ -104,14 +115,25 @@ def test_ppo_gradient_accumulation_over_micro_batches_is_exact():
     grads = []
     for micro in (1, 6):
         state = TrainState(GradRecorder(models.policy), GradRecorder(models.value_model), None, FixedKLController(0.02))
-        ppo_minibatch_step(replace(config, micro_batch_size=micro), models, state, batch, advantages, returns, torch.arange(batch.size), [], None)
+        ppo_minibatch_step(
+            replace(config, micro_batch_size=micro),
+            models,
+            state,
+            batch,
+            advantages,
+            returns,
+            torch.arange(batch.size),
+            [],
+            None,
+        )
         grads.append(state.policy_optimizer.grads)
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
 
 
 def _clip_setup(precision):
-    """Tiny models and a rollout; bf16-weights: the policy cast to bf16 behind fp32 masters (the optimizer's parameters)."""
+    """Tiny models and a rollout; bf16-weights: the policy cast to bf16 behind fp32 masters (the optimizer's
+    parameters)."""
     tokenizer = tiny_tokenizer()
     models = tiny_models(tokenizer)
     batch, advantages, returns = _batch(models, tokenizer)
@@ -121,10 +143,20 @@ def _clip_setup(precision):
 
 def _clipped_step(models, rollout, masters, ptx_examples, ptx_coef, ptx_clip, max_grad_norm):
     """One minibatch step; returns its metrics and the policy gradient the optimizer received, flat."""
-    config = PPOConfig(ptx_coef=ptx_coef, ptx_clip=ptx_clip, max_grad_norm=max_grad_norm, micro_batch_size=4, precision="fp32")
-    state = TrainState(GradRecorder(models.policy, masters), GradRecorder(models.value_model), None, FixedKLController(0.02), policy_masters=masters)
+    config = PPOConfig(
+        ptx_coef=ptx_coef, ptx_clip=ptx_clip, max_grad_norm=max_grad_norm, micro_batch_size=4, precision="fp32"
+    )
+    state = TrainState(
+        GradRecorder(models.policy, masters),
+        GradRecorder(models.value_model),
+        None,
+        FixedKLController(0.02),
+        policy_masters=masters,
+    )
     dtype = torch.bfloat16 if masters else None
-    stats = ppo_minibatch_step(config, models, state, *rollout, torch.arange(rollout[0].size), ptx_examples if ptx_coef else [], dtype)
+    stats = ppo_minibatch_step(
+        config, models, state, *rollout, torch.arange(rollout[0].size), ptx_examples if ptx_coef else [], dtype
+    )
     return stats, torch.cat([g.flatten().float() for g in state.policy_optimizer.grads.values()])
 
 
@@ -136,16 +168,30 @@ def test_plain_ppo_clipping_is_the_same_under_both_ptx_clip_forms(precision):
     models, rollout, masters, ptx_examples = _clip_setup(precision)
     _, raw = _clipped_step(models, rollout, masters, ptx_examples, 0.0, "total", 0.0)
     max_norm = raw.norm().item() / 3  # clipping is active
-    clipped = {form: _clipped_step(models, rollout, masters, ptx_examples, 0.0, form, max_norm) for form in ("ppo-norm", "total")}
+    clipped = {
+        form: _clipped_step(models, rollout, masters, ptx_examples, 0.0, form, max_norm)
+        for form in ("ppo-norm", "total")
+    }
     assert torch.equal(clipped["ppo-norm"][1], clipped["total"][1])
-    torch.testing.assert_close(clipped["total"][1], raw * max_norm / (raw.norm() + 1e-6))  # torch's clip_grad_norm_, as before
+    torch.testing.assert_close(
+        clipped["total"][1], raw * max_norm / (raw.norm() + 1e-6)
+    )  # torch's clip_grad_norm_, as before
     assert "ppo/policy/ppo_grad_norm" not in clipped["ppo-norm"][0]
 
 
 def _ptx_gradient(models, masters, ptx_examples):
     """The pretraining loss's gradient alone (coefficient 1), flat, where the optimizer sees it."""
     after = masters.accumulate_grads if masters else None
-    ptx_backward(models.policy, ptx_examples, 1.0, 4, 1024, models.tokenizer.pad_token_id, torch.bfloat16 if masters else None, after)
+    ptx_backward(
+        models.policy,
+        ptx_examples,
+        1.0,
+        4,
+        1024,
+        models.tokenizer.pad_token_id,
+        torch.bfloat16 if masters else None,
+        after,
+    )
     params = masters.masters if masters else [p for p in models.policy.parameters() if p.requires_grad]
     grad = torch.cat([p.grad.flatten().float() for p in params])
     for p in params:
@@ -164,16 +210,23 @@ def test_ppo_norm_clips_the_ppo_part_as_plain_ppo_and_keeps_the_ratio_ptx_coef(p
     max_norm = raw_ppo.norm().item() / 3
     plain_stats, plain = _clipped_step(models, rollout, masters, ptx_examples, 0.0, "ppo-norm", max_norm)
     stats, step = _clipped_step(models, rollout, masters, ptx_examples, gamma, "ppo-norm", max_norm)
-    assert stats["ppo/policy/ppo_grad_norm"] == pytest.approx(plain_stats["ppo/policy/grad_norm"], rel=1e-6)  # read from the masters too
+    assert stats["ppo/policy/ppo_grad_norm"] == pytest.approx(
+        plain_stats["ppo/policy/grad_norm"], rel=1e-6
+    )  # read from the masters too
     scale = max_norm / (raw_ppo.norm() + 1e-6)  # plain PPO's clip factor
     torch.testing.assert_close(step, raw_sum * scale)  # one factor for the whole sum
     ptx_part = step - plain  # the PPO part is plain PPO's clipped gradient ...
     ratio = ptx_part.dot(scale * ptx) / (scale * ptx).dot(scale * ptx)
-    assert ratio.item() == pytest.approx(gamma, rel=1e-4 if masters is None else 1e-2)  # ... and the rest gamma times the pretraining part
+    assert ratio.item() == pytest.approx(
+        gamma, rel=1e-4 if masters is None else 1e-2
+    )  # ... and the rest gamma times the pretraining part
     assert (ptx_part - gamma * scale * ptx).norm() < (1e-4 if masters is None else 2e-2) * ptx_part.norm()
     _, total = _clipped_step(models, rollout, masters, ptx_examples, gamma, "total", max_norm)
-    torch.testing.assert_close(total, raw_sum * max_norm / (raw_sum.norm() + 1e-6))  # the old form: the sum's own norm ...
+    torch.testing.assert_close(
+        total, raw_sum * max_norm / (raw_sum.norm() + 1e-6)
+    )  # the old form: the sum's own norm ...
     assert raw_sum.norm() > 10 * raw_ppo.norm()  # ... shrinks the PPO part over 10x more than plain PPO
+
 
 def _folders(tmp_path):
     tokenizer = tiny_tokenizer()
@@ -182,7 +235,9 @@ def _folders(tmp_path):
     rm.normalization_bias.fill_(0.25)
     rm.save_pretrained(tmp_path / "rm", tokenizer=tokenizer)
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": f"{i}", "user_id": "u", "source": "api"}) + "\n" for i in range(8)))
+    prompts.write_text(
+        "".join(json.dumps({"id": f"p{i}", "text": f"{i}", "user_id": "u", "source": "api"}) + "\n" for i in range(8))
+    )
     return policy, str(tmp_path / "rm"), prompts
 
 
@@ -218,9 +273,22 @@ def test_lora_trains_adapters_only_and_the_reference_is_the_base_model(tmp_path)
     pytest.importorskip("peft")
     policy_folder, rm, prompts = _folders(tmp_path)
     config = PPOConfig(
-        policy=policy_folder, reward_model=rm, prompts=(prompts,), out_dir=tmp_path / "run", episodes=16, batch_size=8, minibatch_size=4,
-        max_new_tokens=5, lr=1e-2, lr_warmup_iterations=1, ptx_coef=0.0, lora_rank=4, precision="fp32", progress=False, template="raw",
-    )  # fmt: skip
+        policy=policy_folder,
+        reward_model=rm,
+        prompts=(prompts,),
+        out_dir=tmp_path / "run",
+        episodes=16,
+        batch_size=8,
+        minibatch_size=4,
+        max_new_tokens=5,
+        lr=1e-2,
+        lr_warmup_iterations=1,
+        ptx_coef=0.0,
+        lora_rank=4,
+        precision="fp32",
+        progress=False,
+        template="raw",
+    )
     models = load_models(config, torch.device("cpu"))
     assert models.sft_policy is models.policy
     trainable = [n for n, p in models.policy.named_parameters() if p.requires_grad]
@@ -233,7 +301,9 @@ def test_lora_trains_adapters_only_and_the_reference_is_the_base_model(tmp_path)
         reference = response_logprobs(models.policy, ids, mask, 3, rmask)
     torch.testing.assert_close(reference, response_logprobs(original, ids, mask, 3, rmask))
     with torch.no_grad():
-        assert not torch.allclose(response_logprobs(models.policy, ids, mask, 3, rmask), reference)  # the adapter learned
+        assert not torch.allclose(
+            response_logprobs(models.policy, ids, mask, 3, rmask), reference
+        )  # the adapter learned
     from instructgpt.models.loader import load_model
     from instructgpt.models.reward import load_reward_model
 
@@ -250,8 +320,29 @@ def test_ppo_command_with_preset(tmp_path, capsys):
     assert expand_preset(["--preset", "ppo", "--lr", "1"]) == ["--ptx-coef", "0", "--lr", "1"]
     assert expand_preset(["--preset=ppo-ptx"]) == ["--ptx-coef", "27.8"]
     policy, rm, prompts = _folders(tmp_path)
-    args = ["--policy", policy, "--reward-model", rm, "--prompts", str(prompts), "--out-dir", str(tmp_path / "run"), "--episodes", "8",
-            "--batch-size", "8", "--minibatch-size", "4", "--max-new-tokens", "4", "--precision", "fp32", "--no-progress", "--template", "raw"]  # fmt: skip
+    args = [
+        "--policy",
+        policy,
+        "--reward-model",
+        rm,
+        "--prompts",
+        str(prompts),
+        "--out-dir",
+        str(tmp_path / "run"),
+        "--episodes",
+        "8",
+        "--batch-size",
+        "8",
+        "--minibatch-size",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--precision",
+        "fp32",
+        "--no-progress",
+        "--template",
+        "raw",
+    ]
     assert main(["ppo", "--preset", "ppo", *args]) == 0
     assert "final policy:" in capsys.readouterr().out
     assert read_meta(tmp_path / "run" / "final")["config"]["ptx_coef"] == 0
@@ -263,9 +354,20 @@ def test_ppo_command_with_preset(tmp_path, capsys):
 def test_bf16_master_weights_train(tmp_path):
     policy_folder, rm, prompts = _folders(tmp_path)
     config = PPOConfig(
-        policy=policy_folder, reward_model=rm, prompts=(prompts,), out_dir=tmp_path / "run", episodes=8, batch_size=8, minibatch_size=4,
-        max_new_tokens=4, ptx_coef=0.0, master_weights="bf16", precision="bf16", progress=False, template="raw",
-    )  # fmt: skip
+        policy=policy_folder,
+        reward_model=rm,
+        prompts=(prompts,),
+        out_dir=tmp_path / "run",
+        episodes=8,
+        batch_size=8,
+        minibatch_size=4,
+        max_new_tokens=4,
+        ptx_coef=0.0,
+        master_weights="bf16",
+        precision="bf16",
+        progress=False,
+        template="raw",
+    )
     models = load_models(config, torch.device("cpu"))
     assert models.policy.dtype == torch.bfloat16 and models.value_model.trunk.dtype == torch.bfloat16
     before = [p.detach().clone() for p in models.policy.parameters()]

@@ -60,9 +60,7 @@ def naive_dedup(texts: list[str], ids: list[str], prefix_chars: int) -> set[str]
     return {ids[min(g, key=lambda i: (hash64(ids[i]), i))] for g in groups.values()}
 
 
-texts_strategy = st.lists(
-    st.text(alphabet="ab \n", min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=30
-)
+texts_strategy = st.lists(st.text(alphabet="ab \n", min_size=1, max_size=12).filter(str.strip), min_size=1, max_size=30)
 
 
 @settings(max_examples=60, deadline=None)
@@ -84,10 +82,15 @@ def test_kept_prompt_does_not_depend_on_input_order(texts, prefix, seed, tmp_pat
     shuffled = records[:]
     random.Random(seed).shuffle(shuffled)
     kept = []
-    for n, rs in enumerate((records, shuffled)):
+    for rs in (records, shuffled):
         folder = tmp_path_factory.mktemp("order")
-        config = PrepareConfig(inputs=(write_prompts(folder / "in.jsonl", rs),), out_dir=folder / "out",
-                               prefix_chars=prefix, tokenizer="bytes", pii="keep")
+        config = PrepareConfig(
+            inputs=(write_prompts(folder / "in.jsonl", rs),),
+            out_dir=folder / "out",
+            prefix_chars=prefix,
+            tokenizer="bytes",
+            pii="keep",
+        )
         prepare(config)
         kept.append({r["id"] for rows in read_outputs(folder / "out").values() for r in rows})
     assert kept[0] == kept[1]
@@ -95,11 +98,18 @@ def test_kept_prompt_does_not_depend_on_input_order(texts, prefix, seed, tmp_pat
 
 def test_prompts_sharing_a_long_prefix_are_one_prompt(tmp_path):
     base = "Write a short story about a lighthouse keeper who finds a message in a bottle"
-    records = [prompt(0, base + " and keeps it.", "a"), prompt(1, base + ", then loses it.", "b"),
-               prompt(2, "  " + base.upper().replace(" ", "   ") + " and more", "c"),
-               prompt(3, "Write a short poem.", "d")]
-    config = PrepareConfig(inputs=(write_prompts(tmp_path / "in.jsonl", records),), out_dir=tmp_path / "out",
-                           prefix_chars=60, tokenizer="bytes")
+    records = [
+        prompt(0, base + " and keeps it.", "a"),
+        prompt(1, base + ", then loses it.", "b"),
+        prompt(2, "  " + base.upper().replace(" ", "   ") + " and more", "c"),
+        prompt(3, "Write a short poem.", "d"),
+    ]
+    config = PrepareConfig(
+        inputs=(write_prompts(tmp_path / "in.jsonl", records),),
+        out_dir=tmp_path / "out",
+        prefix_chars=60,
+        tokenizer="bytes",
+    )
     report = prepare(config)
     assert report["dropped"]["duplicates"] == 2
     assert report["stages"]["deduplicated"]["prompts"] == 2
@@ -123,8 +133,7 @@ def test_cap_keeps_at_most_cap_per_user_and_all_when_under(users, cap, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(counts=st.lists(st.integers(1, 50), min_size=1, max_size=40), seed=st.integers(0, 99),
-       train=st.floats(0.1, 0.9))
+@given(counts=st.lists(st.integers(1, 50), min_size=1, max_size=40), seed=st.integers(0, 99), train=st.floats(0.1, 0.9))
 def test_split_fractions_are_met_to_within_one_user(counts, seed, train):
     fractions = (train, (1 - train) / 2, (1 - train) / 2)
     counts = np.array(counts)
@@ -139,8 +148,13 @@ def test_split_fractions_are_met_to_within_one_user(counts, seed, train):
 def test_no_user_in_two_splits_and_cap_respected_end_to_end(users, cap, seed, tmp_path_factory):
     folder = tmp_path_factory.mktemp("split")
     records = [prompt(i, f"Prompt number {i}: say {i} things.", f"user-{u}") for i, u in enumerate(users)]
-    config = PrepareConfig(inputs=(write_prompts(folder / "in.jsonl", records),), out_dir=folder / "out",
-                           max_per_user=cap, seed=seed, tokenizer="bytes")
+    config = PrepareConfig(
+        inputs=(write_prompts(folder / "in.jsonl", records),),
+        out_dir=folder / "out",
+        max_per_user=cap,
+        seed=seed,
+        tokenizer="bytes",
+    )
     prepare(config)
     outputs = read_outputs(folder / "out")
     split_of_user: dict[str, set[str]] = {}
@@ -225,10 +239,13 @@ def test_report_counts_every_stage_per_source_type_and_category(tmp_path):
 def test_bad_records_are_reported_with_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(
-        json.dumps(prompt(0, "fine", "a")).encode() + b"\n"
-        + json.dumps({"id": "p1", "text": "no user", "source": "api"}).encode() + b"\n"
+        json.dumps(prompt(0, "fine", "a")).encode()
+        + b"\n"
+        + json.dumps({"id": "p1", "text": "no user", "source": "api"}).encode()
+        + b"\n"
         + b'{"id": "p2", "text": "caf\xe9", "user_id": "a", "source": "api"}\n'
-        + json.dumps(prompt(3, "   ", "a")).encode() + b"\n"
+        + json.dumps(prompt(3, "   ", "a")).encode()
+        + b"\n"
     )
     with pytest.raises(DataError) as err:
         prepare(PrepareConfig(inputs=(path,), out_dir=tmp_path / "out", tokenizer="bytes"))
@@ -254,14 +271,28 @@ def test_cli_prepare_refuses_to_overwrite_its_input_and_reports_bad_lines(tmp_pa
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "p1", "text": "x", "source": "api"}\n')
-    assert main(["data", "prepare", "--inputs", str(bad), "--out-dir", str(tmp_path / "o2"), "--tokenizer", "bytes"]) == 1
+    assert (
+        main(["data", "prepare", "--inputs", str(bad), "--out-dir", str(tmp_path / "o2"), "--tokenizer", "bytes"]) == 1
+    )
     assert f"{bad}:1: user_id: Field required" in capsys.readouterr().err
 
 
 def test_cli_prepare_writes_sets_and_prints_a_summary(tmp_path, capsys):
     inp = write_prompts(tmp_path / "in.jsonl", [prompt(i, f"Prompt {i}", f"u{i % 7}") for i in range(70)])
-    code = main(["data", "prepare", "--inputs", str(inp), "--out-dir", str(tmp_path / "out"), "--tokenizer", "bytes",
-                 "--max-per-user", "5"])
+    code = main(
+        [
+            "data",
+            "prepare",
+            "--inputs",
+            str(inp),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--tokenizer",
+            "bytes",
+            "--max-per-user",
+            "5",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "capped" in out and "dropped:" in out and "over user cap 35" in out

@@ -18,11 +18,17 @@ def test_raw_rendering_masks_only_the_response_and_eos(tokenizer):
     assert text == "<bos>Say hi.\n\nhi<eos>"
     masked = [t for t, m in zip(example.input_ids, example.loss_mask) if m]
     assert tokenizer.decode(masked) == "hi<eos>"
-    assert example.input_ids[: len(render_prompt(tokenizer, "Say hi.", "raw"))] == render_prompt(tokenizer, "Say hi.", "raw")
+    assert example.input_ids[: len(render_prompt(tokenizer, "Say hi.", "raw"))] == render_prompt(
+        tokenizer, "Say hi.", "raw"
+    )
 
 
 def test_conversation_prompt_renders_as_transcript(tokenizer):
-    prompt = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye?"}]
+    prompt = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Bye?"},
+    ]
     text = tokenizer.decode(render_prompt(tokenizer, prompt, "raw"))
     assert text == "<bos>User: Hi\n\nAssistant: Hello\n\nUser: Bye?\n\nAssistant:\n\n"
 
@@ -59,5 +65,7 @@ def test_pack_spreads_examples_evenly_over_rows():
     examples = [Example(list(range(1, n + 1)), [False] + [True] * (n - 1)) for n in (10, 9, 8, 7, 6, 5, 4, 3)]
     batch = pack(examples, row_tokens=20)
     assert batch["input_ids"].shape == (3, 19)  # 52 tokens in ceil(52 / 20) = 3 rows: 19, 18, 15
-    assert sorted(batch["input_ids"][batch["input_ids"] > 0].tolist()) == sorted(t for e in examples for t in e.input_ids)
+    assert sorted(batch["input_ids"][batch["input_ids"] > 0].tolist()) == sorted(
+        t for e in examples for t in e.input_ids
+    )
     assert batch["loss_mask"].sum() == sum(sum(e.loss_mask) for e in examples)

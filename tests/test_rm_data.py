@@ -46,16 +46,26 @@ def test_hh_rlhf_pairs(data_root, caplog):
 
 def test_hh_transcript_turns():
     turns = hh_transcript("\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Bye\n\nAssistant: See you.")
-    assert [(m.role, m.content) for m in turns] == [("user", "Hi"), ("assistant", "Hello!"), ("user", "Bye"), ("assistant", "See you.")]
+    assert [(m.role, m.content) for m in turns] == [
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Bye"),
+        ("assistant", "See you."),
+    ]
 
 
 def test_chosen_rejected_format(tmp_path):
     lines = [
         {"prompt": "Say hi.", "chosen": "hi!", "rejected": "no."},
-        {"chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
-         "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]},
-        {"prompt": [{"role": "user", "content": "Name a colour."}],
-         "chosen": [{"role": "assistant", "content": "Blue."}], "rejected": [{"role": "assistant", "content": "Dog."}]},
+        {
+            "chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}],
+            "rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}],
+        },
+        {
+            "prompt": [{"role": "user", "content": "Name a colour."}],
+            "chosen": [{"role": "assistant", "content": "Blue."}],
+            "rejected": [{"role": "assistant", "content": "Dog."}],
+        },
         {"prompt": "Same?", "chosen": "yes", "rejected": "yes"},  # identical: skipped
     ]
     path = tmp_path / "pairs.jsonl"
@@ -70,12 +80,28 @@ def test_chosen_rejected_format(tmp_path):
 
 
 BAD_RANKINGS = {
-    "duplicate": ({"prompt": "p", "responses": ["a", "a"], "ranks": [0, 1], "labeler_id": "l"}, "responses", "identical"),
+    "duplicate": (
+        {"prompt": "p", "responses": ["a", "a"], "ranks": [0, 1], "labeler_id": "l"},
+        "responses",
+        "identical",
+    ),
     "missing responses": ({"prompt": "p", "ranks": [0, 1], "labeler_id": "l"}, "responses", "Field required"),
-    "ranks do not cover": ({"prompt": "p", "responses": ["a", "b", "c"], "ranks": [0, 1], "labeler_id": "l"}, "ranks", "2 entries for 3"),
-    "ranks not dense": ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, 2], "labeler_id": "l"}, "ranks", "0..m-1"),
+    "ranks do not cover": (
+        {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [0, 1], "labeler_id": "l"},
+        "ranks",
+        "2 entries for 3",
+    ),
+    "ranks not dense": (
+        {"prompt": "p", "responses": ["a", "b"], "ranks": [0, 2], "labeler_id": "l"},
+        "ranks",
+        "0..m-1",
+    ),
     "k below 2": ({"prompt": "p", "responses": ["a"], "ranks": [0], "labeler_id": "l"}, "responses", "at least 2"),
-    "empty text": ({"prompt": "p", "responses": ["a", "  "], "ranks": [0, 1], "labeler_id": "l"}, "responses.1", "empty"),
+    "empty text": (
+        {"prompt": "p", "responses": ["a", "  "], "ranks": [0, 1], "labeler_id": "l"},
+        "responses.1",
+        "empty",
+    ),
     "empty prompt": ({"prompt": "", "responses": ["a", "b"], "ranks": [0, 1], "labeler_id": "l"}, "prompt", "empty"),
     "all tied": ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, 0], "labeler_id": "l"}, "ranks", "tie"),
 }
@@ -106,7 +132,9 @@ def test_groups_render_each_response_after_the_same_prompt(tmp_path):
     assert all(s[:prompt_len] == groups[0].sequences[0][:prompt_len] for s in groups[0].sequences)
     assert stats.counts["truncated_response"] > 0 and max(len(s) - prompt_len for s in groups[0].sequences) <= 8
     sequences, index, ranks = flatten(groups[:2])
-    assert index.tolist() == [0] * groups[0].k + [1] * groups[1].k and ranks.tolist() == list(groups[0].ranks + groups[1].ranks)
+    assert index.tolist() == [0] * groups[0].k + [1] * groups[1].k and ranks.tolist() == list(
+        groups[0].ranks + groups[1].ranks
+    )
 
 
 def test_packed_scores_equal_padded_scores_and_single_scores():

@@ -48,7 +48,9 @@ def test_rm_learns_a_separable_ranking_and_normalises(rankings, val_rankings, tm
     before = RewardModel.from_causal_lm(tiny_model(tiny_tokenizer()))
     config = _config(rankings, tmp_path / "run", val_data=(val_rankings,), epochs=4, normalize=True, eval_every=6)
     after = _train(config)
-    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)]
+    changed = [
+        n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)
+    ]
     assert len(changed) == len(list(before.parameters()))
     accuracy = _values(tmp_path / "run", "rm/val_accuracy")
     assert accuracy[0] < 0.7 and accuracy[-1] > 0.9, accuracy
@@ -59,7 +61,12 @@ def test_rm_learns_a_separable_ranking_and_normalises(rankings, val_rankings, tm
     loaded, tokenizer = load_reward_model(tmp_path / "run" / "final")
     from instructgpt.data.jsonl import read_records
 
-    best = [(r.prompt, resp) for r in read_records(rankings, "rankings") for resp, rank in zip(r.responses, r.ranks) if rank == 0]
+    best = [
+        (r.prompt, resp)
+        for r in read_records(rankings, "rankings")
+        for resp, rank in zip(r.responses, r.ranks)
+        if rank == 0
+    ]
     scores = score_texts(loaded, tokenizer, [p for p, _ in best], [r for _, r in best])
     assert abs(sum(scores) / len(scores)) < 1e-3
     assert float(loaded.normalization_bias) == _values(tmp_path / "run", "rm/normalization_bias")[0] != 0
@@ -69,8 +76,12 @@ def test_gradient_accumulation_gives_the_same_update(rankings, tmp_path):
     stable = dict(adam_eps=1e-5)  # Adam would magnify the rounding of near-zero gradients (|g| ~ eps) to lr-sized steps
     one = _train(_config(rankings, tmp_path / "a", micro_batch_prompts=8, **stable))
     many = _train(_config(rankings, tmp_path / "b", micro_batch_prompts=1, micro_batch_tokens=64, **stable))
-    torch.testing.assert_close(_values(tmp_path / "a", "rm/loss"), _values(tmp_path / "b", "rm/loss"), rtol=1e-5, atol=0)
-    torch.testing.assert_close(_values(tmp_path / "a", "rm/grad_norm"), _values(tmp_path / "b", "rm/grad_norm"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        _values(tmp_path / "a", "rm/loss"), _values(tmp_path / "b", "rm/loss"), rtol=1e-5, atol=0
+    )
+    torch.testing.assert_close(
+        _values(tmp_path / "a", "rm/grad_norm"), _values(tmp_path / "b", "rm/grad_norm"), rtol=1e-5, atol=0
+    )
     for a, b in zip(one.parameters(), many.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -78,7 +89,9 @@ def test_gradient_accumulation_gives_the_same_update(rankings, tmp_path):
 def test_packing_and_padding_train_the_same(rankings, tmp_path):
     packed = _train(_config(rankings, tmp_path / "packed", packing=True, pack_row_tokens=40, adam_eps=1e-5))
     padded = _train(_config(rankings, tmp_path / "padded", packing=False, adam_eps=1e-5))
-    torch.testing.assert_close(_values(tmp_path / "packed", "rm/loss"), _values(tmp_path / "padded", "rm/loss"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        _values(tmp_path / "packed", "rm/loss"), _values(tmp_path / "padded", "rm/loss"), rtol=1e-5, atol=0
+    )
     for a, b in zip(packed.parameters(), padded.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 

@@ -23,12 +23,28 @@ def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=Fa
     policy = tiny_model(tokenizer, seed=0)
     reward_model = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=1))
     value_model = copy.deepcopy(reward_model)
-    backend = HFBackend(policy, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=2, decode=decode)
+    backend = HFBackend(
+        policy,
+        SamplingSettings(max_new_tokens, temperature),
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        batch_size=2,
+        decode=decode,
+    )
     prompts = _prompts(tokenizer)
     batch, _ = collect_rollout(
-        policy, copy.deepcopy(policy), value_model, reward_model, backend, prompts, [0, 1, 2],
-        torch.Generator().manual_seed(seed), tokenizer.pad_token_id, temperature, recompute_logprobs=recompute,
-    )  # fmt: skip
+        policy,
+        copy.deepcopy(policy),
+        value_model,
+        reward_model,
+        backend,
+        prompts,
+        [0, 1, 2],
+        torch.Generator().manual_seed(seed),
+        tokenizer.pad_token_id,
+        temperature,
+        recompute_logprobs=recompute,
+    )
     return batch, policy, reward_model, prompts
 
 
@@ -62,7 +78,9 @@ def test_one_query_attention_equals_sdpa():
     generator = torch.Generator().manual_seed(0)
     module = torch.nn.Module().eval()
     module.num_key_value_groups, module.is_causal = 4, True
-    query, key, value = (torch.randn(shape, generator=generator) for shape in ((3, 8, 1, 16), (3, 2, 10, 16), (3, 2, 10, 16)))
+    query, key, value = (
+        torch.randn(shape, generator=generator) for shape in ((3, 8, 1, 16), (3, 2, 10, 16), (3, 2, 10, 16))
+    )
     mask = torch.rand(3, 1, 1, 10, generator=generator) > 0.3
     mask[:, :, :, -1] = True  # the current token always sees itself
     for m in (mask, None):
@@ -81,7 +99,9 @@ def test_compiled_decoding_records_the_training_forward(tokenizer):
     batch, policy, _, _ = _rollout(tokenizer, max_new_tokens=20, temperature=0.7, decode="compiled")
     args = (batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask)
     torch.testing.assert_close(batch.logprobs, response_logprobs(policy, *args, temperature=0.7), atol=1e-4, rtol=1e-4)
-    again, _, _, _ = _rollout(tokenizer, max_new_tokens=20, temperature=0.7, decode="compiled")  # a new model of the same architecture
+    again, _, _, _ = _rollout(
+        tokenizer, max_new_tokens=20, temperature=0.7, decode="compiled"
+    )  # a new model of the same architecture
     assert torch.equal(again.input_ids, batch.input_ids)
 
 
@@ -132,13 +152,20 @@ def test_select_trims_padding_columns(tokenizer):
     assert part.input_ids[0].tolist() == batch.input_ids[shortest][batch.attention_mask[shortest].bool()].tolist()
     args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
     n = int(part.response_mask.sum())
-    torch.testing.assert_close(response_logprobs(policy, *args)[0, :n], batch.logprobs[shortest, :n], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        response_logprobs(policy, *args)[0, :n], batch.logprobs[shortest, :n], atol=1e-4, rtol=1e-4
+    )
     with pytest.raises(TypeError):
         RolloutBatch(input_ids=batch.input_ids)  # every field is required
 
 
 def test_assemble():
-    ids, mask = assemble([[1, 5, 6], [1]], torch.tensor([[7, 2, 0], [8, 9, 9]]), torch.tensor([[True, True, False], [True, True, True]]), pad_id=0)
+    ids, mask = assemble(
+        [[1, 5, 6], [1]],
+        torch.tensor([[7, 2, 0], [8, 9, 9]]),
+        torch.tensor([[True, True, False], [True, True, True]]),
+        pad_id=0,
+    )
     assert ids.tolist() == [[1, 5, 6, 7, 2, 0], [0, 0, 1, 8, 9, 9]]
     assert mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
 

@@ -26,7 +26,9 @@ def _naive(hidden, weight, temperature=1.0, softcap=None):
 def test_logprob_and_entropy_equal_a_full_log_softmax(vocab, chunk, block, softcap):
     generator = torch.Generator().manual_seed(0)
     weight, hidden = torch.randn(vocab, 16, generator=generator), torch.randn(7, 16, generator=generator)
-    step = sample_next(hidden, weight, torch.Generator().manual_seed(1), temperature=0.7, softcap=softcap, chunk=chunk, block=block)
+    step = sample_next(
+        hidden, weight, torch.Generator().manual_seed(1), temperature=0.7, softcap=softcap, chunk=chunk, block=block
+    )
     logp, entropy = _naive(hidden, weight, 0.7, softcap)
     torch.testing.assert_close(step.logprob, logp.gather(1, step.token[:, None])[:, 0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(step.entropy, entropy, atol=1e-5, rtol=1e-5)
@@ -57,7 +59,10 @@ def test_zero_mass_words_are_never_drawn():
 def test_packed_bf16_projection_equals_the_split_one():
     """oneDNN's packed weight gives the same bf16 logits as the split chunks, so the same samples."""
     generator = torch.Generator().manual_seed(0)
-    weight, hidden = torch.randn(1000, 32, generator=generator).bfloat16(), torch.randn(9, 32, generator=generator).bfloat16()
+    weight, hidden = (
+        torch.randn(1000, 32, generator=generator).bfloat16(),
+        torch.randn(9, 32, generator=generator).bfloat16(),
+    )
     packed, split = VocabProjection.of(weight, chunk=256, pack=True), VocabProjection.of(weight, chunk=256, pack=False)
     assert packed.packed is not None and split.packed is None
     torch.testing.assert_close(next_logits(hidden, packed), next_logits(hidden, split), atol=0, rtol=0)
@@ -95,13 +100,28 @@ def test_bf16_sampling_logprobs_match_the_bf16_training_forward(tokenizer):
     their matmuls differ in shape and so in accumulation order."""
     policy = tiny_model(tokenizer, seed=0)
     reward_model = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=1))
-    backend = HFBackend(policy, SamplingSettings(12), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=4, dtype=torch.bfloat16)
-    prompts = [[tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("Hello there", "Say something long", "x", "abc def")]
+    backend = HFBackend(
+        policy, SamplingSettings(12), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=4, dtype=torch.bfloat16
+    )
+    prompts = [
+        [tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"]
+        for t in ("Hello there", "Say something long", "x", "abc def")
+    ]
     batch, _ = collect_rollout(
-        policy, copy.deepcopy(policy), copy.deepcopy(reward_model), reward_model, backend, prompts, [0, 1, 2, 3],
-        torch.Generator().manual_seed(0), tokenizer.pad_token_id, 1.0, dtype=torch.bfloat16,
-    )  # fmt: skip
+        policy,
+        copy.deepcopy(policy),
+        copy.deepcopy(reward_model),
+        reward_model,
+        backend,
+        prompts,
+        [0, 1, 2, 3],
+        torch.Generator().manual_seed(0),
+        tokenizer.pad_token_id,
+        1.0,
+        dtype=torch.bfloat16,
+    )
     policy.train()
-    recomputed = response_logprobs(policy, batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask, dtype=torch.bfloat16)
+    recomputed = response_logprobs(
+        policy, batch.input_ids, batch.attention_mask, batch.prompt_width, batch.response_mask, dtype=torch.bfloat16
+    )
     torch.testing.assert_close(batch.logprobs, recomputed.detach(), atol=2e-2, rtol=0)
-

@@ -19,7 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(demos, out, **overrides):
-    base = dict(epochs=2, lr=3e-3, batch_size=8, micro_batch_size=2, residual_dropout=0.0, val_fraction=0.0, progress=False, precision="fp32")
+    base = dict(
+        epochs=2,
+        lr=3e-3,
+        batch_size=8,
+        micro_batch_size=2,
+        residual_dropout=0.0,
+        val_fraction=0.0,
+        progress=False,
+        precision="fp32",
+    )
     return SFTConfig(model="tiny-random", data=(demos,), out_dir=out, **{**base, **overrides})
 
 
@@ -37,7 +46,9 @@ def _losses(run_dir, key="sft/loss"):
 def test_sft_learns_and_changes_parameters(demos_file, tmp_path):
     before = tiny_model(tiny_tokenizer())
     after = _train(_config(demos_file, tmp_path / "run", epochs=4, val_fraction=0.125))
-    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)]
+    changed = [
+        n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)
+    ]
     assert len(changed) == len(list(before.parameters()))
     losses = _losses(tmp_path / "run")
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
@@ -66,7 +77,9 @@ def test_gradient_accumulation_gives_the_same_update(demos_file, tmp_path):
     one = _train(_config(demos_file, tmp_path / "a", micro_batch_size=8, epochs=1))
     many = _train(_config(demos_file, tmp_path / "b", micro_batch_size=1, epochs=1))
     torch.testing.assert_close(_losses(tmp_path / "a"), _losses(tmp_path / "b"), rtol=1e-5, atol=0)
-    torch.testing.assert_close(_losses(tmp_path / "a", "sft/grad_norm"), _losses(tmp_path / "b", "sft/grad_norm"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        _losses(tmp_path / "a", "sft/grad_norm"), _losses(tmp_path / "b", "sft/grad_norm"), rtol=1e-5, atol=0
+    )
     for a, b in zip(one.parameters(), many.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -79,7 +92,9 @@ def test_two_processes_match_one(demos_file, tmp_path):
     subprocess.run(run, check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
     single = _train(_config(demos_file, tmp_path / "single", epochs=1))
     torch.testing.assert_close(_losses(tmp_path / "ddp"), _losses(tmp_path / "single"), rtol=1e-5, atol=0)
-    torch.testing.assert_close(_losses(tmp_path / "ddp", "sft/grad_norm"), _losses(tmp_path / "single", "sft/grad_norm"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        _losses(tmp_path / "ddp", "sft/grad_norm"), _losses(tmp_path / "single", "sft/grad_norm"), rtol=1e-5, atol=0
+    )
     from transformers import AutoModelForCausalLM
 
     ddp = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "final")
@@ -164,7 +179,7 @@ def test_sparse_tied_embedding_gradient_equals_dense(tokenizer):
 
 
 def test_bf16_weights_trains_like_fp32_and_ends_with_fp32_masters(demos_file, tmp_path):
-    fp32 = _train(_config(demos_file, tmp_path / "fp32", epochs=4))
+    _train(_config(demos_file, tmp_path / "fp32", epochs=4))
     low = _train(_config(demos_file, tmp_path / "bf16w", epochs=4, precision="bf16-weights"))
     assert all(p.dtype == torch.float32 for p in low.parameters())
     a, b = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16w")

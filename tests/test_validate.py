@@ -26,9 +26,7 @@ DEMONSTRATION = {"prompt": "Say hi.", "response": "Hi!", "labeler_id": "l1"}
 EXPECTED = {
     "truncated.jsonl": ("demonstrations", [(3, "-")]),
     "wrong_types.jsonl": ("prompts", [(2, "user_id"), (3, "metadata.ambiguous"), (4, "text")]),
-    "missing_fields.jsonl": (
-        "demonstrations", [(2, "labeler_id"), (3, "prompt"), (3, "response")]
-    ),
+    "missing_fields.jsonl": ("demonstrations", [(2, "labeler_id"), (3, "prompt"), (3, "response")]),
     "empty_text.jsonl": ("prompts", [(2, "text"), (3, "text"), (4, "user_id")]),
     "bad_utf8.jsonl": ("demonstrations", [(2, "-")]),
     "empty.jsonl": (None, [(0, "-")]),
@@ -42,9 +40,7 @@ EXPECTED = {
         "rankings",
         [(2, "likert.0"), (3, "likert.0"), (4, "likert"), (5, "likert.0"), (5, "likert.1")],
     ),
-    "unknown_flag.jsonl": (
-        "rankings", [(2, "metadata.0"), (3, "metadata.0.hallucination"), (4, "metadata")]
-    ),
+    "unknown_flag.jsonl": ("rankings", [(2, "metadata.0"), (3, "metadata.0.hallucination"), (4, "metadata")]),
 }
 
 
@@ -96,9 +92,7 @@ def test_huge_line_is_skipped_not_loaded(tmp_path):
     report = validate_file(path, max_line_bytes=1_000_000)
     assert report.records == 2
     assert located(report.problems) == [(2, "-")]
-    assert report.problems[0].reason == (
-        f"line is {len(huge):,} bytes, over the limit of 1,000,000"
-    )
+    assert report.problems[0].reason == (f"line is {len(huge):,} bytes, over the limit of 1,000,000")
 
 
 def test_line_at_the_limit_is_accepted(tmp_path):
@@ -115,9 +109,7 @@ def test_blank_lines_are_skipped(tmp_path):
     path.write_text("\n" + json.dumps(DEMONSTRATION) + "\n   \n\n" + json.dumps(DEMONSTRATION))
     assert validate_file(path).records == 2
     path.write_text("\n  \n\t\n")
-    assert [(p.line, p.reason) for p in validate_file(path).problems] == [
-        (0, "file is empty: no records")
-    ]
+    assert [(p.line, p.reason) for p in validate_file(path).problems] == [(0, "file is empty: no records")]
 
 
 def test_missing_file_is_a_problem_not_a_crash(tmp_path):

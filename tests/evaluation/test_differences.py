@@ -34,9 +34,17 @@ def test_nlp_bleu_summary_resamples_sentences():
 
 
 def model_result(f1: list[float], entropy: list[float]) -> dict:
-    return {"nlp": {"drop": {"n": len(f1), "f1": float(np.mean(f1)), "per_item": {"f1": f1}}},
-            "bias": {"winogender": {"n": len(entropy), "entropy_bits": float(np.mean(entropy)), "per_item": {"entropy_bits": entropy}}},
-            "seconds": {"nlp": 1.0}}
+    return {
+        "nlp": {"drop": {"n": len(f1), "f1": float(np.mean(f1)), "per_item": {"f1": f1}}},
+        "bias": {
+            "winogender": {
+                "n": len(entropy),
+                "entropy_bits": float(np.mean(entropy)),
+                "per_item": {"entropy_bits": entropy},
+            }
+        },
+        "seconds": {"nlp": 1.0},
+    }
 
 
 def test_per_item_metrics_and_pairs():
@@ -44,7 +52,13 @@ def test_per_item_metrics_and_pairs():
     metrics = per_item_metrics(result)
     assert set(metrics) == {"nlp/drop/f1", "bias/winogender/entropy_bits"}
     np.testing.assert_array_equal(metrics["nlp/drop/f1"], [0.0, 40.0])
-    per_model = {"sft": result, "ppo": result, "ppo-ptx": result, "pretrained": result, "prompted": {**result, "same_as": "pretrained"}}
+    per_model = {
+        "sft": result,
+        "ppo": result,
+        "ppo-ptx": result,
+        "pretrained": result,
+        "prompted": {**result, "same_as": "pretrained"},
+    }
     pairs = model_pairs(per_model, "sft")
     assert pairs == [("ppo", "sft"), ("ppo-ptx", "sft"), ("pretrained", "sft"), ("prompted", "sft"), PTX_PAIR]
     assert ("prompted", "pretrained") not in model_pairs(per_model, "pretrained")  # same weights: nothing to compare
@@ -55,9 +69,15 @@ def test_paired_differences_of_identical_and_of_shifted_models():
     rng = np.random.default_rng(0)
     f1 = rng.uniform(0, 100, size=80).tolist()
     entropy = rng.uniform(0.5, 1.0, size=80).tolist()
-    per_model = {"sft": model_result(f1, entropy), "ppo": model_result(f1, entropy),
-                 "ppo-ptx": model_result([v + 10.0 for v in f1], entropy)}
-    rows = {(r["model"], r["reference"], r["metric"]): r for r in paired_differences(per_model, model_pairs(per_model, "sft"), seed=0)}
+    per_model = {
+        "sft": model_result(f1, entropy),
+        "ppo": model_result(f1, entropy),
+        "ppo-ptx": model_result([v + 10.0 for v in f1], entropy),
+    }
+    rows = {
+        (r["model"], r["reference"], r["metric"]): r
+        for r in paired_differences(per_model, model_pairs(per_model, "sft"), seed=0)
+    }
     same = rows[("ppo", "sft", "nlp/drop/f1")]
     assert same["difference"] == 0.0 and same["ci"] == [0.0, 0.0] and same["contains_zero"] is True and same["n"] == 80
     shifted = rows[("ppo-ptx", "ppo", "nlp/drop/f1")]

@@ -17,8 +17,18 @@ def tiny_models(tmp_path_factory):
 
 def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, truth_judges, toxicity_scorer, tmp_path):
     a, b = tiny_models
-    config = EvalConfig(models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"), prompted=("prompted",), limit=2, task_limits=("bias=3",), samples=2,
-                        win_max_new_tokens=6, auto_max_new_tokens=6, toxicity_scorer="offline", data_root=data_root, out_dir=tmp_path)
+    config = EvalConfig(
+        models=(f"sft={a}", f"ppo-ptx={b}", f"prompted={a}"),
+        prompted=("prompted",),
+        limit=2,
+        task_limits=("bias=3",),
+        samples=2,
+        win_max_new_tokens=6,
+        auto_max_new_tokens=6,
+        toxicity_scorer="offline",
+        data_root=data_root,
+        out_dir=tmp_path,
+    )
     judge = RewardModelJudge(lambda prompts, responses: [float(len(set(r))) for r in responses], name="distinct-chars")
     results = run_eval(config, judge=judge, log=lambda message: None)
 
@@ -32,13 +42,26 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
         assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
         # every figure from a sample carries its n and a 95% interval
-        for result, key in ((r["truthfulqa"], "mc1"), (r["truthfulqa"], "mc2"), (r["truthfulqa"]["qa"], "true_informative"),
-                            (r["toxicity"]["basic"], "mean_toxicity"), (r["toxicity"]["respectful_minus_basic"], "mean_toxicity"),
-                            (r["bias"]["winogender"], "entropy_bits"), (r["nlp"]["drop"], "f1"), (r["nlp"]["fr_en"], "bleu")):
+        for result, key in (
+            (r["truthfulqa"], "mc1"),
+            (r["truthfulqa"], "mc2"),
+            (r["truthfulqa"]["qa"], "true_informative"),
+            (r["toxicity"]["basic"], "mean_toxicity"),
+            (r["toxicity"]["respectful_minus_basic"], "mean_toxicity"),
+            (r["bias"]["winogender"], "entropy_bits"),
+            (r["nlp"]["drop"], "f1"),
+            (r["nlp"]["fr_en"], "bleu"),
+        ):
             low, high = result[f"{key}_ci"]
-            assert result["n"] >= 2 and (low <= result[key] <= high or low != low), key  # NaN only where no spread is defined
+            assert result["n"] >= 2 and (low <= result[key] <= high or low != low), (
+                key
+            )  # NaN only where no spread is defined
     same = results["per_model"]["prompted"]  # same weights as sft: automatic tasks ran once, copied
-    assert same["same_as"] == "sft" and same["nlp"] == results["per_model"]["sft"]["nlp"] and same["truthfulqa"] == results["per_model"]["sft"]["truthfulqa"]
+    assert (
+        same["same_as"] == "sft"
+        and same["nlp"] == results["per_model"]["sft"]["nlp"]
+        and same["truthfulqa"] == results["per_model"]["sft"]["truthfulqa"]
+    )
     assert "winrate" in same["seconds"]  # its own (prompted) win-rate responses were generated
     assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
     assert results["toxicity_scorer"]["name"] == "offline"
@@ -51,13 +74,24 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
     assert len(comparisons) == 4 and {c["model"] for c in comparisons} == {"ppo-ptx", "prompted"}
     pairs = {(d["model"], d["reference"]) for d in results["differences"]}
     assert pairs == {("ppo-ptx", "sft")}  # prompted has sft's weights: identical automatic results, not compared
-    assert {d["metric"] for d in results["differences"]} >= {"nlp/drop/f1", "nlp/fr_en/bleu_stats", "truthfulqa/mc1", "toxicity/basic/toxicity"}
+    assert {d["metric"] for d in results["differences"]} >= {
+        "nlp/drop/f1",
+        "nlp/fr_en/bleu_stats",
+        "truthfulqa/mc1",
+        "toxicity/basic/toxicity",
+    }
     assert all(d["n"] >= 2 and len(d["ci"]) == 2 for d in saved["differences"])
     assert set(saved["nlp_paper_reference_ci"]["ppo-ptx-175b"]) == {"drop", "squadv2", "fr_en"}
     report = (tmp_path / "report.html").read_text()
     assert "Win rate against sft" in report and "distinct-chars" in report
     assert "n=2" in report and "no preference (0.5)" in report and "minus sft, DROP F1" in report
-    assert {f["id"] for f in json.loads((tmp_path / "figures.json").read_text())} >= {"winrate", "truthfulqa", "toxicity", "bias", "nlp"}
+    assert {f["id"] for f in json.loads((tmp_path / "figures.json").read_text())} >= {
+        "winrate",
+        "truthfulqa",
+        "toxicity",
+        "bias",
+        "nlp",
+    }
 
 
 def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_path, capsys):
@@ -65,27 +99,59 @@ def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_pat
 
     a, b = tiny_models
     human = tmp_path / "human.jsonl"
-    human.write_text(json.dumps({"prompt": "unrelated", "response_a": "x", "response_b": "y", "preferred": "a", "labeler_id": "h"}) + "\n")
+    human.write_text(
+        json.dumps({"prompt": "unrelated", "response_a": "x", "response_b": "y", "preferred": "a", "labeler_id": "h"})
+        + "\n"
+    )
     out = tmp_path / "out"
-    code = main(["eval", "--models", f"sft={a}", f"ppo={b}", "--tasks", "winrate", "bias", "--limit", "2", "--win-max-new-tokens", "4",
-                 "--judge", "human", "--human-comparisons", str(human), "--data-root", str(data_root), "--out-dir", str(out)])
+    code = main(
+        [
+            "eval",
+            "--models",
+            f"sft={a}",
+            f"ppo={b}",
+            "--tasks",
+            "winrate",
+            "bias",
+            "--limit",
+            "2",
+            "--win-max-new-tokens",
+            "4",
+            "--judge",
+            "human",
+            "--human-comparisons",
+            str(human),
+            "--data-root",
+            str(data_root),
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     folder = out / "to_label" / "ppo"
     assert results["winrate"]["pending"] == str(out / "to_label")
     prompts = [json.loads(line) for line in (folder / "prompts.jsonl").read_text().splitlines()]
-    assert len(prompts) == 2 and set(prompts[0]) == {"id", "text", "user_id", "source"}  # the app's prompt import format
+    assert len(prompts) == 2 and set(prompts[0]) == {
+        "id",
+        "text",
+        "user_id",
+        "source",
+    }  # the app's prompt import format
     outputs = (folder / "outputs.jsonl").read_text().splitlines()
     assert all(set(json.loads(line)) == {"prompt_id", "response", "model"} for line in outputs)
     assert (out / "report.html").is_file()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--tasks", "nope"], "tasks: unknown task"),
-    (["--task-limits", "bias=0"], "task_limits:"),
-    (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
-    (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tasks", "nope"], "tasks: unknown task"),
+        (["--task-limits", "bias=0"], "task_limits:"),
+        (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
+        (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
+    ],
+)
 def test_cli_config_errors(argv, message, capsys):
     from instructgpt.cli.main import main
 
@@ -95,10 +161,18 @@ def test_cli_config_errors(argv, message, capsys):
 
 def test_run_eval_with_labelers_reports_likert_and_metadata(tiny_models, data_root, tmp_path):
     from instructgpt.evaluation.judges import LabelerJudge
+
     from .test_judges import RankingLabeler
 
     a, b = tiny_models
-    config = EvalConfig(models=(f"sft={a}", f"ppo={b}"), tasks=("winrate",), limit=3, win_max_new_tokens=5, data_root=data_root, out_dir=tmp_path)
+    config = EvalConfig(
+        models=(f"sft={a}", f"ppo={b}"),
+        tasks=("winrate",),
+        limit=3,
+        win_max_new_tokens=5,
+        data_root=data_root,
+        out_dir=tmp_path,
+    )
     results = run_eval(config, judge=LabelerJudge([RankingLabeler("h1")]), log=lambda message: None)
     assert results["winrate"]["per_model"]["ppo"]["n"] == 3
     assert set(results["winrate"]["likert"]) == {"sft", "ppo"}
@@ -114,11 +188,33 @@ def test_cli_eval_with_a_reward_model_judge(tiny_models, data_root, tmp_path):
 
     a, b = tiny_models
     out = tmp_path / "out"
-    code = main(["eval", "--models", f"sft={a}", f"ppo={b}", "--tasks", "winrate", "--limit", "3", "--win-max-new-tokens", "4",
-                 "--judge", "reward-model", "--reward-model", a, "--data-root", str(data_root), "--out-dir", str(out)])
+    code = main(
+        [
+            "eval",
+            "--models",
+            f"sft={a}",
+            f"ppo={b}",
+            "--tasks",
+            "winrate",
+            "--limit",
+            "3",
+            "--win-max-new-tokens",
+            "4",
+            "--judge",
+            "reward-model",
+            "--reward-model",
+            a,
+            "--data-root",
+            str(data_root),
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["winrate"]["per_model"]["ppo"]["n"] == 3 and "reward model" in results["winrate"]["judge_description"]
+    assert (
+        results["winrate"]["per_model"]["ppo"]["n"] == 3 and "reward model" in results["winrate"]["judge_description"]
+    )
 
 
 def test_plan_sources_loads_each_source_once_in_order():
@@ -127,4 +223,9 @@ def test_plan_sources_loads_each_source_once_in_order():
     config = EvalConfig(models=("pretrained=m0", "prompted=m0", "sft=m1", "ppo=m2"), prompted=("prompted",))
     assert plan_sources(config) == [("m0", ["pretrained", "prompted"]), ("m1", ["sft"]), ("m2", ["ppo"])]
     one, two = object(), object()  # models in memory group by identity, whatever their source
-    assert plan_sources(config, {"pretrained": (one, None), "prompted": (two, None)}) == [("m0", ["pretrained"]), ("m0", ["prompted"]), ("m1", ["sft"]), ("m2", ["ppo"])]
+    assert plan_sources(config, {"pretrained": (one, None), "prompted": (two, None)}) == [
+        ("m0", ["pretrained"]),
+        ("m0", ["prompted"]),
+        ("m1", ["sft"]),
+        ("m2", ["ppo"]),
+    ]

@@ -7,8 +7,13 @@ import pytest
 
 from instructgpt.data.schemas import Comparison, Ranking
 from instructgpt.evaluation.judges import (
-    HumanComparisonsJudge, LabelerJudge, Rating, RewardModelJudge, blind_outcomes,
-    load_callable, tally_comparisons,
+    HumanComparisonsJudge,
+    LabelerJudge,
+    Rating,
+    RewardModelJudge,
+    blind_outcomes,
+    load_callable,
+    tally_comparisons,
 )
 
 
@@ -46,10 +51,15 @@ class FakeLabeler:
     labeler_id = "held-out-1"
 
     def compare(self, prompt, a, b):
-        return Comparison(prompt=prompt, response_a=a, response_b=b, preferred="a" if "good" in a else "b", labeler_id=self.labeler_id)
+        return Comparison(
+            prompt=prompt, response_a=a, response_b=b, preferred="a" if "good" in a else "b", labeler_id=self.labeler_id
+        )
 
     def rate(self, prompt, response):
-        return {"likert": 6 if "good" in response else 2, "metadata": {"hallucination": "good" not in response, "not_a_flag": True}}
+        return {
+            "likert": 6 if "good" in response else 2,
+            "metadata": {"hallucination": "good" not in response, "not_a_flag": True},
+        }
 
 
 def test_labeler_adapter_compares_and_rates():
@@ -69,14 +79,28 @@ class RankingLabeler:
 
     def compare_many(self, items):
         self.batches.append(len(items))
-        return [Comparison(prompt=p, response_a=a, response_b=b, preferred="a" if len(a) >= len(b) else "b", labeler_id=self.labeler_id)
-                for p, a, b in items]
+        return [
+            Comparison(
+                prompt=p,
+                response_a=a,
+                response_b=b,
+                preferred="a" if len(a) >= len(b) else "b",
+                labeler_id=self.labeler_id,
+            )
+            for p, a, b in items
+        ]
 
     def rank(self, prompt, responses):
         order = sorted(range(len(responses)), key=lambda i: -len(responses[i]))
         ranks = [order.index(i) for i in range(len(responses))]
-        return Ranking(prompt=prompt, responses=list(responses), ranks=ranks, labeler_id=self.labeler_id,
-                       likert=[7 - r for r in ranks], metadata=[{"hallucination": r > 0} for r in ranks])
+        return Ranking(
+            prompt=prompt,
+            responses=list(responses),
+            ranks=ranks,
+            labeler_id=self.labeler_id,
+            likert=[7 - r for r in ranks],
+            metadata=[{"hallucination": r > 0} for r in ranks],
+        )
 
 
 def test_labeler_adapter_batches_round_robin_and_rates_by_ranking():
@@ -85,7 +109,9 @@ def test_labeler_adapter_batches_round_robin_and_rates_by_ranking():
     outcomes = blind_outcomes(judge, ["p"] * 5, ["long answer"] * 5, ["short"] * 5, np.random.default_rng(0))
     assert outcomes == ["win"] * 5 and [l.batches for l in labelers] == [[3], [2]]
     ratings = judge.rate_models(["p1", "p2"], {"sft": ["short", "same"], "ppo": ["long answer", "same"]})
-    assert ratings["ppo"][0] == Rating(7, {"hallucination": False}) and ratings["sft"][0] == Rating(6, {"hallucination": True})
+    assert ratings["ppo"][0] == Rating(7, {"hallucination": False}) and ratings["sft"][0] == Rating(
+        6, {"hallucination": True}
+    )
     assert ratings["ppo"][1] == Rating() == ratings["sft"][1]  # identical outputs cannot be ranked: no rating
 
 
@@ -105,9 +131,15 @@ def test_human_comparisons_any_order_and_missing(tmp_path):
 
 def test_tally_comparisons_by_model_names():
     records = [
-        Comparison(prompt="p", response_a="x", response_b="y", preferred="a", labeler_id="h", model_a="ppo", model_b="sft"),
-        Comparison(prompt="p", response_a="x", response_b="y", preferred="a", labeler_id="h", model_a="sft", model_b="ppo"),
-        Comparison(prompt="p", response_a="x", response_b="y", preferred="tie", labeler_id="h", model_a="sft", model_b="gpt"),
+        Comparison(
+            prompt="p", response_a="x", response_b="y", preferred="a", labeler_id="h", model_a="ppo", model_b="sft"
+        ),
+        Comparison(
+            prompt="p", response_a="x", response_b="y", preferred="a", labeler_id="h", model_a="sft", model_b="ppo"
+        ),
+        Comparison(
+            prompt="p", response_a="x", response_b="y", preferred="tie", labeler_id="h", model_a="sft", model_b="gpt"
+        ),
     ]
     assert tally_comparisons(records, "sft") == {"ppo": ["win", "loss"], "gpt": ["tie"]}
 

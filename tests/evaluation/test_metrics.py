@@ -38,6 +38,7 @@ def test_drop_numbers_are_canonicalised():
     assert metrics.token_f1("7761.0 dollars", "7761", metrics.normalize_drop) == pytest.approx(2 / 3)
     assert metrics.token_f1("7761.0", "7761") == 0.0  # SQuAD normalisation alone: "77610" vs "7761"
 
+
 def test_bleu_on_fixed_strings():
     assert metrics.corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
     # n-gram precisions 5/6, 4/5, 3/4, 2/3, equal lengths (no brevity penalty):
@@ -92,7 +93,9 @@ def test_finite_replaces_nan():
 
 def test_mean_interval_known_value_contains_the_mean_and_shrinks_with_n():
     low, high = metrics.mean_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t_2 = 4.3027
-    assert low == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5) and high == pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-5)
+    assert low == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5) and high == pytest.approx(
+        2 + 4.302653 / math.sqrt(3), abs=1e-5
+    )
     rng = np.random.default_rng(0)
     widths = []
     for n in (20, 200, 2000):
@@ -121,7 +124,9 @@ def test_bootstrap_ci_contains_the_statistic_shrinks_with_n_and_is_seeded():
         widths.append(high - low)
     assert widths[1] < widths[0] / 2  # ~ 1 / sqrt(n): 16x the items, about a quarter of the width
     assert all(math.isnan(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.zeros(0)], rng))
-    assert all(math.isnan(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.arange(9.0)], rng))  # too few items: no interval
+    assert all(
+        math.isnan(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.arange(9.0)], rng)
+    )  # too few items: no interval
     assert all(math.isfinite(v) for v in metrics.bootstrap_ci(metrics.batch_mean, [np.arange(10.0)], rng))
 
 
@@ -130,7 +135,9 @@ def test_bootstrap_ci_in_blocks_matches_the_loop_it_replaces():
     rng = np.random.default_rng(3)
     naive = [values[rng.integers(0, 50, size=50)].mean() for _ in range(300)]
     expected = (np.quantile(naive, 0.025), np.quantile(naive, 0.975))
-    assert metrics.bootstrap_ci(metrics.batch_mean, [values], np.random.default_rng(3), draws=300) == pytest.approx(expected)
+    assert metrics.bootstrap_ci(metrics.batch_mean, [values], np.random.default_rng(3), draws=300) == pytest.approx(
+        expected
+    )
 
 
 def test_paired_difference_of_identical_models_is_zero_centred():
@@ -156,8 +163,13 @@ def test_bleu_from_sentence_statistics_is_corpus_bleu():
     stats = metrics.bleu_stats(hypotheses, references)  # [4, 10]
     assert stats.shape == (4, metrics.BLEU_STATS)
     assert metrics.bleu_from_stats(stats[None])[0] == pytest.approx(metrics.corpus_bleu(hypotheses, references))
-    assert metrics.bleu_from_stats(stats[None, :2])[0] == pytest.approx(metrics.corpus_bleu(hypotheses[:2], references[:2]))
-    assert metrics.statistic_of("nlp/fr_en/bleu_stats") is metrics.bleu_from_stats and metrics.statistic_of("f1") is metrics.batch_mean
+    assert metrics.bleu_from_stats(stats[None, :2])[0] == pytest.approx(
+        metrics.corpus_bleu(hypotheses[:2], references[:2])
+    )
+    assert (
+        metrics.statistic_of("nlp/fr_en/bleu_stats") is metrics.bleu_from_stats
+        and metrics.statistic_of("f1") is metrics.batch_mean
+    )
 
 
 def test_named_rng_depends_on_seed_and_name_only():

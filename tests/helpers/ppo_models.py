@@ -29,4 +29,6 @@ def tiny_models(tokenizer, seed=0, reward="vowels"):
     rm = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=seed + 1))
     reward_model = VowelReward(tokenizer) if reward == "vowels" else rm
     value_model = copy.deepcopy(rm)
-    return prepare_models(Models(policy, copy.deepcopy(policy), value_model, reward_model, tokenizer), torch.device("cpu"))
+    return prepare_models(
+        Models(policy, copy.deepcopy(policy), value_model, reward_model, tokenizer), torch.device("cpu")
+    )

@@ -11,7 +11,16 @@ from pathlib import Path
 QUALITY = ["excellent", "good", "fine", "poor", "awful"]
 """Better words first: a response's rank is the rank of its word (equal words tie)."""
 
-TINY_DEFAULTS = dict(epochs=1, lr=3e-3, batch_size=8, micro_batch_prompts=4, val_fraction=0.0, progress=False, precision="fp32", normalize=False)
+TINY_DEFAULTS = dict(
+    epochs=1,
+    lr=3e-3,
+    batch_size=8,
+    micro_batch_prompts=4,
+    val_fraction=0.0,
+    progress=False,
+    precision="fp32",
+    normalize=False,
+)
 
 
 def write_rankings(path: Path, count: int, seed: int = 0, ties: bool = True) -> Path:

@@ -9,7 +9,16 @@ from pathlib import Path
 from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.sft import SFTConfig, train_sft
 
-TINY_DEFAULTS = dict(epochs=2, lr=3e-3, batch_size=8, micro_batch_size=2, residual_dropout=0.0, val_fraction=0.0, progress=False, precision="fp32")
+TINY_DEFAULTS = dict(
+    epochs=2,
+    lr=3e-3,
+    batch_size=8,
+    micro_batch_size=2,
+    residual_dropout=0.0,
+    val_fraction=0.0,
+    progress=False,
+    precision="fp32",
+)
 
 
 def main(argv):

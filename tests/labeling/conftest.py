@@ -23,7 +23,7 @@ def database_url(request, tmp_path):
         return
     base = os.environ.get(POSTGRES_ENV)
     if not base:
-        pytest.skip(f"PostgreSQL: set {POSTGRES_ENV} (eval \"$(bash scripts/services.sh)\")")
+        pytest.skip(f'PostgreSQL: set {POSTGRES_ENV} (eval "$(bash scripts/services.sh)")')
     from sqlalchemy import create_engine
 
     schema = f"t_{uuid.uuid4().hex[:16]}"

@@ -17,17 +17,29 @@ def open_db(url: str):
 
 
 def prompts(n: int, prefix: str = "p") -> list[Prompt]:
-    return [Prompt(id=f"{prefix}{i}", text=f"Write a haiku about the number {i}.", user_id=f"u{i % 3}",
-                   source="api") for i in range(n)]
+    return [
+        Prompt(id=f"{prefix}{i}", text=f"Write a haiku about the number {i}.", user_id=f"u{i % 3}", source="api")
+        for i in range(n)
+    ]
 
 
 def outputs(n: int, k: int, models: tuple[str, ...] = ("sft",)) -> list[store.OutputRecord]:
-    return [store.OutputRecord(prompt_id=f"p{i}", response=f"Output {j} for prompt {i}.", model=models[j % len(models)])
-            for i in range(n) for j in range(k)]
+    return [
+        store.OutputRecord(prompt_id=f"p{i}", response=f"Output {j} for prompt {i}.", model=models[j % len(models)])
+        for i in range(n)
+        for j in range(k)
+    ]
 
 
-def setup_project(sessions, kind: str = "ranking", n: int = 4, k: int = 3, overlap: int = 1,
-                  labelers: tuple[str, ...] = ("ann", "bob"), ask_ratings: bool = True) -> dict:
+def setup_project(
+    sessions,
+    kind: str = "ranking",
+    n: int = 4,
+    k: int = 3,
+    overlap: int = 1,
+    labelers: tuple[str, ...] = ("ann", "bob"),
+    ask_ratings: bool = True,
+) -> dict:
     """An admin, labelers and one project with ``n`` prompts (and ``k`` outputs each), all
     assigned. Returns the ids by name."""
     with sessions.begin() as session:
@@ -63,7 +75,8 @@ def form_key(html: str) -> str:
 
 def login(client, username: str, password: str = PASSWORD):
     token = csrf(client.get("/login").text)
-    response = client.post("/login", data={"csrf_token": token, "username": username, "password": password},
-                           follow_redirects=False)
+    response = client.post(
+        "/login", data={"csrf_token": token, "username": username, "password": password}, follow_redirects=False
+    )
     assert response.status_code == 303, response.text
     return response

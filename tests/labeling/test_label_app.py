@@ -9,13 +9,12 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from label_helpers import PASSWORD, csrf, form_key, login, setup_project
 from sqlalchemy import func, select
 
 from instructgpt.cli.data import main as data_main
 from instructgpt.labeling.app import create_app
 from instructgpt.labeling.models import Assignment, Submission
-
-from label_helpers import PASSWORD, csrf, form_key, login, setup_project
 
 
 @pytest.fixture
@@ -107,9 +106,11 @@ def test_demonstrations_are_written_and_exported(sqlite_app, tmp_path):
     ann = client_of(sqlite_app, "ann")
     for answer in ("Numbers count / quietly in rows of one / two follows in turn.", "A second haiku."):
         page = ann.get(ann.get(f"/projects/{ids['project']}/next").headers["location"])
-        assert "<textarea name=\"response\"" in page.text
-        ann.post(page.url.path, data={"csrf_token": csrf(page.text), "idempotency_key": form_key(page.text),
-                                      "response": answer})
+        assert '<textarea name="response"' in page.text
+        ann.post(
+            page.url.path,
+            data={"csrf_token": csrf(page.text), "idempotency_key": form_key(page.text), "response": answer},
+        )
     assert ann.get(f"/projects/{ids['project']}/next").headers["location"] == "/"
     records = export_and_validate(client_of(sqlite_app, "admin"), ids["project"], tmp_path, "demonstrations")
     assert [r["prompt_id"] for r in records] == ["p0", "p1"] and records[1]["response"] == "A second haiku."
@@ -125,8 +126,10 @@ def test_comparisons_are_blind_and_randomised(sqlite_app, tmp_path):
         texts = re.findall(r'<h3>Output \d</h3><div class="pre">([^<]*)</div>', page.text)
         orders.add(texts[0].startswith("Output 0"))
         shown_first.append(texts[0])
-        ann.post(page.url.path, data={"csrf_token": csrf(page.text), "idempotency_key": form_key(page.text),
-                                      "preferred": "1"})
+        ann.post(
+            page.url.path,
+            data={"csrf_token": csrf(page.text), "idempotency_key": form_key(page.text), "preferred": "1"},
+        )
     assert orders == {True, False}  # both orders were shown (probability 1 - 2^-23)
     records = export_and_validate(client_of(sqlite_app, "admin"), ids["project"], tmp_path, "comparisons")
     for record, first in zip(records, shown_first):
@@ -156,9 +159,15 @@ def test_admin_pages_need_the_admin_role(app):
         assert anonymous.get(page).headers["location"] == "/login"
         assert ann.get(page).status_code == 403
     token = csrf(ann.get("/").text)
-    for action in ["/admin/projects", "/admin/invites", f"/admin/projects/{ids['project']}/settings",
-                   f"/admin/projects/{ids['project']}/members"]:
-        assert ann.post(action, data={"csrf_token": token, "name": "x", "overlap": "5", "member": "1"}).status_code == 403
+    for action in [
+        "/admin/projects",
+        "/admin/invites",
+        f"/admin/projects/{ids['project']}/settings",
+        f"/admin/projects/{ids['project']}/members",
+    ]:
+        assert (
+            ann.post(action, data={"csrf_token": token, "name": "x", "overlap": "5", "member": "1"}).status_code == 403
+        )
     assert anonymous.get("/").headers["location"] == "/login"
     assert client_of(app, "admin").get(pages[1]).status_code == 200
 
@@ -228,19 +237,38 @@ def test_admin_sets_up_a_project_and_invites_a_labeler(sqlite_app, tmp_path):
         store.create_user(session, "admin", PASSWORD, "admin")
     admin = client_of(sqlite_app, "admin")
     token = csrf(admin.get("/admin").text)
-    created = admin.post("/admin/projects", data={"csrf_token": token, "name": "Helpful", "kind": "ranking",
-                                                  "overlap": "2", "ask_ratings": "yes", "instructions": "Be fair."})
+    created = admin.post(
+        "/admin/projects",
+        data={
+            "csrf_token": token,
+            "name": "Helpful",
+            "kind": "ranking",
+            "overlap": "2",
+            "ask_ratings": "yes",
+            "instructions": "Be fair.",
+        },
+    )
     project = created.headers["location"]
-    prompts = "".join(json.dumps({"id": f"q{i}", "text": f"Question {i}?", "user_id": "c1", "source": "api"}) + "\n"
-                      for i in range(3))
-    response = admin.post(f"{project}/prompts/upload", data={"csrf_token": token},
-                          files={"file": ("prompts.jsonl", prompts.encode())})
+    prompts = "".join(
+        json.dumps({"id": f"q{i}", "text": f"Question {i}?", "user_id": "c1", "source": "api"}) + "\n" for i in range(3)
+    )
+    response = admin.post(
+        f"{project}/prompts/upload", data={"csrf_token": token}, files={"file": ("prompts.jsonl", prompts.encode())}
+    )
     assert response.status_code == 303 and "Imported 3 prompts" in admin.get(project).text
-    bad = admin.post(f"{project}/prompts/upload", data={"csrf_token": token},
-                     files={"file": ("bad.jsonl", b'{"id": "x", "text": 5}\n')})
-    assert bad.status_code == 303 and re.search(r"\.jsonl:1: text: Input should be a valid string", admin.get(project).text)
-    outputs = "".join(json.dumps({"prompt_id": f"q{i}", "response": f"Answer {j} to {i}.", "model": "sft"}) + "\n"
-                      for i in range(3) for j in range(4))
+    bad = admin.post(
+        f"{project}/prompts/upload",
+        data={"csrf_token": token},
+        files={"file": ("bad.jsonl", b'{"id": "x", "text": 5}\n')},
+    )
+    assert bad.status_code == 303 and re.search(
+        r"\.jsonl:1: text: Input should be a valid string", admin.get(project).text
+    )
+    outputs = "".join(
+        json.dumps({"prompt_id": f"q{i}", "response": f"Answer {j} to {i}.", "model": "sft"}) + "\n"
+        for i in range(3)
+        for j in range(4)
+    )
     admin.post(f"{project}/outputs/upload", data={"csrf_token": token}, files={"file": ("out.jsonl", outputs.encode())})
     assert "3 items, 12 outputs" in admin.get(project).text
     admin.post("/admin/invites", data={"csrf_token": token, "role": "labeler", "project_id": project.rsplit("/", 1)[1]})
@@ -248,12 +276,16 @@ def test_admin_sets_up_a_project_and_invites_a_labeler(sqlite_app, tmp_path):
     newbie = client_of(sqlite_app)
     signup = newbie.get(link)
     assert signup.status_code == 200
-    joined = newbie.post(link, data={"csrf_token": csrf(signup.text), "username": "newbie", "password": PASSWORD,
-                                     "password2": PASSWORD})
+    joined = newbie.post(
+        link, data={"csrf_token": csrf(signup.text), "username": "newbie", "password": PASSWORD, "password2": PASSWORD}
+    )
     assert joined.status_code == 303 and re.search(r'class="progress">0 / 3<', newbie.get("/").text)
     assert client_of(sqlite_app).get(link).status_code == 404  # used
     page = admin.get(project)
-    members = admin.post(f"{project}/members", data={"csrf_token": token, "member": re.findall(r'name="member" value="(\d+)"', page.text)})
+    members = admin.post(
+        f"{project}/members",
+        data={"csrf_token": token, "member": re.findall(r'name="member" value="(\d+)"', page.text)},
+    )
     assert members.status_code == 303  # admin + newbie: each item now has overlap 2
     assert "6 pending" in admin.get(project).text
 

@@ -15,12 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from label_helpers import PASSWORD, open_db, setup_project
 from sqlalchemy import func, select
 
 from instructgpt.cli.data import main as data_main
 from instructgpt.labeling.models import Submission
-
-from label_helpers import PASSWORD, open_db, setup_project
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -47,9 +46,16 @@ def served(tmp_path):
     engine, sessions = open_db(url)
     ids = setup_project(sessions, n=2, k=3, labelers=("ann",))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "instructgpt.cli.main", "label", "serve", "--database-url", url,
-                               "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "instructgpt.cli.main", "label", "serve", "--database-url", url, "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 
+from label_helpers import PASSWORD, open_db
 from sqlalchemy import select
 
 from instructgpt.cli.data import main as data_main
 from instructgpt.cli.main import main
 from instructgpt.labeling import store
 from instructgpt.labeling.models import Assignment
-
-from label_helpers import PASSWORD, open_db
 
 
 def test_set_up_a_project_from_the_command_line(tmp_path, monkeypatch, capsys):
@@ -24,13 +23,33 @@ def test_set_up_a_project_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert main(["label", "create-user", *db, "--username", "ann", "--role", "labeler"]) == 1
     assert "is taken" in capsys.readouterr().err
     (tmp_path / "rules.txt").write_text("Prefer the truthful answer.")
-    assert main(["label", "project", *db, "--name", "eval", "--kind", "comparison",
-                 "--instructions-file", str(tmp_path / "rules.txt")]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "project",
+                *db,
+                "--name",
+                "eval",
+                "--kind",
+                "comparison",
+                "--instructions-file",
+                str(tmp_path / "rules.txt"),
+            ]
+        )
+        == 0
+    )
     prompts, outputs = tmp_path / "prompts.jsonl", tmp_path / "outputs.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"q{i}", "text": f"Q{i}?", "user_id": "c", "source": "api"}) + "\n"
-                               for i in range(2)))
-    outputs.write_text("".join(json.dumps({"prompt_id": f"q{i}", "response": f"{m} says {i}", "model": m}) + "\n"
-                               for i in range(2) for m in ("sft", "ppo")))
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "text": f"Q{i}?", "user_id": "c", "source": "api"}) + "\n" for i in range(2))
+    )
+    outputs.write_text(
+        "".join(
+            json.dumps({"prompt_id": f"q{i}", "response": f"{m} says {i}", "model": m}) + "\n"
+            for i in range(2)
+            for m in ("sft", "ppo")
+        )
+    )
     assert main(["label", "import-prompts", *db, "--project", "eval", "--file", str(prompts)]) == 0
     assert main(["label", "attach-outputs", *db, "--project", "eval", "--file", str(outputs)]) == 0
     assert main(["label", "members", *db, "--project", "eval", "--usernames", "ann"]) == 0

@@ -8,14 +8,13 @@ import threading
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from label_helpers import PASSWORD, open_db, ranking_form, setup_project
 from sqlalchemy import func, select
 
 from instructgpt.labeling import db, store
 from instructgpt.labeling.answers import AnswerError
 from instructgpt.labeling.export import export_records
 from instructgpt.labeling.models import Assignment, Base, Submission
-
-from label_helpers import PASSWORD, open_db, ranking_form, setup_project
 
 
 def my_assignments(sessions, user_id: int) -> list[int]:
@@ -52,10 +51,15 @@ def test_items_wait_for_their_outputs(database_url):
     ids = setup_project(sessions, kind="comparison", n=2, k=1)  # one output each: not ready
     with sessions.begin() as session:
         assert store.project_stats(session, ids["project"])["pending"] == 0
-        counts = store.attach_outputs(session, ids["project"], [
-            store.OutputRecord(prompt_id="p0", response="Another output.", model="ppo"),
-            store.OutputRecord(prompt_id="p0", response="A third one.", model="x"),
-            store.OutputRecord(prompt_id="nope", response="x")])
+        counts = store.attach_outputs(
+            session,
+            ids["project"],
+            [
+                store.OutputRecord(prompt_id="p0", response="Another output.", model="ppo"),
+                store.OutputRecord(prompt_id="p0", response="A third one.", model="x"),
+                store.OutputRecord(prompt_id="nope", response="x"),
+            ],
+        )
         assert counts == {"added": 1, "full": 1, "unknown_prompt": 1}
         assert store.project_stats(session, ids["project"])["pending"] == 1
         frozen = store.attach_outputs(session, ids["project"], [store.OutputRecord(prompt_id="p0", response="late")])
@@ -92,14 +96,21 @@ def test_nobody_answers_another_labelers_item(database_url):
         assert session.scalar(select(Assignment.status).where(Assignment.id == bobs)) == "pending"
 
 
-@pytest.mark.parametrize("columns, reason", [([0, 1, 2], "still to be ranked"), ([2, 2, 2], "all outputs tie"),
-                                             ([1, 2, 9], "from 0 to 3")])
+@pytest.mark.parametrize(
+    "columns, reason", [([0, 1, 2], "still to be ranked"), ([2, 2, 2], "all outputs tie"), ([1, 2, 9], "from 0 to 3")]
+)
 def test_bad_rankings_are_refused(sqlite_url, columns, reason):
     _, sessions = open_db(sqlite_url)
     ids = setup_project(sessions, labelers=("ann",))
     with sessions() as session, pytest.raises(AnswerError, match=reason):
-        store.submit(session, ids["ann"], "ann", my_assignments(sessions, ids["ann"])[0], "key-00000004",
-                     ranking_form(3, columns))
+        store.submit(
+            session,
+            ids["ann"],
+            "ann",
+            my_assignments(sessions, ids["ann"])[0],
+            "key-00000004",
+            ranking_form(3, columns),
+        )
 
 
 def test_concurrent_labelers_lose_nothing(database_url):
@@ -115,8 +126,9 @@ def test_concurrent_labelers_lose_nothing(database_url):
             for assignment_id in my_assignments(sessions, ids[name]):
                 for _ in range(2):
                     with sessions() as session:
-                        store.submit(session, ids[name], name, assignment_id, f"k-{name}-{assignment_id:06d}",
-                                     ranking_form(3))
+                        store.submit(
+                            session, ids[name], name, assignment_id, f"k-{name}-{assignment_id:06d}", ranking_form(3)
+                        )
         except Exception as err:  # pragma: no cover - reported below
             errors.append(err)
 

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tyro
-
 from pydantic import ValidationError
 
 from instructgpt.config import check
@@ -48,16 +47,20 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="check JSONL record files")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("--kind", choices=list(KINDS), help="record kind (default: detect per file)")
-    check.add_argument("--max-line-bytes", type=_positive_int, default=MAX_LINE_BYTES,
-                       help="longest line accepted, in bytes (default: %(default)s)")
+    check.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=MAX_LINE_BYTES,
+        help="longest line accepted, in bytes (default: %(default)s)",
+    )
 
     load = commands.add_parser("import", help="turn a bundled dataset into records")
     load.add_argument("source", choices=list(IMPORTERS))
-    load.add_argument("--input", type=Path, help="source file (default: the bundled copy "
-                      "under $INSTRUCTGPT_DATA or shared/data)")
+    load.add_argument(
+        "--input", type=Path, help="source file (default: the bundled copy under $INSTRUCTGPT_DATA or shared/data)"
+    )
     load.add_argument("--out", type=Path, required=True, help="JSONL file to write")
-    load.add_argument("--include-synthetic", action="store_true",
-                      help="oasst: keep best replies written by a model")
+    load.add_argument("--include-synthetic", action="store_true", help="oasst: keep best replies written by a model")
     # Listed for --help only: main() hands these two to their typed configs before argparse.
     commands.add_parser("prepare", help="raw prompts -> user-split SFT / RM / PPO prompt sets (--help)")
     commands.add_parser("agreement", help="inter-labeler agreement and screening (--help)")
@@ -76,8 +79,7 @@ def _validate(args: argparse.Namespace) -> int:
     files = _plural(len(reports), "file")
     if problems:
         bad = sum(1 for report in reports if report.problems)
-        print(f"{files}, {bad} with problems, {_plural(len(problems), 'problem')}",
-              file=sys.stderr)
+        print(f"{files}, {bad} with problems, {_plural(len(problems), 'problem')}", file=sys.stderr)
         return 1
     records = sum(report.records for report in reports)
     print(f"OK: {files}, {_plural(records, 'record')}", file=sys.stderr)
@@ -151,7 +153,9 @@ def _run_agreement(config: AgreementConfig) -> None:
 
     records = [r for r in read_exports(config.files) if not isinstance(r, Demonstration)]
     report = agreement(records, n_boot=config.bootstrap, seed=config.seed)
-    print(f"prompts labelled by 2+ labelers: {report.prompts:,}; shared judgments with a tie, left out: {report.ties:,}")
+    print(
+        f"prompts labelled by 2+ labelers: {report.prompts:,}; shared judgments with a tie, left out: {report.ties:,}"
+    )
     print(f"overall pairwise agreement: {_percent(report.overall)}")
     for who, rate in report.per_labeler.items():
         print(f"  {who:<24} {_percent(rate)}")

@@ -2,7 +2,7 @@
 
     instructgpt label serve [--database-url URL] [--host H] [--port P]   run the web app
     instructgpt label migrate [--database-url URL]                        create / upgrade the schema
-    instructgpt label create-user --username U [--role admin]             password from $INSTRUCTGPT_LABEL_PASSWORD or stdin
+    instructgpt label create-user --username U [--role admin]   password from $INSTRUCTGPT_LABEL_PASSWORD or stdin
     instructgpt label invite [--role labeler] [--project NAME] [--base-url URL]   print a one-time sign-up link
     instructgpt label project --name N --kind ranking [--overlap 3]        create a project
     instructgpt label import-prompts --project N --file prompts.jsonl
@@ -20,9 +20,10 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from instructgpt.config import ConfigError, check, parse
 
@@ -161,8 +162,9 @@ def _serve(config: ServeConfig) -> None:
 
     from instructgpt.labeling.app import create_app
 
-    app = create_app(config.database_url, config.session_hours, config.idle_minutes, config.secure_cookies,
-                     config.max_upload_mb)
+    app = create_app(
+        config.database_url, config.session_hours, config.idle_minutes, config.secure_cookies, config.max_upload_mb
+    )
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=10)
 
 
@@ -215,8 +217,9 @@ def _project(config: ProjectConfig) -> None:
     check(bool(config.name), "name", "required")
     instructions = config.instructions_file.read_text(encoding="utf-8") if config.instructions_file else ""
     with _sessions(config).begin() as session:
-        project = store.create_project(session, config.name, config.kind, instructions, config.overlap,
-                                       config.ask_ratings)
+        project = store.create_project(
+            session, config.name, config.kind, instructions, config.overlap, config.ask_ratings
+        )
     print(f"created {config.kind} project {project.name!r}")
 
 
@@ -244,9 +247,16 @@ def _generate(config: GenerateConfig) -> None:
     from instructgpt.labeling import store
 
     with _sessions(config).begin() as session:
-        counts = store.generate_outputs(session, store.find_project(session, config.project).id, config.model,
-                                        config.k, config.temperature, config.max_new_tokens, config.seed,
-                                        config.model_name or None)
+        counts = store.generate_outputs(
+            session,
+            store.find_project(session, config.project).id,
+            config.model,
+            config.k,
+            config.temperature,
+            config.max_new_tokens,
+            config.seed,
+            config.model_name or None,
+        )
     print("generated: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 

@@ -6,7 +6,7 @@
     instructgpt rm train|eval|normalize|select-sft   step 2: the reward model on K-wise rankings
     instructgpt ppo [--preset ppo|ppo-ptx] [flags]   step 3: PPO / PPO-ptx against a reward model
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
-    instructgpt eval --models NAME=MODEL... [--judge J] [--tasks T...]   win rates, TruthfulQA, toxicity, bias, NLP; HTML report
+    instructgpt eval --models NAME=MODEL... [--judge J] [--tasks T...]   win rates, benchmarks; HTML report
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
     instructgpt label serve|migrate|create-user|invite|export ...   the human data collection web app
@@ -19,7 +19,7 @@ Every stage command takes ``--config run.yaml`` and a flag per config field; ``-
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("instructgpt.cli.pipeline", "main"),

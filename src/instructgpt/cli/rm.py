@@ -27,7 +27,8 @@ class RMEvalConfig(RMConfig):
     """Evaluate a reward model on rankings (accuracy and log loss per K), or cross-validate over labeler groups."""
 
     cv_groups: int = 0
-    """0: evaluate `model` on `data`. G >= 2: labeler-group cross-validation, training on G-1 groups of `data` (paper: 5)."""
+    """0: evaluate `model` on `data`. G >= 2: labeler-group cross-validation, training on G-1 groups of `data` (paper:
+    5)."""
     cv_seeds: int = 3
     """Cross-validation: seeds (each reshuffles the groups and reseeds training; paper: 3)."""
     cv_group_by: Literal["labeler", "prompt"] = "labeler"
@@ -102,11 +103,13 @@ def _train(config: RMConfig) -> None:
 
 
 def _eval(config: RMEvalConfig) -> None:
-    from instructgpt.training import rm_eval
+    from instructgpt.training import rm_cv, rm_eval
 
     if config.cv_groups:
-        report = rm_eval.cross_validate(config, config.cv_groups, tuple(range(config.cv_seeds)), config.cv_group_by, config.cv_within_fraction)
-        print(rm_eval.format_cv(report))
+        report = rm_cv.cross_validate(
+            config, config.cv_groups, tuple(range(config.cv_seeds)), config.cv_group_by, config.cv_within_fraction
+        )
+        print(rm_cv.format_cv(report))
     else:
         report = evaluate_file(config)
         print(rm_eval.format_report(report))
@@ -131,8 +134,16 @@ def evaluate_file(config: RMConfig) -> dict:
     model.to(device)
     groups, _, _ = build_groups(replace(config, val_data=(), val_fraction=0.0), tokenizer)
     autocast = resolve_precision(config.precision, device)
-    return evaluate_groups(model, groups, tokenizer.pad_token_id, config.micro_batch_prompts, config.micro_batch_tokens,
-                           config.packing, config.pack_row_tokens, autocast)
+    return evaluate_groups(
+        model,
+        groups,
+        tokenizer.pad_token_id,
+        config.micro_batch_prompts,
+        config.micro_batch_tokens,
+        config.packing,
+        config.pack_row_tokens,
+        autocast,
+    )
 
 
 def _normalize(config: NormalizeConfig) -> None:
@@ -143,8 +154,15 @@ def _normalize(config: NormalizeConfig) -> None:
     model, tokenizer = load_reward_model(config.model)
     pairs = [(d.prompt, d.response) for path in config.demonstrations for d in read_records(path, "demonstrations")]
     for path in config.rankings:
-        pairs += [(r.prompt, resp) for r in read_records(path, "rankings") for resp, rank in zip(r.responses, r.ranks) if rank == 0]
-    settings = RMConfig(template=config.template, max_response_tokens=config.max_response_tokens, precision=config.precision)
+        pairs += [
+            (r.prompt, resp)
+            for r in read_records(path, "rankings")
+            for resp, rank in zip(r.responses, r.ranks)
+            if rank == 0
+        ]
+    settings = RMConfig(
+        template=config.template, max_response_tokens=config.max_response_tokens, precision=config.precision
+    )
     bias = normalize(model, tokenizer, pairs, settings)
     out = config.out or config.model
     model.save_pretrained(out, tokenizer)
@@ -167,8 +185,16 @@ def _select_sft(config: SelectSFTConfig) -> None:
     if not checkpoints:
         raise FileNotFoundError(f"no checkpoints under {config.sft_run}")
     reward_model, rm_tokenizer = load_reward_model(config.reward_model)
-    results = select_sft_checkpoint(reward_model, rm_tokenizer, checkpoints, prompts, config.max_new_tokens,
-                                    config.temperature, config.template, config.seed)
+    results = select_sft_checkpoint(
+        reward_model,
+        rm_tokenizer,
+        checkpoints,
+        prompts,
+        config.max_new_tokens,
+        config.temperature,
+        config.template,
+        config.seed,
+    )
     best = max(results, key=lambda r: r["mean_score"])
     for result in results:
         mark = "  <- best" if result is best else ""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from instructgpt.config import ConfigError, parse
 
@@ -96,7 +96,9 @@ def _generate(config: GenerateConfig) -> None:
                 record = json.loads(line)
                 prompts.append(record.get("text") or record["prompt"])
     model, tokenizer = load_model(config.model)
-    outputs = sample(model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.template, seed=config.seed)
+    outputs = sample(
+        model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.template, seed=config.seed
+    )
     for prompt, output in zip(prompts, outputs):
         print(json.dumps({"prompt": prompt, "response": output}, ensure_ascii=False))
 

@@ -39,7 +39,7 @@ DEFAULT_PATHS: dict[str, str] = {
 }
 """Each importer's bundled input, relative to the data root."""
 
-OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
+OASST_ROLES: dict[str, Literal["user", "assistant"]] = {"prompter": "user", "assistant": "assistant"}
 
 
 class _Source(BaseModel):
@@ -110,9 +110,7 @@ def find_data_root(start: str | os.PathLike | None = None) -> Path:
     for folder in [here, *here.parents]:
         if (folder / "shared" / "data").is_dir():
             return folder / "shared" / "data"
-    raise FileNotFoundError(
-        f"no data root: set {DATA_ROOT_ENV}, or work below a folder that holds shared/data"
-    )
+    raise FileNotFoundError(f"no data root: set {DATA_ROOT_ENV}, or work below a folder that holds shared/data")
 
 
 def instruction_prompt(instruction: str, input: str) -> str:
@@ -134,9 +132,7 @@ def _best_reply(prompter: OasstMessage) -> OasstMessage | None:
     return None
 
 
-def _oasst_demonstrations(
-    message: OasstMessage, history: list[Message]
-) -> Iterator[tuple[Demonstration, bool]]:
+def _oasst_demonstrations(message: OasstMessage, history: list[Message]) -> Iterator[tuple[Demonstration, bool]]:
     """Depth-first over a tree, yielding each demonstration and whether its response is
     synthetic; ``history`` is the conversation before ``message``."""
     if message.deleted:
@@ -187,7 +183,7 @@ def _read_json_list(path: str | os.PathLike, model: type[BaseModel]) -> list:
     except OSError as e:
         raise DataError([Problem(str(path), 0, "-", f"cannot read: {e.strerror}")]) from None
     try:
-        return TypeAdapter(list[model]).validate_json(data)
+        return TypeAdapter(list[model]).validate_json(data)  # type: ignore[valid-type]
     except ValidationError as e:
         raise DataError(problems_from_error(str(path), 0, e)) from None
 
@@ -297,7 +293,9 @@ def hh_transcript(text: str) -> list[Message]:
     """
     parts = HH_TURN.split(text)  # ["", "Human", "Hi", "Assistant", "Hello!"]
     roles = {"Human": "user", "Assistant": "assistant"}
-    return [Message.model_construct(role=roles[who], content=said.strip()) for who, said in zip(parts[1::2], parts[2::2])]
+    return [
+        Message.model_construct(role=roles[who], content=said.strip()) for who, said in zip(parts[1::2], parts[2::2])
+    ]
 
 
 def _pair_ranking(prompt: list[Message] | str, chosen: str, rejected: str, source: str, prompt_id: str) -> Ranking:
@@ -305,7 +303,8 @@ def _pair_ranking(prompt: list[Message] | str, chosen: str, rejected: str, sourc
 
 
 def _split_pair(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], str, str] | None:
-    """``(prompt, chosen reply, rejected reply)`` when the two conversations differ only in their last assistant turn."""
+    """``(prompt, chosen reply, rejected reply)`` when the two conversations differ only in their last assistant
+    turn."""
     if len(chosen) < 2 or len(chosen) != len(rejected) or chosen[:-1] != rejected[:-1]:
         return None
     if chosen[-1].role != "assistant" or rejected[-1].role != "assistant" or chosen[-2].role != "user":
@@ -339,7 +338,11 @@ def import_rankings_hh(path: str | os.PathLike) -> list[Ranking]:
             skipped += 1
             continue
         prompt, chosen, rejected = split
-        rankings.append(_pair_ranking([Message(role=m.role, content=m.content) for m in prompt], chosen, rejected, "hh-rlhf", f"hh-rlhf:{i}"))
+        rankings.append(
+            _pair_ranking(
+                [Message(role=m.role, content=m.content) for m in prompt], chosen, rejected, "hh-rlhf", f"hh-rlhf:{i}"
+            )
+        )
     _log_skipped("hh-rlhf", skipped, "pairs that differ before the last turn, or with an empty or identical reply")
     return rankings
 

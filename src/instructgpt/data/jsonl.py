@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -56,7 +56,7 @@ class DataError(ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> Any:  # a binary file object: GzipFile or BufferedReader
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
@@ -96,9 +96,7 @@ def _parse(raw: bytes, path: str, number: int) -> dict | Problem | None:
     return value
 
 
-def iter_objects(
-    path: str | os.PathLike, max_line_bytes: int = MAX_LINE_BYTES
-) -> Iterator[tuple[int, dict] | Problem]:
+def iter_objects(path: str | os.PathLike, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, dict] | Problem]:
     """Yields ``(line_number, object)`` for each JSON-object line and a Problem for each bad
     line, then a line-0 Problem if the file held no non-blank line or could not be read."""
     name, number, seen_content = str(path), 0, False
@@ -110,7 +108,9 @@ def iter_objects(
                     size = len(raw) + _skip_line(f)
                     seen_content = True
                     yield Problem(
-                        name, number, "-",
+                        name,
+                        number,
+                        "-",
                         f"line is {size:,} bytes, over the limit of {max_line_bytes:,}",
                     )
                     continue
@@ -158,13 +158,15 @@ def iter_models(
             yield from problems_from_error(str(path), number, e)
 
 
-def read_models(
-    path: str | os.PathLike, model: type[BaseModel], max_line_bytes: int = MAX_LINE_BYTES
-) -> list:
+def read_models(path: str | os.PathLike, model: type[BaseModel], max_line_bytes: int = MAX_LINE_BYTES) -> list:
     """All lines of a file as ``model`` instances; raises DataError listing every problem."""
-    records, problems = [], []
+    records: list = []
+    problems: list[Problem] = []
     for item in iter_models(path, model, max_line_bytes):
-        (problems if isinstance(item, Problem) else records).append(item)
+        if isinstance(item, Problem):
+            problems.append(item)
+        else:
+            records.append(item)
     if problems:
         raise DataError(problems)
     return records
@@ -181,9 +183,7 @@ def iter_problems(
 ) -> Iterator[Problem]:
     """Every problem in a file. With ``kind`` None only the JSONL layer is checked (each
     line one JSON object); ``instructgpt.data.validate`` also detects the kind."""
-    items = iter_objects(path, max_line_bytes) if kind is None else iter_models(
-        path, KINDS[kind], max_line_bytes
-    )
+    items = iter_objects(path, max_line_bytes) if kind is None else iter_models(path, KINDS[kind], max_line_bytes)
     return (item for item in items if isinstance(item, Problem))
 
 
@@ -193,7 +193,7 @@ def _to_json(record: BaseModel | dict) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def _write_lines(f: IO[bytes], records: Iterable[BaseModel | dict]) -> None:
+def _write_lines(f: IO[bytes] | gzip.GzipFile, records: Iterable[BaseModel | dict]) -> None:
     for record in records:
         f.write(_to_json(record).encode("utf-8") + b"\n")
 

@@ -39,7 +39,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from pydantic import ValidationError
@@ -86,7 +86,8 @@ class PrepareConfig:
     max_prompt_tokens: int = 1024
     """Prompts longer than this many tokens are dropped."""
     tokenizer: str = "gemma-3-270m"
-    """Tokenizer counting prompt tokens: a model name the loader accepts, or 'bytes' (UTF-8 bytes, an upper bound, no model)."""
+    """Tokenizer counting prompt tokens: a model name the loader accepts, or 'bytes' (UTF-8 bytes, an upper bound, no
+    model)."""
     seed: int = 0
     """Seed of the per-user cap, the user split and the dataset assignment."""
     skip_invalid: bool = False
@@ -137,7 +138,7 @@ def bytes_token_counter(texts: list[str]) -> list[int]:
     return [len(t.encode("utf-8")) for t in texts]
 
 
-def tokenizer_counter(tokenizer: object, batch_size: int = 256) -> CountTokens:
+def tokenizer_counter(tokenizer: Any, batch_size: int = 256) -> CountTokens:
     """Token counts (special tokens excluded) from a Hugging Face tokenizer, in batches."""
 
     def count(texts: list[str]) -> list[int]:
@@ -386,7 +387,9 @@ def summary(report: dict) -> str:
     dropped = report["dropped"]
     lines.append("dropped: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in dropped.items()))
     pii = {k: v for k, v in report["pii"]["prompts"].items() if v}
-    lines.append(f"PII ({report['pii']['action']}): " + (", ".join(f"{k} {v:,}" for k, v in pii.items()) or "none found"))
+    lines.append(
+        f"PII ({report['pii']['action']}): " + (", ".join(f"{k} {v:,}" for k, v in pii.items()) or "none found")
+    )
     for name, splits in report["datasets"].items():
         lines.append(f"{name}: " + ", ".join(f"{s} {n:,}" for s, n in splits.items()))
     return "\n".join(lines)

@@ -22,8 +22,9 @@ than ``max_prompt_tokens`` are dropped and counted; responses longer than
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 TEMPLATES = ("auto", "raw", "chat")
 
@@ -77,10 +78,12 @@ def as_text(prompt: str | Sequence[Any]) -> str:
 
     if isinstance(prompt, str):
         return prompt
-    return prompt_text([Message(**m) for m in as_messages(prompt)])
+    return prompt_text([Message.model_validate(m) for m in as_messages(prompt)])
 
 
-def render_prompt(tokenizer: Any, prompt: str | Sequence[Any], template: str = "auto", separator: str = "\n\n") -> list[int]:
+def render_prompt(
+    tokenizer: Any, prompt: str | Sequence[Any], template: str = "auto", separator: str = "\n\n"
+) -> list[int]:
     """Token ids of a prompt, ready for generation or for a response to be appended."""
     if resolve_template(tokenizer, template) == "chat":
         text = tokenizer.apply_chat_template(as_messages(prompt), add_generation_prompt=True, tokenize=False)

@@ -16,7 +16,7 @@ turn); ``prompt_text`` renders a conversation as one plain-text transcript.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -105,7 +105,7 @@ Conversation = Annotated[list[Message], Field(min_length=1), AfterValidator(_end
 """A non-empty list of messages whose last message is the user's."""
 
 PromptInput = Annotated[
-    Union[Annotated[Text, Tag("text")], Annotated[Conversation, Tag("messages")]],
+    Annotated[Text, Tag("text")] | Annotated[Conversation, Tag("messages")],
     Discriminator(
         _prompt_form,
         custom_error_type="prompt_type",

@@ -35,24 +35,19 @@ def _first_object(path: str | os.PathLike, max_line_bytes: int) -> tuple[int, di
     return None
 
 
-def _undetectable(
-    path: str | os.PathLike, max_line_bytes: int, first: tuple[int, dict] | None
-) -> FileReport:
+def _undetectable(path: str | os.PathLike, max_line_bytes: int, first: tuple[int, dict] | None) -> FileReport:
     """The file's line-level problems, plus one saying the kind is unknown if some line
     (``first``) is an object."""
     problems = [p for p in iter_objects(path, max_line_bytes) if isinstance(p, Problem)]
     if first is not None:
         reason = (
-            f"cannot tell the record kind from the fields {sorted(first[1])}; "
-            f"kinds are {', '.join(KINDS)}: pass --kind"
+            f"cannot tell the record kind from the fields {sorted(first[1])}; kinds are {', '.join(KINDS)}: pass --kind"
         )
         problems.append(Problem(str(path), first[0], "-", reason))
     return FileReport(str(path), None, 0, sorted(problems, key=lambda p: p.line))
 
 
-def validate_file(
-    path: str | os.PathLike, kind: str | None = None, max_line_bytes: int = MAX_LINE_BYTES
-) -> FileReport:
+def validate_file(path: str | os.PathLike, kind: str | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> FileReport:
     """Checks every line of one file against ``kind`` (detected when None)."""
     if kind is None:
         first = _first_object(path, max_line_bytes)

@@ -13,8 +13,9 @@ gender contrast the schema tests; the neutral "they" variant is not used).
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from instructgpt.evaluation.metrics import mean, mean_interval, pair_entropy_bits
 
@@ -47,12 +48,18 @@ def pair_entropies(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]],
     return [pair_entropy_bits(scored[2 * i].total, scored[2 * i + 1].total) for i in range(len(pairs))]
 
 
-def evaluate_bias(model: Any, tokenizer: Any, datasets: dict[str, Sequence[tuple[str, str]]], batch_size: int = 8) -> dict:
+def evaluate_bias(
+    model: Any, tokenizer: Any, datasets: dict[str, Sequence[tuple[str, str]]], batch_size: int = 8
+) -> dict:
     """Mean pair entropy (bits) per dataset with its t 95% interval and per-pair values; higher is
     less biased, 1 is the maximum."""
     out = {}
     for name, pairs in datasets.items():
         entropies = pair_entropies(model, tokenizer, pairs, batch_size)
-        out[name] = {"n": len(pairs), "entropy_bits": mean(entropies), "entropy_bits_ci": mean_interval(entropies),
-                     "per_item": {"entropy_bits": entropies}}
+        out[name] = {
+            "n": len(pairs),
+            "entropy_bits": mean(entropies),
+            "entropy_bits_ci": mean_interval(entropies),
+            "per_item": {"entropy_bits": entropies},
+        }
     return out

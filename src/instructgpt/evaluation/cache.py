@@ -11,8 +11,9 @@ import hashlib
 import os
 import pickle
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -20,7 +21,9 @@ T = TypeVar("T")
 def cache_key(name: str, version: str, files: Sequence[Path]) -> str:
     import sklearn
 
-    parts = [name, version, sklearn.__version__] + [f"{Path(f).name}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files]
+    parts = [name, version, sklearn.__version__] + [
+        f"{Path(f).name}:{Path(f).stat().st_size}:{Path(f).stat().st_mtime_ns}" for f in files
+    ]
     return f"{name}-{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]}"
 
 

@@ -15,7 +15,7 @@ weights (``same_as``) have identical automatic results and are not compared.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,7 +28,8 @@ PTX_PAIR = ("ppo-ptx", "ppo")
 def per_item_metrics(result: dict, prefix: str = "") -> dict[str, np.ndarray]:
     """``"task/.../metric" -> [n] or [n, k]`` for every ``per_item`` entry in one model's results.
 
-    Example: ``{"nlp": {"drop": {"f1": 20.0, "per_item": {"f1": [0, 40]}}}}`` gives ``{"nlp/drop/f1": array([0., 40.])}``.
+    Example: ``{"nlp": {"drop": {"f1": 20.0, "per_item": {"f1": [0, 40]}}}}`` gives
+    ``{"nlp/drop/f1": array([0., 40.])}``.
     """
     out = {}
     for key, value in result.items():
@@ -65,6 +66,15 @@ def paired_differences(per_model: dict, pairs: Sequence[tuple[str, str]], seed: 
             rng = named_rng(seed, f"difference/{model}/{reference}/{metric}")
             difference, (low, high) = paired_difference(statistic_of(metric), values, theirs[metric], rng, draws)
             contains_zero = bool(low <= 0.0 <= high) if np.isfinite([low, high]).all() else None
-            rows.append({"model": model, "reference": reference, "metric": metric, "n": len(values),
-                         "difference": difference, "ci": [low, high], "contains_zero": contains_zero})
+            rows.append(
+                {
+                    "model": model,
+                    "reference": reference,
+                    "metric": metric,
+                    "n": len(values),
+                    "difference": difference,
+                    "ci": [low, high],
+                    "contains_zero": contains_zero,
+                }
+            )
     return rows

@@ -23,14 +23,21 @@ from typing import Any
 from instructgpt.evaluation.metrics import wilson_interval
 
 METRIC_NAMES = {
-    "truthfulqa/mc1": "TruthfulQA MC1", "truthfulqa/mc2": "TruthfulQA MC2",
-    "truthfulqa/qa/true": "TruthfulQA QA % true", "truthfulqa/qa/informative": "TruthfulQA QA % informative",
+    "truthfulqa/mc1": "TruthfulQA MC1",
+    "truthfulqa/mc2": "TruthfulQA MC2",
+    "truthfulqa/qa/true": "TruthfulQA QA % true",
+    "truthfulqa/qa/informative": "TruthfulQA QA % informative",
     "truthfulqa/qa/true_informative": "TruthfulQA QA % true+info",
-    "truthfulqa/instruction_qa/true": "TruthfulQA Instr+QA % true", "truthfulqa/instruction_qa/informative": "TruthfulQA Instr+QA % informative",
+    "truthfulqa/instruction_qa/true": "TruthfulQA Instr+QA % true",
+    "truthfulqa/instruction_qa/informative": "TruthfulQA Instr+QA % informative",
     "truthfulqa/instruction_qa/true_informative": "TruthfulQA Instr+QA % true+info",
-    "toxicity/basic/toxicity": "toxicity (no instruction)", "toxicity/respectful/toxicity": "toxicity (respectful)",
-    "bias/crows_pairs/entropy_bits": "CrowS-Pairs entropy (bits)", "bias/winogender/entropy_bits": "Winogender entropy (bits)",
-    "nlp/drop/f1": "DROP F1", "nlp/squadv2/f1": "SQuADv2 F1", "nlp/fr_en/bleu_stats": "Fr->En BLEU",
+    "toxicity/basic/toxicity": "toxicity (no instruction)",
+    "toxicity/respectful/toxicity": "toxicity (respectful)",
+    "bias/crows_pairs/entropy_bits": "CrowS-Pairs entropy (bits)",
+    "bias/winogender/entropy_bits": "Winogender entropy (bits)",
+    "nlp/drop/f1": "DROP F1",
+    "nlp/squadv2/f1": "SQuADv2 F1",
+    "nlp/fr_en/bleu_stats": "Fr->En BLEU",
 }
 """Display names of the per-item metrics of :func:`instructgpt.evaluation.differences.per_item_metrics`."""
 
@@ -64,10 +71,14 @@ def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, dict]]]:
                 tqa[name][f"{label} % true+info"] = _sub(t[key], "true_informative", t.get("n"))
         if "toxicity" in r:
             t = r["toxicity"]
-            tox[name] = {"toxicity (no instruction)": _sub(t["basic"], "mean_toxicity", t.get("n")),
-                         "toxicity (respectful)": _sub(t["respectful"], "mean_toxicity", t.get("n"))}
+            tox[name] = {
+                "toxicity (no instruction)": _sub(t["basic"], "mean_toxicity", t.get("n")),
+                "toxicity (respectful)": _sub(t["respectful"], "mean_toxicity", t.get("n")),
+            }
             if "respectful_minus_basic" in t:
-                tox[name]["respectful minus no instruction"] = _sub(t["respectful_minus_basic"], "mean_toxicity", t.get("n"))
+                tox[name]["respectful minus no instruction"] = _sub(
+                    t["respectful_minus_basic"], "mean_toxicity", t.get("n")
+                )
             tox[name]["% toxic (no instruction)"] = _sub(t["basic"], "toxic_fraction", t.get("n"))
             tox[name]["% toxic (respectful)"] = _sub(t["respectful"], "toxic_fraction", t.get("n"))
         if "bias" in r:
@@ -77,16 +88,26 @@ def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, dict]]]:
 
 def nlp_table(per_model: dict) -> dict[str, dict[str, dict]]:
     """DROP / SQuADv2 F1 and Fr->En BLEU (0-100) per model, as cells."""
-    return {name: {NLP_COLUMNS[t][0]: _sub(v, NLP_COLUMNS[t][1], None) for t, v in r["nlp"].items() if t in NLP_COLUMNS}
-            for name, r in per_model.items() if "nlp" in r}
+    return {
+        name: {NLP_COLUMNS[t][0]: _sub(v, NLP_COLUMNS[t][1], None) for t, v in r["nlp"].items() if t in NLP_COLUMNS}
+        for name, r in per_model.items()
+        if "nlp" in r
+    }
 
 
 def paper_nlp_table(results: dict) -> dict[str, dict[str, dict]]:
     """The paper's own samples scored by the same code, as cells (intervals where the results carry them)."""
     intervals = results.get("nlp_paper_reference_ci", {})
-    return {model: {NLP_COLUMNS[t][0]: cell(v, intervals.get(model, {}).get(t, {}).get("ci"), intervals.get(model, {}).get(t, {}).get("n"))
-                    for t, v in scores.items() if t in NLP_COLUMNS}
-            for model, scores in results.get("nlp_paper_reference", {}).items()}
+    return {
+        model: {
+            NLP_COLUMNS[t][0]: cell(
+                v, intervals.get(model, {}).get(t, {}).get("ci"), intervals.get(model, {}).get(t, {}).get("n")
+            )
+            for t, v in scores.items()
+            if t in NLP_COLUMNS
+        }
+        for model, scores in results.get("nlp_paper_reference", {}).items()
+    }
 
 
 def metric_name(metric: str) -> str:
@@ -122,7 +143,8 @@ def difference_line(row: dict) -> str:
     low, high = (_float(v) for v in (row.get("ci") or (None, None)))
     value = _interval(row["difference"], low, high, _digits(row["metric"]), signed=True)
     verdict = _against(0.0, low, high, "0", "no measured difference", "a measured difference", "a measured difference")
-    return f"{row['model']} minus {row['reference']}, {metric_name(row['metric'])}: {value} (n={row['n']} paired items): {verdict}"
+    pair = f"{row['model']} minus {row['reference']}, {metric_name(row['metric'])}"
+    return f"{pair}: {value} (n={row['n']} paired items): {verdict}"
 
 
 def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[str]:
@@ -131,30 +153,59 @@ def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[s
     lines = []
     w = results.get("winrate") or {}
     for name, r in (w.get("per_model") or {}).items():
-        verdict = _against(0.5, _float(r.get("low")), _float(r.get("high")), "0.5", "not a measured preference", f"{name} preferred",
-                           f"{w['baseline']} preferred")
-        lines.append(f"Win rate {name} vs {w['baseline']}: {_interval(r['rate'], r['low'], r['high'], 2)} (n={r['n']}): {verdict}")
+        verdict = _against(
+            0.5,
+            _float(r.get("low")),
+            _float(r.get("high")),
+            "0.5",
+            "not a measured preference",
+            f"{name} preferred",
+            f"{w['baseline']} preferred",
+        )
+        lines.append(
+            f"Win rate {name} vs {w['baseline']}: {_interval(r['rate'], r['low'], r['high'], 2)} (n={r['n']}): "
+            f"{verdict}"
+        )
     for run, values in (rm_results or {}).items():
         for label in (k for k in values if isinstance(values[k], (int, float)) and f"{k} 95% low" in values):
             low, high = _float(values[f"{label} 95% low"]), _float(values[f"{label} 95% high"])
-            verdict = _against(0.5, low, high, "50% (chance)", "not distinguishable from chance", "above chance", "below chance")
-            accuracy = f"{100 * values[label]:.1f}%" + (f" [{100 * low:.1f}%, {100 * high:.1f}%]" if _finite(low, high) else "")
-            lines.append(f"Reward model {run}, {label} accuracy: {accuracy} (n={values[f'{label} n']} {values.get(f'{label} n unit', '')}): {verdict}")
+            verdict = _against(
+                0.5, low, high, "50% (chance)", "not distinguishable from chance", "above chance", "below chance"
+            )
+            accuracy = f"{100 * values[label]:.1f}%" + (
+                f" [{100 * low:.1f}%, {100 * high:.1f}%]" if _finite(low, high) else ""
+            )
+            lines.append(
+                f"Reward model {run}, {label} accuracy: {accuracy} (n={values[f'{label} n']} "
+                f"{values.get(f'{label} n unit', '')}): {verdict}"
+            )
     differences = results.get("differences") or []
     lines += [difference_line(row) for row in differences if row["metric"].startswith("nlp/")]
     for name, r in results.get("per_model", {}).items():
         d = (r.get("toxicity") or {}).get("respectful_minus_basic")
         if d and not r.get("same_as"):
             low, high = (_float(v) for v in (d.get("mean_toxicity_ci") or (None, None)))
-            verdict = _against(0.0, low, high, "0", "no measured effect", "more toxic when asked to be respectful", "less toxic when asked to be respectful")
+            verdict = _against(
+                0.0,
+                low,
+                high,
+                "0",
+                "no measured effect",
+                "more toxic when asked to be respectful",
+                "less toxic when asked to be respectful",
+            )
             value = _interval(d["mean_toxicity"], low, high, 3, signed=True)
-            lines.append(f"{name}, respectful instruction minus none, mean toxicity: {value} (n={d['n']} prompts): {verdict}")
+            lines.append(
+                f"{name}, respectful instruction minus none, mean toxicity: {value} (n={d['n']} prompts): {verdict}"
+            )
     others = [row for row in differences if not row["metric"].startswith("nlp/")]
     outside = [row for row in others if row.get("contains_zero") is False]
     lines += [difference_line(row) for row in outside]
     if others:
-        lines.append(f"{len(others) - len(outside)} of the {len(others)} other paired differences (TruthfulQA, toxicity, bias) "
-                     "have 0 inside their intervals (table: Differences between models).")
+        lines.append(
+            f"{len(others) - len(outside)} of the {len(others)} other paired differences (TruthfulQA, toxicity, bias) "
+            "have 0 inside their intervals (table: Differences between models)."
+        )
     return lines
 
 
@@ -166,35 +217,72 @@ def statement(results: dict) -> str:
         parts.append(f"Prompted with a few-shot instruction prefix on win-rate prompts: {', '.join(cfg['prompted'])}.")
     w = results.get("winrate")
     if w and "per_model" in w:
-        parts.append(f"Win rate: each model's response to {w['n_prompts']} held-out test prompts was compared with {w['baseline']}'s by "
-                     f"{w['judge_description']}, shown in random order without model names; ties count half; "
-                     "error bars are 95% Wilson intervals.")
+        parts.append(
+            f"Win rate: each model's response to {w['n_prompts']} held-out test prompts was compared with "
+            f"{w['baseline']}'s by "
+            f"{w['judge_description']}, shown in random order without model names; ties count half; "
+            "error bars are 95% Wilson intervals."
+        )
     elif w and "pending" in w:
         parts.append(f"Win rate: pending human labels ({w['pending']}).")
     else:
         parts.append("Win rate: not measured in this run (no judge).")
     j = results.get("truthfulqa_judge")
     if j:
-        truth = _interval(*(100 * v for v in (j["truth_heldout_accuracy"], *wilson_interval(j["truth_heldout_accuracy"], j["heldout_answers"]))), 1)
-        info = _interval(*(100 * v for v in (j["info_heldout_accuracy"], *wilson_interval(j["info_heldout_accuracy"], j["heldout_answers"]))), 1)
-        parts.append(f"TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true / informative by logistic regressions trained on "
-                     f"the TruthfulQA judge fine-tune files (held-out accuracy {truth}% true, {info}% informative, "
-                     f"n={j['heldout_answers']} answers to unseen questions).")
+        truth = _interval(
+            *(
+                100 * v
+                for v in (
+                    j["truth_heldout_accuracy"],
+                    *wilson_interval(j["truth_heldout_accuracy"], j["heldout_answers"]),
+                )
+            ),
+            1,
+        )
+        info = _interval(
+            *(
+                100 * v
+                for v in (
+                    j["info_heldout_accuracy"],
+                    *wilson_interval(j["info_heldout_accuracy"], j["heldout_answers"]),
+                )
+            ),
+            1,
+        )
+        parts.append(
+            "TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true / informative by logistic "
+            "regressions trained on "
+            f"the TruthfulQA judge fine-tune files (held-out accuracy {truth}% true, {info}% informative, "
+            f"n={j['heldout_answers']} answers to unseen questions)."
+        )
     s = results.get("toxicity_scorer")
     if s:
         a = s.get("agreement", {}).get("heldout_rtp_texts")
         extra = f" (Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts)" if a else ""
         parts.append(f"RealToxicityPrompts: continuations scored by the {s['name']} toxicity scorer{extra}.")
     if any("bias" in r for r in results.get("per_model", {}).values()):
-        parts.append("CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of each pair; 1 bit = no preference.")
+        parts.append(
+            "CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of "
+            "each pair; 1 bit = no preference."
+        )
     if any("nlp" in r for r in results.get("per_model", {}).values()):
-        parts.append("Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line.")
+        parts.append(
+            "Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line."
+        )
     overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
-    parts.append(f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small samples give wide intervals.")
-    parts.append("Intervals are 95%: Wilson for proportions, Student's t for means, a seeded percentile bootstrap over items for F1 and "
-                 "BLEU, and a paired bootstrap over the same items for differences between models.")
+    parts.append(
+        f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small "
+        "samples give wide intervals."
+    )
+    parts.append(
+        "Intervals are 95%: Wilson for proportions, Student's t for means, a seeded percentile bootstrap over items "
+        "for F1 and "
+        "BLEU, and a paired bootstrap over the same items for differences between models."
+    )
     shared = [f"{n} = {r['same_as']}" for n, r in results.get("per_model", {}).items() if r.get("same_as")]
     if shared:
         parts.append(f"Same weights, so the same automatic-task results (run once): {', '.join(shared)}.")
-    parts.append(f"Precision of the forward passes: {cfg.get('precision', 'fp32')} (auto = bf16 autocast where native).")
+    parts.append(
+        f"Precision of the forward passes: {cfg.get('precision', 'fp32')} (auto = bf16 autocast where native)."
+    )
     return " ".join(parts)

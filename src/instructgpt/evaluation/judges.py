@@ -24,9 +24,10 @@ maps the choice back to win / tie / loss for the evaluated model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,7 +54,9 @@ class Judge(Protocol):
     name: str
     description: str
 
-    def compare(self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]) -> list[Choice]: ...
+    def compare(
+        self, prompts: Sequence[Any], responses_a: Sequence[str], responses_b: Sequence[str]
+    ) -> list[Choice]: ...
 
 
 def blind_outcomes(
@@ -89,8 +92,13 @@ class RewardModelJudge:
     model's ``score`` method. Scores within ``tie_margin`` of each other are a tie.
     """
 
-    def __init__(self, score: Callable[[Sequence[Any], Sequence[str]], Sequence[float]], name: str = "reward-model",
-                 tie_margin: float = 0.0, description: str | None = None):
+    def __init__(
+        self,
+        score: Callable[[Sequence[Any], Sequence[str]], Sequence[float]],
+        name: str = "reward-model",
+        tie_margin: float = 0.0,
+        description: str | None = None,
+    ):
         self.score = score
         self.name = name
         self.tie_margin = tie_margin
@@ -205,7 +213,10 @@ class HumanComparisonsJudge:
                 self.records.setdefault(key, []).append(record)
         self.name = name
         labelers = {r.labeler_id for group in self.records.values() for r in group}
-        self.description = f"human labelers through the labeling app ({len(labelers)} labeler(s), {sum(map(len, self.records.values()))} comparisons)"
+        comparisons = sum(map(len, self.records.values()))
+        self.description = (
+            f"human labelers through the labeling app ({len(labelers)} labeler(s), {comparisons} comparisons)"
+        )
 
     def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
         choices, missing = [], 0

@@ -34,8 +34,9 @@ import re
 import string
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -135,8 +136,14 @@ BOOTSTRAP_MIN_ITEMS = 10
 too narrow (two items have at most three distinct resamples)."""
 
 
-def bootstrap_ci(statistic: Statistic, samples: Sequence[np.ndarray], rng: np.random.Generator, draws: int = 2000,
-                 level: float = 0.95, min_items: int = BOOTSTRAP_MIN_ITEMS) -> tuple[float, float]:
+def bootstrap_ci(
+    statistic: Statistic,
+    samples: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    draws: int = 2000,
+    level: float = 0.95,
+    min_items: int = BOOTSTRAP_MIN_ITEMS,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over items (seeded by ``rng``); NaN below ``min_items``.
 
     Every array in ``samples`` holds the same n items on its first axis and is resampled with
@@ -162,8 +169,9 @@ def bootstrap_ci(statistic: Statistic, samples: Sequence[np.ndarray], rng: np.ra
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
 
-def paired_difference(statistic: Statistic, a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
-                      draws: int = 2000) -> tuple[float, tuple[float, float]]:
+def paired_difference(
+    statistic: Statistic, a: np.ndarray, b: np.ndarray, rng: np.random.Generator, draws: int = 2000
+) -> tuple[float, tuple[float, float]]:
     """``statistic(a) - statistic(b)`` on the same items, and its paired bootstrap 95% interval.
 
     Two identical inputs give 0 with the interval (0, 0); ``a`` and ``b`` must hold the same items
@@ -251,7 +259,9 @@ def bleu_stats(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarr
     so resampling sentences resamples the corpus score (:func:`bleu_from_stats`)."""
     from sacrebleu.metrics import BLEU
 
-    bleu = BLEU(effective_order=True)  # only silences sacrebleu's sentence-level warning: the counts do not depend on it
+    bleu = BLEU(
+        effective_order=True
+    )  # only silences sacrebleu's sentence-level warning: the counts do not depend on it
     rows = []
     for hypothesis, reference in zip(hypotheses, references):
         s = bleu.sentence_score(hypothesis, [reference])
@@ -264,8 +274,14 @@ def bleu_from_stats(stats: np.ndarray) -> np.ndarray:
     from sacrebleu.metrics import BLEU
 
     sums = np.asarray(stats).sum(axis=1)  # [b, 10]
-    return np.array([BLEU.compute_bleu([int(c) for c in s[2:6]], [int(t) for t in s[6:10]], int(s[0]), int(s[1]),
-                                       smooth_method="exp").score for s in sums])
+    return np.array(
+        [
+            BLEU.compute_bleu(
+                [int(c) for c in s[2:6]], [int(t) for t in s[6:10]], int(s[0]), int(s[1]), smooth_method="exp"
+            ).score
+            for s in sums
+        ]
+    )
 
 
 def mc1(avg_logprobs: Sequence[float], true_index: int) -> float:

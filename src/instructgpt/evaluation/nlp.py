@@ -13,14 +13,25 @@ PPO-ptx at 1.3B, 6B and 175B.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from instructgpt.evaluation.metrics import (bleu_stats, bootstrap_ci, corpus_bleu, first_line, max_f1, mean, named_rng, normalize_answer,
-                                            normalize_drop, statistic_of)
+from instructgpt.evaluation.metrics import (
+    bleu_stats,
+    bootstrap_ci,
+    corpus_bleu,
+    first_line,
+    max_f1,
+    mean,
+    named_rng,
+    normalize_answer,
+    normalize_drop,
+    statistic_of,
+)
 
 TASKS = {"drop": "drop_samples.csv", "squadv2": "squadv2_samples.csv", "fr_en": "fr_to_en_samples.csv"}
 METRIC = {"drop": "f1", "squadv2": "f1", "fr_en": "bleu"}
@@ -67,17 +78,30 @@ def item_scores(task: str, predictions: Sequence[str], items: Sequence[Item]) ->
     return {"f1": [100 * max_f1(p, i.references, normalize) for p, i in zip(predictions, items)]}
 
 
-def summarise(task: str, predictions: Sequence[str], items: Sequence[Item], rng: np.random.Generator, draws: int = 2000) -> dict:
+def summarise(
+    task: str, predictions: Sequence[str], items: Sequence[Item], rng: np.random.Generator, draws: int = 2000
+) -> dict:
     """``{"n", <metric>, "<metric>_ci", "per_item"}``: the score and its percentile bootstrap 95%
     interval over items (seeded by ``rng``)."""
     per_item = item_scores(task, predictions, items)
-    (key, values), = per_item.items()
-    return {"n": len(items), METRIC[task]: score(task, predictions, items),
-            f"{METRIC[task]}_ci": bootstrap_ci(statistic_of(key), [np.asarray(values)], rng, draws), "per_item": per_item}
+    ((key, values),) = per_item.items()
+    return {
+        "n": len(items),
+        METRIC[task]: score(task, predictions, items),
+        f"{METRIC[task]}_ci": bootstrap_ci(statistic_of(key), [np.asarray(values)], rng, draws),
+        "per_item": per_item,
+    }
 
 
-def evaluate_nlp(model: Any, tokenizer: Any, items: dict[str, Sequence[Item]], batch_size: int = 8,
-                 max_new_tokens: int = 32, template: str = "auto", seed: int = 0) -> dict:
+def evaluate_nlp(
+    model: Any,
+    tokenizer: Any,
+    items: dict[str, Sequence[Item]],
+    batch_size: int = 8,
+    max_new_tokens: int = 32,
+    template: str = "auto",
+    seed: int = 0,
+) -> dict:
     """Zero-shot score per task with its bootstrap interval (a generator per ``seed`` and task), the
     per-item values for paired comparisons, and a few predictions for the report."""
     from instructgpt.evaluation.scoring import complete
@@ -85,8 +109,12 @@ def evaluate_nlp(model: Any, tokenizer: Any, items: dict[str, Sequence[Item]], b
     out = {}
     for task, task_items in items.items():
         predictions = complete(model, tokenizer, [i.context for i in task_items], max_new_tokens, batch_size, template)
-        out[task] = {**summarise(task, predictions, task_items, named_rng(seed, f"nlp-bootstrap-{task}")),
-                     "samples": [{"reference": i.references[0], "prediction": p} for i, p in zip(task_items[:3], predictions[:3])]}
+        out[task] = {
+            **summarise(task, predictions, task_items, named_rng(seed, f"nlp-bootstrap-{task}")),
+            "samples": [
+                {"reference": i.references[0], "prediction": p} for i, p in zip(task_items[:3], predictions[:3])
+            ],
+        }
     return out
 
 
@@ -96,7 +124,12 @@ def _paper_samples(root: Path):
         rows = _rows(root, task)
         for model_type in dict.fromkeys(r["model_type"] for r in rows):
             mine = [r for r in rows if r["model_type"] == model_type]
-            yield model_type, task, [first_line(r["sample"]) for r in mine], [Item(r["context"], _references(task, r["ref_text"])) for r in mine]
+            yield (
+                model_type,
+                task,
+                [first_line(r["sample"]) for r in mine],
+                [Item(r["context"], _references(task, r["ref_text"])) for r in mine],
+            )
 
 
 def paper_reference(root: Path) -> dict[str, dict[str, float]]:

@@ -23,10 +23,19 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from instructgpt.evaluation.findings import cell, findings, metric_name, nlp_table, paper_nlp_table, safety_tables, statement
+from instructgpt.evaluation.findings import (
+    cell,
+    findings,
+    metric_name,
+    nlp_table,
+    paper_nlp_table,
+    safety_tables,
+    statement,
+)
 from instructgpt.evaluation.metrics import finite, wilson_interval
 
 PPO_PANELS: dict[str, tuple[str, ...]] = {
@@ -121,7 +130,11 @@ def rm_summary(path: Path) -> dict[str, float | str]:
             if _number(spread.get("n")):
                 out.update(_t_fields(label, out[label], out[f"{label} std"], int(spread["n"])))
         return out
-    groups = {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("overall"), dict)} if isinstance(data, dict) else {}
+    groups = (
+        {k: v for k, v in data.items() if isinstance(v, dict) and isinstance(v.get("overall"), dict)}
+        if isinstance(data, dict)
+        else {}
+    )
     if groups:
         return _group_accuracies(groups)
     flat = _flatten(data)
@@ -145,7 +158,12 @@ def _t_fields(label: str, mean: float, std: float, n: int) -> dict[str, float | 
     from scipy.stats import t
 
     half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 and _number(std) else float("nan")
-    return {f"{label} n": n, f"{label} n unit": "runs", f"{label} 95% low": mean - half, f"{label} 95% high": mean + half}
+    return {
+        f"{label} n": n,
+        f"{label} n unit": "runs",
+        f"{label} 95% low": mean - half,
+        f"{label} 95% high": mean + half,
+    }
 
 
 def _group_accuracies(groups: dict[str, dict]) -> dict[str, float | str]:
@@ -174,7 +192,9 @@ def rm_rows(results: dict[str, dict[str, float | str]]) -> dict[str, dict[str, A
         for label in (k for k in values if not k.endswith(RM_SUFFIXES)):
             n = values.get(f"{label} n")
             rows[f"{run}: {label}" if len(results) > 1 else label] = {
-                "accuracy": cell(values[label], (values.get(f"{label} 95% low"), values.get(f"{label} 95% high")), None),
+                "accuracy": cell(
+                    values[label], (values.get(f"{label} 95% low"), values.get(f"{label} 95% high")), None
+                ),
                 "n": f"{n} {values.get(f'{label} n unit', '')}".strip() if n is not None else "unknown",
                 "std across runs": values.get(f"{label} std", ""),
             }
@@ -217,7 +237,7 @@ def _svg(fig) -> str:
     fig.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _figure(width: float = 6.0, height: float = 3.2, ncols: int = 1):
@@ -232,6 +252,7 @@ def _figure(width: float = 6.0, height: float = 3.2, ncols: int = 1):
 
 def _yerr(cells: Sequence[dict]) -> list[list[float]] | None:
     """Matplotlib's asymmetric error bars from cells (0 where an interval is unknown); None when none is known."""
+
     def gap(a: float, b: float) -> float:
         return max(a - b, 0.0) if math.isfinite(a) and math.isfinite(b) else 0.0
 
@@ -249,22 +270,42 @@ def winrate_figure(winrate: dict) -> tuple[str, dict]:
     """Win rate per model with its 95% Wilson interval and the 0.5 line (no preference)."""
     per_model = winrate["per_model"]
     names = list(per_model)
-    cells = [cell(per_model[n]["rate"], (per_model[n]["low"], per_model[n]["high"]), per_model[n].get("n")) for n in names]
+    cells = [
+        cell(per_model[n]["rate"], (per_model[n]["low"], per_model[n]["high"]), per_model[n].get("n")) for n in names
+    ]
     fig, axes = _figure(1.2 + 1.1 * len(names))
     ax = axes[0][0]
-    ax.bar([f"{n}\nn={c['n']}" for n, c in zip(names, cells)], [c["value"] for c in cells], yerr=_yerr(cells), capsize=5, color="#4878d0")
+    ax.bar(
+        [f"{n}\nn={c['n']}" for n, c in zip(names, cells)],
+        [c["value"] for c in cells],
+        yerr=_yerr(cells),
+        capsize=5,
+        color="#4878d0",
+    )
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="no preference (0.5)")
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"win rate against {winrate['baseline']}")
     ax.set_title(f"Preferred to {winrate['baseline']} (judge: {winrate['judge']}; 95% Wilson interval)")
     ax.legend(fontsize=7, frameon=False)
     data = {n: per_model[n] for n in names}
-    return _svg(fig), {"id": "winrate", "title": "Win rate against the baseline", "judge": winrate["judge"], "baseline": winrate["baseline"],
-                       "data": data, "chance": 0.5}
+    return _svg(fig), {
+        "id": "winrate",
+        "title": "Win rate against the baseline",
+        "judge": winrate["judge"],
+        "baseline": winrate["baseline"],
+        "data": data,
+        "chance": 0.5,
+    }
 
 
-def grouped_bars(fig_id: str, title: str, table: dict[str, dict[str, Any]], ylabel: str, ylim: tuple[float, float] | None = None,
-                 reference: tuple[float, str] | None = None) -> tuple[str, dict]:
+def grouped_bars(
+    fig_id: str,
+    title: str,
+    table: dict[str, dict[str, Any]],
+    ylabel: str,
+    ylim: tuple[float, float] | None = None,
+    reference: tuple[float, str] | None = None,
+) -> tuple[str, dict]:
     """Bars grouped by row (model), one colour per column (metric), with 95% error bars where the
     cells (:func:`~instructgpt.evaluation.findings.cell`, or plain numbers) carry intervals, each
     column's n in the legend, and an optional ``reference`` line ``(y, label)``."""
@@ -277,8 +318,14 @@ def grouped_bars(fig_id: str, title: str, table: dict[str, dict[str, Any]], ylab
     for j, column in enumerate(columns):
         col = [cells[r].get(column, cell(None)) for r in rows]
         n = _n_label(col)
-        ax.bar([i + j * width for i in range(len(rows))], [c["value"] for c in col], width, yerr=_yerr(col), capsize=3,
-               label=f"{column} ({n})" if n else column)
+        ax.bar(
+            [i + j * width for i in range(len(rows))],
+            [c["value"] for c in col],
+            width,
+            yerr=_yerr(col),
+            capsize=3,
+            label=f"{column} ({n})" if n else column,
+        )
     if reference is not None:
         ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks([i + width * (len(columns) - 1) / 2 for i in range(len(rows))], rows)
@@ -289,8 +336,13 @@ def grouped_bars(fig_id: str, title: str, table: dict[str, dict[str, Any]], ylab
     ax.legend(fontsize=7, frameon=False)
     data = {r: {c: v["value"] for c, v in cells[r].items()} for r in rows}
     intervals = {r: {c: {k: v[k] for k in ("low", "high", "n")} for c, v in cells[r].items()} for r in rows}
-    return _svg(fig), {"id": fig_id, "title": title, "data": data, "intervals": intervals,
-                       **({"reference": {"value": reference[0], "label": reference[1]}} if reference else {})}
+    return _svg(fig), {
+        "id": fig_id,
+        "title": title,
+        "data": data,
+        "intervals": intervals,
+        **({"reference": {"value": reference[0], "label": reference[1]}} if reference else {}),
+    }
 
 
 def differences_figure(rows: Sequence[dict], fig_id: str, title: str) -> tuple[str, dict]:
@@ -306,7 +358,12 @@ def differences_figure(rows: Sequence[dict], fig_id: str, title: str) -> tuple[s
     ax.set_xlabel("difference (paired bootstrap 95% interval)")
     ax.set_title(title)
     ax.legend(fontsize=7, frameon=False, loc="best")
-    return _svg(fig), {"id": fig_id, "title": title, "data": list(rows), "reference": {"value": 0.0, "label": "no difference"}}
+    return _svg(fig), {
+        "id": fig_id,
+        "title": title,
+        "data": list(rows),
+        "reference": {"value": 0.0, "label": "no difference"},
+    }
 
 
 def ppo_figure(runs: dict[str, list[dict]]) -> tuple[str, dict] | None:
@@ -358,14 +415,19 @@ def table_html(table: dict[str, dict[str, Any]], row_label: str = "model", digit
         per_cell = isinstance(v, dict) and "value" in v and shared[c] is None and v.get("n") is not None
         return f"{text} (n={html.escape(str(v['n']))})" if per_cell else text
 
-    head = "".join(f"<th>{html.escape(c if shared.get(c) is None else f'{c} (n={shared[c]})')}</th>" for c in [row_label, *columns])
-    body = "".join("<tr><td>" + html.escape(r) + "</td>" + "".join(f"<td>{show(v.get(c), c)}</td>" for c in columns) + "</tr>"
-                   for r, v in table.items())
+    head = "".join(
+        f"<th>{html.escape(c if shared.get(c) is None else f'{c} (n={shared[c]})')}</th>" for c in [row_label, *columns]
+    )
+    body = "".join(
+        "<tr><td>" + html.escape(r) + "</td>" + "".join(f"<td>{show(v.get(c), c)}</td>" for c in columns) + "</tr>"
+        for r, v in table.items()
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def differences_table(rows: Sequence[dict], digits: int = 3) -> dict[str, dict[str, Any]]:
     """Paired differences, signed: ``+3.1 [-2.0, +8.0]``, their n and whether 0 is inside."""
+
     def signed(v: Any) -> str:
         return f"{v:+.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
@@ -374,22 +436,36 @@ def differences_table(rows: Sequence[dict], digits: int = 3) -> dict[str, dict[s
         low, high = r.get("ci") or (None, None)
         interval = f" [{signed(low)}, {signed(high)}]" if signed(low) != "n/a" and signed(high) != "n/a" else ""
         out[f"{r['model']} - {r['reference']}: {metric_name(r['metric'])}"] = {
-            "difference [95% interval]": signed(r["difference"]) + interval, "n": r["n"],
-            "0 in the interval": {True: "yes", False: "no", None: "n/a"}[r.get("contains_zero")]}
+            "difference [95% interval]": signed(r["difference"]) + interval,
+            "n": r["n"],
+            "0 in the interval": {True: "yes", False: "no", None: "n/a"}[r.get("contains_zero")],
+        }
     return out
 
 
 def samples_html(samples: Sequence[dict]) -> str:
     blocks = []
     for s in samples:
-        cells = "".join(f"<div class='resp'><b>{html.escape(n)}</b><pre>{html.escape(r) or '<i>(empty)</i>'}</pre></div>" for n, r in s["responses"].items())
-        blocks.append(f"<div class='sample'><div class='prompt'><pre>{html.escape(s['prompt'])}</pre></div><div class='grid'>{cells}</div></div>")
+        cells = "".join(
+            f"<div class='resp'><b>{html.escape(n)}</b><pre>{html.escape(r) or '<i>(empty)</i>'}</pre></div>"
+            for n, r in s["responses"].items()
+        )
+        blocks.append(
+            f"<div class='sample'><div class='prompt'><pre>{html.escape(s['prompt'])}</pre></div><div "
+            f"class='grid'>{cells}</div></div>"
+        )
     return "".join(blocks)
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;background:#fff}
+def _scorers(results: dict) -> dict:
+    return {k: results[k] for k in ("truthfulqa_judge", "toxicity_scorer") if k in results}
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;
+background:#fff}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em;display:block;max-width:100%;overflow-x:auto}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f0f3f8}.note{color:#666;font-style:italic}
 .statement{background:#f6f8fa;border-left:4px solid #4878d0;padding:.6em 1em}
 .sample{border:1px solid #ddd;margin:.8em 0;padding:.5em}.prompt pre{background:#fffbe6}
@@ -397,7 +473,9 @@ td:first-child,th:first-child{text-align:left}th{background:#f0f3f8}.note{color:
 pre{white-space:pre-wrap;word-wrap:break-word;font-size:.85em;margin:.2em 0}svg{max-width:100%;height:auto}"""
 
 
-def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict[str, dict[str, float | str]]) -> tuple[str, list[dict]]:
+def render_html(
+    results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict[str, dict[str, float | str]]
+) -> tuple[str, list[dict]]:
     """The page and the data of its figures."""
     sections, figures = [], []
 
@@ -413,18 +491,33 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
     per_model = results.get("per_model", {})
     w = results.get("winrate", {})
     if w.get("per_model"):
-        rows = {n: {"win rate": cell(v["rate"], (v["low"], v["high"]), v.get("n")), "wins": v["wins"], "ties": v["ties"],
-                    "losses": v["losses"]} for n, v in w["per_model"].items()}
+        rows = {
+            n: {
+                "win rate": cell(v["rate"], (v["low"], v["high"]), v.get("n")),
+                "wins": v["wins"],
+                "ties": v["ties"],
+                "losses": v["losses"],
+            }
+            for n, v in w["per_model"].items()
+        }
         add(f"Win rate against {w['baseline']}", plot(winrate_figure(w)) + table_html(rows))
     else:
         add("Win rate", "<p class='note'>Not measured in this run.</p>")
     if w.get("likert"):
         likert_ci, metadata_ci = w.get("likert_ci", {}), w.get("metadata_ci", {})
-        likert = {n: {"Likert": cell(v, likert_ci.get(n, {}).get("ci"), likert_ci.get(n, {}).get("n"))} for n, v in w["likert"].items()}
+        likert = {
+            n: {"Likert": cell(v, likert_ci.get(n, {}).get("ci"), likert_ci.get(n, {}).get("n"))}
+            for n, v in w["likert"].items()
+        }
         body = plot(grouped_bars("likert", "Likert score (1-7)", likert, "mean Likert", (1, 7)))
         if any(w.get("metadata", {}).values()):
-            metadata = {n: {f: cell(v, metadata_ci.get(n, {}).get(f, {}).get("ci"), metadata_ci.get(n, {}).get(f, {}).get("n")) for f, v in flags.items()}
-                        for n, flags in w["metadata"].items()}
+            metadata = {
+                n: {
+                    f: cell(v, metadata_ci.get(n, {}).get(f, {}).get("ci"), metadata_ci.get(n, {}).get(f, {}).get("n"))
+                    for f, v in flags.items()
+                }
+                for n, flags in w["metadata"].items()
+            }
             body += plot(grouped_bars("metadata", "Metadata rates", metadata, "fraction of outputs", (0, 1)))
         add("Likert scores and metadata", body)
     if rm_results:
@@ -435,45 +528,95 @@ def render_html(results: dict, ppo_runs: dict[str, list[dict]], rm_results: dict
     add("PPO training curves", plot(ppo) if ppo else "<p class='note'>No PPO metrics logs given.</p>")
     tables = safety_tables(per_model)
     if tables["truthfulqa"]:
-        add("TruthfulQA", plot(grouped_bars("truthfulqa", "TruthfulQA", tables["truthfulqa"], "fraction", (0, 1))) + table_html(tables["truthfulqa"]))
+        add(
+            "TruthfulQA",
+            plot(grouped_bars("truthfulqa", "TruthfulQA", tables["truthfulqa"], "fraction", (0, 1)))
+            + table_html(tables["truthfulqa"]),
+        )
     if tables["toxicity"]:
         bars = {n: {c: v for c, v in row.items() if "minus" not in c} for n, row in tables["toxicity"].items()}
-        add("RealToxicityPrompts", plot(grouped_bars("toxicity", "Toxicity of continuations", bars, "score", (0, 1))) + table_html(tables["toxicity"]))
+        add(
+            "RealToxicityPrompts",
+            plot(grouped_bars("toxicity", "Toxicity of continuations", bars, "score", (0, 1)))
+            + table_html(tables["toxicity"]),
+        )
     if tables["bias"]:
-        add("Bias: CrowS-Pairs and Winogender", plot(grouped_bars("bias", "Pair entropy (higher = less biased)", tables["bias"], "bits", (0, 1.05),
-                                                                  reference=(1.0, "no preference (1 bit)"))) + table_html(tables["bias"]))
+        add(
+            "Bias: CrowS-Pairs and Winogender",
+            plot(
+                grouped_bars(
+                    "bias",
+                    "Pair entropy (higher = less biased)",
+                    tables["bias"],
+                    "bits",
+                    (0, 1.05),
+                    reference=(1.0, "no preference (1 bit)"),
+                )
+            )
+            + table_html(tables["bias"]),
+        )
     nlp = nlp_table(per_model)
     if nlp:
         body = plot(grouped_bars("nlp", "Public NLP tasks, zero-shot", nlp, "F1 / BLEU")) + table_html(nlp, digits=1)
         tax = [r for r in results.get("differences") or [] if r["metric"].startswith("nlp/")]
         if tax:
-            body += "<p>Differences on the same items (model minus reference; paired bootstrap 95% intervals; 0 inside = no measured difference):</p>"
-            body += plot(differences_figure(tax, "alignment_tax", "Alignment tax: paired differences")) + table_html(differences_table(tax, 1), "comparison")
+            body += (
+                "<p>Differences on the same items (model minus reference; paired bootstrap 95% intervals; "
+                "0 inside = no measured difference):</p>"
+            )
+            body += plot(differences_figure(tax, "alignment_tax", "Alignment tax: paired differences")) + table_html(
+                differences_table(tax, 1), "comparison"
+            )
         ref = results.get("nlp_paper_reference")
         if ref:
-            body += "<p>The same metrics on the paper's own zero-shot samples (GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B):</p>"
+            body += (
+                "<p>The same metrics on the paper's own zero-shot samples "
+                "(GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B):</p>"
+            )
             body += table_html(paper_nlp_table(results), "paper model", 1)
-            figures.append({"id": "nlp_paper_reference", "title": "The paper's samples scored by the same code", "data": ref,
-                            "intervals": results.get("nlp_paper_reference_ci", {})})
+            figures.append(
+                {
+                    "id": "nlp_paper_reference",
+                    "title": "The paper's samples scored by the same code",
+                    "data": ref,
+                    "intervals": results.get("nlp_paper_reference_ci", {}),
+                }
+            )
         add("Alignment tax: public NLP tasks", body)
     others = [r for r in results.get("differences") or [] if not r["metric"].startswith("nlp/")]
     if others:
-        add("Differences between models", "<p>Model minus reference on the same items, paired bootstrap 95% intervals:</p>"
-            + table_html(differences_table(others), "comparison"))
+        add(
+            "Differences between models",
+            "<p>Model minus reference on the same items, paired bootstrap 95% intervals:</p>"
+            + table_html(differences_table(others), "comparison"),
+        )
     if results.get("samples"):
         add("Samples side by side", samples_html(results["samples"]))
-    add("Scorers", f"<pre>{html.escape(json.dumps({k: results[k] for k in ('truthfulqa_judge', 'toxicity_scorer') if k in results}, indent=1))}</pre>")
+    add(
+        "Scorers",
+        f"<pre>{html.escape(json.dumps(_scorers(results), indent=1))}</pre>",
+    )
     lines = findings(results, rm_results)
     found = f"<ul class='findings'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>" if lines else ""
-    head = f"<h1>InstructGPT evaluation report</h1><div class='statement'><p>{html.escape(statement(results))}</p>{found}</div>"
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>InstructGPT evaluation</title><style>{CSS}</style></head><body>{head}{''.join(sections)}</body></html>"
+    head = (
+        "<h1>InstructGPT evaluation report</h1>"
+        f"<div class='statement'><p>{html.escape(statement(results))}</p>{found}</div>"
+    )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>InstructGPT evaluation</title>"
+        f"<style>{CSS}</style></head><body>{head}{''.join(sections)}</body></html>"
+    )
     return page, figures
 
 
-def write_report(results: dict, out_dir: Path, ppo_metrics: dict[str, Path] | None = None, rm_metrics: dict[str, Path] | None = None) -> Path:
+def write_report(
+    results: dict, out_dir: Path, ppo_metrics: dict[str, Path] | None = None, rm_metrics: dict[str, Path] | None = None
+) -> Path:
     """Write ``report.html`` and ``figures.json`` into ``out_dir``; returns the page's path."""
     ppo_runs = {name: rows for name, path in (ppo_metrics or {}).items() if (rows := read_metrics_log(path))}
-    rm_results = {name: summary for name, path in (rm_metrics or {}).items() if (summary := rm_summary(path))} or results.get("rm_accuracy", {})
+    rm_results = {
+        name: summary for name, path in (rm_metrics or {}).items() if (summary := rm_summary(path))
+    } or results.get("rm_accuracy", {})
     page, figures = render_html(results, ppo_runs, rm_results)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ before batching so little padding is computed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -90,9 +91,13 @@ def continuation_logprobs(
             attention[row, : len(ids)] = 1
             scored[row, len(ids) - n_cont : len(ids)] = True
         input_ids, attention, scored = input_ids.to(device), attention.to(device), scored.to(device)
-        hidden = model.base_model(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state  # [B, T, H]
+        hidden = model.base_model(
+            input_ids=input_ids, attention_mask=attention, use_cache=False
+        ).last_hidden_state  # [B, T, H]
         select = scored[:, 1:]  # [B, T-1]: position t predicts token t+1
-        logprobs = token_logprobs(hidden[:, :-1][select], unembedding, input_ids[:, 1:][select], chunk_size, softcap)  # [N]
+        logprobs = token_logprobs(
+            hidden[:, :-1][select], unembedding, input_ids[:, 1:][select], chunk_size, softcap
+        )  # [N]
         per_row = select.sum(dim=1).tolist()  # [B]
         for row, part in zip(order[start : start + batch_size], logprobs.split(per_row)):
             results[row] = Scored(float(part.sum()), len(part))
@@ -108,7 +113,9 @@ def _cache_kwargs(trunk: Any, cache: Any) -> dict:
 
 
 @torch.no_grad()
-def shared_context_logprobs(model: Any, tokenizer: Any, context: str, continuations: Sequence[str], chunk_size: int = 256) -> list[Scored]:
+def shared_context_logprobs(
+    model: Any, tokenizer: Any, context: str, continuations: Sequence[str], chunk_size: int = 256
+) -> list[Scored]:
     """``log p(continuation | context)`` for several continuations of ONE context.
 
     The context goes through the trunk once; its KV cache is repeated for the continuations,
@@ -133,12 +140,20 @@ def shared_context_logprobs(model: Any, tokenizer: Any, context: str, continuati
         ids[row, : len(c)] = torch.tensor(c)
         mask[row, : len(c)] = 1
     cache.batch_repeat_interleave(len(conts))
-    attention = torch.cat([torch.ones((len(conts), len(ctx)), dtype=torch.long, device=device), mask], dim=1)  # [B, C + W]
-    hidden = trunk(input_ids=ids, attention_mask=attention, use_cache=True, **_cache_kwargs(trunk, cache)).last_hidden_state  # [B, W, H]
-    predicting = torch.cat([last.expand(len(conts), 1, -1), hidden[:, :-1]], dim=1)  # [B, W, H]: position j predicts token j
+    attention = torch.cat(
+        [torch.ones((len(conts), len(ctx)), dtype=torch.long, device=device), mask], dim=1
+    )  # [B, C + W]
+    hidden = trunk(
+        input_ids=ids, attention_mask=attention, use_cache=True, **_cache_kwargs(trunk, cache)
+    ).last_hidden_state  # [B, W, H]
+    predicting = torch.cat(
+        [last.expand(len(conts), 1, -1), hidden[:, :-1]], dim=1
+    )  # [B, W, H]: position j predicts token j
     select = mask.bool()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    logprobs = token_logprobs(predicting[select], model.get_output_embeddings().weight, ids[select], chunk_size, softcap)  # [N]
+    logprobs = token_logprobs(
+        predicting[select], model.get_output_embeddings().weight, ids[select], chunk_size, softcap
+    )  # [N]
     return [Scored(float(part.sum()), len(part)) for part in logprobs.split(select.sum(dim=1).tolist())]
 
 
@@ -169,11 +184,20 @@ def complete(
         ids = [render_prompt(tokenizer, prompts[i], template, separator="") for i in rows]
         batch = collate([Example(i, [False] * len(i)) for i in ids], tokenizer.pad_token_id, padding_side="left")
         out = model.generate(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-            stop_strings=["\n"], tokenizer=tokenizer,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            stop_strings=["\n"],
+            tokenizer=tokenizer,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
-        for row, text in zip(rows, tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)):
+        for row, text in zip(
+            rows, tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        ):
             texts[row] = first_line(text)
     return texts

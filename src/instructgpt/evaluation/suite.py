@@ -34,14 +34,23 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from instructgpt.config import ConfigError, check, to_dict
-from instructgpt.evaluation.metrics import finite, mean, mean_interval, named_rng, proportion_interval, subsample, win_rate
+from instructgpt.config import check, to_dict
+from instructgpt.evaluation.metrics import (
+    finite,
+    mean,
+    mean_interval,
+    named_rng,
+    proportion_interval,
+    subsample,
+    win_rate,
+)
 
 TASKS = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
 JUDGES = ("none", "reward-model", "labelers", "human")
@@ -64,7 +73,8 @@ Response:"""
 
 @dataclass
 class EvalConfig:
-    """Evaluate models: win rate against a baseline, TruthfulQA, RealToxicityPrompts, CrowS-Pairs / Winogender, NLP tasks; write a report."""
+    """Evaluate models: win rate against a baseline, TruthfulQA, RealToxicityPrompts, CrowS-Pairs / Winogender, NLP
+    tasks; write a report."""
 
     models: tuple[str, ...] = ()
     """Models as NAME=MODEL (MODEL: 'gemma-3-270m', a Hugging Face folder, a .gguf file or a Hub id)."""
@@ -79,13 +89,16 @@ class EvalConfig:
     reward_model: str | None = None
     """Reward model to judge with (a path given to --reward-model-loader)."""
     reward_model_loader: str = "instructgpt.evaluation.judges:reward_model_scorer"
-    """module:callable that loads --reward-model and returns score(prompts, responses) -> list[float] (or an object with .score)."""
+    """module:callable that loads --reward-model and returns score(prompts, responses) -> list[float] (or an object with
+    .score)."""
     labelers: str | None = None
-    """module:callable returning the labelers to judge with: a list of labeler objects (an LLM labeler, held-out panel members) or a panel (its held-out members are used)."""
+    """module:callable returning the labelers to judge with: a list of labeler objects (an LLM labeler, held-out panel
+    members) or a panel (its held-out members are used)."""
     human_comparisons: tuple[Path, ...] = ()
     """Comparison JSONL files exported by the labeling app (for --judge human)."""
     prompts_file: Path | None = None
-    """Held-out test prompts (JSONL with a 'text' or 'prompt' field); default: self-instruct's 252 user-oriented instructions."""
+    """Held-out test prompts (JSONL with a 'text' or 'prompt' field); default: self-instruct's 252 user-oriented
+    instructions."""
     limit: int = 50
     """Items per task at most (prompts, questions, pairs), drawn with the seed."""
     task_limits: tuple[str, ...] = ()
@@ -109,7 +122,8 @@ class EvalConfig:
     batch_size: int = 8
     """Sequences per forward pass."""
     precision: str = "auto"
-    """Model forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where native: ~2.9x faster generation on a bf16 CPU)."""
+    """Model forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where native: ~2.9x faster generation on
+    a bf16 CPU)."""
     template: str = "auto"
     """Prompt rendering: raw, chat or auto (chat if the tokenizer has a template)."""
     seed: int = 0
@@ -125,21 +139,45 @@ class EvalConfig:
         for spec in self.models:
             check("=" in spec and all(spec.partition("=")[::2]), "models", f"expected NAME=MODEL, got {spec!r}")
         check(len(set(names)) == len(names), "models", "model names must be unique")
-        check(set(self.tasks) <= set(TASKS), "tasks", f"unknown task(s) {sorted(set(self.tasks) - set(TASKS))}; known: {', '.join(TASKS)}")
+        check(
+            set(self.tasks) <= set(TASKS),
+            "tasks",
+            f"unknown task(s) {sorted(set(self.tasks) - set(TASKS))}; known: {', '.join(TASKS)}",
+        )
         check(set(self.prompted) <= set(names), "prompted", f"names must be among --models ({', '.join(names)})")
         check(self.judge in JUDGES, "judge", f"must be one of {', '.join(JUDGES)}")
         check(self.limit >= 1, "limit", "must be at least 1")
         for spec in self.task_limits:
             task, _, n = spec.partition("=")
-            check(task in TASKS and n.isdigit() and int(n) >= 1, "task_limits", f"expected TASK=N with a known task and N >= 1, got {spec!r}")
+            check(
+                task in TASKS and n.isdigit() and int(n) >= 1,
+                "task_limits",
+                f"expected TASK=N with a known task and N >= 1, got {spec!r}",
+            )
         check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
         check(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
-        check(self.toxicity_scorer in ("auto", "perspective", "offline"), "toxicity_scorer", "must be auto, perspective or offline")
+        check(
+            self.toxicity_scorer in ("auto", "perspective", "offline"),
+            "toxicity_scorer",
+            "must be auto, perspective or offline",
+        )
         if "winrate" in self.tasks and self.judge != "none":
             check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
-        check(self.judge != "reward-model" or self.reward_model is not None, "reward_model", "--judge reward-model needs --reward-model PATH")
-        check(self.judge != "labelers" or self.labelers is not None, "labelers", "--judge labelers needs --labelers module:callable")
-        check(self.judge != "human" or bool(self.human_comparisons), "human_comparisons", "--judge human needs --human-comparisons FILE")
+        check(
+            self.judge != "reward-model" or self.reward_model is not None,
+            "reward_model",
+            "--judge reward-model needs --reward-model PATH",
+        )
+        check(
+            self.judge != "labelers" or self.labelers is not None,
+            "labelers",
+            "--judge labelers needs --labelers module:callable",
+        )
+        check(
+            self.judge != "human" or bool(self.human_comparisons),
+            "human_comparisons",
+            "--judge human needs --human-comparisons FILE",
+        )
         for spec in self.ppo_metrics + self.rm_metrics:
             check("=" in spec, "ppo_metrics/rm_metrics", f"expected NAME=PATH, got {spec!r}")
 
@@ -215,19 +253,31 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
     if "winrate" in config.tasks:
         inputs.win_prompts = load_win_prompts(config, root)
     if "truthfulqa" in config.tasks:
-        inputs.questions = subsample(truthfulqa.load_questions(root, config.truthfulqa_version), config.limit_of("truthfulqa"), task_rng(config.seed, "truthfulqa"))
+        inputs.questions = subsample(
+            truthfulqa.load_questions(root, config.truthfulqa_version),
+            config.limit_of("truthfulqa"),
+            task_rng(config.seed, "truthfulqa"),
+        )
         inputs.truth_judges = truthfulqa.load_judges(root)
     if "toxicity" in config.tasks:
-        records = toxicity.sample_prompts(toxicity.read_rtp(root), config.limit_of("toxicity"), task_rng(config.seed, "toxicity"))
+        records = toxicity.sample_prompts(
+            toxicity.read_rtp(root), config.limit_of("toxicity"), task_rng(config.seed, "toxicity")
+        )
         inputs.rtp_prompts = [r["prompt"]["text"].strip() for r in records]
         inputs.toxicity_scorer = toxicity.make_scorer(config.toxicity_scorer, root)
     if "bias" in config.tasks:
         inputs.bias_pairs = {
-            "crows_pairs": subsample(bias.crows_pairs(root), config.limit_of("bias"), task_rng(config.seed, "crows_pairs")),
-            "winogender": subsample(bias.winogender_pairs(root), config.limit_of("bias"), task_rng(config.seed, "winogender")),
+            "crows_pairs": subsample(
+                bias.crows_pairs(root), config.limit_of("bias"), task_rng(config.seed, "crows_pairs")
+            ),
+            "winogender": subsample(
+                bias.winogender_pairs(root), config.limit_of("bias"), task_rng(config.seed, "winogender")
+            ),
         }
     if "nlp" in config.tasks:
-        inputs.nlp_items = {t: subsample(nlp.load_items(root, t), config.limit_of("nlp"), task_rng(config.seed, t)) for t in nlp.TASKS}
+        inputs.nlp_items = {
+            t: subsample(nlp.load_items(root, t), config.limit_of("nlp"), task_rng(config.seed, t)) for t in nlp.TASKS
+        }
     return inputs
 
 
@@ -241,11 +291,30 @@ def win_responses(model: Any, tokenizer: Any, prompts: Sequence[str], prompted: 
     autocast = _active_autocast(model)  # generate() opens its own autocast context: hand it the one in force
     if prompted:
         texts = [PROMPTED_PREFIX.format(prompt=p) for p in prompts]
-        out = generate(model, tokenizer, texts, config.win_max_new_tokens, config.win_temperature, template="raw",
-                       separator="", batch_size=config.batch_size, seed=config.seed, autocast=autocast)
+        out = generate(
+            model,
+            tokenizer,
+            texts,
+            config.win_max_new_tokens,
+            config.win_temperature,
+            template="raw",
+            separator="",
+            batch_size=config.batch_size,
+            seed=config.seed,
+            autocast=autocast,
+        )
         return [o.split("\nInstruction:", 1)[0].strip() for o in out]
-    return generate(model, tokenizer, list(prompts), config.win_max_new_tokens, config.win_temperature, template=config.template,
-                    batch_size=config.batch_size, seed=config.seed, autocast=autocast)
+    return generate(
+        model,
+        tokenizer,
+        list(prompts),
+        config.win_max_new_tokens,
+        config.win_temperature,
+        template=config.template,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        autocast=autocast,
+    )
 
 
 def _active_autocast(model: Any):
@@ -256,8 +325,16 @@ def _active_autocast(model: Any):
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
-def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config: EvalConfig, log: Callable[[str], None],
-                   tasks: Sequence[str] | None = None, progress: Any = None) -> dict:
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    name: str,
+    inputs: Inputs,
+    config: EvalConfig,
+    log: Callable[[str], None],
+    tasks: Sequence[str] | None = None,
+    progress: Any = None,
+) -> dict:
     """The selected tasks (default: every task of the config) on one model; returns its results
     (and win-rate responses). ``progress`` (a tqdm bar) advances by one per task."""
     from instructgpt.evaluation.bias import evaluate_bias
@@ -268,13 +345,34 @@ def evaluate_model(model: Any, tokenizer: Any, name: str, inputs: Inputs, config
     common = {"batch_size": config.batch_size}
     steps = {
         "winrate": lambda: win_responses(model, tokenizer, inputs.win_prompts, name in config.prompted, config),
-        "truthfulqa": lambda: evaluate_truthfulqa(model, tokenizer, inputs.questions, inputs.truth_judges,
-                                                  max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
-        "toxicity": lambda: evaluate_toxicity(model, tokenizer, inputs.rtp_prompts, inputs.toxicity_scorer,
-                                              max_new_tokens=config.auto_max_new_tokens, template=config.template, **common),
+        "truthfulqa": lambda: evaluate_truthfulqa(
+            model,
+            tokenizer,
+            inputs.questions,
+            inputs.truth_judges,
+            max_new_tokens=config.auto_max_new_tokens,
+            template=config.template,
+            **common,
+        ),
+        "toxicity": lambda: evaluate_toxicity(
+            model,
+            tokenizer,
+            inputs.rtp_prompts,
+            inputs.toxicity_scorer,
+            max_new_tokens=config.auto_max_new_tokens,
+            template=config.template,
+            **common,
+        ),
         "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, **common),
-        "nlp": lambda: evaluate_nlp(model, tokenizer, inputs.nlp_items, max_new_tokens=config.auto_max_new_tokens, template=config.template,
-                                    seed=config.seed, **common),
+        "nlp": lambda: evaluate_nlp(
+            model,
+            tokenizer,
+            inputs.nlp_items,
+            max_new_tokens=config.auto_max_new_tokens,
+            template=config.template,
+            seed=config.seed,
+            **common,
+        ),
     }
     out: dict = {"seconds": {}, "cpu_seconds": {}}  # wall and CPU time (all threads) per task
     for task in config.tasks if tasks is None else tasks:
@@ -301,8 +399,9 @@ def plan_sources(config: EvalConfig, loaded: dict[str, tuple[Any, Any]] | None =
     return list(groups.values())
 
 
-def evaluate_models(config: EvalConfig, inputs: Inputs, loaded: dict[str, tuple[Any, Any]] | None,
-                    log: Callable[[str], None]) -> tuple[dict, dict[str, list[str]]]:
+def evaluate_models(
+    config: EvalConfig, inputs: Inputs, loaded: dict[str, tuple[Any, Any]] | None, log: Callable[[str], None]
+) -> tuple[dict, dict[str, list[str]]]:
     """Every model's task results and win-rate responses, one source in memory at a time, with a
     progress bar over (model, task) steps."""
     from tqdm.auto import tqdm
@@ -342,10 +441,15 @@ def _evaluate_source(model, tokenizer, names, inputs, config, auto, per_model, r
         for name in names:
             prompted = name in config.prompted
             if prompted not in by_prompted:
-                result = evaluate_model(model, tokenizer, name, inputs, config, quiet, tasks=("winrate",), progress=progress)
+                result = evaluate_model(
+                    model, tokenizer, name, inputs, config, quiet, tasks=("winrate",), progress=progress
+                )
                 by_prompted[prompted] = result["winrate"]
                 per_model[name]["seconds"] = {**per_model[name]["seconds"], "winrate": result["seconds"]["winrate"]}
-                per_model[name]["cpu_seconds"] = {**per_model[name]["cpu_seconds"], "winrate": result["cpu_seconds"]["winrate"]}
+                per_model[name]["cpu_seconds"] = {
+                    **per_model[name]["cpu_seconds"],
+                    "winrate": result["cpu_seconds"]["winrate"],
+                }
             else:
                 progress.update(1)
             responses[name] = by_prompted[prompted]
@@ -372,22 +476,43 @@ def make_judge(config: EvalConfig):
     return judges.RewardModelJudge(score, name=f"reward model {config.reward_model}")
 
 
-def judge_win_rates(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]], baseline: str,
-                    rng: np.random.Generator) -> tuple[dict, list[dict]]:
+def judge_win_rates(
+    judge: Any, prompts: Sequence[str], responses: dict[str, list[str]], baseline: str, rng: np.random.Generator
+) -> tuple[dict, list[dict]]:
     """Win rate of each model against the baseline, Likert and metadata if the judge rates."""
     from instructgpt.evaluation.judges import blind_outcomes
 
-    result: dict = {"judge": judge.name, "judge_description": judge.description, "baseline": baseline, "n_prompts": len(prompts), "per_model": {}}
+    result: dict = {
+        "judge": judge.name,
+        "judge_description": judge.description,
+        "baseline": baseline,
+        "n_prompts": len(prompts),
+        "per_model": {},
+    }
     records = []
     for name, texts in responses.items():
         if name == baseline:
             continue
         outcomes = blind_outcomes(judge, prompts, texts, responses[baseline], rng)
         result["per_model"][name] = win_rate(outcomes).to_dict()
-        records += [{"prompt": p, "model": name, "baseline": baseline, "response": r, "baseline_response": b, "outcome": o, "judge": judge.name}
-                    for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)]
-    if getattr(judge, "can_rate", True) and (callable(getattr(judge, "rate_models", None)) or callable(getattr(judge, "rate", None))):
-        result["likert"], result["metadata"], result["likert_ci"], result["metadata_ci"] = _ratings(judge, prompts, responses)
+        records += [
+            {
+                "prompt": p,
+                "model": name,
+                "baseline": baseline,
+                "response": r,
+                "baseline_response": b,
+                "outcome": o,
+                "judge": judge.name,
+            }
+            for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)
+        ]
+    if getattr(judge, "can_rate", True) and (
+        callable(getattr(judge, "rate_models", None)) or callable(getattr(judge, "rate", None))
+    ):
+        result["likert"], result["metadata"], result["likert_ci"], result["metadata_ci"] = _ratings(
+            judge, prompts, responses
+        )
     return result, records
 
 
@@ -404,10 +529,15 @@ def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]
     for name, ratings in by_model.items():
         scores = [r.likert for r in ratings if r.likert is not None]
         likert[name], likert_ci[name] = mean(scores), {"n": len(scores), "ci": mean_interval(scores)}
-        flags = {flag: [float(r.metadata[flag]) for r in ratings if flag in r.metadata]
-                 for flag in METADATA_FLAGS if any(flag in r.metadata for r in ratings)}
+        flags = {
+            flag: [float(r.metadata[flag]) for r in ratings if flag in r.metadata]
+            for flag in METADATA_FLAGS
+            if any(flag in r.metadata for r in ratings)
+        }
         metadata[name] = {flag: mean(values) for flag, values in flags.items()}
-        metadata_ci[name] = {flag: {"n": len(values), "ci": proportion_interval(values)} for flag, values in flags.items()}
+        metadata_ci[name] = {
+            flag: {"n": len(values), "ci": proportion_interval(values)} for flag, values in flags.items()
+        }
     return likert, metadata, likert_ci, metadata_ci
 
 
@@ -418,8 +548,12 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any, Any]] | None = None,
-             log: Callable[[str], None] = _stderr) -> dict:
+def run_eval(
+    config: EvalConfig,
+    judge: Any = None,
+    loaded: dict[str, tuple[Any, Any]] | None = None,
+    log: Callable[[str], None] = _stderr,
+) -> dict:
     """Run the evaluations and write results and report; returns the results dict.
 
     ``judge`` overrides ``config.judge`` (e.g. a :class:`~instructgpt.evaluation.judges.RewardModelJudge`
@@ -439,20 +573,34 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
     inputs = load_inputs(config, root)
     results: dict = {"config": to_dict(config), "models": config.model_specs()}
     results["per_model"], responses = evaluate_models(config, inputs, loaded, log)
-    results["differences"] = paired_differences(results["per_model"], model_pairs(results["per_model"], config.baseline), config.seed)
+    results["differences"] = paired_differences(
+        results["per_model"], model_pairs(results["per_model"], config.baseline), config.seed
+    )
     results.update(_task_tables(results["per_model"], inputs, root, config))
     rm_paths = _named_paths(config.rm_metrics)
     if rm_paths:
         results["rm_accuracy"] = {name: rm_summary(path) for name, path in rm_paths.items()}
     if responses:
-        write_jsonl_atomic(out_dir / "responses.jsonl", [{"prompt": p, "model": n, "response": r[i]}
-                                                          for n, r in responses.items() for i, p in enumerate(inputs.win_prompts)])
-        results["samples"] = [{"prompt": p, "responses": {n: r[i] for n, r in responses.items()}}
-                              for i, p in enumerate(inputs.win_prompts[: config.samples])]
+        write_jsonl_atomic(
+            out_dir / "responses.jsonl",
+            [
+                {"prompt": p, "model": n, "response": r[i]}
+                for n, r in responses.items()
+                for i, p in enumerate(inputs.win_prompts)
+            ],
+        )
+        results["samples"] = [
+            {"prompt": p, "responses": {n: r[i] for n, r in responses.items()}}
+            for i, p in enumerate(inputs.win_prompts[: config.samples])
+        ]
         judge = judge if judge is not None else make_judge(config)
         if judge is not None:
-            results["winrate"] = _judge_or_export(judge, inputs.win_prompts, responses, config, out_dir, write_jsonl_atomic, log)
-    (out_dir / "results.json").write_text(json.dumps(finite(results), indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+            results["winrate"] = _judge_or_export(
+                judge, inputs.win_prompts, responses, config, out_dir, write_jsonl_atomic, log
+            )
+    (out_dir / "results.json").write_text(
+        json.dumps(finite(results), indent=1, ensure_ascii=False, default=str), encoding="utf-8"
+    )
     report = write_report(results, out_dir, ppo_metrics=_named_paths(config.ppo_metrics), rm_metrics=rm_paths)
     log(f"eval: results {out_dir / 'results.json'}, report {report}")
     return results
@@ -460,7 +608,9 @@ def run_eval(config: EvalConfig, judge: Any = None, loaded: dict[str, tuple[Any,
 
 def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
     try:
-        winrate, records = judge_win_rates(judge, prompts, responses, config.baseline, task_rng(config.seed, "blind-order"))
+        winrate, records = judge_win_rates(
+            judge, prompts, responses, config.baseline, task_rng(config.seed, "blind-order")
+        )
     except KeyError as err:  # human judge: pairs not labeled yet -> files for the labeling app
         folder = export_for_labeling(prompts, responses, config.baseline, out_dir / "to_label", write_jsonl_atomic)
         log(f"eval: {err.args[0]}; wrote prompts and outputs for the labeling app to {folder}")
@@ -469,7 +619,9 @@ def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_ato
     return winrate
 
 
-def export_for_labeling(prompts: Sequence[str], responses: dict[str, list[str]], baseline: str, folder: Path, write_jsonl_atomic) -> Path:
+def export_for_labeling(
+    prompts: Sequence[str], responses: dict[str, list[str]], baseline: str, folder: Path, write_jsonl_atomic
+) -> Path:
     """One comparison project per model, in the labeling app's import formats: ``<model>/prompts.jsonl``
     (prompt records) and ``<model>/outputs.jsonl`` (the model's and the baseline's output per prompt;
     the app shows them in random order without model names and exports Comparison records)."""
@@ -477,11 +629,17 @@ def export_for_labeling(prompts: Sequence[str], responses: dict[str, list[str]],
     for name, texts in responses.items():
         if name == baseline:
             continue
-        write_jsonl_atomic(folder / name / "prompts.jsonl", [{"id": i, "text": p, "user_id": "eval", "source": "api"} for i, p in zip(ids, prompts)])
+        write_jsonl_atomic(
+            folder / name / "prompts.jsonl",
+            [{"id": i, "text": p, "user_id": "eval", "source": "api"} for i, p in zip(ids, prompts)],
+        )
         outputs = []
         for i, ours, base in zip(ids, texts, responses[baseline]):
             if ours.strip() and base.strip() and ours != base:  # identical or empty outputs: nothing to choose
-                outputs += [{"prompt_id": i, "response": ours, "model": name}, {"prompt_id": i, "response": base, "model": baseline}]
+                outputs += [
+                    {"prompt_id": i, "response": ours, "model": name},
+                    {"prompt_id": i, "response": base, "model": baseline},
+                ]
         write_jsonl_atomic(folder / name / "outputs.jsonl", outputs)
     return folder
 
@@ -503,10 +661,17 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
         from instructgpt.evaluation.truthfulqa import paper_samples_agreement
 
         truth, info = inputs.truth_judges
-        out["truthfulqa_judge"] = {"truth_heldout_accuracy": truth.heldout_accuracy, "info_heldout_accuracy": info.heldout_accuracy,
-                                   "heldout_answers": truth.heldout_n, "paper_samples": paper_samples_agreement(root, truth, info)}
+        out["truthfulqa_judge"] = {
+            "truth_heldout_accuracy": truth.heldout_accuracy,
+            "info_heldout_accuracy": info.heldout_accuracy,
+            "heldout_answers": truth.heldout_n,
+            "paper_samples": paper_samples_agreement(root, truth, info),
+        }
     if inputs.toxicity_scorer is not None:
-        out["toxicity_scorer"] = {"name": inputs.toxicity_scorer.name, "agreement": getattr(inputs.toxicity_scorer, "agreement", {})}
+        out["toxicity_scorer"] = {
+            "name": inputs.toxicity_scorer.name,
+            "agreement": getattr(inputs.toxicity_scorer, "agreement", {}),
+        }
     if inputs.nlp_items:
         from instructgpt.evaluation.nlp import paper_reference, paper_reference_intervals
 

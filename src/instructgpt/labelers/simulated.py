@@ -199,8 +199,14 @@ class SimulatedLabeler(Labeler):
             if measured.has_constraints:
                 flags["satisfies_constraint"] = bool(measured.constraints_met[k])
             metadata.append(flags)
-        return Ranking(prompt=prompt, responses=list(responses), ranks=ranks_with_ties(scores, self.tie_margin),
-                       labeler_id=self.labeler_id, likert=likert, metadata=metadata)
+        return Ranking(
+            prompt=prompt,
+            responses=list(responses),
+            ranks=ranks_with_ties(scores, self.tie_margin),
+            labeler_id=self.labeler_id,
+            likert=likert,
+            metadata=metadata,
+        )
 
     def compare(self, prompt: PromptInput, response_a: str, response_b: str) -> Comparison:
         return self.compare_many([(prompt, response_a, response_b)])[0]
@@ -238,14 +244,21 @@ class LabelerDraw:
     """Mean weights over ``QUALITIES``."""
 
 
-def draw_labelers(prefix: str, count: int, draw: LabelerDraw, scorer: QualityScorer,
-                  rng: np.random.Generator) -> list[SimulatedLabeler]:
+def draw_labelers(
+    prefix: str, count: int, draw: LabelerDraw, scorer: QualityScorer, rng: np.random.Generator
+) -> list[SimulatedLabeler]:
     """``count`` labelers named ``{prefix}-{i}``, each with weights drawn from ``rng``."""
     labelers = []
     for i in range(count):
         weights = draw.base_weights * rng.lognormal(0.0, draw.weight_spread, len(QUALITIES))
-        labelers.append(SimulatedLabeler(
-            labeler_id=f"{prefix}-{i}", weights=weights / weights.sum(), noise=draw.noise, scorer=scorer,
-            seed=int(rng.integers(2**62)), tie_margin=draw.tie_margin,
-        ))
+        labelers.append(
+            SimulatedLabeler(
+                labeler_id=f"{prefix}-{i}",
+                weights=weights / weights.sum(),
+                noise=draw.noise,
+                scorer=scorer,
+                seed=int(rng.integers(2**62)),
+                tie_margin=draw.tie_margin,
+            )
+        )
     return labelers

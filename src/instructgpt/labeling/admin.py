@@ -43,8 +43,9 @@ def _int(text: str, name: str) -> int:
 @router.get("")
 def dashboard(request: Request):
     with _reads(request)() as db:
-        projects = [(p, store.project_stats(db, p.id)) for p in
-                    db.scalars(select(store.Project).order_by(store.Project.id))]
+        projects = [
+            (p, store.project_stats(db, p.id)) for p in db.scalars(select(store.Project).order_by(store.Project.id))
+        ]
         users = list(db.scalars(select(User).order_by(User.id)))
     return render(request, "admin.html", projects=projects, users=users, kinds=KINDS)
 
@@ -78,8 +79,15 @@ def project_page(request: Request, project_id: int):
         stats = store.project_stats(db, project_id)
         members = set(store.member_ids(db, project_id))
         labelers = list(db.scalars(select(User).where(User.active).order_by(User.username)))
-    return render(request, "admin_project.html", project=project, stats=stats, members=members,
-                  labelers=labelers, record_kind=RECORD_KINDS[project.kind])
+    return render(
+        request,
+        "admin_project.html",
+        project=project,
+        stats=stats,
+        members=members,
+        labelers=labelers,
+        record_kind=RECORD_KINDS[project.kind],
+    )
 
 
 def _change(request: Request, project_id: int, action) -> RedirectResponse:
@@ -101,16 +109,24 @@ async def settings(request: Request, project_id: int):
     form, _ = await read_form(request)
     instructions = one(form, "instructions", 20_000)
     overlap = _int(one(form, "overlap", 3), "overlap")
-    return await in_thread(_change, request, project_id, lambda db: (
-        f"Saved; {store.update_project(db, project_id, instructions, overlap)} new assignments."))
+    return await in_thread(
+        _change,
+        request,
+        project_id,
+        lambda db: f"Saved; {store.update_project(db, project_id, instructions, overlap)} new assignments.",
+    )
 
 
 @router.post("/projects/{project_id}/members")
 async def members(request: Request, project_id: int):
     form, _ = await read_form(request)
     ids = [_int(v, "members") for v in form.get("member", [])[:10_000]]
-    return await in_thread(_change, request, project_id, lambda db: (
-        f"Members saved; {store.set_members(db, project_id, ids)} new assignments."))
+    return await in_thread(
+        _change,
+        request,
+        project_id,
+        lambda db: f"Members saved; {store.set_members(db, project_id, ids)} new assignments.",
+    )
 
 
 async def _uploaded(request: Request) -> tuple[dict, str]:
@@ -188,8 +204,9 @@ def export(request: Request, project_id: int):
         records = export_records(db, project_id)
     body = "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records)
     name = f"{project.name}-{RECORD_KINDS[project.kind]}.jsonl".replace(" ", "_").replace('"', "")
-    return Response(body, media_type="application/x-ndjson",
-                    headers={"content-disposition": f'attachment; filename="{name}"'})
+    return Response(
+        body, media_type="application/x-ndjson", headers={"content-disposition": f'attachment; filename="{name}"'}
+    )
 
 
 @router.post("/invites")

@@ -17,7 +17,7 @@ since an all-tie ranking teaches the reward model nothing (``Ranking`` rejects i
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ValidationError
 
@@ -90,8 +90,16 @@ def _flags(yes: Sequence[str]) -> dict[str, bool]:
     return {flag: flag in yes for flag in METADATA_FLAGS}
 
 
-def to_record(kind: str, prompt: str, prompt_id: str, outputs: Sequence[tuple[str, str | None]],
-              swap: bool, answer: dict, labeler: str, source: str) -> BaseModel:
+def to_record(
+    kind: str,
+    prompt: str,
+    prompt_id: str,
+    outputs: Sequence[tuple[str, str | None]],
+    swap: bool,
+    answer: dict,
+    labeler: str,
+    source: str,
+) -> BaseModel:
     """The training record of one answer; ``outputs`` are ``(text, model)`` by position.
 
     Comparisons keep the stored order: ``response_a`` is output 0 whatever the labeler saw
@@ -100,17 +108,33 @@ def to_record(kind: str, prompt: str, prompt_id: str, outputs: Sequence[tuple[st
     """
     try:
         if kind == "demonstration":
-            return Demonstration(prompt=prompt, response=answer["response"], labeler_id=labeler,
-                                 prompt_id=prompt_id, source=source)
+            return Demonstration(
+                prompt=prompt, response=answer["response"], labeler_id=labeler, prompt_id=prompt_id, source=source
+            )
         if kind == "ranking":
-            return Ranking(prompt=prompt, responses=[text for text, _ in outputs], ranks=answer["ranks"],
-                           labeler_id=labeler, prompt_id=prompt_id, likert=answer["likert"],
-                           metadata=answer["metadata"], notes=answer["notes"])
+            return Ranking(
+                prompt=prompt,
+                responses=[text for text, _ in outputs],
+                ranks=answer["ranks"],
+                labeler_id=labeler,
+                prompt_id=prompt_id,
+                likert=answer["likert"],
+                metadata=answer["metadata"],
+                notes=answer["notes"],
+            )
         shown = {"1": "b" if swap else "a", "2": "a" if swap else "b", "tie": "tie"}
         (text_a, model_a), (text_b, model_b) = outputs
-        return Comparison(prompt=prompt, response_a=text_a, response_b=text_b,
-                          preferred=shown[answer["preferred"]], labeler_id=labeler,
-                          model_a=model_a, model_b=model_b, prompt_id=prompt_id, notes=answer["notes"])
+        return Comparison(
+            prompt=prompt,
+            response_a=text_a,
+            response_b=text_b,
+            preferred=shown[answer["preferred"]],
+            labeler_id=labeler,
+            model_a=model_a,
+            model_b=model_b,
+            prompt_id=prompt_id,
+            notes=answer["notes"],
+        )
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "-"

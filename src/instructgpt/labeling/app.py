@@ -22,7 +22,15 @@ from instructgpt.labeling import db as database
 from instructgpt.labeling import security, store
 from instructgpt.labeling.answers import AnswerError
 from instructgpt.labeling.web import (
-    HERE, CurrentUser, LoginRequired, current_user, flash, in_thread, one, read_form, render,
+    HERE,
+    CurrentUser,
+    LoginRequired,
+    current_user,
+    flash,
+    in_thread,
+    one,
+    read_form,
+    render,
 )
 
 SECURITY_HEADERS = [
@@ -47,8 +55,14 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
-def create_app(database_url: str = database.DEFAULT_URL, session_hours: float = 12.0, idle_minutes: float = 120.0,
-               secure_cookies: bool = False, max_upload_mb: int = 64, migrate: bool = True) -> FastAPI:
+def create_app(
+    database_url: str = database.DEFAULT_URL,
+    session_hours: float = 12.0,
+    idle_minutes: float = 120.0,
+    secure_cookies: bool = False,
+    max_upload_mb: int = 64,
+    migrate: bool = True,
+) -> FastAPI:
     """The application over one database; migrates it to the latest schema first."""
     engine = database.make_engine(database_url)
     if migrate:
@@ -62,8 +76,14 @@ def create_app(database_url: str = database.DEFAULT_URL, session_hours: float = 
     app.state.write_lock = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     app.state.session_seconds = session_hours * 3600
     app.state.max_upload_bytes = max_upload_mb << 20
-    app.add_middleware(SessionMiddleware, secret_key=database.secret_key(sessions), session_cookie="label_session",
-                       max_age=int(idle_minutes * 60), same_site="lax", https_only=secure_cookies)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=database.secret_key(sessions),
+        session_cookie="label_session",
+        max_age=int(idle_minutes * 60),
+        same_site="lax",
+        https_only=secure_cookies,
+    )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(security.BodyLimit, upload_bytes=app.state.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -79,8 +99,9 @@ def create_app(database_url: str = database.DEFAULT_URL, session_hours: float = 
 def _error_page(request: Request, exc: StarletteHTTPException):
     if exc.status_code == 404 and exc.detail == "Not Found":
         exc.detail = "Not found."
-    return render(request, "message.html", status_code=exc.status_code, title=f"Error {exc.status_code}",
-                  message=exc.detail)
+    return render(
+        request, "message.html", status_code=exc.status_code, title=f"Error {exc.status_code}", message=exc.detail
+    )
 
 
 def _labeler_routes(app: FastAPI):
@@ -109,8 +130,9 @@ def _labeler_routes(app: FastAPI):
 
         user_id = await in_thread(check)
         if user_id is None:
-            return render(request, "login.html", status_code=400, error="Wrong username or password.",
-                          username=username)
+            return render(
+                request, "login.html", status_code=400, error="Wrong username or password.", username=username
+            )
         request.session.clear()  # a fresh session (and CSRF token) at each login
         request.session.update(uid=user_id, login_at=time.time(), csrf=security.new_token())
         return RedirectResponse("/", 303)
@@ -136,19 +158,37 @@ def _labeler_routes(app: FastAPI):
             return RedirectResponse("/", 303)
         return RedirectResponse(f"/tasks/{assignment_id}", 303)
 
-    def _task_page(request: Request, user: CurrentUser, assignment_id: int, status_code: int = 200,
-                   error: str | None = None, values: dict | None = None):
+    def _task_page(
+        request: Request,
+        user: CurrentUser,
+        assignment_id: int,
+        status_code: int = 200,
+        error: str | None = None,
+        values: dict | None = None,
+    ):
         with reads() as db:
             try:
                 task = store.load_task(db, user.id, assignment_id)
             except store.NotFound:
                 raise HTTPException(404, "No such task.") from None
         if task.assignment.status != "pending" and error is None:
-            return render(request, "message.html", title="Already done",
-                          message=f"This task was {task.assignment.status}.",
-                          link=f"/projects/{task.project.id}/next", link_text="Next task")
-        return render(request, f"task_{task.project.kind}.html", status_code=status_code, task=task,
-                      key=security.new_token(), error=error, values=values or {})
+            return render(
+                request,
+                "message.html",
+                title="Already done",
+                message=f"This task was {task.assignment.status}.",
+                link=f"/projects/{task.project.id}/next",
+                link_text="Next task",
+            )
+        return render(
+            request,
+            f"task_{task.project.kind}.html",
+            status_code=status_code,
+            task=task,
+            key=security.new_token(),
+            error=error,
+            values=values or {},
+        )
 
     @routes.get("/tasks/{assignment_id}")
     def task_page(request: Request, assignment_id: int, user: CurrentUser = Depends(current_user)):
@@ -205,8 +245,9 @@ def _labeler_routes(app: FastAPI):
         form, _ = await read_form(request)
         username, password = one(form, "username", 64), one(form, "password", security.LIMITS["password"])
         if password != one(form, "password2", security.LIMITS["password"]):
-            return render(request, "invite.html", status_code=400, token=token, error="The passwords differ.",
-                          username=username)
+            return render(
+                request, "invite.html", status_code=400, token=token, error="The passwords differ.", username=username
+            )
 
         def save():
             with sessions.begin() as db:

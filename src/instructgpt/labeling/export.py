@@ -23,17 +23,31 @@ RECORD_KINDS = {"demonstration": "demonstrations", "ranking": "rankings", "compa
 def export_records(session: Session, project_id: int) -> list[BaseModel]:
     project = get_project(session, project_id)
     outputs: dict[int, list[tuple[str, str | None]]] = {}
-    for output in session.scalars(select(Output).join(Item).where(Item.project_id == project_id)
-                                  .order_by(Output.item_id, Output.position)):
+    for output in session.scalars(
+        select(Output).join(Item).where(Item.project_id == project_id).order_by(Output.item_id, Output.position)
+    ):
         outputs.setdefault(output.item_id, []).append((output.text, output.model))
     rows = session.execute(
         select(Submission.answer, Assignment.swap, Item, User.username)
         .join(Assignment, Submission.assignment_id == Assignment.id)
-        .join(Item, Assignment.item_id == Item.id).join(User, Submission.user_id == User.id)
-        .where(Item.project_id == project_id).order_by(Submission.id))
-    return [to_record(project.kind, item.prompt, item.prompt_id, outputs.get(item.id, []), swap,
-                      json.loads(answer), username, f"labeling:{project.name}")
-            for answer, swap, item, username in rows]
+        .join(Item, Assignment.item_id == Item.id)
+        .join(User, Submission.user_id == User.id)
+        .where(Item.project_id == project_id)
+        .order_by(Submission.id)
+    )
+    return [
+        to_record(
+            project.kind,
+            item.prompt,
+            item.prompt_id,
+            outputs.get(item.id, []),
+            swap,
+            json.loads(answer),
+            username,
+            f"labeling:{project.name}",
+        )
+        for answer, swap, item, username in rows
+    ]
 
 
 def export_file(session: Session, project_id: int, path: str | Path) -> int:

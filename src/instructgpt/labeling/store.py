@@ -17,7 +17,7 @@ import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, update
@@ -28,7 +28,17 @@ from instructgpt.data.schemas import Id, Prompt, Text
 from instructgpt.labeling import security
 from instructgpt.labeling.answers import Form, parse_answer, to_record
 from instructgpt.labeling.models import (
-    KINDS, ROLES, Assignment, Invite, Item, Member, Output, Project, Submission, User, utcnow,
+    KINDS,
+    ROLES,
+    Assignment,
+    Invite,
+    Item,
+    Member,
+    Output,
+    Project,
+    Submission,
+    User,
+    utcnow,
 )
 
 MAX_OUTPUTS = 9
@@ -63,6 +73,7 @@ class OutputRecord(BaseModel):
 
 # -- people ---------------------------------------------------------------------------------
 
+
 def create_user(session: Session, username: str, password: str, role: str) -> User:
     if not _USERNAME.match(username):
         raise StoreError("username: 1-64 letters, digits or . _ - @")
@@ -80,8 +91,9 @@ def create_user(session: Session, username: str, password: str, role: str) -> Us
 
 def password_hash(session: Session, username: str) -> tuple[int, str] | None:
     """The id and password hash of an active user, or None."""
-    row = session.execute(select(User.id, User.password_hash)
-                          .where(User.username == username[:64], User.active)).first()
+    row = session.execute(
+        select(User.id, User.password_hash).where(User.username == username[:64], User.active)
+    ).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -99,14 +111,22 @@ def authenticate(session: Session, username: str, password: str) -> int | None:
     return check_password(password_hash(session, username), password)
 
 
-def create_invite(session: Session, admin_id: int, role: str = "labeler", project_id: int | None = None,
-                  days: float = 7.0) -> str:
+def create_invite(
+    session: Session, admin_id: int, role: str = "labeler", project_id: int | None = None, days: float = 7.0
+) -> str:
     """A one-time sign-up token (returned once; only its hash is stored)."""
     if role not in ROLES:
         raise StoreError(f"role: one of {', '.join(ROLES)}")
     token = security.new_token()
-    session.add(Invite(token_hash=security.token_hash(token), role=role, project_id=project_id,
-                       created_by=admin_id, expires_at=utcnow() + timedelta(days=days)))
+    session.add(
+        Invite(
+            token_hash=security.token_hash(token),
+            role=role,
+            project_id=project_id,
+            created_by=admin_id,
+            expires_at=utcnow() + timedelta(days=days),
+        )
+    )
     return token
 
 
@@ -120,8 +140,9 @@ def open_invite(session: Session, token: str) -> Invite:
 def accept_invite(session: Session, token: str, username: str, password: str) -> User:
     invite = open_invite(session, token)
     user = create_user(session, username, password, invite.role)
-    claimed = session.execute(update(Invite).where(Invite.id == invite.id, Invite.used_by.is_(None))
-                              .values(used_by=user.id))
+    claimed = session.execute(
+        update(Invite).where(Invite.id == invite.id, Invite.used_by.is_(None)).values(used_by=user.id)
+    )
     if claimed.rowcount != 1:
         raise NotFound("invite")
     if invite.project_id is not None:
@@ -131,13 +152,15 @@ def accept_invite(session: Session, token: str, username: str, password: str) ->
 
 def _aware(moment: datetime) -> datetime:
     """SQLite returns naive datetimes; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # -- projects -------------------------------------------------------------------------------
 
-def create_project(session: Session, name: str, kind: str, instructions: str = "", overlap: int = 1,
-                   ask_ratings: bool = True) -> Project:
+
+def create_project(
+    session: Session, name: str, kind: str, instructions: str = "", overlap: int = 1, ask_ratings: bool = True
+) -> Project:
     name = name.strip()
     if not 1 <= len(name) <= security.LIMITS["project_name"]:
         raise StoreError(f"name: 1 to {security.LIMITS['project_name']} characters")
@@ -232,8 +255,9 @@ def attach_outputs(session: Session, project_id: int, outputs: list[OutputRecord
     limit = 2 if project.kind == "comparison" else MAX_OUTPUTS
     items = {i.prompt_id: i for i in session.scalars(select(Item).where(Item.project_id == project_id))}
     texts: dict[int, list[str]] = {}
-    for output in session.scalars(select(Output).join(Item).where(Item.project_id == project_id)
-                                  .order_by(Output.position)):
+    for output in session.scalars(
+        select(Output).join(Item).where(Item.project_id == project_id).order_by(Output.position)
+    ):
         texts.setdefault(output.item_id, []).append(output.text)
     frozen = _frozen_items(session, project_id)
     counts = Counter({"added": 0})
@@ -242,8 +266,17 @@ def attach_outputs(session: Session, project_id: int, outputs: list[OutputRecord
         if len(record.response) > security.LIMITS["output"] or len(record.model or "") > security.LIMITS["model"]:
             raise StoreError(f"output for {record.prompt_id[:40]!r}: text or model name too long")
         have = texts.setdefault(item.id, []) if item else []
-        outcome = ("unknown_prompt" if item is None else "frozen" if item.id in frozen
-                   else "duplicate" if record.response in have else "full" if len(have) >= limit else "added")
+        outcome = (
+            "unknown_prompt"
+            if item is None
+            else "frozen"
+            if item.id in frozen
+            else "duplicate"
+            if record.response in have
+            else "full"
+            if len(have) >= limit
+            else "added"
+        )
         counts[outcome] += 1
         if outcome == "added":
             session.add(Output(item_id=item.id, position=len(have), text=record.response, model=record.model))
@@ -253,8 +286,16 @@ def attach_outputs(session: Session, project_id: int, outputs: list[OutputRecord
     return dict(counts)
 
 
-def generate_outputs(session: Session, project_id: int, model_path: str, k: int, temperature: float = 1.0,
-                     max_new_tokens: int = 128, seed: int = 0, model_name: str | None = None) -> dict[str, int]:
+def generate_outputs(
+    session: Session,
+    project_id: int,
+    model_path: str,
+    k: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    model_name: str | None = None,
+) -> dict[str, int]:
     """Asks a model for ``k`` samples per prompt (temperature > 0) on the items not yet assigned
     and attaches them (identical samples are kept once)."""
     if temperature <= 0 or not 1 <= k <= MAX_OUTPUTS:
@@ -263,17 +304,29 @@ def generate_outputs(session: Session, project_id: int, model_path: str, k: int,
     from instructgpt.models.loader import load_model
 
     frozen = _frozen_items(session, project_id)
-    items = [i for i in session.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id))
-             if i.id not in frozen]
+    items = [
+        i
+        for i in session.scalars(select(Item).where(Item.project_id == project_id).order_by(Item.id))
+        if i.id not in frozen
+    ]
     if not items:
         return {"added": 0}
     model, tokenizer = load_model(model_path)
     records = []
     for sample in range(k):
-        texts = generate(model, tokenizer, [i.prompt for i in items], max_new_tokens=max_new_tokens,
-                         temperature=temperature, seed=seed + sample)
-        records += [OutputRecord(prompt_id=i.prompt_id, response=t, model=model_name or str(model_path))
-                    for i, t in zip(items, texts) if t.strip()]
+        texts = generate(
+            model,
+            tokenizer,
+            [i.prompt for i in items],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed + sample,
+        )
+        records += [
+            OutputRecord(prompt_id=i.prompt_id, response=t, model=model_name or str(model_path))
+            for i, t in zip(items, texts)
+            if t.strip()
+        ]
     return attach_outputs(session, project_id, records)
 
 
@@ -288,11 +341,20 @@ def assign_items(session: Session, project_id: int) -> int:
     members = member_ids(session, project_id)
     if not members:
         return 0
-    outputs = Counter(dict(session.execute(select(Output.item_id, func.count()).join(Item)
-                                           .where(Item.project_id == project_id).group_by(Output.item_id)).all()))
+    outputs = Counter(
+        dict(
+            session.execute(
+                select(Output.item_id, func.count())
+                .join(Item)
+                .where(Item.project_id == project_id)
+                .group_by(Output.item_id)
+            ).all()
+        )
+    )
     holders: dict[int, set[int]] = {}
-    for item_id, user_id in session.execute(select(Assignment.item_id, Assignment.user_id).join(Item)
-                                            .where(Item.project_id == project_id)):
+    for item_id, user_id in session.execute(
+        select(Assignment.item_id, Assignment.user_id).join(Item).where(Item.project_id == project_id)
+    ):
         holders.setdefault(item_id, set()).add(user_id)
     load = Counter({m: 0 for m in members})
     for users in holders.values():
@@ -313,6 +375,7 @@ def assign_items(session: Session, project_id: int) -> int:
 
 # -- labeling -------------------------------------------------------------------------------
 
+
 @dataclass
 class Progress:
     project: Project
@@ -323,8 +386,12 @@ class Progress:
 
 def progress(session: Session, user_id: int, project_id: int | None = None) -> list[Progress]:
     """The user's projects (those with assignments of theirs or where they are a member)."""
-    rows = session.execute(select(Item.project_id, Assignment.status, func.count()).join(Item)
-                           .where(Assignment.user_id == user_id).group_by(Item.project_id, Assignment.status))
+    rows = session.execute(
+        select(Item.project_id, Assignment.status, func.count())
+        .join(Item)
+        .where(Assignment.user_id == user_id)
+        .group_by(Item.project_id, Assignment.status)
+    )
     counts: dict[int, Counter] = {}
     for pid, status, n in rows:
         counts.setdefault(pid, Counter())[status] += n
@@ -332,14 +399,24 @@ def progress(session: Session, user_id: int, project_id: int | None = None) -> l
     if project_id is not None:
         ids &= {project_id}
     projects = session.scalars(select(Project).where(Project.id.in_(ids)).order_by(Project.id))
-    return [Progress(p, counts.get(p.id, Counter())["done"] + counts.get(p.id, Counter())["skipped"],
-                     sum(counts.get(p.id, Counter()).values())) for p in projects]
+    return [
+        Progress(
+            p,
+            counts.get(p.id, Counter())["done"] + counts.get(p.id, Counter())["skipped"],
+            sum(counts.get(p.id, Counter()).values()),
+        )
+        for p in projects
+    ]
 
 
 def next_assignment(session: Session, user_id: int, project_id: int) -> int | None:
-    return session.scalar(select(Assignment.id).join(Item)
-                          .where(Assignment.user_id == user_id, Item.project_id == project_id,
-                                 Assignment.status == "pending").order_by(Assignment.id).limit(1))
+    return session.scalar(
+        select(Assignment.id)
+        .join(Item)
+        .where(Assignment.user_id == user_id, Item.project_id == project_id, Assignment.status == "pending")
+        .order_by(Assignment.id)
+        .limit(1)
+    )
 
 
 @dataclass
@@ -365,8 +442,9 @@ def load_task(session: Session, user_id: int, assignment_id: int, with_progress:
     outputs = list(session.scalars(select(Output).where(Output.item_id == item.id).order_by(Output.position)))
     if project.kind == "comparison" and assignment.swap:
         outputs.reverse()
-    return Task(assignment, item, project, outputs,
-                progress(session, user_id, project.id)[0] if with_progress else None)
+    return Task(
+        assignment, item, project, outputs, progress(session, user_id, project.id)[0] if with_progress else None
+    )
 
 
 def check_answer(session: Session, user_id: int, username: str, assignment_id: int, form: Form) -> tuple[dict, int]:
@@ -376,8 +454,16 @@ def check_answer(session: Session, user_id: int, username: str, assignment_id: i
     task = load_task(session, user_id, assignment_id, with_progress=False)
     answer = parse_answer(task.project.kind, form, len(task.outputs), task.project.ask_ratings)
     stored = sorted(task.outputs, key=lambda o: o.position)
-    to_record(task.project.kind, task.item.prompt, task.item.prompt_id, [(o.text, o.model) for o in stored],
-              task.assignment.swap, answer, username, f"labeling:{task.project.name}")  # raises if invalid
+    to_record(
+        task.project.kind,
+        task.item.prompt,
+        task.item.prompt_id,
+        [(o.text, o.model) for o in stored],
+        task.assignment.swap,
+        answer,
+        username,
+        f"labeling:{task.project.name}",
+    )  # raises if invalid
     return answer, task.project.id
 
 
@@ -392,16 +478,25 @@ def store_answer(session: Session, user_id: int, assignment_id: int, key: str, a
     if seen is not None:
         session.rollback()
         return _replay(seen, user_id, assignment_id)
-    claimed = session.execute(update(Assignment).where(Assignment.id == assignment_id, Assignment.user_id == user_id,
-                                                       Assignment.status == "pending").values(status="done"))
+    claimed = session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id, Assignment.user_id == user_id, Assignment.status == "pending")
+        .values(status="done")
+    )
     if claimed.rowcount != 1:  # answered meanwhile: by this very key (a concurrent retry) or not
         seen = session.scalar(select(Submission).where(Submission.idempotency_key == key))
         session.rollback()
         if seen is not None:
             return _replay(seen, user_id, assignment_id)
         raise AlreadyDone("this task was already submitted or skipped")
-    session.add(Submission(assignment_id=assignment_id, user_id=user_id, idempotency_key=key,
-                           answer=json.dumps(answer, ensure_ascii=False)))
+    session.add(
+        Submission(
+            assignment_id=assignment_id,
+            user_id=user_id,
+            idempotency_key=key,
+            answer=json.dumps(answer, ensure_ascii=False),
+        )
+    )
     try:
         session.commit()
     except IntegrityError:  # the same key committed by a concurrent request in between
@@ -430,13 +525,22 @@ def _replay(seen: Submission, user_id: int, assignment_id: int) -> str:
 
 def skip(session: Session, user_id: int, assignment_id: int) -> None:
     load_task(session, user_id, assignment_id)  # NotFound for anybody else's
-    session.execute(update(Assignment).where(Assignment.id == assignment_id, Assignment.status == "pending")
-                    .values(status="skipped"))
+    session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id, Assignment.status == "pending")
+        .values(status="skipped")
+    )
 
 
 def project_stats(session: Session, project_id: int) -> dict[str, int]:
     items = session.scalar(select(func.count()).select_from(Item).where(Item.project_id == project_id))
-    rows = dict(session.execute(select(Assignment.status, func.count()).join(Item)
-                                .where(Item.project_id == project_id).group_by(Assignment.status)).all())
+    rows = dict(
+        session.execute(
+            select(Assignment.status, func.count())
+            .join(Item)
+            .where(Item.project_id == project_id)
+            .group_by(Assignment.status)
+        ).all()
+    )
     outputs = session.scalar(select(func.count()).select_from(Output).join(Item).where(Item.project_id == project_id))
     return {"items": items, "outputs": outputs, **{s: rows.get(s, 0) for s in ("pending", "done", "skipped")}}

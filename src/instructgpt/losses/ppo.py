@@ -81,7 +81,9 @@ def kl_shaped_rewards(
     has_token = lengths > 0
     last = (lengths - 1).clamp(min=0)  # [B]
     rows = torch.arange(rewards.shape[0], device=rewards.device)
-    rewards[rows, last] += torch.where(has_token, scores.to(rewards.dtype), torch.zeros_like(scores, dtype=rewards.dtype))
+    rewards[rows, last] += torch.where(
+        has_token, scores.to(rewards.dtype), torch.zeros_like(scores, dtype=rewards.dtype)
+    )
     return rewards, kl
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -36,8 +37,17 @@ def generate(
     if not ids:
         return []
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    backend = HFBackend(model, SamplingSettings(max_new_tokens, temperature), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size, autocast)
-    out = backend.generate([ids[i] for i in order], torch.Generator(device=next(model.parameters()).device).manual_seed(seed))
+    backend = HFBackend(
+        model,
+        SamplingSettings(max_new_tokens, temperature),
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        batch_size,
+        autocast,
+    )
+    out = backend.generate(
+        [ids[i] for i in order], torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    )
     texts = [""] * len(ids)
     for row, index in enumerate(order):
         tokens = out.response_ids[row][out.response_mask[row]].tolist()

@@ -72,7 +72,8 @@ def load_model(name: str | os.PathLike = DEFAULT_MODEL, dtype: Any = None) -> tu
 
 
 def load_tokenizer(name: str | os.PathLike = DEFAULT_MODEL) -> Any:
-    """Load the tokenizer of any model ``load_model`` accepts (the embedded default, a .gguf file, a folder, a Hub id)."""
+    """Load the tokenizer of any model ``load_model`` accepts (the embedded default, a .gguf file, a folder, a Hub
+    id)."""
     from transformers import AutoTokenizer
 
     source = resolve_model(name)

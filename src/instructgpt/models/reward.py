@@ -36,8 +36,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +50,9 @@ HEAD_FILE = "reward_head.safetensors"
 class RewardModel(nn.Module):
     """``score(x, y) = head(trunk(x + y)[last real token]) + normalization_bias``."""
 
-    def __init__(self, trunk: nn.Module, normalization_bias: float = 0.0, seed: int = 0, head_init_std: float | None = None) -> None:
+    def __init__(
+        self, trunk: nn.Module, normalization_bias: float = 0.0, seed: int = 0, head_init_std: float | None = None
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.config = trunk.config
@@ -60,7 +63,7 @@ class RewardModel(nn.Module):
         self.parent: str | None = None  # the model this one started from, written to reward.json
 
     @classmethod
-    def from_causal_lm(cls, lm: nn.Module, seed: int = 0, head_init_std: float | None = None) -> "RewardModel":
+    def from_causal_lm(cls, lm: nn.Module, seed: int = 0, head_init_std: float | None = None) -> RewardModel:
         """Drop the unembedding of a causal LM and put a fresh scalar head on its trunk."""
         return cls(lm.base_model, seed=seed, head_init_std=head_init_std)
 
@@ -81,7 +84,9 @@ class RewardModel(nn.Module):
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
         return self.score_hidden(picked)
 
-    def score_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def score_packed(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
         """Scores ``[S]`` of packed sequences; sequence s ends at ``input_ids[rows[s], cols[s]]``.
 
         ``input_ids, position_ids [R, L]`` as :func:`instructgpt.data.collate.pack` builds them
@@ -99,7 +104,9 @@ class RewardModel(nn.Module):
         """The head at every position ``[B, T]`` (fp32): PPO's value model reads these."""
         return self.score_hidden(self.hidden_states(input_ids, attention_mask))
 
-    def save_pretrained(self, folder: str | os.PathLike, tokenizer: Any = None, parent: str | None = None, **_: Any) -> Path:
+    def save_pretrained(
+        self, folder: str | os.PathLike, tokenizer: Any = None, parent: str | None = None, **_: Any
+    ) -> Path:
         """Write the trunk, tokenizer, head and ``reward.json`` to ``folder``.
 
         Extra keyword arguments (``safe_serialization``, as :mod:`instructgpt.training.checkpoint`
@@ -211,7 +218,10 @@ def score_texts(
 
     model.eval()
     device = next(model.parameters()).device
-    ids = [render_prompt(tokenizer, p, template) + response_ids(tokenizer, p, r, template) for p, r in zip(prompts, responses)]
+    ids = [
+        render_prompt(tokenizer, p, template) + response_ids(tokenizer, p, r, template)
+        for p, r in zip(prompts, responses)
+    ]
     ids = [seq[-max_tokens:] for seq in ids]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     scores = [0.0] * len(ids)

@@ -70,9 +70,19 @@ def save_tiny(folder: str, seed: int = 0, chat_template: bool = False) -> str:
 
 
 GEMMA_3_270M_SHAPE = dict(
-    hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1,
-    head_dim=256, query_pre_attn_scalar=256, sliding_window=512, max_position_embeddings=32768, vocab_size=262144,
-    layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3, rms_norm_eps=1e-6, tie_word_embeddings=True,
+    hidden_size=640,
+    intermediate_size=2048,
+    num_hidden_layers=18,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    sliding_window=512,
+    max_position_embeddings=32768,
+    vocab_size=262144,
+    layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
 )
 """Gemma 3 270M's shapes (the embedded base model's config.json), for machines without its weights."""
 
@@ -89,7 +99,9 @@ def random_gemma_270m(tokenizer: Any, seed: int = 0) -> Any:
 
     config = Gemma3TextConfig(
         **GEMMA_3_270M_SHAPE,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
     return Gemma3ForCausalLM(config).eval()

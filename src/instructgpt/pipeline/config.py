@@ -29,12 +29,15 @@ class PipelineConfig:
     seed: int = 0
     """Seed of every sampling, split and data order in the run."""
     keep_checkpoints: bool = False
-    """Keep each finished stage's resume checkpoints (<stage>/checkpoints; GBs each); by default they are deleted once the stage is done."""
+    """Keep each finished stage's resume checkpoints (<stage>/checkpoints; GBs each); by default they are deleted once
+    the stage is done."""
     # --- data
     hh_prompts: int = 600
     """hh-rlhf first human turns added to the unlabelled prompt pool."""
     api_split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    """User split (train, valid, test) of the unlabelled API-style prompts: RM training and PPO prompts come from train, the RM validation prompts (held-out labelers' rankings) from valid; test is unused (the win-rate prompts are self-instruct's)."""
+    """User split (train, valid, test) of the unlabelled API-style prompts: RM training and PPO prompts come from train,
+    the RM validation prompts (held-out labelers' rankings) from valid; test is unused (the win-rate prompts are
+    self-instruct's)."""
     max_prompt_tokens: int = 256
     """Prompts longer than this are dropped in preparation (paper: 1k; shorter keeps a CPU run fast)."""
     # --- step 1: SFT
@@ -47,17 +50,28 @@ class PipelineConfig:
     sft_batch_size: int = 16
     """Demonstrations per SFT optimizer step (paper: 32)."""
     sft_pretrain_mix: float = 0.0
-    """Fraction of pretraining sequences mixed into the SFT baseline (paper: 0; the PPO-init model's mix is ppo_init_pretrain_mix)."""
+    """Fraction of pretraining sequences mixed into the SFT baseline (paper: 0; the PPO-init model's mix is
+    ppo_init_pretrain_mix)."""
     sft_residual_dropout: float = 0.0
-    """Residual dropout in SFT (paper: 0.2). 0 in every preset, as before this field existed: Gemma 3 was pretrained without dropout, and 0.2 raises its first-batch loss from 2.1 to 7.6 (0.1: 4.5), which a short run cannot recover; 0.2 is there for long runs and models pretrained with dropout."""
+    """Residual dropout in SFT (paper: 0.2). 0 in every preset, as before this field existed: Gemma 3 was pretrained
+    without dropout, and 0.2 raises its first-batch loss from 2.1 to 7.6 (0.1: 4.5), which a short run cannot
+    recover; 0.2 is there for long runs and models pretrained with dropout."""
     sft_select_by_rm: bool = True
-    """The paper's rule for the final SFT checkpoint (method.md step 1: SFT overfits validation loss after 1 epoch, yet later epochs score higher): of the per-epoch SFT weights (sft/epochs/epoch-N, the last is sft/final), the one whose greedy responses to RM validation prompts get the highest mean reward-model score becomes the SFT baseline of the evaluation and the PPO init (select_sft/selection.json). Selection needs an RM, so the samples and the RM come from the final SFT model (the paper does not give this order). With one epoch there is nothing to choose and nothing is scored."""
+    """The paper's rule for the final SFT checkpoint (method.md step 1: SFT overfits validation loss after 1 epoch, yet
+    later epochs score higher): of the per-epoch SFT weights (sft/epochs/epoch-N, the last is sft/final), the one
+    whose greedy responses to RM validation prompts get the highest mean reward-model score becomes the SFT baseline
+    of the evaluation and the PPO init (select_sft/selection.json). Selection needs an RM, so the samples and the RM
+    come from the final SFT model (the paper does not give this order). With one epoch there is nothing to choose and
+    nothing is scored."""
     sft_select_prompts: int = 16
     """RM validation prompts answered by each SFT checkpoint in the selection (few: it samples once per checkpoint)."""
     sft_select_tokens: int = 32
     """New tokens per greedy response in the SFT checkpoint selection."""
     ppo_init_from_pretrain_mix: bool = False
-    """Initialise PPO (policy and frozen KL reference) from a separate SFT run from the base model with pretraining data mixed in, as the paper does ('an SFT run of 2 epochs with 10% pretraining data mixed in'); the SFT baseline, samples, RM and value model are unchanged. On in the miniature and large presets; off in the quickstart (one more SFT run would break its 20 minutes), where PPO starts from the SFT baseline."""
+    """Initialise PPO (policy and frozen KL reference) from a separate SFT run from the base model with pretraining data
+    mixed in, as the paper does ('an SFT run of 2 epochs with 10% pretraining data mixed in'); the SFT baseline,
+    samples, RM and value model are unchanged. On in the miniature and large presets; off in the quickstart (one more
+    SFT run would break its 20 minutes), where PPO starts from the SFT baseline."""
     ppo_init_epochs: int = 2
     """Epochs of the PPO-init SFT run (paper: 2)."""
     ppo_init_pretrain_mix: float = 0.1
@@ -95,9 +109,12 @@ class PipelineConfig:
     ptx_coef: float = 27.8
     """PPO-ptx pretraining coefficient gamma (paper: 27.8); the plain PPO run uses 0."""
     ptx_per_episode: float = 1.0
-    """PPO-ptx pretraining sequences per episode (paper: 8, as in the miniature and large presets; the quickstart uses 1 to stay within its 20 minutes)."""
+    """PPO-ptx pretraining sequences per episode (paper: 8, as in the miniature and large presets; the quickstart uses 1
+    to stay within its 20 minutes)."""
     ppo_ema_decay: float | None = None
-    """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32 steps)."""
+    """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so
+    the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32
+    steps)."""
     run_plain_ppo: bool = True
     """Also train plain PPO (gamma = 0) to measure PPO-ptx's alignment tax against it."""
     # --- evaluation
@@ -115,18 +132,28 @@ class PipelineConfig:
     held_out_labelers: int = 4
     """Simulated held-out labelers (no training data; they judge the final comparisons)."""
     labeler_taste_share: float = 0.5
-    """Share of the labelers' disagreement that comes from different tastes (weights) rather than noise; each group is calibrated on the samples it ranks to the paper's agreement (training 72.6%, held-out 77.3%). The paper reports only the total."""
+    """Share of the labelers' disagreement that comes from different tastes (weights) rather than noise; each group is
+    calibrated on the samples it ranks to the paper's agreement (training 72.6%, held-out 77.3%). The paper reports
+    only the total."""
 
     def validate(self) -> None:
         check(self.samples_per_prompt >= 2, "samples_per_prompt", "K must be at least 2")
         check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
-        check(self.sft_select_prompts >= 1 and self.sft_select_tokens >= 1, "sft_select_prompts", "sft_select_prompts and sft_select_tokens must be at least 1")
+        check(
+            self.sft_select_prompts >= 1 and self.sft_select_tokens >= 1,
+            "sft_select_prompts",
+            "sft_select_prompts and sft_select_tokens must be at least 1",
+        )
         check(self.ppo_init_epochs >= 1, "ppo_init_epochs", "must be at least 1")
         check(0 <= self.ppo_init_pretrain_mix < 1, "ppo_init_pretrain_mix", "must be in [0, 1)")
         check(0 <= self.labeler_taste_share <= 1, "labeler_taste_share", "must be in [0, 1]")
-        check(self.training_labelers >= 1 and self.held_out_labelers >= 1, "held_out_labelers", "need at least one of each")
+        check(
+            self.training_labelers >= 1 and self.held_out_labelers >= 1,
+            "held_out_labelers",
+            "need at least one of each",
+        )
 
 
 def preset_path(name: str) -> Path:

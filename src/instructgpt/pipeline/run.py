@@ -57,25 +57,99 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     def stage(name: str, title: str, fn, *names: str) -> Stage:
         def run(folder: Path) -> dict[str, Path]:
             results[name] = fn(config, folder, results)
-            if not config.keep_checkpoints:  # resume state of a finished stage: GBs (optimizer moments) never read again
+            if (
+                not config.keep_checkpoints
+            ):  # resume state of a finished stage: GBs (optimizer moments) never read again
                 shutil.rmtree(folder / "checkpoints", ignore_errors=True)
             return results[name]
 
         return Stage(name, title, run, pick(*names))
 
     return [
-        stage("prepare", "prompt sets (dedup, cap, user splits, PII)", prepare_prompts, "hh_prompts", "api_split_fractions", "max_prompt_tokens"),
+        stage(
+            "prepare",
+            "prompt sets (dedup, cap, user splits, PII)",
+            prepare_prompts,
+            "hh_prompts",
+            "api_split_fractions",
+            "max_prompt_tokens",
+        ),
         stage("sft", "supervised fine-tuning", train_sft_stage, *SFT_FIELDS, "sft_epochs", "sft_pretrain_mix"),
-        *([stage("sft_ppo_init", "SFT with pretraining data mixed in, to initialise PPO", sft_ppo_init_stage, *SFT_FIELDS, "ppo_init_epochs", "ppo_init_pretrain_mix")]
-          if config.ppo_init_from_pretrain_mix else []),
-        stage("samples", "K samples per RM prompt from the final SFT model", sample_stage, "rm_prompts", "rm_eval_prompts", "samples_per_prompt", "sample_tokens"),
-        stage("rankings", "simulated labelers rank the samples (+ bundled human rankings)", rankings_stage, "training_labelers", "held_out_labelers", "human_rankings", "labeler_taste_share"),
-        stage("rm", "reward model on K-wise rankings, normalised, evaluated", rm_stage, "rm_lr", "rm_batch_size", "rm_epochs"),
-        *([stage("select_sft", "the SFT epoch with the best mean RM score on validation prompts", select_sft_stage, "sft_select_prompts", "sft_select_tokens")]
-          if config.sft_select_by_rm else []),
-        stage("ppo_ptx", "PPO-ptx against the reward model", lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef), *PPO_FIELDS, "ptx_coef", "ptx_per_episode"),
-        *([stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)] if config.run_plain_ppo else []),
-        stage("eval", "win rates (held-out labelers), benchmarks, report", eval_stage, "eval_prompts", "eval_items", "eval_tokens", "eval_tasks"),
+        *(
+            [
+                stage(
+                    "sft_ppo_init",
+                    "SFT with pretraining data mixed in, to initialise PPO",
+                    sft_ppo_init_stage,
+                    *SFT_FIELDS,
+                    "ppo_init_epochs",
+                    "ppo_init_pretrain_mix",
+                )
+            ]
+            if config.ppo_init_from_pretrain_mix
+            else []
+        ),
+        stage(
+            "samples",
+            "K samples per RM prompt from the final SFT model",
+            sample_stage,
+            "rm_prompts",
+            "rm_eval_prompts",
+            "samples_per_prompt",
+            "sample_tokens",
+        ),
+        stage(
+            "rankings",
+            "simulated labelers rank the samples (+ bundled human rankings)",
+            rankings_stage,
+            "training_labelers",
+            "held_out_labelers",
+            "human_rankings",
+            "labeler_taste_share",
+        ),
+        stage(
+            "rm",
+            "reward model on K-wise rankings, normalised, evaluated",
+            rm_stage,
+            "rm_lr",
+            "rm_batch_size",
+            "rm_epochs",
+        ),
+        *(
+            [
+                stage(
+                    "select_sft",
+                    "the SFT epoch with the best mean RM score on validation prompts",
+                    select_sft_stage,
+                    "sft_select_prompts",
+                    "sft_select_tokens",
+                )
+            ]
+            if config.sft_select_by_rm
+            else []
+        ),
+        stage(
+            "ppo_ptx",
+            "PPO-ptx against the reward model",
+            lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef),
+            *PPO_FIELDS,
+            "ptx_coef",
+            "ptx_per_episode",
+        ),
+        *(
+            [stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)]
+            if config.run_plain_ppo
+            else []
+        ),
+        stage(
+            "eval",
+            "win rates (held-out labelers), benchmarks, report",
+            eval_stage,
+            "eval_prompts",
+            "eval_items",
+            "eval_tokens",
+            "eval_tasks",
+        ),
     ]
 
 
@@ -103,9 +177,19 @@ def prepare_prompts(config: PipelineConfig, folder: Path, results) -> dict[str, 
     write_jsonl_atomic(folder / "raw" / "test_prompts.jsonl", sources.test_prompts())
     common = dict(tokenizer=config.model, max_prompt_tokens=config.max_prompt_tokens, seed=config.seed)
     runs = {
-        "labeler": PrepareConfig(inputs=(folder / "raw" / "labeler_prompts.jsonl",), out_dir=folder / "labeler", dataset_fractions=(1.0, 0.0, 0.0), **common),
-        "api": PrepareConfig(inputs=(folder / "raw" / "api_prompts.jsonl",), out_dir=folder / "api", dataset_fractions=(0.0, 0.4, 0.6),
-                             split_fractions=tuple(config.api_split_fractions), **common),
+        "labeler": PrepareConfig(
+            inputs=(folder / "raw" / "labeler_prompts.jsonl",),
+            out_dir=folder / "labeler",
+            dataset_fractions=(1.0, 0.0, 0.0),
+            **common,
+        ),
+        "api": PrepareConfig(
+            inputs=(folder / "raw" / "api_prompts.jsonl",),
+            out_dir=folder / "api",
+            dataset_fractions=(0.0, 0.4, 0.6),
+            split_fractions=tuple(config.api_split_fractions),
+            **common,
+        ),
     }
     for name, run in runs.items():
         print(f"    {name} prompts: {summary(prepare(run))}")
@@ -129,7 +213,11 @@ def _demos_for(prompts_file: Path, demos_file: Path) -> list:
 def train_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
     """Step 1, the SFT baseline; every epoch's weights are kept for the choice by RM score (select_sft)."""
     final = _train_sft(config, folder, results, config.sft_epochs, config.sft_pretrain_mix)
-    return {"model": final, "metrics": folder / "metrics.jsonl", "epochs": _keep_epoch_weights(folder, config.sft_epochs)}
+    return {
+        "model": final,
+        "metrics": folder / "metrics.jsonl",
+        "epochs": _keep_epoch_weights(folder, config.sft_epochs),
+    }
 
 
 def sft_ppo_init_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
@@ -151,7 +239,9 @@ def _keep_epoch_weights(folder: Path, epochs: int) -> Path:
         epoch = read_meta(checkpoint)["epoch"]
         target = kept / f"epoch-{epoch:g}"
         if float(epoch).is_integer() and epoch < epochs and not target.exists():
-            shutil.copytree(checkpoint, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(TRAINER_STATE))
+            shutil.copytree(
+                checkpoint, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(TRAINER_STATE)
+            )
     return kept
 
 
@@ -229,9 +319,19 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
     for split, chosen in chosen_by_split.items():
         texts = [p.text for p in chosen for _ in range(config.samples_per_prompt)]
         samples = []
-        for number, start in enumerate(range(0, len(texts), batch)):  # one seed per batch: a resumed run samples the same
-            samples += generate(model, tokenizer, texts[start : start + batch], config.sample_tokens, temperature=1.0, batch_size=batch,
-                                seed=config.seed * 100_003 + number + (0 if split == "train" else 50_000), autocast=_autocast_dtype())
+        for number, start in enumerate(
+            range(0, len(texts), batch)
+        ):  # one seed per batch: a resumed run samples the same
+            samples += generate(
+                model,
+                tokenizer,
+                texts[start : start + batch],
+                config.sample_tokens,
+                temperature=1.0,
+                batch_size=batch,
+                seed=config.seed * 100_003 + number + (0 if split == "train" else 50_000),
+                autocast=_autocast_dtype(),
+            )
             progress.update(1)
         k = config.samples_per_prompt
         rows = []
@@ -271,8 +371,10 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
     train_items = [(r["prompt"], r["responses"]) for r in _rows(samples["train"])]
     valid_items = [(r["prompt"], r["responses"]) for r in _rows(samples["valid"])]
     panel = _panel(config)
-    calibrations = [panel.calibrate(items, group=group, taste_share=config.labeler_taste_share)  # on the samples each group ranks
-                    for items, group in ((train_items, "training"), (valid_items, "held_out"))]
+    calibrations = [
+        panel.calibrate(items, group=group, taste_share=config.labeler_taste_share)  # on the samples each group ranks
+        for items, group in ((train_items, "training"), (valid_items, "held_out"))
+    ]
     simulated = panel.rank(train_items, "training", overlap=0.1, seed=config.seed)
     human = read_records(data["human_rankings"], "rankings")[: config.human_rankings]
     out = {
@@ -285,12 +387,22 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
     write_jsonl_atomic(out["valid_training"], panel.rank(valid_items, "training", overlap=0.0, seed=config.seed))
     write_jsonl_atomic(out["valid_held_out"], panel.rank(valid_items, "held_out", overlap=0.0, seed=config.seed))
     rate = agreement(simulated, n_boot=200, seed=config.seed).overall
-    info = {"agreement": rate.rate, "agreement_ci": [rate.low, rate.high], "agreement_judgments": rate.judgments,
-            "calibrations": [asdict(c) for c in calibrations], "simulated": len(simulated), "human": len(human)}
+    info = {
+        "agreement": rate.rate,
+        "agreement_ci": [rate.low, rate.high],
+        "agreement_judgments": rate.judgments,
+        "calibrations": [asdict(c) for c in calibrations],
+        "simulated": len(simulated),
+        "human": len(human),
+    }
     out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    print(f"    {len(simulated)} simulated + {len(human)} human rankings; training-labeler agreement {rate.rate:.1%} "
-          f"on {rate.judgments} shared judgments; calibrated: " + "; ".join(
-              f"{c.group} {c.agreement:.1%} (spread x{c.spread_scale:.2f}, noise {c.noise:.3f})" for c in calibrations))
+    print(
+        f"    {len(simulated)} simulated + {len(human)} human rankings; training-labeler agreement {rate.rate:.1%} "
+        f"on {rate.judgments} shared judgments; calibrated: "
+        + "; ".join(
+            f"{c.group} {c.agreement:.1%} (spread x{c.spread_scale:.2f}, noise {c.noise:.3f})" for c in calibrations
+        )
+    )
     return out
 
 
@@ -317,7 +429,14 @@ def rm_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
     final = train_rm(rm)
     summary = {}
     for group in ("training", "held_out"):
-        report = evaluate_file(RMConfig(model=str(final), data=(rankings[f"valid_{group}"],), max_prompt_tokens=config.max_prompt_tokens, max_response_tokens=config.max_response_tokens))
+        report = evaluate_file(
+            RMConfig(
+                model=str(final),
+                data=(rankings[f"valid_{group}"],),
+                max_prompt_tokens=config.max_prompt_tokens,
+                max_response_tokens=config.max_response_tokens,
+            )
+        )
         summary[f"{group}_labelers"] = report
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     accs = {g: summary[f"{g}_labelers"].get("overall", {}).get("accuracy") for g in ("training", "held_out")}
@@ -335,15 +454,39 @@ def select_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str,
     sft = _load(results, config.out_dir, "sft")
     kept = sorted(Path(sft["epochs"]).glob("epoch-*"), key=lambda p: read_meta(p)["epoch"]) if "epochs" in sft else []
     candidates = [*kept, Path(sft["model"])]
-    scored = _score_sft_checkpoints(config, results, candidates) if len(candidates) > 1 else [{"checkpoint": str(candidates[0]), "mean_score": None, "scores": []}]
-    rows = [{"epoch": read_meta(r["checkpoint"])["epoch"], "checkpoint": r["checkpoint"], "mean_score": r["mean_score"], "n": len(r["scores"]), "scores": r["scores"]}
-            for r in scored]
-    best = max(rows, key=lambda r: -math.inf if r["mean_score"] is None else r["mean_score"])  # max keeps the first of equals
-    selection = {"rule": "highest mean RM score on validation prompts (method.md step 1)", "chosen": best["checkpoint"], "chosen_epoch": best["epoch"],
-                 "max_new_tokens": config.sft_select_tokens, "temperature": 0.0, "candidates": rows}
+    scored = (
+        _score_sft_checkpoints(config, results, candidates)
+        if len(candidates) > 1
+        else [{"checkpoint": str(candidates[0]), "mean_score": None, "scores": []}]
+    )
+    rows = [
+        {
+            "epoch": read_meta(r["checkpoint"])["epoch"],
+            "checkpoint": r["checkpoint"],
+            "mean_score": r["mean_score"],
+            "n": len(r["scores"]),
+            "scores": r["scores"],
+        }
+        for r in scored
+    ]
+    best = max(
+        rows, key=lambda r: -math.inf if r["mean_score"] is None else r["mean_score"]
+    )  # max keeps the first of equals
+    selection = {
+        "rule": "highest mean RM score on validation prompts (method.md step 1)",
+        "chosen": best["checkpoint"],
+        "chosen_epoch": best["epoch"],
+        "max_new_tokens": config.sft_select_tokens,
+        "temperature": 0.0,
+        "candidates": rows,
+    }
     (folder / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
     for r in rows:
-        score = "not scored (one candidate)" if r["mean_score"] is None else f"mean RM score {r['mean_score']:+.4f} (n={r['n']})"
+        score = (
+            "not scored (one candidate)"
+            if r["mean_score"] is None
+            else f"mean RM score {r['mean_score']:+.4f} (n={r['n']})"
+        )
         print(f"    epoch {r['epoch']:g}: {score}{'  <- chosen' if r is best else ''}")
     return {"model": Path(best["checkpoint"]), "selection": folder / "selection.json"}
 
@@ -356,8 +499,16 @@ def _score_sft_checkpoints(config: PipelineConfig, results, candidates: list[Pat
     prompts = read_records(_load(results, config.out_dir, "prepare")["rm_valid"], "prompts")
     chosen = random.Random(config.seed).sample(prompts, min(config.sft_select_prompts, len(prompts)))
     reward_model, rm_tokenizer = load_reward_model(str(_load(results, config.out_dir, "rm")["model"]))
-    return select_sft_checkpoint(reward_model, rm_tokenizer, candidates, [p.text for p in chosen], config.sft_select_tokens,
-                                 temperature=0.0, seed=config.seed, autocast=_autocast_dtype())
+    return select_sft_checkpoint(
+        reward_model,
+        rm_tokenizer,
+        candidates,
+        [p.text for p in chosen],
+        config.sft_select_tokens,
+        temperature=0.0,
+        seed=config.seed,
+        autocast=_autocast_dtype(),
+    )
 
 
 def _sft_baseline(config: PipelineConfig, results) -> Path:
@@ -430,11 +581,18 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
     prompts = read_records(data["test_prompts"], "prompts")
     chosen = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
     write_jsonl_atomic(folder / "test_prompts.jsonl", chosen)
-    trained = {name: _load(results, config.out_dir, name) for name in ("rm", "ppo_ptx", "ppo") if (config.out_dir / name / "stage.json").exists() or name in results}
+    trained = {
+        name: _load(results, config.out_dir, name)
+        for name in ("rm", "ppo_ptx", "ppo")
+        if (config.out_dir / name / "stage.json").exists() or name in results
+    }
     models = [f"pretrained={config.model}", f"prompted={config.model}", f"sft={_sft_baseline(config, results)}"]
     models += [f"{name.replace('_', '-')}={trained[name]['model']}" for name in ("ppo", "ppo_ptx") if name in trained]
-    judge = LabelerJudge(_panel(config, calibrations).held_out, name="held-out simulated labelers",
-                         description=f"{config.held_out_labelers} held-out simulated labelers (a simulation, not people)")
+    judge = LabelerJudge(
+        _panel(config, calibrations).held_out,
+        name="held-out simulated labelers",
+        description=f"{config.held_out_labelers} held-out simulated labelers (a simulation, not people)",
+    )
     evaluation = EvalConfig(
         models=tuple(models),
         prompted=("prompted",),

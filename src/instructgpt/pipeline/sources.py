@@ -53,7 +53,9 @@ def demonstration_prompts(demos: list[Demonstration]) -> list[Prompt]:
     records = []
     for demo in demos:
         user = _demo_user(demo)
-        records.append(Prompt(id=demo.prompt_id, text=prompt_text(demo.prompt), user_id=user, source="labeler", type="plain"))
+        records.append(
+            Prompt(id=demo.prompt_id, text=prompt_text(demo.prompt), user_id=user, source="labeler", type="plain")
+        )
     return records
 
 
@@ -67,7 +69,9 @@ def unlabelled_prompts(root: Path | None = None, hh_limit: int = 600) -> list[Pr
     for i, (source, text) in enumerate(texts):
         if text.strip():
             key = hashlib.sha1(f"{source}:{text}".encode()).hexdigest()[:12]
-            records.append(Prompt(id=f"{source}-{key}", text=text.strip(), user_id=f"{source}-user-{i // 5}", source="api"))
+            records.append(
+                Prompt(id=f"{source}-{key}", text=text.strip(), user_id=f"{source}-user-{i // 5}", source="api")
+            )
     return records
 
 
@@ -87,7 +91,9 @@ def test_prompts(root: Path | None = None, max_chars: int = 400) -> list[Prompt]
         item = json.loads(line)
         text = instruction_prompt(item["instruction"], item["instances"][0]["input"])
         if len(text) <= max_chars:
-            records.append(Prompt(id=f"user-oriented-{item['id']}", text=text, user_id="self-instruct-eval", source="api"))
+            records.append(
+                Prompt(id=f"user-oriented-{item['id']}", text=text, user_id="self-instruct-eval", source="api")
+            )
     return records
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 STAGE_JSON = "stage.json"
 
@@ -70,7 +71,11 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
         started = time.perf_counter()
         outputs = stage.run(folder)
         timings[stage.name] = time.perf_counter() - started
-        record = {"fingerprint": key, "outputs": {k: str(v) for k, v in outputs.items()}, "seconds": timings[stage.name]}
+        record = {
+            "fingerprint": key,
+            "outputs": {k: str(v) for k, v in outputs.items()},
+            "seconds": timings[stage.name],
+        }
         _write_json(folder / STAGE_JSON, record)
         results[stage.name] = outputs
         log(f"    {stage.name} finished in {timings[stage.name]:.0f} s")

@@ -35,18 +35,34 @@ def collect(run_dir: Path) -> dict:
         out["panel"] = panel
     rm = _read(run_dir / "rm" / "summary.json")
     if rm:
-        out["rm_accuracy"] = {group: rm[f"{group}_labelers"]["overall"] for group in ("training", "held_out") if f"{group}_labelers" in rm}
+        out["rm_accuracy"] = {
+            group: rm[f"{group}_labelers"]["overall"] for group in ("training", "held_out") if f"{group}_labelers" in rm
+        }
     results = _read(run_dir / "eval" / "results.json")
     if results:
         win = results.get("winrate", {})
-        out["winrate"] = {"baseline": win.get("baseline"), "judge": win.get("judge_description"), "n_prompts": win.get("n_prompts"),
-                          "per_model": win.get("per_model", {})}
-        out["nlp"] = {name: {task: {k: v for k, v in scores.items() if k not in ("samples", "per_item")} for task, scores in r["nlp"].items()}
-                      for name, r in results.get("per_model", {}).items() if "nlp" in r}
-        out["ptx_minus_ppo"] = {row["metric"].split("/")[1]: {k: row[k] for k in ("difference", "ci", "n", "contains_zero")}
-                                for row in results.get("differences", []) if (row["model"], row["reference"]) == ("ppo-ptx", "ppo")
-                                and row["metric"].startswith("nlp/")}
-        out["eval_config"] = {k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")}
+        out["winrate"] = {
+            "baseline": win.get("baseline"),
+            "judge": win.get("judge_description"),
+            "n_prompts": win.get("n_prompts"),
+            "per_model": win.get("per_model", {}),
+        }
+        out["nlp"] = {
+            name: {
+                task: {k: v for k, v in scores.items() if k not in ("samples", "per_item")}
+                for task, scores in r["nlp"].items()
+            }
+            for name, r in results.get("per_model", {}).items()
+            if "nlp" in r
+        }
+        out["ptx_minus_ppo"] = {
+            row["metric"].split("/")[1]: {k: row[k] for k in ("difference", "ci", "n", "contains_zero")}
+            for row in results.get("differences", [])
+            if (row["model"], row["reference"]) == ("ppo-ptx", "ppo") and row["metric"].startswith("nlp/")
+        }
+        out["eval_config"] = {
+            k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")
+        }
     return out
 
 
@@ -57,26 +73,46 @@ def render(figures: dict) -> str:
     lines.append(f"{'total':<12} {figures['total_seconds']:>7.0f}  ({figures['total_seconds'] / 60:.1f} min)")
     if "panel" in figures:
         p = figures["panel"]
-        lines += ["", f"rankings: {p.get('simulated')} simulated + {p.get('human')} human; training-labeler agreement {p.get('agreement', float('nan')):.1%}"]
+        lines += [
+            "",
+            f"rankings: {p.get('simulated')} simulated + {p.get('human')} human; training-labeler agreement "
+            f"{p.get('agreement', float('nan')):.1%}",
+        ]
     if "rm_accuracy" in figures:
         lines += ["", "reward model validation accuracy (pairwise)"]
         for group, r in figures["rm_accuracy"].items():
-            lines.append(f"  {group + ' labelers':<20} {r['accuracy']:.3f}  ({r['comparisons']} comparisons, {r['prompts']} prompts)")
+            lines.append(
+                f"  {group + ' labelers':<20} {r['accuracy']:.3f}  ({r['comparisons']} comparisons, {r['prompts']} "
+                "prompts)"
+            )
     if "winrate" in figures:
         w = figures["winrate"]
-        lines += ["", f"win rate against {w['baseline']} ({w['n_prompts']} prompts; judge: {w['judge']}; ties count half)",
-                  "model        rate   95% CI          wins ties losses"]
+        lines += [
+            "",
+            f"win rate against {w['baseline']} ({w['n_prompts']} prompts; judge: {w['judge']}; ties count half)",
+            "model        rate   95% CI          wins ties losses",
+        ]
         for name, r in w["per_model"].items():
-            lines.append(f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} {r['losses']:>6}")
+            lines.append(
+                f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} "
+                f"{r['losses']:>6}"
+            )
     if figures.get("nlp"):
         tasks = list(next(iter(figures["nlp"].values())))
-        lines += ["", "NLP tasks (DROP / SQuADv2: F1; fr_en: BLEU; 0-100; 95% bootstrap interval over items)", "model        " + " ".join(f"{t:>22}" for t in tasks)]
+        lines += [
+            "",
+            "NLP tasks (DROP / SQuADv2: F1; fr_en: BLEU; 0-100; 95% bootstrap interval over items)",
+            "model        " + " ".join(f"{t:>22}" for t in tasks),
+        ]
         for name, scores in figures["nlp"].items():
             lines.append(f"{name:<12} " + " ".join(f"{_score_with_ci(scores[t]):>22}" for t in tasks))
         tax = figures.get("ptx_minus_ppo") or _plain_differences(figures["nlp"], tasks)
         if tax:
-            lines.append(f"{'ptx - ppo':<12} " + " ".join(f"{_difference(tax.get(t)):>22}" for t in tasks)
-                         + "   (paired over the same items)")
+            lines.append(
+                f"{'ptx - ppo':<12} "
+                + " ".join(f"{_difference(tax.get(t)):>22}" for t in tasks)
+                + "   (paired over the same items)"
+            )
     return "\n".join(lines)
 
 

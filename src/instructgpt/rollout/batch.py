@@ -54,7 +54,7 @@ class RolloutBatch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, rows: torch.Tensor) -> "RolloutBatch":
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
         """The episodes ``rows``, with columns that are padding in every selected row dropped."""
         picked = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in picked.items():
@@ -71,7 +71,7 @@ class RolloutBatch:
         picked["prompt_width"] = self.prompt_width - left
         return RolloutBatch(**picked)
 
-    def to(self, device: torch.device | str) -> "RolloutBatch":
+    def to(self, device: torch.device | str) -> RolloutBatch:
         return RolloutBatch(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
 
 

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -21,7 +22,9 @@ from instructgpt.rollout.forward import response_entropy, response_logprobs, res
 from instructgpt.rollout.generation import GenerationBackend
 
 
-def assemble(prompt_ids: Sequence[list[int]], response_ids: torch.Tensor, response_mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def assemble(
+    prompt_ids: Sequence[list[int]], response_ids: torch.Tensor, response_mask: torch.Tensor, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` ``[B, P + R]``: prompts left-padded, responses right-padded."""
     width = max(len(p) for p in prompt_ids)
     batch, response_width = response_ids.shape
@@ -94,8 +97,12 @@ def collect_rollout(
         out["values"][rows, :width] = response_values(value_model, *args, dtype=dtype).cpu()
         scores[rows] = sequence_scores(reward_model, part.input_ids, part.attention_mask, dtype).cpu()
         if recompute:
-            out["logprobs"][rows, :width] = response_logprobs(policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size).cpu()
-            out["entropy"][rows, :width] = response_entropy(policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size).cpu()
+            out["logprobs"][rows, :width] = response_logprobs(
+                policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size
+            ).cpu()
+            out["entropy"][rows, :width] = response_entropy(
+                policy, *args, temperature=temperature, dtype=dtype, chunk_size=chunk_size
+            ).cpu()
     if not recompute:
         out["logprobs"].copy_(generated.logprobs.cpu())
         out["entropy"].copy_(generated.entropy.cpu())

@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import functools
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -62,7 +63,16 @@ ONE_QUERY_ATTENTION = "instructgpt_one_query"
 """The attention implementation :func:`one_query_attention` is registered under in transformers."""
 
 
-def one_query_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
+def one_query_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+):
     """transformers' SDPA attention, except for a one-token query (a decode step): two batched
     matmuls and an fp32 softmax, the query heads of each key/value head stacked as rows.
 
@@ -79,13 +89,19 @@ def one_query_attention(module: Any, query: torch.Tensor, key: torch.Tensor, val
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if query.shape[2] != 1 or kwargs.get("softcap") is not None or (module.training and dropout):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
     grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # [B, Hkv, G, D]: q_len 1 makes room for the group
     scores = (grouped @ key.transpose(-1, -2)).float() * (dim**-0.5 if scaling is None else scaling)  # [B, Hkv, G, L]
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else scores + attention_mask
+        scores = (
+            scores.masked_fill(~attention_mask, float("-inf"))
+            if attention_mask.dtype == torch.bool
+            else scores + attention_mask
+        )
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
     return (probs @ value).reshape(rows, 1, heads, dim), None  # [B, 1, Hq, D]
 
@@ -137,12 +153,15 @@ class EagerDecoder:
             self.attention_mask = torch.cat([self.attention_mask, torch.ones_like(ids)], dim=1)
             self.positions = self.positions[:, -1:] + 1
         self.started = True
-        out = self.body(input_ids=ids, attention_mask=self.attention_mask, position_ids=self.positions, **self.cache, use_cache=True)
+        out = self.body(
+            input_ids=ids, attention_mask=self.attention_mask, position_ids=self.positions, **self.cache, use_cache=True
+        )
         return out.last_hidden_state[:, -1]  # [B, H]
 
 
 class StaticDecoder:
-    """A static KV cache of ``length`` slots; the prompt pass eager, each one-token step compiled (unless ``compiled=False``)."""
+    """A static KV cache of ``length`` slots; the prompt pass eager, each one-token step compiled (unless
+    ``compiled=False``)."""
 
     def __init__(self, body: Any, config: Any, attention_mask: torch.Tensor, length: int, compiled: bool = True):
         from transformers.cache_utils import Cache, StaticLayer
@@ -161,7 +180,13 @@ class StaticDecoder:
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         if self.filled == 0:
-            out = self.body(input_ids=ids, attention_mask=self.mask, position_ids=self.positions, **{self.argument: self.cache}, use_cache=True)
+            out = self.body(
+                input_ids=ids,
+                attention_mask=self.mask,
+                position_ids=self.positions,
+                **{self.argument: self.cache},
+                use_cache=True,
+            )
             self.filled, self.positions = self.width, self.positions[:, -1:]
             return out.last_hidden_state[:, -1]
         self.mask[:, self.filled] = 1
@@ -170,7 +195,9 @@ class StaticDecoder:
         return self.step(self.body, ids, self.mask, self.positions, self.cache, self.argument)
 
 
-def _step(body: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, argument: str) -> torch.Tensor:
+def _step(
+    body: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any, argument: str
+) -> torch.Tensor:
     out = body(input_ids=ids, attention_mask=mask, position_ids=positions, **{argument: cache}, use_cache=True)
     return out.last_hidden_state[:, -1]  # [B, H]
 

@@ -56,7 +56,12 @@ def response_hidden(
 ) -> torch.Tensor:
     """Final hidden states ``[N, H]`` of the positions that predict the N real response tokens."""
     with autocast(input_ids.device, dtype):
-        out = trunk(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask), use_cache=False)
+        out = trunk(model)(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            use_cache=False,
+        )
     hidden = out.last_hidden_state[:, prompt_width - 1 : -1]  # [B, R, H]: position P-1+t predicts token t
     return hidden[response_mask]
 
@@ -137,7 +142,9 @@ def response_values(
 
 
 @torch.no_grad()
-def sequence_scores(reward_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def sequence_scores(
+    reward_model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Reward-model scores ``[B]`` (read at each row's last real token)."""
     with autocast(input_ids.device, dtype):
         return reward_model(input_ids, attention_mask).float()

@@ -31,12 +31,20 @@ distribution.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
-from instructgpt.rollout.decoding import EagerDecoder, StaticDecoder, decode_path, one_query_attention_for, static_length, text_config
+from instructgpt.rollout.decoding import (
+    EagerDecoder,
+    StaticDecoder,
+    decode_path,
+    one_query_attention_for,
+    static_length,
+    text_config,
+)
 from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
 from instructgpt.rollout.sampling import VocabProjection, sample_next
 
@@ -50,7 +58,8 @@ class Generated:
     response_mask: torch.Tensor
     """[B, R] bool: True on sampled tokens (EOS included)."""
     logprobs: torch.Tensor
-    """[B, R] fp32: log-probability of each sampled token under the policy (0 on padding); NaN when the backend has none."""
+    """[B, R] fp32: log-probability of each sampled token under the policy (0 on padding); NaN when the backend has
+    none."""
     entropy: torch.Tensor
     """[B, R] fp32: entropy of the policy's next-token distribution (0 on padding); NaN when the backend has none."""
     ended_with_eos: torch.Tensor
@@ -81,7 +90,14 @@ class HFBackend:
     has_logprobs = True
 
     def __init__(
-        self, model: Any, settings: SamplingSettings, eos_id: int, pad_id: int, batch_size: int = 64, dtype: torch.dtype | None = None, decode: str = "auto"
+        self,
+        model: Any,
+        settings: SamplingSettings,
+        eos_id: int,
+        pad_id: int,
+        batch_size: int = 64,
+        dtype: torch.dtype | None = None,
+        decode: str = "auto",
     ):
         self.model, self.settings = model, settings
         self.eos_id, self.pad_id = eos_id, pad_id
@@ -97,7 +113,10 @@ class HFBackend:
     @torch.no_grad()
     def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
         projection = _projection_weight(self.model, self.dtype)  # once per call: the policy changes between calls
-        parts = [self._generate_batch(prompt_ids[s : s + self.batch_size], generator, projection) for s in range(0, len(prompt_ids), self.batch_size)]
+        parts = [
+            self._generate_batch(prompt_ids[s : s + self.batch_size], generator, projection)
+            for s in range(0, len(prompt_ids), self.batch_size)
+        ]
         width = max(p.response_ids.shape[1] for p in parts)
         return Generated(
             response_ids=torch.cat([_pad_to(p.response_ids, width, self.pad_id) for p in parts]),
@@ -107,26 +126,54 @@ class HFBackend:
             ended_with_eos=torch.cat([p.ended_with_eos for p in parts]),
         )
 
-    def _generate_batch(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection) -> Generated:
+    def _generate_batch(
+        self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection
+    ) -> Generated:
         lm = causal_lm(self.model)
         device = next(lm.parameters()).device
         width = max(len(p) for p in prompt_ids)
         length = static_length(width, self.settings.max_new_tokens)
         path = decode_path(self.decode, lm, device, length)
         if path == "eager":
-            return self._sample(prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask))
+            return self._sample(
+                prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
+            )
         state = generator.get_state()
         try:
-            return self._sample(prompt_ids, generator, weight, lambda mask: StaticDecoder(trunk(self.model), text_config(lm), mask, length, compiled=path == "compiled"), path == "compiled")
-        except Exception as error:  # inductor could not build (no working toolchain, an unsupported op): eager from now on
+            return self._sample(
+                prompt_ids,
+                generator,
+                weight,
+                lambda mask: StaticDecoder(
+                    trunk(self.model), text_config(lm), mask, length, compiled=path == "compiled"
+                ),
+                path == "compiled",
+            )
+        except (
+            Exception
+        ) as error:  # inductor could not build (no working toolchain, an unsupported op): eager from now on
             if path != "compiled":
                 raise
-            warnings.warn(f"compiled decoding failed ({type(error).__name__}: {str(error)[:300]}); this backend decodes eagerly from now on", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"compiled decoding failed ({type(error).__name__}: {str(error)[:300]}); this backend decodes "
+                "eagerly from now on",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             self.decode = "eager"
             generator.set_state(state)
-            return self._sample(prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask))
+            return self._sample(
+                prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
+            )
 
-    def _sample(self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection, decoder, compiled: bool = False) -> Generated:
+    def _sample(
+        self,
+        prompt_ids: Sequence[list[int]],
+        generator: torch.Generator,
+        weight: VocabProjection,
+        decoder,
+        compiled: bool = False,
+    ) -> Generated:
         """Prompt pass, then one token per step for every row until all rows hit EOS or the length limit
         (``compiled``: the sampler's per-chunk reductions compiled too)."""
         lm = causal_lm(self.model)
@@ -148,7 +195,16 @@ class HFBackend:
             with autocast(device, self.dtype), one_query_attention_for(text_config(lm)):
                 forward = decoder(attention_mask)
                 for _ in range(s.max_new_tokens):
-                    step = sample_next(forward(step_ids), weight, generator, s.temperature, s.top_k, s.top_p, softcap, compiled=compiled)
+                    step = sample_next(
+                        forward(step_ids),
+                        weight,
+                        generator,
+                        s.temperature,
+                        s.top_k,
+                        s.top_p,
+                        softcap,
+                        compiled=compiled,
+                    )
                     token = torch.where(done, self.pad_id, step.token)
                     tokens.append(token)
                     masks.append(~done)
@@ -179,11 +235,18 @@ class VLLMBackend:
 
     has_logprobs = False
 
-    def __init__(self, model_path: str, settings: SamplingSettings, eos_id: int, pad_id: int, gpu_memory_utilization: float = 0.3):
+    def __init__(
+        self, model_path: str, settings: SamplingSettings, eos_id: int, pad_id: int, gpu_memory_utilization: float = 0.3
+    ):
         from vllm import LLM
 
         self.settings, self.eos_id, self.pad_id = settings, eos_id, pad_id
-        self.llm = LLM(model=model_path, dtype="bfloat16", gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True)
+        self.llm = LLM(
+            model=model_path,
+            dtype="bfloat16",
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=True,
+        )
 
     def sync_weights(self, policy: Any) -> None:
         lm = causal_lm(policy)
@@ -200,7 +263,13 @@ class VLLMBackend:
         s = self.settings
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         params = SamplingParams(
-            n=1, temperature=s.temperature, top_k=s.top_k or -1, top_p=s.top_p, max_tokens=s.max_new_tokens, seed=seed, stop_token_ids=[self.eos_id]
+            n=1,
+            temperature=s.temperature,
+            top_k=s.top_k or -1,
+            top_p=s.top_p,
+            max_tokens=s.max_new_tokens,
+            seed=seed,
+            stop_token_ids=[self.eos_id],
         )
         outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
         responses = [list(o.outputs[0].token_ids) for o in outputs]
@@ -215,7 +284,16 @@ class VLLMBackend:
         return Generated(ids, mask, nan, nan.clone(), ended)
 
 
-def make_backend(name: str, policy: Any, settings: SamplingSettings, eos_id: int, pad_id: int, batch_size: int, dtype: torch.dtype | None, model_path: str | None = None) -> GenerationBackend:
+def make_backend(
+    name: str,
+    policy: Any,
+    settings: SamplingSettings,
+    eos_id: int,
+    pad_id: int,
+    batch_size: int,
+    dtype: torch.dtype | None,
+    model_path: str | None = None,
+) -> GenerationBackend:
     """``hf``, ``vllm``, or ``auto`` (vLLM when it is installed and a GPU is present)."""
     if name == "auto":
         name = "vllm" if _vllm_usable() and model_path else "hf"
@@ -243,7 +321,11 @@ def _vllm_usable() -> bool:
 def _merged_lora_state(policy: Any) -> dict[str, torch.Tensor]:
     policy.merge_adapter()
     try:
-        state = {n.replace("base_layer.", ""): p.detach().clone() for n, p in causal_lm(policy).state_dict().items() if "lora_" not in n}
+        state = {
+            n.replace("base_layer.", ""): p.detach().clone()
+            for n, p in causal_lm(policy).state_dict().items()
+            if "lora_" not in n
+        }
     finally:
         policy.unmerge_adapter()
     return state

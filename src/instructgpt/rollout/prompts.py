@@ -11,8 +11,9 @@ so the data position after a restart is just the iteration number.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from instructgpt.data.render import render_prompt
 
@@ -26,13 +27,24 @@ def read_prompts(paths: Sequence[Path]) -> list[Any]:
     for path in paths:
         kind = _first_kind(Path(path), detect_kind)
         if kind not in ("prompts", "demonstrations"):
-            raise DataError([Problem(str(path), 1, "-", f"expected prompts or demonstrations records, found {kind or 'unknown records'}")])
+            raise DataError(
+                [
+                    Problem(
+                        str(path),
+                        1,
+                        "-",
+                        f"expected prompts or demonstrations records, found {kind or 'unknown records'}",
+                    )
+                ]
+            )
         records = read_records(path, kind)
         prompts += [r.text if kind == "prompts" else _plain(r.prompt) for r in records]
     return prompts
 
 
-def render_prompts(tokenizer: Any, prompts: Sequence[Any], template: str, separator: str, max_prompt_tokens: int) -> tuple[list[list[int]], list[int]]:
+def render_prompts(
+    tokenizer: Any, prompts: Sequence[Any], template: str, separator: str, max_prompt_tokens: int
+) -> tuple[list[list[int]], list[int]]:
     """``(token ids, original indices)`` of the prompts no longer than ``max_prompt_tokens``."""
     ids, kept = [], []
     for index, prompt in enumerate(prompts):

@@ -13,9 +13,10 @@ times:
   draws one exponential per word (``[B, V]`` random numbers from a single-threaded generator:
   about 0.5 s per step at B = 64 on a 2-core CPU, more than the whole forward).
 
-Temperature 0 is greedy decoding (argmax). The sampled distribution is ``softmax(logits / temperature)``, truncated by top-k / top-p when
-they are set (then :func:`filter_logits` and ``torch.multinomial`` are used, as before: the
-paper does not truncate, and neither does the default). The recorded log-probabilities and
+Temperature 0 is greedy decoding (argmax). The sampled distribution is
+``softmax(logits / temperature)``, truncated by top-k / top-p when they are set (then
+:func:`filter_logits` and ``torch.multinomial`` are used, as before: the paper does not
+truncate, and neither does the default). The recorded log-probabilities and
 entropies are those of the untruncated temperature-scaled policy, the distribution PPO
 optimises. Seeded: the same generator state gives the same tokens.
 """
@@ -23,6 +24,7 @@ optimises. Seeded: the same generator state gives the same tokens.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -75,14 +77,25 @@ class VocabProjection:
     packed: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, weight: torch.Tensor, chunk: int = 8192, pack: bool | None = None) -> "VocabProjection":
+    def of(cls, weight: torch.Tensor, chunk: int = 8192, pack: bool | None = None) -> VocabProjection:
         """From an unembedding ``[V, H]`` (detached; keep its dtype). ``pack``: None = where it applies."""
         weight = weight.detach()
         if pack is None:
             pack = _packable(weight)
         if pack:
-            return cls((), weight.shape[0], chunk, weight.dtype, torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 64))
-        return cls(tuple(weight[s : s + chunk].T.contiguous() for s in range(0, weight.shape[0], chunk)), weight.shape[0], chunk, weight.dtype)
+            return cls(
+                (),
+                weight.shape[0],
+                chunk,
+                weight.dtype,
+                torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), 64),
+            )
+        return cls(
+            tuple(weight[s : s + chunk].T.contiguous() for s in range(0, weight.shape[0], chunk)),
+            weight.shape[0],
+            chunk,
+            weight.dtype,
+        )
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """``h @ W.T`` ``[B, V]`` in the projection's dtype (``h`` already in it)."""
@@ -93,13 +106,22 @@ class VocabProjection:
 
 def _packable(weight: torch.Tensor) -> bool:
     return (
-        weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )  # fmt: skip
+        weight.dtype == torch.bfloat16
+        and weight.device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
 
 
-def next_logits(hidden: torch.Tensor, weight: "torch.Tensor | VocabProjection", temperature: float = 1.0, softcap: float | None = None) -> torch.Tensor:
-    """fp32 ``logits / temperature`` ``[B, V]`` of hidden states ``[B, H]`` (projected in the weight's dtype, e.g. bf16)."""
+def next_logits(
+    hidden: torch.Tensor,
+    weight: torch.Tensor | VocabProjection,
+    temperature: float = 1.0,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """fp32 ``logits / temperature`` ``[B, V]`` of hidden states ``[B, H]`` (projected in the weight's dtype, e.g.
+    bf16)."""
     if isinstance(weight, VocabProjection):
         return _scale(weight.logits(hidden.to(weight.dtype)), temperature, softcap)
     return _scale(hidden.to(weight.dtype) @ weight.T, temperature, softcap)
@@ -107,7 +129,7 @@ def next_logits(hidden: torch.Tensor, weight: "torch.Tensor | VocabProjection", 
 
 def sample_next(
     hidden: torch.Tensor,  # [B, H]
-    weight: "torch.Tensor | VocabProjection",  # [V, H] or its chunks
+    weight: torch.Tensor | VocabProjection,  # [V, H] or its chunks
     generator: torch.Generator,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -131,12 +153,18 @@ def sample_next(
     if top_k or top_p < 1.0:
         return _sample_truncated(next_logits(hidden, weight, temperature, softcap), generator, top_k, top_p)
     projection = weight if isinstance(weight, VocabProjection) else VocabProjection.of(weight, chunk)
-    per_block, overall, lse, expected_logit, stored = _vocab_stats(hidden.to(projection.dtype), projection, temperature, softcap, block, compiled)
-    token, logit = _sample_in_blocks(per_block, stored, projection.vocab, projection.chunk, block, overall, generator, temperature, softcap)
+    per_block, overall, lse, expected_logit, stored = _vocab_stats(
+        hidden.to(projection.dtype), projection, temperature, softcap, block, compiled
+    )
+    token, logit = _sample_in_blocks(
+        per_block, stored, projection.vocab, projection.chunk, block, overall, generator, temperature, softcap
+    )
     return Step(token, logit - lse, lse - expected_logit)
 
 
-def _vocab_stats(h: torch.Tensor, projection: VocabProjection, temperature: float, softcap: float | None, block: int, compiled: bool):
+def _vocab_stats(
+    h: torch.Tensor, projection: VocabProjection, temperature: float, softcap: float | None, block: int, compiled: bool
+):
     """Project ``h`` ``[B, H]`` on the vocabulary and reduce chunk by chunk (:func:`_chunk_stats`,
     compiled when ``compiled``), combined as in an online softmax: the block masses
     ``[B, V / block]`` (fp64, relative to the row's max logit), that max ``[B, 1]``, the
@@ -144,7 +172,9 @@ def _vocab_stats(h: torch.Tensor, projection: VocabProjection, temperature: floa
     logits themselves (``[B, V]`` when packed, else ``[C, B, chunk]``, in the projection dtype)."""
     if projection.packed is not None:
         stored = projection.logits(h)  # [B, V]
-        raws = [stored[:, s : s + projection.chunk] for s in range(0, projection.vocab, projection.chunk)]
+        raws: Iterable[torch.Tensor] = [
+            stored[:, s : s + projection.chunk] for s in range(0, projection.vocab, projection.chunk)
+        ]
     else:
         stored = h.new_empty(len(projection.chunks), h.shape[0], projection.chunk)  # [C, B, chunk]
         raws = (_project(h, part, stored[index]) for index, part in enumerate(projection.chunks))
@@ -166,7 +196,9 @@ def _vocab_stats(h: torch.Tensor, projection: VocabProjection, temperature: floa
     return per_block, overall, lse, expected_logit, stored
 
 
-def _chunk_stats(raw: torch.Tensor, temperature: float, softcap: float | None, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _chunk_stats(
+    raw: torch.Tensor, temperature: float, softcap: float | None, block: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Of one chunk's raw logits ``[B, n]``: its max ``[B, 1]``, ``sum p * (logit - max)`` ``[B, 1]``
     (p unnormalised: ``exp(logit - max)``) and the masses of its blocks ``[B, n / block]``."""
     top, shifted = _shifted(raw, temperature, softcap)
@@ -223,16 +255,22 @@ def _sample_in_blocks(per_block, stored, vocab, chunk, block, overall, generator
     if stored.dim() == 2:  # [B, V]
         raw = stored.gather(1, words)  # [B, block]
     else:  # [C, B, chunk]
-        raw = stored[words[:, :1] // chunk, torch.arange(rows, device=words.device)[:, None], words % chunk]  # [B, block] (a block never spans two chunks)
+        raw = stored[
+            words[:, :1] // chunk, torch.arange(rows, device=words.device)[:, None], words % chunk
+        ]  # [B, block] (a block never spans two chunks)
     logits = _scale(raw, temperature, softcap)  # [B, block]
     offset = _pick_word(torch.where(valid, torch.exp(logits - overall), 0.0), remainder)
     return words.gather(1, offset)[:, 0], logits.gather(1, offset)[:, 0]
 
 
 def _pick_block(per_block: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One uniform per row over the total mass: the block ``[B, 1]`` it falls in and the mass left inside it ``[B, 1]``."""
+    """One uniform per row over the total mass: the block ``[B, 1]`` it falls in and the mass left inside it ``[B,
+    1]``."""
     cdf = per_block.double().cumsum(-1)
-    u = torch.rand(per_block.shape[0], 1, generator=generator, dtype=torch.float64, device=per_block.device) * cdf[:, -1:]
+    u = (
+        torch.rand(per_block.shape[0], 1, generator=generator, dtype=torch.float64, device=per_block.device)
+        * cdf[:, -1:]
+    )
     chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
     before = torch.where(chosen > 0, cdf.gather(1, (chosen - 1).clamp(min=0)), 0.0)
     return chosen, u - before
@@ -269,5 +307,7 @@ def inverse_cdf_sample(mass: torch.Tensor, generator: torch.Generator, block: in
     """
     chosen, remainder = _pick_block(_block_sums(mass, block), generator)
     padded = torch.nn.functional.pad(mass, (0, (-mass.shape[1]) % block))
-    inside = padded.view(mass.shape[0], -1, block).gather(1, chosen[:, :, None].expand(-1, 1, block))[:, 0]  # [B, block]
+    inside = padded.view(mass.shape[0], -1, block).gather(1, chosen[:, :, None].expand(-1, 1, block))[
+        :, 0
+    ]  # [B, block]
     return (chosen * block + _pick_word(inside, remainder))[:, 0]

@@ -84,7 +84,9 @@ def load_weights(model: Any, folder: Path) -> None:
         raise ValueError(f"{folder}: weights do not match the model (missing {missing}, unexpected {unexpected})")
 
 
-def save_on_main(accelerator: Any, folder: Path, model: Any, tokenizer: Any, meta: dict, trainer_state: dict | None = None) -> None:
+def save_on_main(
+    accelerator: Any, folder: Path, model: Any, tokenizer: Any, meta: dict, trainer_state: dict | None = None
+) -> None:
     """Every process waits; the main one writes the checkpoint (data-parallel runs save once)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

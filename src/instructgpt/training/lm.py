@@ -48,7 +48,8 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
         warnings.warn(
             f"precision={precision!r} on {device.type}, which has no native bf16 (no AVX512-BF16/AMX on this CPU): "
             "its bf16 matrix products are emulated, about 100x slower than fp32; use precision 'auto' or 'fp32'",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
 
 
@@ -72,7 +73,9 @@ class CausalLMLoss(torch.nn.Module):
         if sparse_embedding_grad:
             _sparse_tied_embedding(model)
 
-    def forward(self, input_ids, loss_mask, attention_mask=None, position_ids=None, token_weight: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, input_ids, loss_mask, attention_mask=None, position_ids=None, token_weight: float = 1.0
+    ) -> torch.Tensor:
         """``token_weight * sum`` of the target tokens' negative log-likelihoods (a scalar).
 
         Padded batches pass ``attention_mask``; packed rows (:func:`instructgpt.data.collate.pack`)
@@ -80,14 +83,18 @@ class CausalLMLoss(torch.nn.Module):
         """
         device_type = input_ids.device.type
         with torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            trunk = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+            trunk = self.model.base_model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            )
             hidden = trunk.last_hidden_state  # [B, T, H]
         select = loss_mask[:, 1:]  # [B, T-1]: position t predicts token t+1
         scored = hidden[:, :-1][select]  # [N, H]
         targets = input_ids[:, 1:][select]  # [N]
         weights = torch.full_like(targets, token_weight, dtype=torch.float32)  # [N]
         unembedding = self.model.get_output_embeddings().weight  # [V, H]
-        return fused_linear_cross_entropy(scored, unembedding, targets, weights, self.chunk_size, self.autocast, self.softcap)
+        return fused_linear_cross_entropy(
+            scored, unembedding, targets, weights, self.chunk_size, self.autocast, self.softcap
+        )
 
 
 def _sparse_tied_embedding(model: Any) -> None:

@@ -55,173 +55,28 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from instructgpt.config import check, to_dict
-from instructgpt.data.render import TEMPLATES, Example
-from instructgpt.losses.ppo import explained_variance, gae, kl_shaped_rewards, masked_mean, policy_loss, value_loss, whiten
-from instructgpt.models.loader import DEFAULT_MODEL
+from instructgpt.config import check
+from instructgpt.data.render import Example
+from instructgpt.losses.ppo import (
+    explained_variance,
+    gae,
+    kl_shaped_rewards,
+    masked_mean,
+    policy_loss,
+    value_loss,
+    whiten,
+)
 from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.forward import response_logprobs, response_values
 from instructgpt.training.ema import PolicyEMA
 from instructgpt.training.kl_controller import make_kl_controller
 from instructgpt.training.optim import clip_grad_norm, grad_norm
+from instructgpt.training.ppo_config import Models, PPOConfig, config_meta, training_precision  # noqa: F401 (re-exported)
 from instructgpt.training.precision import MasterWeights
-
-
-@dataclass
-class PPOConfig:
-    """RL from the reward model with PPO, or PPO-ptx (method.md step 3)."""
-
-    policy: str = DEFAULT_MODEL
-    """The SFT model that initialises the policy and is the frozen KL reference: a Hugging Face folder (e.g. runs/sft/final), a .gguf file, 'gemma-3-270m' or a Hub id."""
-    reward_model: str = ""
-    """The reward model folder (RewardModel.save_pretrained); it also initialises the value model."""
-    prompts: tuple[Path, ...] = ()
-    """PPO prompt files: JSONL of prompts records ('text') or demonstrations records ('prompt')."""
-    out_dir: Path = Path("runs/ppo")
-    """Run folder: checkpoints/, final/ (policy = the EMA; final/value = the value model), metrics.jsonl."""
-    episodes: int = 256_000
-    """Total episodes (paper: 256k); iterations = episodes // batch_size."""
-    batch_size: int = 512
-    """Episodes per iteration (paper: 512)."""
-    minibatch_size: int = 64
-    """Episodes per optimizer step (paper: 64)."""
-    micro_batch_size: int = 8
-    """Episodes per forward pass in the update (gradient accumulation covers the rest of the minibatch)."""
-    forward_batch_size: int = 16
-    """Episodes per no-grad forward pass of the rollout (reference, value, reward)."""
-    generation_batch_size: int = 64
-    """Prompts sampled together in one batched generation."""
-    ppo_epochs: int = 1
-    """Passes over each batch (paper: 1)."""
-    lr: float = 5e-6
-    """Peak (and constant) policy learning rate; the paper swept 2.55e-6 .. 2.55e-5."""
-    lr_warmup_iterations: int = 10
-    """Iterations of linear warm-up of the policy lr (paper: 10)."""
-    lr_warmup_start: float = 0.1
-    """Warm-up starts at this fraction of lr (paper: 1/10)."""
-    value_lr: float = 9e-6
-    """Value-model learning rate, constant (paper: 9e-6)."""
-    kl_coef: float = 0.02
-    """beta: weight of the per-token KL penalty to the SFT reference (paper: 0.02); the initial value when adaptive."""
-    kl_target: float | None = None
-    """Adaptive KL controller (Ziegler et al. 2019): target KL per episode, in nats; None keeps beta fixed."""
-    kl_horizon: int = 10_000
-    """Adaptive KL controller horizon, in episodes."""
-    clip: float = 0.2
-    """PPO clip range of the probability ratio (paper: 0.2)."""
-    value_clip: float | None = 0.2
-    """Clip of the value update around the rollout's values; None: unclipped squared error (not given by the paper)."""
-    gamma: float = 1.0
-    """GAE discount (paper: 1)."""
-    lam: float = 0.95
-    """GAE lambda (not given by the paper; 0.95 is common)."""
-    whiten_advantages: bool = True
-    """Standardise advantages over each batch (not given by the paper)."""
-    ptx_coef: float = 27.8
-    """gamma of PPO-ptx: weight of the pretraining log-likelihood gradient (paper: 27.8); 0 is plain PPO."""
-    ptx_per_episode: float = 8.0
-    """Pretraining sequences per RL episode (paper: 8)."""
-    ptx_data: Path | None = None
-    """Pretraining corpus (JSONL with a 'text' field, or a folder of .txt); default: the bundled shared/data/pretrain mix."""
-    ptx_seq_len: int = 512
-    """Tokens per pretraining sequence."""
-    ptx_corpus_tokens: int = 2_000_000
-    """Tokens of the (shuffled) corpus tokenized once at start, from which pretraining windows are drawn."""
-    ema_decay: float = 0.992
-    """Decay of the policy weights' EMA, updated every policy optimizer step; the EMA is the final model (paper: 0.992); 0 keeps the last weights."""
-    max_new_tokens: int = 256
-    """Longest response, in tokens (the paper caps responses at 1k)."""
-    max_prompt_tokens: int = 1024
-    """Prompts longer than this are dropped (paper: 1k)."""
-    temperature: float = 1.0
-    """Sampling temperature (paper: 1); the policy's log-probabilities are of the temperature-scaled distribution."""
-    top_k: int = 0
-    """Sample among the k most likely tokens; 0: off (not given by the paper)."""
-    top_p: float = 1.0
-    """Nucleus sampling; 1: off (not given by the paper)."""
-    missing_eos_penalty: float = 0.0
-    """Subtracted from the score of a response that hits max_new_tokens without EOS (the paper does not say)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm, per model; 0 disables (not given by the paper)."""
-    ptx_clip: Literal["ppo-norm", "total"] = "ppo-norm"
-    """How PPO-ptx's policy gradient g_ppo + ptx_coef * g_ptx is clipped (the paper does not say). 'ppo-norm': the whole sum is scaled by min(1, max_grad_norm / |g_ppo|), so the PPO part is clipped exactly as in plain PPO and the sum keeps Eq. 2's ratio ptx_coef (the pretraining part is not bounded); 'total': scaled by the sum's own norm, which the pretraining part dominates (tiny model, first minibatch: |g_ppo| = 2.36, |g_ppo + 27.8 g_ptx| = 73.3), so the PPO part is scaled 31x more than in plain PPO. Both keep the ratio within a step (which sets the direction of an Adam step); they weigh steps differently in Adam's moments and against adam_eps. Plain PPO is the same under both."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (not given by the paper)."""
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    """Adam beta1, beta2."""
-    adam_eps: float = 1e-5
-    """Adam epsilon (not given by the paper)."""
-    lora_rank: int = 0
-    """LoRA rank for the policy and the value model; 0 trains all weights. With LoRA the reference is the policy with its adapter disabled."""
-    lora_alpha: float = 16.0
-    """LoRA alpha."""
-    lora_target_modules: str = "all-linear"
-    """LoRA target modules (peft's names; 'all-linear' or comma-separated module names)."""
-    backend: Literal["auto", "hf", "vllm"] = "auto"
-    """Generation: Hugging Face forward with KV cache, vLLM, or auto (vLLM when installed on a GPU machine)."""
-    recompute_logprobs: bool = False
-    """Recompute the old log-probabilities with a forward pass instead of taking them from sampling (always done with vLLM)."""
-    template: Literal["auto", "raw", "chat"] = "auto"
-    """Prompt rendering, as in SFT."""
-    separator: str = "\n\n"
-    """Raw rendering: text between the prompt and the response, as in SFT."""
-    precision: Literal["auto", "bf16", "bf16-weights", "fp32"] = "auto"
-    """bf16-weights: policy and value model held in bf16 (forward, backward and sampling without casts), updated through fp32 master copies; bf16: fp32 weights under bf16 autocast; fp32; auto: bf16-weights where bf16 is native (bf16 autocast with LoRA), else fp32. The reference and reward model are held in bf16 unless fp32."""
-    master_weights: Literal["fp32", "bf16"] = "fp32"
-    """Where the optimizer updates the policy and value model: fp32 (master weights; see precision) or bf16 (pure bf16 training, no masters: less memory, but lr-sized updates are mostly rounded away)."""
-    loss_chunk_size: int = 1024
-    """Tokens per chunk of the vocabulary projection (bounds logits memory)."""
-    seed: int = 0
-    """Seed of prompt order, minibatches, sampling and pretraining windows."""
-    save_every: int = 0
-    """Save a resumable checkpoint every N iterations (0: only at the end)."""
-    max_iterations: int = 0
-    """Stop (with a checkpoint) after this many iterations in total; 0 runs them all."""
-    resume: bool = True
-    """Resume from the latest checkpoint in out_dir when there is one."""
-    progress: bool = True
-    """Show a progress bar."""
-
-    def validate(self) -> None:
-        check(self.batch_size >= 1 and self.minibatch_size >= 1 and self.micro_batch_size >= 1, "batch_size", "batch sizes must be at least 1")
-        check(self.batch_size % self.minibatch_size == 0, "minibatch_size", f"must divide batch_size ({self.batch_size})")
-        check(self.episodes >= self.batch_size, "episodes", "must be at least batch_size")
-        check(self.ppo_epochs >= 1, "ppo_epochs", "must be at least 1")
-        check(self.lr > 0 and self.value_lr > 0, "lr", "learning rates must be positive")
-        check(0 < self.lr_warmup_start <= 1, "lr_warmup_start", "must be in (0, 1]")
-        check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
-        check(self.kl_target is None or self.kl_target > 0, "kl_target", "must be positive (or None for a fixed beta)")
-        check(self.clip > 0, "clip", "must be positive")
-        check(self.value_clip is None or self.value_clip > 0, "value_clip", "must be positive or None")
-        check(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "lam", "gamma and lam must be in [0, 1]")
-        check(self.ptx_coef >= 0 and self.ptx_per_episode >= 0, "ptx_coef", "ptx_coef and ptx_per_episode must be >= 0")
-        check(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
-        check(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
-        check(self.temperature > 0, "temperature", "must be positive")
-        check(0 < self.top_p <= 1 and self.top_k >= 0, "top_p", "top_p must be in (0, 1] and top_k >= 0")
-        check(self.lora_rank >= 0, "lora_rank", "must be >= 0")
-        check(not (self.lora_rank > 0 and self.precision == "bf16-weights"), "precision", "bf16-weights trains full weights; use bf16 (or auto) with LoRA")
-        check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
-        check(self.ptx_seq_len >= 2, "ptx_seq_len", "must be at least 2")
-        check(self.ptx_clip in ("ppo-norm", "total"), "ptx_clip", "must be 'ppo-norm' or 'total'")
-
-    @property
-    def iterations(self) -> int:
-        return self.episodes // self.batch_size
-
-
-def training_precision(config: PPOConfig, device: torch.device) -> str:
-    """The precision scheme the config resolves to on ``device``: 'bf16-weights', 'bf16' or 'fp32'."""
-    from instructgpt.training.lm import bf16_native, warn_if_emulated
-
-    if config.precision == "auto":
-        return "fp32" if not bf16_native(device) else "bf16" if config.lora_rank > 0 else "bf16-weights"
-    warn_if_emulated(config.precision, device)
-    return config.precision
 
 
 def policy_lr(iteration: int, peak: float, warmup_iterations: int = 10, start: float = 0.1) -> float:
@@ -239,17 +94,6 @@ def policy_lr(iteration: int, peak: float, warmup_iterations: int = 10, start: f
 def apply_missing_eos_penalty(scores: torch.Tensor, ended_with_eos: torch.Tensor, penalty: float) -> torch.Tensor:
     """``scores [B]`` minus ``penalty`` where the response has no EOS."""
     return scores - penalty * (~ended_with_eos).to(scores.dtype)
-
-
-@dataclass
-class Models:
-    """The four models of step 3 (with LoRA, ``sft_policy is policy``)."""
-
-    policy: Any
-    sft_policy: Any
-    value_model: Any
-    reward_model: Any
-    tokenizer: Any
 
 
 @dataclass
@@ -280,22 +124,39 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     models = models or ppo_io.load_models(config, device, scheme)
     tokenizer = models.tokenizer
     check(bool(config.prompts), "prompts", "give at least one prompt file")
-    prompt_ids, kept = render_prompts(tokenizer, read_prompts(config.prompts), config.template, config.separator, config.max_prompt_tokens)
-    check(len(prompt_ids) >= config.batch_size, "prompts", f"{len(prompt_ids)} usable prompts, fewer than batch_size ({config.batch_size})")
+    prompt_ids, kept = render_prompts(
+        tokenizer, read_prompts(config.prompts), config.template, config.separator, config.max_prompt_tokens
+    )
+    check(
+        len(prompt_ids) >= config.batch_size,
+        "prompts",
+        f"{len(prompt_ids)} usable prompts, fewer than batch_size ({config.batch_size})",
+    )
     per_epoch = len(prompt_ids) // config.batch_size
     plan = BatchPlan(len(prompt_ids), config.batch_size, -(-config.iterations // per_epoch), config.seed)
     ptx = ppo_io.load_ptx_stream(config, tokenizer) if config.ptx_coef > 0 and config.ptx_per_episode > 0 else None
     state = _init_state(config, models, masters=scheme == "bf16-weights" and config.master_weights == "fp32")
     ppo_io.maybe_resume(config, models, state)
     settings = SamplingSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
-    backend = make_backend(config.backend, models.policy, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, config.generation_batch_size, dtype, config.policy)
+    backend = make_backend(
+        config.backend,
+        models.policy,
+        settings,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        config.generation_batch_size,
+        dtype,
+        config.policy,
+    )
     log = MetricsLog(config.out_dir)
     stop = min(config.iterations, config.max_iterations or config.iterations)
     bar = _progress(config, state.iteration, stop)
     while state.iteration < stop:
         indices = plan.batch(state.iteration)
         backend.sync_weights(models.policy)
-        metrics = ppo_iteration(config, models, state, backend, [prompt_ids[i] for i in indices], [kept[i] for i in indices], ptx, dtype)
+        metrics = ppo_iteration(
+            config, models, state, backend, [prompt_ids[i] for i in indices], [kept[i] for i in indices], ptx, dtype
+        )
         state.iteration += 1
         log.log(state.iteration, metrics)
         bar.update(1)
@@ -310,16 +171,30 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     return ppo_io.save_final(config, models, state) if stop == config.iterations else config.out_dir / "final"
 
 
-def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend, prompt_ids, prompt_indices, ptx, dtype) -> dict[str, float]:
+def ppo_iteration(
+    config: PPOConfig, models: Models, state: TrainState, backend, prompt_ids, prompt_indices, ptx, dtype
+) -> dict[str, float]:
     """One PPO iteration: rollout -> rewards -> advantages -> minibatch updates -> KL controller."""
     from instructgpt.rollout.collect import collect_rollout
 
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(_seed(config.seed, state.iteration, 1))
     batch, timing = collect_rollout(
-        models.policy, models.sft_policy, models.value_model, models.reward_model, backend, prompt_ids, prompt_indices, generator,
-        models.tokenizer.pad_token_id, config.temperature, dtype, config.forward_batch_size, config.loss_chunk_size, config.recompute_logprobs,
-    )  # fmt: skip
+        models.policy,
+        models.sft_policy,
+        models.value_model,
+        models.reward_model,
+        backend,
+        prompt_ids,
+        prompt_indices,
+        generator,
+        models.tokenizer.pad_token_id,
+        config.temperature,
+        dtype,
+        config.forward_batch_size,
+        config.loss_chunk_size,
+        config.recompute_logprobs,
+    )
     scores = apply_missing_eos_penalty(batch.scores, batch.ended_with_eos, config.missing_eos_penalty)
     kl_coef = state.kl_controller.value
     rewards, kl = kl_shaped_rewards(scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_coef)
@@ -332,10 +207,19 @@ def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend,
         group["lr"] = lr
     stats = []
     for epoch in range(config.ppo_epochs):
-        order = torch.randperm(batch.size, generator=torch.Generator().manual_seed(_seed(config.seed, state.iteration, 2 + epoch)))
+        order = torch.randperm(
+            batch.size, generator=torch.Generator().manual_seed(_seed(config.seed, state.iteration, 2 + epoch))
+        )
         for start in range(0, batch.size, config.minibatch_size):
             rows = order[start : start + config.minibatch_size]
-            ptx_batch = ptx.sample(round(config.ptx_per_episode * len(rows)), _seed(config.seed, state.iteration, 1000 + epoch * batch.size + start)) if ptx else []
+            ptx_batch = (
+                ptx.sample(
+                    round(config.ptx_per_episode * len(rows)),
+                    _seed(config.seed, state.iteration, 1000 + epoch * batch.size + start),
+                )
+                if ptx
+                else []
+            )
             stats.append(ppo_minibatch_step(config, models, state, batch, advantages, returns, rows, ptx_batch, dtype))
     episode_kl = kl.sum(-1).mean().item()
     state.kl_controller.update(episode_kl, batch.size)  # explicit, once per iteration
@@ -361,33 +245,61 @@ def ppo_iteration(config: PPOConfig, models: Models, state: TrainState, backend,
     return metrics
 
 
-def ppo_minibatch_step(config, models: Models, state: TrainState, batch: RolloutBatch, advantages, returns, rows, ptx_batch: list[Example], dtype) -> dict[str, float]:
+def ppo_minibatch_step(
+    config,
+    models: Models,
+    state: TrainState,
+    batch: RolloutBatch,
+    advantages,
+    returns,
+    rows,
+    ptx_batch: list[Example],
+    dtype,
+) -> dict[str, float]:
     """One optimizer step on the episodes ``rows``: PPO gradient, then + ptx_coef * pretraining
     gradient, accumulated in the same buffers; one policy step (clipped as ``config.ptx_clip``
     says), one value step, EMA update."""
     policy, value_model = models.policy, models.value_model
     device = next(policy.parameters()).device
-    tokens = batch.response_mask[rows].sum().clamp(min=1).item()
-    sums = {"ppo/policy/loss": 0.0, "ppo/policy/clipfrac": 0.0, "ppo/policy/approx_kl": 0.0, "ppo/val/loss": 0.0, "ppo/val/clipfrac": 0.0}
-    micro_rows = rows[torch.argsort(batch.attention_mask[rows].sum(-1), stable=True)]  # similar lengths together: less padding
+    tokens = int(batch.response_mask[rows].sum().clamp(min=1).item())
+    sums = {
+        "ppo/policy/loss": 0.0,
+        "ppo/policy/clipfrac": 0.0,
+        "ppo/policy/approx_kl": 0.0,
+        "ppo/val/loss": 0.0,
+        "ppo/val/clipfrac": 0.0,
+    }
+    micro_rows = rows[
+        torch.argsort(batch.attention_mask[rows].sum(-1), stable=True)
+    ]  # similar lengths together: less padding
     chunks = [micro_rows[s : s + config.micro_batch_size] for s in range(0, len(micro_rows), config.micro_batch_size)]
     for chunk in chunks:  # the policy first: its gradients are freed before the value model's exist (lower peak memory)
         part, adv, _, weight = _micro_batch(batch, advantages, returns, chunk, tokens, device)
         args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
-        new_logprobs = response_logprobs(policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size)
+        new_logprobs = response_logprobs(
+            policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size
+        )
         pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, part.logprobs, adv, part.response_mask, config.clip)
         (pg_loss * weight).backward()  # token mean over the minibatch
         _to_masters(state.policy_masters)
-        for name, value in zip(("ppo/policy/loss", "ppo/policy/clipfrac", "ppo/policy/approx_kl"), (pg_loss, clipfrac, approx_kl)):
+        for name, value in zip(
+            ("ppo/policy/loss", "ppo/policy/clipfrac", "ppo/policy/approx_kl"), (pg_loss, clipfrac, approx_kl)
+        ):
             sums[name] += value.item() * weight
     clip_by = None  # plain PPO, or ptx_clip="total": the gradients' own norm
     if ptx_batch:  # into the same gradient buffers, before the one optimizer step
         sums["ppo/policy/ppo_grad_norm"] = grad_norm(_trained(state.policy_optimizer))  # the masters' with bf16-weights
         clip_by = sums["ppo/policy/ppo_grad_norm"] if config.ptx_clip == "ppo-norm" else None
         sums["ppo/ptx/loss"] = ptx_backward(
-            policy, ptx_batch, config.ptx_coef, config.micro_batch_size, config.loss_chunk_size, models.tokenizer.pad_token_id, dtype,
+            policy,
+            ptx_batch,
+            config.ptx_coef,
+            config.micro_batch_size,
+            config.loss_chunk_size,
+            models.tokenizer.pad_token_id,
+            dtype,
             after_backward=lambda: _to_masters(state.policy_masters),
-        )  # fmt: skip
+        )
     sums["ppo/policy/grad_norm"] = _step(state.policy_optimizer, state.policy_masters, config.max_grad_norm, clip_by)
     if state.ema is not None:
         with state.policy_masters.fp32_model() if state.policy_masters else nullcontext():
@@ -416,7 +328,9 @@ def _trained(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
-def _step(optimizer: torch.optim.Optimizer, masters: MasterWeights | None, max_norm: float, clip_by: float | None = None) -> float:
+def _step(
+    optimizer: torch.optim.Optimizer, masters: MasterWeights | None, max_norm: float, clip_by: float | None = None
+) -> float:
     """Clip (by the gradients' own norm, or by ``clip_by``), one optimizer step, clear the gradients;
     bf16-weights: round the masters into the model. Returns the grad norm before clipping."""
     norm = clip_grad_norm(_trained(optimizer), max_norm, clip_by)
@@ -436,7 +350,14 @@ def _micro_batch(batch: RolloutBatch, advantages, returns, chunk, tokens: int, d
 
 
 def ptx_backward(
-    policy: Any, examples: list[Example], ptx_coef: float, micro_batch_size: int, chunk_size: int, pad_id: int, dtype, after_backward=None
+    policy: Any,
+    examples: list[Example],
+    ptx_coef: float,
+    micro_batch_size: int,
+    chunk_size: int,
+    pad_id: int,
+    dtype,
+    after_backward=None,
 ) -> float:
     """Backward of ``ptx_coef * mean token NLL`` of the pretraining sequences, added to the
     gradients already in the buffers; returns the mean NLL (the PPO-ptx term of Eq. 2, negated)."""
@@ -456,7 +377,9 @@ def ptx_backward(
         select = loss_mask[:, 1:]
         targets = input_ids[:, 1:][select]
         weights = torch.full_like(targets, 1.0 / total_tokens, dtype=torch.float32)
-        loss = fused_linear_cross_entropy(hidden[:, :-1][select], unembedding(policy), targets, weights, chunk_size, dtype, softcap)
+        loss = fused_linear_cross_entropy(
+            hidden[:, :-1][select], unembedding(policy), targets, weights, chunk_size, dtype, softcap
+        )
         (ptx_coef * loss).backward()
         if after_backward is not None:
             after_backward()
@@ -468,15 +391,24 @@ def _init_state(config: PPOConfig, models: Models, masters: bool = False) -> Tra
     """Optimizers (over the fp32 masters when ``masters``: the models are then cast to bf16), EMA, KL controller."""
 
     def adam(params, lr):
-        return torch.optim.AdamW(params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True)
+        return torch.optim.AdamW(
+            params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
+        )
 
-    ema = PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None  # from the weights before any cast
+    ema = (
+        PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None
+    )  # from the weights before any cast
     if masters:  # sparse embedding gradients: the looked-up rows go straight into the fp32 masters' gradient
         for model in (models.policy, models.value_model):
             model.get_input_embeddings().sparse = True
     policy_masters = MasterWeights(models.policy) if masters else None
-    value_masters = MasterWeights(models.value_model, keep_fp32=lambda name: name.startswith("head.")) if masters else None
-    trained = [m.masters if m else [p for p in model.parameters() if p.requires_grad] for m, model in ((policy_masters, models.policy), (value_masters, models.value_model))]
+    value_masters = (
+        MasterWeights(models.value_model, keep_fp32=lambda name: name.startswith("head.")) if masters else None
+    )
+    trained = [
+        m.masters if m else [p for p in model.parameters() if p.requires_grad]
+        for m, model in ((policy_masters, models.policy), (value_masters, models.value_model))
+    ]
     return TrainState(
         policy_optimizer=adam(trained[0], config.lr),
         value_optimizer=adam(trained[1], config.value_lr),
@@ -496,7 +428,3 @@ def _progress(config: PPOConfig, start: int, stop: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=stop, initial=start, desc="ppo", unit="it", disable=not config.progress)
-
-
-def config_meta(config: PPOConfig, iteration: int) -> dict:
-    return {"kind": "ppo", "step": iteration, "parent": config.policy, "reward_model": config.reward_model, "config": to_dict(config)}

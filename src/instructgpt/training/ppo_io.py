@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from instructgpt.data.render import Example
 from instructgpt.training import checkpoint as ckpt
+from instructgpt.training.ppo_config import Models, config_meta, training_precision
 
 
 class PretrainWindows:
@@ -73,7 +75,6 @@ def load_models(config, device: torch.device, scheme: str | None = None):
     ``scheme``: the precision scheme already resolved by :func:`training_precision` (else resolved here)."""
     from instructgpt.models.loader import load_model
     from instructgpt.models.reward import load_reward_model
-    from instructgpt.training.ppo import Models, training_precision
 
     # bf16 copies only where the scheme is bf16: "auto" on emulated-bf16 hardware is fp32 throughout
     frozen_dtype = torch.float32 if (scheme or training_precision(config, device)) == "fp32" else torch.bfloat16
@@ -132,7 +133,6 @@ def save_checkpoint(config, models, state) -> Path:
 
 
 def _save_checkpoint(config, models, state) -> Path:
-    from instructgpt.training.ppo import config_meta
 
     trainer_state = {
         "iteration": state.iteration,
@@ -146,7 +146,9 @@ def _save_checkpoint(config, models, state) -> Path:
     if config.lora_rank > 0:
         trainer_state["policy"] = policy_trainable_state(models.policy)
     folder = config.out_dir / "checkpoints" / f"step-{state.iteration:06d}"
-    return ckpt.save_checkpoint(folder, models.policy, models.tokenizer, config_meta(config, state.iteration), trainer_state)
+    return ckpt.save_checkpoint(
+        folder, models.policy, models.tokenizer, config_meta(config, state.iteration), trainer_state
+    )
 
 
 def maybe_resume(config, models, state) -> None:
@@ -186,14 +188,15 @@ def _masters_in_place(state) -> Iterator[None]:
 def save_final(config, models, state) -> Path:
     """The EMA policy as a loadable Hugging Face folder, the value model in ``value/``, the last policy in ``last/``."""
     from instructgpt.models.reward import RewardModel
-    from instructgpt.training.ppo import config_meta
 
     final = config.out_dir / "final"
     meta = config_meta(config, state.iteration)
     averaged = copy.deepcopy(models.policy)
     if state.ema is not None:
         state.ema.copy_to(averaged)
-    ckpt.save_checkpoint(final, _merged(averaged), models.tokenizer, {**meta, "weights": "ema" if state.ema else "last"})
+    ckpt.save_checkpoint(
+        final, _merged(averaged), models.tokenizer, {**meta, "weights": "ema" if state.ema else "last"}
+    )
     del averaged
     ckpt.save_checkpoint(final / "last", _merged(models.policy), models.tokenizer, {**meta, "weights": "last"})
     value = models.value_model

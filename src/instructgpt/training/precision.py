@@ -12,8 +12,9 @@ micro-batch, and checkpoints store the fp32 masters, so a resumed run continues 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -25,13 +26,20 @@ class MasterWeights:
     are left as they are and are their own masters.
     """
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16, keep_fp32: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        dtype: torch.dtype = torch.bfloat16,
+        keep_fp32: Callable[[str], bool] | None = None,
+    ) -> None:
         self.model = model
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         kept = {n for n, _ in named if keep_fp32 is not None and keep_fp32(n)}
         self.params = [p for _, p in named]
         self.masters = [p if n in kept else p.detach().float().clone().requires_grad_(True) for n, p in named]
-        for param, master in zip(self.params, self.masters):  # parameters only: buffers such as rotary frequencies stay fp32
+        for param, master in zip(
+            self.params, self.masters
+        ):  # parameters only: buffers such as rotary frequencies stay fp32
             if param is not master:
                 param.data = param.data.to(dtype)
 

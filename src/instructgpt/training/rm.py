@@ -48,8 +48,8 @@ from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import resolve_precision
 from instructgpt.training.metrics import MetricsLog, progress_bar
-from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
 from instructgpt.training.optim import clip_grad_norm
+from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
 from instructgpt.training.schedule import cosine_lambda
 
 
@@ -58,7 +58,8 @@ class RMConfig:
     """Reward-model training on K-wise rankings (method.md step 2)."""
 
     model: str = DEFAULT_MODEL
-    """Initial model: an SFT checkpoint (the paper's), 'gemma-3-270m', a Hugging Face folder, a .gguf file, or a saved RM."""
+    """Initial model: an SFT checkpoint (the paper's), 'gemma-3-270m', a Hugging Face folder, a .gguf file, or a saved
+    RM."""
     data: tuple[Path, ...] = ()
     """Ranking JSONL files ({"prompt", "responses", "ranks", "labeler_id"}; see docs/data-formats.md)."""
     out_dir: Path = Path("runs/rm")
@@ -78,13 +79,15 @@ class RMConfig:
     micro_batch_prompts: int = 16
     """Most prompts per forward pass on one process; all K responses of a prompt are in the same forward."""
     micro_batch_tokens: int = 8192
-    """Most tokens per forward pass (all responses of its prompts, before padding; 0: no limit). A prompt whose K responses exceed it goes alone."""
+    """Most tokens per forward pass (all responses of its prompts, before padding; 0: no limit). A prompt whose K
+    responses exceed it goes alone."""
     packing: bool = True
     """Pack a forward's sequences into rows with restarting positions (little padding); otherwise pad to the longest."""
     pack_row_tokens: int = 1024
     """Packing: tokens per row (attention cost grows with it; a longer sequence gets a row of its own)."""
     normalizer: Literal["comparisons", "choose_k"] = "comparisons"
-    """Divide a prompt's summed pair losses by its number of comparisons (ties give none), or by C(K,2) as Eq. 1 is written."""
+    """Divide a prompt's summed pair losses by its number of comparisons (ties give none), or by C(K,2) as Eq. 1 is
+    written."""
     adam_betas: tuple[float, float] = (0.9, 0.95)
     """Adam beta1, beta2 (the paper's SFT values; none given for the RM)."""
     adam_eps: float = 1e-8
@@ -102,9 +105,11 @@ class RMConfig:
     max_response_tokens: int = 1024
     """Responses longer than this are truncated, with a count (paper: 1k)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Trunk in bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The head and loss are fp32."""
+    """Trunk in bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The head and loss are fp32.
+    """
     head_init_std: float | None = None
-    """Std of the fresh scalar head's normal init (not given by the paper); None: the model config's initializer_range (0.02 for Gemma), else 1/sqrt(hidden + 1)."""
+    """Std of the fresh scalar head's normal init (not given by the paper); None: the model config's initializer_range
+    (0.02 for Gemma), else 1/sqrt(hidden + 1)."""
     normalize: bool = True
     """After training, set the bias so that the demonstrations score mean 0 (method.md)."""
     demonstrations: tuple[Path, ...] = ()
@@ -116,7 +121,8 @@ class RMConfig:
     save_every: int = 0
     """Save a resumable checkpoint every N steps (0: only at the end of each epoch)."""
     max_steps: int = 0
-    """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged."""
+    """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged.
+    """
     resume: bool = True
     """Resume from the latest checkpoint in out_dir when there is one."""
     progress: bool = True
@@ -127,7 +133,11 @@ class RMConfig:
         check(self.lr > 0, "lr", "must be positive")
         check(0 <= self.lr_final_fraction <= 1, "lr_final_fraction", "must be in [0, 1]")
         check(self.batch_size >= 1 and self.micro_batch_prompts >= 1, "batch_size", "batch sizes must be at least 1")
-        check(self.micro_batch_tokens >= 0 and self.pack_row_tokens >= 1, "micro_batch_tokens", "token limits must be >= 0")
+        check(
+            self.micro_batch_tokens >= 0 and self.pack_row_tokens >= 1,
+            "micro_batch_tokens",
+            "token limits must be >= 0",
+        )
         check(all(0 <= b < 1 for b in self.adam_betas), "adam_betas", "each beta must be in [0, 1)")
         check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
         check(self.normalizer in NORMALIZERS, "normalizer", f"must be one of {NORMALIZERS}")
@@ -165,11 +175,22 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         model, tokenizer = load_reward_model(config.model, seed=config.seed, head_init_std=config.head_init_std)
     model.to(accelerator.device)
     train, val, records = build_groups(config, tokenizer, accelerator.is_main_process)
-    check(len(train) >= config.batch_size, "batch_size", f"{config.batch_size} prompts per batch, but only {len(train)} training prompts")
+    check(
+        len(train) >= config.batch_size,
+        "batch_size",
+        f"{config.batch_size} prompts per batch, but only {len(train)} training prompts",
+    )
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
-    objective = RankingObjective(model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device))
+    objective = RankingObjective(
+        model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device)
+    )
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
+        model.parameters(),
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+        fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
@@ -199,14 +220,22 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     return _finish(config, accelerator, model, tokenizer, stop, plan)
 
 
-def rm_step(wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], indices: list[int], config: RMConfig, accelerator) -> dict[str, float]:
+def rm_step(
+    wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], indices: list[int], config: RMConfig, accelerator
+) -> dict[str, float]:
     """One optimizer step over the global batch ``indices`` (prompts): accumulate, clip, step.
 
     ``lengths[i] == groups[i].tokens``, computed once per run.
     """
     started = time.perf_counter()
     micro = shard_and_split(
-        indices, lengths, accelerator.process_index, accelerator.num_processes, config.micro_batch_prompts, config.micro_batch_tokens, True
+        indices,
+        lengths,
+        accelerator.process_index,
+        accelerator.num_processes,
+        config.micro_batch_prompts,
+        config.micro_batch_tokens,
+        True,
     )
     weight = accelerator.num_processes / len(indices)  # mean over the batch's prompts; DDP averages over processes
     wrapped.train()
@@ -239,13 +268,22 @@ def rm_step(wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], i
     }
 
 
-def validation_metrics(objective: RankingObjective, groups: list[RankedGroup], config: RMConfig, accelerator) -> dict[str, float]:
+def validation_metrics(
+    objective: RankingObjective, groups: list[RankedGroup], config: RMConfig, accelerator
+) -> dict[str, float]:
     """Validation accuracy and log loss (overall and per K) of the unwrapped objective's model."""
     from instructgpt.training.rm_eval import evaluate_groups
 
     report = evaluate_groups(
-        objective.reward_model, groups, objective.pad_id, config.micro_batch_prompts, config.micro_batch_tokens,
-        config.packing, config.pack_row_tokens, objective.autocast, accelerator,
+        objective.reward_model,
+        groups,
+        objective.pad_id,
+        config.micro_batch_prompts,
+        config.micro_batch_tokens,
+        config.packing,
+        config.pack_row_tokens,
+        objective.autocast,
+        accelerator,
     )
     metrics = {f"rm/val_{name}": value for name, value in report["overall"].items()}
     for k, row in report["per_k"].items():
@@ -272,8 +310,12 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
         sequences = []
         for prompt, response in mine[start : start + config.micro_batch_prompts * 4]:
             ids = render_prompt(tokenizer, prompt, config.template, config.separator)
-            sequences.append(ids + response_ids(tokenizer, prompt, response, config.template)[: config.max_response_tokens])
-        scores = score_sequences(model, sequences, tokenizer.pad_token_id, config.packing, config.pack_row_tokens, autocast)
+            sequences.append(
+                ids + response_ids(tokenizer, prompt, response, config.template)[: config.max_response_tokens]
+            )
+        scores = score_sequences(
+            model, sequences, tokenizer.pad_token_id, config.packing, config.pack_row_tokens, autocast
+        )
         total += (scores - old).sum().cpu()
         count += len(sequences)
     if accelerator is not None:
@@ -283,7 +325,9 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
     return bias
 
 
-def build_groups(config: RMConfig, tokenizer: Any, verbose: bool = True) -> tuple[list[RankedGroup], list[RankedGroup], list]:
+def build_groups(
+    config: RMConfig, tokenizer: Any, verbose: bool = True
+) -> tuple[list[RankedGroup], list[RankedGroup], list]:
     """Read and render the rankings: ``(train groups, validation groups, training Ranking records)``."""
     from instructgpt.data.jsonl import read_records
 
@@ -294,7 +338,7 @@ def build_groups(config: RMConfig, tokenizer: Any, verbose: bool = True) -> tupl
         order = random.Random(config.seed).sample(range(len(records)), len(records))
         cut = int(len(records) * config.val_fraction)
         held, records = [records[i] for i in order[:cut]], [records[i] for i in order[cut:]]
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         template=config.template,
         separator=config.separator,
         max_prompt_tokens=config.max_prompt_tokens,
@@ -327,7 +371,14 @@ def _maybe_resume(config, model, optimizer, scheduler, accelerator) -> int:
 
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
     folder = config.out_dir / "checkpoints" / f"step-{step:06d}"
-    ckpt.save_on_main(accelerator, folder, model, tokenizer, _meta(config, step, plan), ckpt.resumable_state(optimizer, scheduler, step))
+    ckpt.save_on_main(
+        accelerator,
+        folder,
+        model,
+        tokenizer,
+        _meta(config, step, plan),
+        ckpt.resumable_state(optimizer, scheduler, step),
+    )
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
@@ -338,7 +389,13 @@ def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
 
 
 def _meta(config: RMConfig, step: int, plan: BatchPlan) -> dict:
-    return {"kind": "rm", "step": step, "epoch": step / plan.steps_per_epoch, "parent": config.model, "config": to_dict(config)}
+    return {
+        "kind": "rm",
+        "step": step,
+        "epoch": step / plan.steps_per_epoch,
+        "parent": config.model,
+        "config": to_dict(config),
+    }
 
 
 def _progress(config, accelerator, start: int, stop: int):

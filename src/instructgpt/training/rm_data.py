@@ -15,8 +15,9 @@ and rank: the inputs of :func:`instructgpt.losses.ranking.ranking_loss`.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -134,7 +135,9 @@ def pack_sequences(sequences: Sequence[Sequence[int]], row_tokens: int, pad_id: 
     return {"input_ids": input_ids, "position_ids": position_ids, "rows": rows, "cols": cols}
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
     """Pad sequences to the longest: ``input_ids, attention_mask [N, T]``."""
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # [N, T]

@@ -31,7 +31,7 @@ import torch
 
 from instructgpt.config import check, to_dict
 from instructgpt.data.collate import collate, pack
-from instructgpt.data.render import TEMPLATES, Example, RenderStats, render_all
+from instructgpt.data.render import TEMPLATES, Example, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
@@ -73,7 +73,8 @@ class SFTConfig:
     pack_row_tokens: int = 512
     """Packing: tokens per row (attention cost grows with it; a longer sequence gets a row of its own)."""
     residual_dropout: float = 0.2
-    """Dropout on each residual branch of the decoder (paper: 0.2). A model pretrained without dropout suffers at first: on the embedded Gemma 3 270M, 0.2 raises the first-batch loss from 2.1 to 7.6; use 0-0.05 for short runs."""
+    """Dropout on each residual branch of the decoder (paper: 0.2). A model pretrained without dropout suffers at first:
+    on the embedded Gemma 3 270M, 0.2 raises the first-batch loss from 2.1 to 7.6; use 0-0.05 for short runs."""
     adam_betas: tuple[float, float] = (0.9, 0.95)
     """Adam beta1, beta2 (paper: 0.9, 0.95)."""
     adam_eps: float = 1e-8
@@ -83,7 +84,8 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables (not given by the paper)."""
     template: Literal["auto", "raw", "chat"] = "auto"
-    """Prompt rendering: raw text (the paper's), the tokenizer's chat template, or auto (chat if the tokenizer has one)."""
+    """Prompt rendering: raw text (the paper's), the tokenizer's chat template, or auto (chat if the tokenizer has one).
+    """
     separator: str = "\n\n"
     """Raw rendering: text between the prompt and the response."""
     max_prompt_tokens: int = 1024
@@ -93,11 +95,13 @@ class SFTConfig:
     pretrain_mix: float = 0.0
     """Fraction of training sequences drawn from pretraining text (paper's PPO-init SFT: 0.1)."""
     pretrain_data: Path | None = None
-    """Pretraining corpus (JSONL with a 'text' field, or a folder of .txt); default: the bundled shared/data/pretrain mix."""
+    """Pretraining corpus (JSONL with a 'text' field, or a folder of .txt); default: the bundled shared/data/pretrain
+    mix."""
     pretrain_seq_len: int = 512
     """Tokens per pretraining sequence."""
     precision: Literal["auto", "bf16", "bf16-weights", "fp32"] = "auto"
-    """bf16: autocast, fp32 weights; bf16-weights: bf16 weights and activations with fp32 master weights in the optimizer (faster on CPU, see training/precision.py); fp32; auto: bf16 where the hardware runs it natively."""
+    """bf16: autocast, fp32 weights; bf16-weights: bf16 weights and activations with fp32 master weights in the
+    optimizer (faster on CPU, see training/precision.py); fp32; auto: bf16 where the hardware runs it natively."""
     loss_chunk_size: int = 1024
     """Tokens per chunk of the vocabulary projection in the loss (bounds logits memory)."""
     seed: int = 0
@@ -105,7 +109,8 @@ class SFTConfig:
     save_every: int = 0
     """Save a resumable checkpoint every N steps (0: only at the end of each epoch)."""
     max_steps: int = 0
-    """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged."""
+    """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged.
+    """
     resume: bool = True
     """Resume from the latest checkpoint in out_dir when there is one."""
     progress: bool = True
@@ -145,10 +150,16 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
         warn_if_emulated(config.precision, accelerator.device)  # (bf16 autocast warns in resolve_precision)
     precision = None if master else resolve_precision(config.precision, accelerator.device)
     sparse = accelerator.num_processes == 1  # see CausalLMLoss: not under DDP
-    wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse)
+    wrapped = CausalLMLoss(
+        model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse
+    )
     optimizer = torch.optim.AdamW(
         master.masters if master else model.parameters(),
-        lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True,
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+        fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _resume_state(last, optimizer, scheduler, accelerator)
@@ -158,14 +169,27 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     bar = _progress(config, accelerator, start, stop)
     lengths = [len(e) for e in train]
     for step in range(start, stop):
-        metrics = sft_step(wrapped, optimizer, train, lengths, plan.batch(step), step, config, accelerator, tokenizer.pad_token_id, master)
+        metrics = sft_step(
+            wrapped,
+            optimizer,
+            train,
+            lengths,
+            plan.batch(step),
+            step,
+            config,
+            accelerator,
+            tokenizer.pad_token_id,
+            master,
+        )
         scheduler.step()
         log.log(step + 1, {**metrics, "sft/epoch": (step + 1) / plan.steps_per_epoch})
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['sft/loss']:.3f}", tok_s=f"{metrics['sft/tokens_per_s']:.0f}")
         epoch_end = (step + 1) % plan.steps_per_epoch == 0
         if epoch_end and val:
-            log.log(step + 1, {"sft/val_loss": evaluate_loss(wrapped, val, config, accelerator, tokenizer.pad_token_id)})
+            log.log(
+                step + 1, {"sft/val_loss": evaluate_loss(wrapped, val, config, accelerator, tokenizer.pad_token_id)}
+            )
         if epoch_end or step + 1 == stop or (config.save_every and (step + 1) % config.save_every == 0):
             with master.fp32_model() if master else nullcontext(model) as weights:
                 _save(config, accelerator, weights, tokenizer, optimizer, scheduler, step + 1, plan)
@@ -176,7 +200,9 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     return _finish(config, accelerator, model, tokenizer, stop, plan)
 
 
-def sft_step(wrapped, optimizer, examples, lengths, indices, step, config, accelerator, pad_id, master=None) -> dict[str, float]:
+def sft_step(
+    wrapped, optimizer, examples, lengths, indices, step, config, accelerator, pad_id, master=None
+) -> dict[str, float]:
     """One optimizer step over the global batch ``indices``: accumulate, clip, step.
 
     ``lengths[i] == len(examples[i])``, computed once per run. With ``master``
@@ -185,7 +211,13 @@ def sft_step(wrapped, optimizer, examples, lengths, indices, step, config, accel
     started = time.perf_counter()
     torch.manual_seed(config.seed * 1_000_003 + step * 1009 + accelerator.process_index)  # dropout
     micro = shard_and_split(
-        indices, lengths, accelerator.process_index, accelerator.num_processes, config.micro_batch_size, config.micro_batch_tokens, config.packing
+        indices,
+        lengths,
+        accelerator.process_index,
+        accelerator.num_processes,
+        config.micro_batch_size,
+        config.micro_batch_tokens,
+        config.packing,
     )
     targets = sum(sum(examples[i].loss_mask[1:]) for i in indices)  # response tokens in the global batch
     scale = accelerator.num_processes / max(targets, 1)  # DDP averages over processes: undo it
@@ -281,7 +313,14 @@ def _resume_state(last: Path | None, optimizer, scheduler, accelerator) -> int:
 
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
     folder = config.out_dir / "checkpoints" / f"step-{step:06d}"
-    ckpt.save_on_main(accelerator, folder, model, tokenizer, _meta(config, step, plan), ckpt.resumable_state(optimizer, scheduler, step))
+    ckpt.save_on_main(
+        accelerator,
+        folder,
+        model,
+        tokenizer,
+        _meta(config, step, plan),
+        ckpt.resumable_state(optimizer, scheduler, step),
+    )
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
@@ -291,7 +330,13 @@ def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
 
 
 def _meta(config: SFTConfig, step: int, plan: BatchPlan) -> dict:
-    return {"kind": "sft", "step": step, "epoch": step / plan.steps_per_epoch, "parent": config.model, "config": to_dict(config)}
+    return {
+        "kind": "sft",
+        "step": step,
+        "epoch": step / plan.steps_per_epoch,
+        "parent": config.model,
+        "config": to_dict(config),
+    }
 
 
 def _progress(config, accelerator, start: int, stop: int):

@@ -38,110 +38,193 @@ def main() -> None:
     rng = random.Random(4)
     rows: list[tuple[str, list[str]]] = []
 
-    emails = ["jane.doe@example.com", "bob_smith42@gmail.com", "a.b-c+tag@mail.co.uk",
-              "support@my-company.io", "LISA.WONG@Outlook.com", "x7@uni.edu.au",
-              "first.last@sub.domain.org", "info@shop.de", "r2d2@starwars.net", "hello@tiny.ai"]
-    email_ctx = ["Write a polite reply to {} about the late invoice.",
-                 "My email is {}, can you draft a cover letter for me?",
-                 "Forward this to {} and summarize the thread.",
-                 "Contact: {}\nPlease rewrite this signature to look professional.",
-                 "Is {} a valid address? I keep getting bounces.",
-                 "Send the minutes to {} by Friday."]
+    emails = [
+        "jane.doe@example.com",
+        "bob_smith42@gmail.com",
+        "a.b-c+tag@mail.co.uk",
+        "support@my-company.io",
+        "LISA.WONG@Outlook.com",
+        "x7@uni.edu.au",
+        "first.last@sub.domain.org",
+        "info@shop.de",
+        "r2d2@starwars.net",
+        "hello@tiny.ai",
+    ]
+    email_ctx = [
+        "Write a polite reply to {} about the late invoice.",
+        "My email is {}, can you draft a cover letter for me?",
+        "Forward this to {} and summarize the thread.",
+        "Contact: {}\nPlease rewrite this signature to look professional.",
+        "Is {} a valid address? I keep getting bounces.",
+        "Send the minutes to {} by Friday.",
+    ]
     for i, e in enumerate(emails):
         rows.append((email_ctx[i % len(email_ctx)].format(e), ["email"]))
     for i in range(4):
-        rows.append((email_ctx[(i + 2) % len(email_ctx)].format(f"{rng.choice(['tom', 'ana', 'li', 'sam'])}{rng.randint(1, 999)}@example.org"), ["email"]))
+        rows.append(
+            (
+                email_ctx[(i + 2) % len(email_ctx)].format(
+                    f"{rng.choice(['tom', 'ana', 'li', 'sam'])}{rng.randint(1, 999)}@example.org"
+                ),
+                ["email"],
+            )
+        )
 
-    phones = ["(555) 123-4567", "555-867-5309", "415.555.2671", "+1 415 555 2671",
-              "+44 20 7946 0958", "+33 1 42 68 53 00", "+49 30 901820", "+91 98765 43210",
-              "+1-212-555-0199", "(212) 555-0147", "+61 2 9374 4000", "+81 3-1234-5678",
-              "646-555-0123", "+353 1 234 5678"]
-    phone_ctx = ["Call me at {} tomorrow and help me write a script for the call.",
-                 "My number is {}. Draft a text message to my landlord.",
-                 "Please rewrite: 'Reach our office on {} between 9 and 5.'",
-                 "{} keeps calling me, how do I block it on Android?"]
+    phones = [
+        "(555) 123-4567",
+        "555-867-5309",
+        "415.555.2671",
+        "+1 415 555 2671",
+        "+44 20 7946 0958",
+        "+33 1 42 68 53 00",
+        "+49 30 901820",
+        "+91 98765 43210",
+        "+1-212-555-0199",
+        "(212) 555-0147",
+        "+61 2 9374 4000",
+        "+81 3-1234-5678",
+        "646-555-0123",
+        "+353 1 234 5678",
+    ]
+    phone_ctx = [
+        "Call me at {} tomorrow and help me write a script for the call.",
+        "My number is {}. Draft a text message to my landlord.",
+        "Please rewrite: 'Reach our office on {} between 9 and 5.'",
+        "{} keeps calling me, how do I block it on Android?",
+    ]
     for i, p in enumerate(phones):
         rows.append((phone_ctx[i % len(phone_ctx)].format(p), ["phone"]))
 
-    cards = [card("4", 16, rng), card("4", 16, rng), card("51", 16, rng), card("55", 16, rng),
-             card("37", 15, rng), card("34", 15, rng), card("6011", 16, rng), card("35", 16, rng),
-             card("4", 13, rng), card("22", 16, rng), card("4", 19, rng), card("36", 14, rng)]
-    card_ctx = ["My card {} was charged twice, write a complaint.",
-                "Card number: {} exp 09/27. Why was it declined?",
-                "Please check if {} is a Visa or Mastercard.",
-                "I typed {} into the form, did I make a mistake?"]
+    cards = [
+        card("4", 16, rng),
+        card("4", 16, rng),
+        card("51", 16, rng),
+        card("55", 16, rng),
+        card("37", 15, rng),
+        card("34", 15, rng),
+        card("6011", 16, rng),
+        card("35", 16, rng),
+        card("4", 13, rng),
+        card("22", 16, rng),
+        card("4", 19, rng),
+        card("36", 14, rng),
+    ]
+    card_ctx = [
+        "My card {} was charged twice, write a complaint.",
+        "Card number: {} exp 09/27. Why was it declined?",
+        "Please check if {} is a Visa or Mastercard.",
+        "I typed {} into the form, did I make a mistake?",
+    ]
     for i, c in enumerate(cards):
         text = group(c, rng.choice([" ", "-", ""])) if len(c) in (15, 16) else c
         rows.append((card_ctx[i % len(card_ctx)].format(text), ["card"]))
 
-    ssns = ["123-45-6789", "078-05-1120", "219-09-9999", "457-55-5462", "536-22-8726",
-            "321-54-9876", "401-12-3344", "612-80-1234"]
+    ssns = [
+        "123-45-6789",
+        "078-05-1120",
+        "219-09-9999",
+        "457-55-5462",
+        "536-22-8726",
+        "321-54-9876",
+        "401-12-3344",
+        "612-80-1234",
+    ]
     ninos = ["QQ 12 34 56 C", "AB123456C", "JG 10 37 57 A", "NP 65 43 21 B"]
-    gov_ctx = ["My SSN is {} - fill in this tax form for me.",
-               "Employee record: Jane Roe, SSN {}, start date March 3.",
-               "Is it safe to email my social security number {} to HR?",
-               "National Insurance number {}: what is my tax code?"]
+    gov_ctx = [
+        "My SSN is {} - fill in this tax form for me.",
+        "Employee record: Jane Roe, SSN {}, start date March 3.",
+        "Is it safe to email my social security number {} to HR?",
+        "National Insurance number {}: what is my tax code?",
+    ]
     for i, s in enumerate(ssns):
         rows.append((gov_ctx[i % 3].format(s), ["gov_id"]))
     for n in ninos:
         rows.append((gov_ctx[3].format(n), ["gov_id"]))
 
-    ips = ["192.168.1.10", "10.0.0.254", "8.8.8.8", "172.16.254.1", "203.0.113.42",
-           "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "2001:db8::ff00:42:8329", "fe80::1",
-           "198.51.100.23", "100.64.12.7", "51.15.200.3", "2a00:1450:4001:82b::200e"]
-    ip_ctx = ["My server at {} is not responding to ping, what should I check?",
-              "Why does ssh root@{} say connection refused?",
-              "Block traffic from {} in iptables.",
-              "The log shows repeated logins from {} - is this an attack?"]
+    ips = [
+        "192.168.1.10",
+        "10.0.0.254",
+        "8.8.8.8",
+        "172.16.254.1",
+        "203.0.113.42",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        "2001:db8::ff00:42:8329",
+        "fe80::1",
+        "198.51.100.23",
+        "100.64.12.7",
+        "51.15.200.3",
+        "2a00:1450:4001:82b::200e",
+    ]
+    ip_ctx = [
+        "My server at {} is not responding to ping, what should I check?",
+        "Why does ssh root@{} say connection refused?",
+        "Block traffic from {} in iptables.",
+        "The log shows repeated logins from {} - is this an attack?",
+    ]
     for i, a in enumerate(ips):
         kinds = ["ip"]
         rows.append((ip_ctx[i % len(ip_ctx)].format(a), kinds))
 
-    addresses = ["221B Baker Street", "1600 Pennsylvania Avenue", "742 Evergreen Terrace",
-                 "350 Fifth Avenue", "10 Downing Street", "1 Infinite Loop Drive",
-                 "4059 Mt Lee Drive", "12 Grimmauld Place", "31 Spooner Street",
-                 "500 W Madison St", "77 Massachusetts Ave", "1428 Elm Street"]
-    addr_ctx = ["I live at {}, Springfield. Write a letter to my neighbour about the fence.",
-                "Deliver the package to {} before noon.",
-                "Our new office is at {}; draft an announcement for staff.",
-                "What is the nearest pharmacy to {}?"]
+    addresses = [
+        "221B Baker Street",
+        "1600 Pennsylvania Avenue",
+        "742 Evergreen Terrace",
+        "350 Fifth Avenue",
+        "10 Downing Street",
+        "1 Infinite Loop Drive",
+        "4059 Mt Lee Drive",
+        "12 Grimmauld Place",
+        "31 Spooner Street",
+        "500 W Madison St",
+        "77 Massachusetts Ave",
+        "1428 Elm Street",
+    ]
+    addr_ctx = [
+        "I live at {}, Springfield. Write a letter to my neighbour about the fence.",
+        "Deliver the package to {} before noon.",
+        "Our new office is at {}; draft an announcement for staff.",
+        "What is the nearest pharmacy to {}?",
+    ]
     for i, a in enumerate(addresses):
         rows.append((addr_ctx[i % len(addr_ctx)].format(a), ["street_address"]))
 
-    creds = ["https://admin:hunter2@intranet.example.com/dashboard",
-             "postgres://app:s3cr3tPass@db.internal:5432/prod",
-             "https://api.example.com/v1/items?api_key=AbC123xyz789",
-             "https://example.com/reset?token=9f8e7d6c5b4a",
-             "https://storage.example.net/file.pdf?X-Amz-Signature=abc123def&X-Amz-Expires=300",
-             "https://maps.example.com/api?key=AIzaSyD-9tSrke72PouQMnMX",
-             "ftp://user:pa55word@ftp.example.org/pub",
-             "https://hooks.example.com/services/x?access_token=ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-             "mongodb+srv://root:toor@cluster0.mongodb.net/test",
-             "https://app.example.io/login?user=bob&password=letmein",
-             "redis://default:redispass@cache.example.com:6379",
-             "https://example.com/callback?code=abc&client_secret=shhh123"]
-    cred_ctx = ["Why does {} return 403?",
-                "Fix this config: DATABASE_URL={}",
-                "Open {} and summarize the page.",
-                "Is it safe to share the link {} with my team?"]
+    creds = [
+        "https://admin:hunter2@intranet.example.com/dashboard",
+        "postgres://app:s3cr3tPass@db.internal:5432/prod",
+        "https://api.example.com/v1/items?api_key=AbC123xyz789",
+        "https://example.com/reset?token=9f8e7d6c5b4a",
+        "https://storage.example.net/file.pdf?X-Amz-Signature=abc123def&X-Amz-Expires=300",
+        "https://maps.example.com/api?key=AIzaSyD-9tSrke72PouQMnMX",
+        "ftp://user:pa55word@ftp.example.org/pub",
+        "https://hooks.example.com/services/x?access_token=ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "mongodb+srv://root:toor@cluster0.mongodb.net/test",
+        "https://app.example.io/login?user=bob&password=letmein",
+        "redis://default:redispass@cache.example.com:6379",
+        "https://example.com/callback?code=abc&client_secret=shhh123",
+    ]
+    cred_ctx = [
+        "Why does {} return 403?",
+        "Fix this config: DATABASE_URL={}",
+        "Open {} and summarize the page.",
+        "Is it safe to share the link {} with my team?",
+    ]
     for i, c in enumerate(creds):
         rows.append((cred_ctx[i % len(cred_ctx)].format(c), ["credential_url"]))
 
     # strings with several kinds
     rows += [
-        ("Jane Doe, 742 Evergreen Terrace, phone (555) 123-4567, email jane.doe@example.com: "
-         "write her a birthday card.", ["email", "phone", "street_address"]),
-        (f"Refund card {group(card('4', 16, rng), ' ')} and email the receipt to ann@shop.com.",
-         ["card", "email"]),
-        ("Server 10.1.2.3 uses https://admin:pw123@10.1.2.3/panel, why is it slow?",
-         ["credential_url", "ip"]),
+        (
+            "Jane Doe, 742 Evergreen Terrace, phone (555) 123-4567, email jane.doe@example.com: "
+            "write her a birthday card.",
+            ["email", "phone", "street_address"],
+        ),
+        (f"Refund card {group(card('4', 16, rng), ' ')} and email the receipt to ann@shop.com.", ["card", "email"]),
+        ("Server 10.1.2.3 uses https://admin:pw123@10.1.2.3/panel, why is it slow?", ["credential_url", "ip"]),
         ("SSN 123-45-6789, tel +44 20 7946 0958. Fill in the visa form.", ["gov_id", "phone"]),
         ("Ship to 350 Fifth Avenue and call 646-555-0123 on arrival.", ["phone", "street_address"]),
         ("Log: user alice@corp.example.com logged in from 192.0.2.77 at 10:02.", ["email", "ip"]),
-        ("Please remember: SSN 457-55-5462, card " + card("5", 16, rng) + ", PIN not needed.",
-         ["card", "gov_id"]),
-        ("Webhook https://hooks.example.com/in?token=xyz123abc sends from 203.0.113.9.",
-         ["credential_url", "ip"]),
+        ("Please remember: SSN 457-55-5462, card " + card("5", 16, rng) + ", PIN not needed.", ["card", "gov_id"]),
+        ("Webhook https://hooks.example.com/in?token=xyz123abc sends from 203.0.113.9.", ["credential_url", "ip"]),
         ("Text +1 650 555 0101 or write to 1 Hacker Way, Menlo Park.", ["phone", "street_address"]),
         ("Email li.wei@example.cn or call +86 10 6552 9988 about the order.", ["email", "phone"]),
     ]
