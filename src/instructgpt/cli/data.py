@@ -1,11 +1,11 @@
 """``instructgpt data``: validate record files and import the bundled datasets.
 
     instructgpt data validate FILE... [--kind KIND] [--max-line-bytes N]
-    instructgpt data import SOURCE [--input PATH] --out PATH [--include-synthetic]
+    instructgpt data import SOURCE --out PATH [--input PATH] [--include-synthetic]
     instructgpt data prepare --inputs FILE... [--out-dir DIR] [flags]
     instructgpt data agreement FILE... [--reference FILE] [flags]
 
-``prepare`` and ``agreement`` are typed configs (``--config run.yaml`` + flags, ``--help``):
+Each subcommand is a typed config (``--config run.yaml`` + flags; ``--help`` lists the fields):
 ``prepare`` turns raw prompts into the SFT / RM / PPO prompt sets
 (``instructgpt.data.prepare``), ``agreement`` reports inter-labeler agreement
 (``instructgpt.labelers.agreement``).
@@ -17,61 +17,65 @@ Data errors are reported in one line each, never as a traceback.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import tyro
 from pydantic import ValidationError
 
-from instructgpt.config import check
+from instructgpt.config import ConfigError, check, parse
 from instructgpt.data.importers import DEFAULT_PATHS, IMPORTERS, find_data_root
 from instructgpt.data.jsonl import MAX_LINE_BYTES, DataError, write_jsonl_atomic
 from instructgpt.data.schemas import KINDS
 from instructgpt.data.validate import validate_file
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+@dataclass
+class ValidateConfig:
+    """Check JSONL record files: every problem as file:line: field: reason (exit 1 if any)."""
+
+    files: tyro.conf.Positional[tuple[Path, ...]] = ()
+    """Record files (JSONL, optionally .gz)."""
+    kind: str | None = None
+    """Record kind (prompts, demonstrations, rankings, comparisons); default: detected per file."""
+    max_line_bytes: int = MAX_LINE_BYTES
+    """Longest line accepted, in bytes."""
+
+    def validate(self) -> None:
+        check(len(self.files) > 0, "files", "give at least one file")
+        check(self.kind is None or self.kind in KINDS, "kind", f"must be one of {sorted(KINDS)}")
+        check(self.max_line_bytes >= 1, "max_line_bytes", f"must be at least 1, got {self.max_line_bytes}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="instructgpt data", description="Validate record files; import datasets.")
-    commands = parser.add_subparsers(dest="command", required=True)
+@dataclass
+class ImportConfig:
+    """Turn a bundled dataset into records (written atomically)."""
 
-    check = commands.add_parser("validate", help="check JSONL record files")
-    check.add_argument("files", nargs="+", metavar="FILE")
-    check.add_argument("--kind", choices=list(KINDS), help="record kind (default: detect per file)")
-    check.add_argument(
-        "--max-line-bytes",
-        type=_positive_int,
-        default=MAX_LINE_BYTES,
-        help="longest line accepted, in bytes (default: %(default)s)",
-    )
+    source: tyro.conf.Positional[str] = ""
+    """Dataset: alpaca, dolly, oasst, hh-rlhf, ... (the importers' names)."""
+    out: Path | None = None
+    """JSONL file to write (required)."""
+    input: Path | None = None
+    """Source file (default: the bundled copy under $INSTRUCTGPT_DATA or shared/data)."""
+    include_synthetic: bool = False
+    """oasst: keep best replies written by a model."""
 
-    load = commands.add_parser("import", help="turn a bundled dataset into records")
-    load.add_argument("source", choices=list(IMPORTERS))
-    load.add_argument(
-        "--input", type=Path, help="source file (default: the bundled copy under $INSTRUCTGPT_DATA or shared/data)"
-    )
-    load.add_argument("--out", type=Path, required=True, help="JSONL file to write")
-    load.add_argument("--include-synthetic", action="store_true", help="oasst: keep best replies written by a model")
-    # Listed for --help only: main() hands these two to their typed configs before argparse.
-    commands.add_parser("prepare", help="raw prompts -> user-split SFT / RM / PPO prompt sets (--help)")
-    commands.add_parser("agreement", help="inter-labeler agreement and screening (--help)")
-    return parser
+    def validate(self) -> None:
+        check(self.source in IMPORTERS, "source", f"must be one of {sorted(IMPORTERS)}")
+        check(self.out is not None, "out", "give the JSONL file to write")
+        check(not self.include_synthetic or self.source == "oasst", "include_synthetic", "applies to oasst only")
+        check(self.input is not None or self.source in DEFAULT_PATHS, "input", f"{self.source} has no bundled input")
 
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: ValidateConfig) -> int:
     reports = [validate_file(path, args.kind, args.max_line_bytes) for path in args.files]
     problems = [p for report in reports for p in report.problems]
     for problem in problems:
@@ -86,13 +90,8 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
-    if args.include_synthetic and args.source != "oasst":
-        print("--include-synthetic applies to the oasst source only", file=sys.stderr)
-        return 2
-    if args.input is None and args.source not in DEFAULT_PATHS:
-        print(f"{args.source} has no bundled input: give --input", file=sys.stderr)
-        return 2
+def _import(args: ImportConfig) -> int:
+    assert args.out is not None  # validate()
     source = args.input or find_data_root() / DEFAULT_PATHS[args.source]
     if not args.out.parent.is_dir():
         print(f"no folder {args.out.parent} to write {args.out.name} in", file=sys.stderr)
@@ -177,6 +176,12 @@ def _agreement(argv: list[str]) -> int:
     return _command(AgreementConfig, argv, "data agreement", _run_agreement)
 
 
+TYPED: dict[str, tuple[type, Callable[[Any], int]]] = {
+    "validate": (ValidateConfig, _validate),
+    "import": (ImportConfig, _import),
+}
+
+
 def main(argv: list[str]) -> int:
     """Runs ``instructgpt data`` with ``argv`` (the words after ``data``); returns the exit
     status: 0 success, 1 invalid data, 2 bad usage or an unreadable input."""
@@ -184,13 +189,21 @@ def main(argv: list[str]) -> int:
         return _prepare(argv[1:])
     if argv[:1] == ["agreement"]:
         return _agreement(argv[1:])
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in TYPED:
+        usage = not argv or argv[0] in ("-h", "--help")
+        print(__doc__.strip(), file=sys.stdout if usage else sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    cls, action = TYPED[argv[0]]
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:  # argparse exits on --help and on usage errors
+        config = parse(cls, argv[1:], prog=f"instructgpt data {argv[0]}", description=cls.__doc__)
+    except SystemExit as e:  # tyro exits on --help (0) and on usage errors (2)
         return e.code if isinstance(e.code, int) else 2
+    except ConfigError as e:
+        print(f"error: config: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return _validate(args) if args.command == "validate" else _import(args)
+        return action(config)
     except DataError as e:
         print(e, file=sys.stderr)
     except (ValidationError, OSError) as e:
