@@ -68,5 +68,7 @@ def test_the_finder_sees_a_circle():
 
 def test_no_import_circles_in_src():
     graph = import_graph()
-    assert "instructgpt.training.ppo" in graph and "instructgpt.training.ppo_config" in graph["instructgpt.training.ppo"]
+    assert (
+        "instructgpt.training.ppo" in graph and "instructgpt.training.ppo_config" in graph["instructgpt.training.ppo"]
+    )
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])

@@ -28,6 +28,7 @@ from typing import Literal
 from instructgpt.config import ConfigError, check, parse
 
 PASSWORD_ENV = "INSTRUCTGPT_LABEL_PASSWORD"
+LABEL_EXTRA = "pip install 'instructgpt[label]' (or: bash scripts/setup.sh label)"
 
 
 @dataclass
@@ -305,11 +306,21 @@ def main(argv: list[str]) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     cls, action = SUBCOMMANDS[argv[0]]
     from instructgpt.data.jsonl import DataError
-    from instructgpt.labeling.store import StoreError
     from instructgpt.models.loader import ModelLoadError
 
     try:
         config = parse(cls, argv[1:], prog=f"instructgpt label {argv[0]}", description=cls.__doc__)
+    except ConfigError as err:
+        print(f"error: config: {err}", file=sys.stderr)
+        return 2
+    try:
+        from instructgpt.labeling.store import StoreError
+    except ModuleNotFoundError as err:
+        print(
+            f"error: the labeling app needs the 'label' extra ({err.name} is missing): {LABEL_EXTRA}", file=sys.stderr
+        )
+        return 2
+    try:
         action(config)
     except ConfigError as err:
         print(f"error: config: {err}", file=sys.stderr)

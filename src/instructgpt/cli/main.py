@@ -18,6 +18,7 @@ Every stage command takes ``--config run.yaml`` and a flag per config field; ``-
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, name = COMMANDS[argv[0]]
     command: Callable[[list[str]], int] = getattr(__import__(module, fromlist=[name]), name)
-    return command(argv[1:]) or 0
+    try:
+        return command(argv[1:]) or 0
+    except BrokenPipeError:  # `instructgpt sft --help | head`: the reader left; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: let that go nowhere
+        return 141
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from instructgpt.data.schemas import KINDS
+from instructgpt.files import with_umask
 
 MAX_LINE_BYTES = 1_000_000
 """Default cap on the size of one line, newline excluded."""
@@ -209,6 +210,7 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[BaseModel | di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with_umask(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             if path.suffix == ".gz":

@@ -50,6 +50,7 @@ from instructgpt.data.jsonl import MAX_LINE_BYTES, DataError, Problem, iter_obje
 from instructgpt.data.pii import PII_KINDS, find_pii, redact
 from instructgpt.data.schemas import Prompt
 from instructgpt.data.splits import SPLITS, cap_per_user, mix64, split_users
+from instructgpt.files import with_umask
 
 DATASETS: tuple[str, ...] = ("sft", "rm", "ppo")
 """The prompt sets written, in the order of ``dataset_fractions``."""
@@ -265,6 +266,7 @@ class _AtomicFiles:
             for path in self.paths:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                with_umask(fd)
                 self.temps.append(tmp)
                 self.handles.append(os.fdopen(fd, "wb"))
         except BaseException:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from instructgpt.files import with_umask
+
 T = TypeVar("T")
 
 
@@ -42,6 +44,7 @@ def cached(name: str, version: str, files: Sequence[Path], train: Callable[[], T
     value = train()
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with_umask(fd)
     with os.fdopen(fd, "wb") as handle:
         pickle.dump(value, handle)
     os.replace(tmp, path)

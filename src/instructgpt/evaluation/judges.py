@@ -139,8 +139,11 @@ class LabelerJudge:
         return [list(range(k, n, len(self.labelers))) for k in range(len(self.labelers))]
 
     def compare(self, prompts, responses_a, responses_b) -> list[Choice]:
-        choices: list[Choice] = ["tie"] * len(prompts)
+        """A choice per pair. An empty (or blank) response loses to any other and ties with another
+        empty one, without asking a labeler: labelers judge text, and records need some."""
+        choices: list[Choice] = [_blank_choice(a, b) or "tie" for a, b in zip(responses_a, responses_b)]
         for labeler, rows in zip(self.labelers, self._by_labeler(len(prompts))):
+            rows = [i for i in rows if _blank_choice(responses_a[i], responses_b[i]) is None]
             items = [(prompts[i], responses_a[i], responses_b[i]) for i in rows]
             many = getattr(labeler, "compare_many", None)
             records = many(items) if callable(many) else [labeler.compare(*item) for item in items]
@@ -175,6 +178,13 @@ class LabelerJudge:
         metadata = ranking.metadata or [{}] * len(distinct)
         per_text = {t: Rating(l, dict(m)) for t, l, m in zip(distinct, likert, metadata)}
         return {n: per_text[t] for n, t in texts.items() if t in per_text}
+
+
+def _blank_choice(a: str, b: str) -> Choice | None:
+    """'b' when only ``a`` is blank, 'a' when only ``b`` is, 'tie' when both are, else None."""
+    if a.strip() and b.strip():
+        return None
+    return "tie" if not (a.strip() or b.strip()) else "a" if a.strip() else "b"
 
 
 def _preferred(record: Any) -> Choice:

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from instructgpt.files import with_umask
+
 DEFAULT_MODEL = "gemma-3-270m"
 
 
@@ -51,9 +53,15 @@ def resolve_model(name: str | os.PathLike) -> str:
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
         return str(path)
-    if path.exists() or name.startswith((".", "/", "~")):
+    if (
+        path.exists()
+        or name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or ("/" in name and Path(name.split("/")[0]).is_dir())
+    ):
+        # `runs/sft-final` where runs/ is a folder here: a local path with a typo, not a Hub id (no Hub retries)
         raise ModelLoadError(f"model path not found or not a model: {path}")
-    return name  # a Hugging Face model id
+    return name  # a Hugging Face model id (owner/name)
 
 
 def load_model(name: str | os.PathLike = DEFAULT_MODEL, dtype: Any = None) -> tuple[Any, Any]:
@@ -143,6 +151,7 @@ def _convert_gguf(path: Path, key: str) -> Path:
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    with_umask(staging, folder=True)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

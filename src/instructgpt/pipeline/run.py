@@ -276,6 +276,7 @@ def _train_sft(config: PipelineConfig, folder: Path, results, epochs: int, pretr
         pretrain_mix=pretrain_mix,
         precision=_fast_precision(),
         seed=config.seed,
+        save_total_limit=0,  # every epoch's checkpoint: select_sft picks one by RM score
     )
     return train_sft(sft)
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from instructgpt.files import with_umask
+
 META = "meta.json"
 TRAINER_STATE = "trainer_state.pt"
 
@@ -32,6 +34,7 @@ def save_checkpoint(folder: Path, model: Any, tokenizer: Any, meta: dict, traine
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    with_umask(staging, folder=True)
     try:
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
@@ -61,6 +64,14 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     found = [p for p in root.glob("step-*") if (p / META).is_file()] if root.is_dir() else []
     return sorted(found, key=lambda p: read_meta(p)["step"])
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints under ``run_dir/checkpoints``; returns those deleted."""
+    doomed = list_checkpoints(run_dir)[:-keep] if keep > 0 else []
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return doomed
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

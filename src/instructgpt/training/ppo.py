@@ -118,6 +118,7 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     from instructgpt.training.metrics import MetricsLog
 
     config.validate()
+    single_process()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scheme = training_precision(config, device)
     dtype = None if scheme == "fp32" else torch.bfloat16
@@ -169,6 +170,15 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
         if masters is not None:  # training is over: the fp32 masters become the weights
             masters.restore()
     return ppo_io.save_final(config, models, state) if stop == config.iterations else config.out_dir / "final"
+
+
+def single_process() -> None:
+    """PPO is not data-parallel yet: under torchrun / accelerate launch with several processes,
+    every rank would run the whole job into the same folder and race on its checkpoints."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    check(world == 1, "WORLD_SIZE", f"PPO runs in one process (launched with {world}); start it without torchrun")
 
 
 def ppo_iteration(

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from instructgpt.config import check
 from instructgpt.data.render import Example
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.ppo_config import Models, config_meta, training_precision
@@ -75,6 +76,12 @@ def load_models(config, device: torch.device, scheme: str | None = None):
     ``scheme``: the precision scheme already resolved by :func:`training_precision` (else resolved here)."""
     from instructgpt.models.loader import load_model
     from instructgpt.models.reward import load_reward_model
+
+    check(
+        bool(config.reward_model),
+        "reward_model",
+        "give the trained reward model's folder (--reward-model runs/rm/final)",
+    )
 
     # bf16 copies only where the scheme is bf16: "auto" on emulated-bf16 hardware is fp32 throughout
     frozen_dtype = torch.float32 if (scheme or training_precision(config, device)) == "fp32" else torch.bfloat16

@@ -65,6 +65,26 @@ class MasterWeights:
             param.grad = None
 
     @torch.no_grad()
+    def all_reduce_grads(self) -> None:
+        """Average every master's gradient over the data-parallel processes (a no-op in one process).
+
+        :meth:`accumulate_grads` moves each micro-batch's gradient out of the model, so DDP's
+        reduction at the last micro-batch would see that micro-batch alone: with masters, every
+        micro-batch runs under ``no_sync`` and the summed fp32 gradients are reduced here, once
+        per optimizer step (parameters kept in fp32 are their own masters and are reduced too).
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        for master in self.masters:  # the same tensors in the same order on every process
+            if master.grad is None:
+                master.grad = torch.zeros_like(master)
+            dist.all_reduce(master.grad)
+            master.grad.div_(world)
+
+    @torch.no_grad()
     def copy_to_model(self) -> None:
         """Round the updated masters into the model's weights."""
         for param, master in self._pairs():

@@ -108,6 +108,9 @@ class SFTConfig:
     """Seed of the data order, the validation split and dropout."""
     save_every: int = 0
     """Save a resumable checkpoint every N steps (0: only at the end of each epoch)."""
+    save_total_limit: int = 2
+    """Keep only the newest N checkpoints under checkpoints/ (each ~3x the model: weights and Adam moments);
+    0 keeps every one (the pipeline does, to choose the epoch by RM score)."""
     max_steps: int = 0
     """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged.
     """
@@ -118,6 +121,7 @@ class SFTConfig:
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be at least 1")
+        check(self.save_total_limit >= 0, "save_total_limit", "must be >= 0 (0 keeps every checkpoint)")
         check(self.lr > 0, "lr", "must be positive")
         check(0 <= self.lr_final_fraction <= 1, "lr_final_fraction", "must be in [0, 1]")
         check(self.batch_size >= 1 and self.micro_batch_size >= 1, "batch_size", "batch sizes must be at least 1")
@@ -226,13 +230,15 @@ def sft_step(
     for k, chunk in enumerate(micro):
         chosen = [examples[i] for i in chunk]
         batch = pack(chosen, config.pack_row_tokens, pad_id) if config.packing else collate(chosen, pad_id)
-        sync = k == len(micro) - 1
+        sync = k == len(micro) - 1 and not master  # with masters, all_reduce_grads reduces once below
         with accelerator.no_sync(wrapped) if not sync else nullcontext():
             loss = wrapped(**{n: t.to(accelerator.device) for n, t in batch.items()}, token_weight=scale)
             accelerator.backward(loss)
         if master:
             master.accumulate_grads()
         loss_sum += loss.detach().float().cpu() / accelerator.num_processes
+    if master:
+        master.all_reduce_grads()
     grad_norm = clip_grad_norm(master.masters if master else wrapped.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -321,6 +327,8 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
         _meta(config, step, plan),
         ckpt.resumable_state(optimizer, scheduler, step),
     )
+    if accelerator.is_main_process and config.save_total_limit > 0:
+        ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
