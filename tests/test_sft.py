@@ -86,12 +86,17 @@ def test_gradient_accumulation_gives_the_same_update(demos_file, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "precision, loss_rtol, weight_atol",
-    [("fp32", 1e-5, 1e-5), ("bf16-weights", 2e-3, 2e-4)],  # bf16: micro-batch sums in another order
+    "precision, loss_rtol, norm_rtol, weight_atol",
+    [("fp32", 1e-5, 1e-5, 1e-5), ("bf16-weights", 2e-3, 1.5e-2, 1.5e-2)],
 )
-def test_two_processes_match_one(demos_file, tmp_path, precision, loss_rtol, weight_atol):
+def test_two_processes_match_one(demos_file, tmp_path, precision, loss_rtol, norm_rtol, weight_atol):
     """2 processes x 2 micro-batches each = 1 process x 4 micro-batches (the global batch of 8), also
-    with bf16 weights and fp32 masters, where each micro-batch's gradient leaves the model."""
+    with bf16 weights and fp32 masters, where each micro-batch's gradient leaves the model.
+
+    bf16 tolerances, measured over 16 steps: the same single process with 4 instead of 2 micro-batches
+    differs by up to 0.5% in gradient norm and 7.4e-3 in a weight (bf16 sums in another order); 2
+    processes differ from 1 by 0.5% and 9.6e-3; with only the last micro-batch reduced (the bug this
+    guards against) by up to 11% and 2.9e-2."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     run = [*launch, "-m", "tests.helpers.sft_run", str(demos_file), str(tmp_path / "ddp"), "epochs=2"]
@@ -101,7 +106,7 @@ def test_two_processes_match_one(demos_file, tmp_path, precision, loss_rtol, wei
     torch.testing.assert_close(
         _losses(tmp_path / "ddp", "sft/grad_norm"),
         _losses(tmp_path / "single", "sft/grad_norm"),
-        rtol=loss_rtol,
+        rtol=norm_rtol,
         atol=0,
     )
     from safetensors.torch import load_file
