@@ -49,6 +49,19 @@ def finished(folder: Path, key: str) -> dict[str, Path] | None:
     return outputs
 
 
+def release_memory() -> None:
+    """Give a finished stage's memory back before the next one: the stages run in one process, and
+    glibc keeps freed heap (several GB after a trainer) unless asked to trim it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = print) -> dict[str, dict[str, Path]]:
     """Run (or skip) each stage in order; returns every stage's outputs by stage name."""
     results: dict[str, dict[str, Path]] = {}
@@ -78,6 +91,7 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
         }
         _write_json(folder / STAGE_JSON, record)
         results[stage.name] = outputs
+        release_memory()
         log(f"    {stage.name} finished in {timings[stage.name]:.0f} s")
     return results
 
