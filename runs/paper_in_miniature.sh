@@ -9,7 +9,7 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: about 45 minutes on a 2-core CPU with native bf16 (run alone; see README "The paper
+# How long: 97 minutes on a 2-core AMD EPYC with avx512_bf16 (0.36 TFLOP/s bf16; see README "The paper
 # in miniature"); far less on a GPU. It is `instructgpt pipeline --preset miniature`
 # (src/instructgpt/pipeline/presets/miniature.yaml), so a re-run skips finished stages.
 #
