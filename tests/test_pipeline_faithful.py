@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from instructgpt.config import parse
+from instructgpt.config import ConfigError, parse
 from instructgpt.models.tiny import save_tiny, tiny_tokenizer
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig, preset_path
@@ -210,3 +210,24 @@ def test_paper_sized_presets_mix_8_pretraining_sequences_per_episode_and_init_pp
     assert config.ptx_per_episode == 8 and config.ppo_init_from_pretrain_mix and config.sft_pretrain_mix == 0
     quick = PipelineConfig()
     assert quick.ptx_per_episode == 1.0 and not quick.ppo_init_from_pretrain_mix  # the quickstart keeps its 20 minutes
+
+
+def test_ppo_stage_passes_the_kl_controller_settings(tmp_path, monkeypatch):
+    """beta fixed at the paper's 0.02 by default; --ppo-kl-target makes it adaptive (a choice the paper leaves open)."""
+    from instructgpt.training import ppo
+
+    seen = []
+    monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
+    results = {
+        "prepare": {"ppo_train": tmp_path / "ppo.jsonl"},
+        "rm": {"model": tmp_path / "rm"},
+        "sft": {"model": tmp_path / "sft"},
+    }
+    base = PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+    run.ppo_stage(base, tmp_path / "ppo", results, 0.0)
+    run.ppo_stage(
+        replace(base, ppo_kl_coef=0.05, ppo_kl_target=6.0, ppo_kl_horizon=512), tmp_path / "ppo", results, 0.0
+    )
+    assert [(c.kl_coef, c.kl_target, c.kl_horizon) for c in seen] == [(0.02, None, 10_000), (0.05, 6.0, 512)]
+    with pytest.raises(ConfigError, match="ppo_kl_target"):
+        replace(base, ppo_kl_target=0.0).validate()

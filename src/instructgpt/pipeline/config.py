@@ -106,6 +106,14 @@ class PipelineConfig:
     """Policy learning rate."""
     ppo_response_tokens: int = 48
     """New tokens per PPO episode."""
+    ppo_kl_coef: float = 0.02
+    """beta of the per-token KL penalty to the reference (paper: 0.02, fixed); the start value when adaptive."""
+    ppo_kl_target: float | None = None
+    """Adaptive beta (Ziegler et al. 2019): the KL per episode, in nats, to steer toward; None keeps beta fixed.
+    A choice the paper leaves open; what bounds the KL in a short run (README, "The paper in miniature")."""
+    ppo_kl_horizon: int = 10_000
+    """Adaptive beta's horizon, in episodes (Ziegler et al.: 10,000; a run of a few hundred episodes needs far
+    fewer for beta to move)."""
     ptx_coef: float = 27.8
     """PPO-ptx pretraining coefficient gamma (paper: 27.8); the plain PPO run uses 0."""
     ptx_per_episode: float = 1.0
@@ -139,6 +147,9 @@ class PipelineConfig:
     def validate(self) -> None:
         check(self.samples_per_prompt >= 2, "samples_per_prompt", "K must be at least 2")
         check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
+        check(self.ppo_kl_coef >= 0, "ppo_kl_coef", "must be >= 0")
+        check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
+        check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
         check(

@@ -154,7 +154,16 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
 
 
 SFT_FIELDS = ("sft_demonstrations", "sft_lr", "sft_batch_size", "sft_residual_dropout", "max_response_tokens")
-PPO_FIELDS = ("ppo_iterations", "ppo_batch_size", "ppo_minibatch_size", "ppo_lr", "ppo_response_tokens")
+PPO_FIELDS = (
+    "ppo_iterations",
+    "ppo_batch_size",
+    "ppo_minibatch_size",
+    "ppo_lr",
+    "ppo_response_tokens",
+    "ppo_kl_coef",
+    "ppo_kl_target",
+    "ppo_kl_horizon",
+)
 
 
 def _load(results: dict[str, dict[str, Path]], out_dir: Path, name: str) -> dict[str, Path]:
@@ -545,6 +554,9 @@ def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) ->
         ptx_coef=ptx_coef,
         ptx_per_episode=config.ptx_per_episode,
         ptx_seq_len=128,
+        kl_coef=config.ppo_kl_coef,
+        kl_target=config.ppo_kl_target,
+        kl_horizon=config.ppo_kl_horizon,
         ema_decay=_ema_decay(config),
         seed=config.seed,
     )
