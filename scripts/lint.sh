@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/ruff ] && [ -x .venv/bin/mypy ] || bash scripts/setup.sh test,label
-.venv/bin/ruff check src bench tests scripts
-.venv/bin/ruff format --check src bench tests scripts
+.venv/bin/ruff check src bench tests scripts runs
+.venv/bin/ruff format --check src bench tests scripts runs
 .venv/bin/mypy
