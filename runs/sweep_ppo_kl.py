@@ -1,0 +1,116 @@
+"""Sweep PPO's learning rate and KL control on validation prompts, never on the test prompts (issue 18).
+
+    .venv/bin/python runs/sweep_ppo_kl.py RUN_DIR [--preset miniature] [--prompts 64] [--grid LR:BETA:TARGET ...]
+
+RUN_DIR is a finished pipeline run of the preset (its prepare, rankings, rm and SFT stages are
+reused). Each grid point trains plain PPO (the ``ppo`` stage's function with the point's
+settings) into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plus the run's own
+``ppo`` model, the preset's setting) answer the same ``--prompts`` prompts of the PPO
+*validation* split (user-disjoint from PPO training and from the test prompts), and the run's
+calibrated held-out simulated labelers judge each against SFT, as the eval stage does.
+
+A grid point is ``LR:BETA:TARGET``: policy lr, initial beta, and the adaptive controller's KL
+target in nats per response (``-`` keeps beta fixed). The adaptive horizon is the point's episodes
+per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an iteration.
+A finished point is not trained again. Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
+table: win rate against SFT with its 95% interval, and each run's last RM score and KL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import tyro
+import yaml
+
+from instructgpt.data.jsonl import read_records, write_jsonl_atomic
+from instructgpt.pipeline import run
+from instructgpt.pipeline.config import PipelineConfig, preset_path
+
+DEFAULT_GRID = ("1e-5:0.02:-", "3e-5:0.1:3", "2e-5:0.05:3")
+"""Fixed beta at a low lr (KL stayed under 2 nats in an earlier run), and two adaptive settings."""
+
+
+def main(
+    run_dir: tyro.conf.Positional[Path],
+    preset: str = "miniature",
+    prompts: int = 64,
+    grid: tuple[str, ...] = DEFAULT_GRID,
+    horizon: int | None = None,
+) -> None:
+    values = yaml.safe_load(preset_path(preset).read_text()) or {}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    config = PipelineConfig(**{**fields, "out_dir": run_dir})
+    sweep = run_dir / "sweeps" / "ppo-kl"
+    points = {}
+    for point in grid:
+        lr, beta, target = point.split(":")
+        name = f"lr{lr}-beta{beta}-kl{target}"
+        varied = replace(
+            config,
+            ppo_lr=float(lr),
+            ppo_kl_coef=float(beta),
+            ppo_kl_target=None if target == "-" else float(target),
+            ppo_kl_horizon=horizon or config.ppo_batch_size,
+        )
+        varied.validate()
+        folder = sweep / name
+        if not (folder / "final" / "config.json").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"== {name}: training plain PPO", flush=True)
+            run.ppo_stage(varied, folder, {}, 0.0)
+        points[name] = folder
+    summary = evaluate(config, sweep, points, prompts)
+    (sweep / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwin rate against SFT on {prompts} PPO-validation prompts (held-out simulated labelers, 95% Wilson)")
+    for name, row in summary["points"].items():
+        w = row["win_rate"]
+        interval = f"{w['rate']:.2f} [{w['low']:.2f}, {w['high']:.2f}]"
+        print(f"  {name:<32} {interval}   last score {row['score']:+.2f}, KL {row['kl']:.2f}")
+    print(f"wrote {sweep / 'summary.json'}")
+
+
+def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count: int) -> dict:
+    from instructgpt.evaluation.judges import LabelerJudge
+    from instructgpt.evaluation.suite import EvalConfig, run_eval
+
+    out_dir = config.out_dir
+    valid = read_records(out_dir / "prepare" / "api" / "ppo" / "valid.jsonl", "prompts")
+    chosen = random.Random(config.seed).sample(valid, min(count, len(valid)))
+    write_jsonl_atomic(sweep / "eval" / "valid_prompts.jsonl", chosen)
+    calibrations = json.loads((out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
+    judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")
+    models = {"preset": out_dir / "ppo", **points}
+    evaluation = EvalConfig(
+        models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f / 'final'}" for n, f in models.items())),
+        baseline="sft",
+        judge="none",
+        prompts_file=sweep / "eval" / "valid_prompts.jsonl",
+        tasks=("winrate",),
+        task_limits=(f"winrate={count}",),
+        win_max_new_tokens=config.eval_tokens,
+        seed=config.seed,
+        out_dir=sweep / "eval",
+    )
+    results = run_eval(evaluation, judge=judge)
+    rates = results["winrate"]["per_model"]
+    out = {"prompts": len(chosen), "split": "ppo valid", "points": {}}
+    for name, folder in models.items():
+        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        last = metrics[-1]
+        out["points"][name] = {
+            "win_rate": rates[name],
+            "score": last["objective/score"],
+            "kl": last["objective/kl"],
+            "score_curve": [m["objective/score"] for m in metrics],
+            "kl_curve": [m["objective/kl"] for m in metrics],
+        }
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(tyro.cli(main))
