@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,7 @@ def main(
             folder.mkdir(parents=True, exist_ok=True)
             print(f"== {name}: training plain PPO", flush=True)
             run.ppo_stage(varied, folder, {}, 0.0)
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # resume state: GBs, never read again
         points[name] = folder
     summary = evaluate(config, sweep, points, prompts)
     (sweep / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
