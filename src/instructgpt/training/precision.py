@@ -37,9 +37,8 @@ class MasterWeights:
         kept = {n for n, _ in named if keep_fp32 is not None and keep_fp32(n)}
         self.params = [p for _, p in named]
         self.masters = [p if n in kept else p.detach().float().clone().requires_grad_(True) for n, p in named]
-        for param, master in zip(
-            self.params, self.masters
-        ):  # parameters only: buffers such as rotary frequencies stay fp32
+        # parameters only: buffers such as rotary frequencies stay fp32
+        for param, master in zip(self.params, self.masters):
             if param is not master:
                 param.data = param.data.to(dtype)
 
