@@ -305,3 +305,34 @@ def test_a_restart_keeps_sessions_and_submissions(sqlite_url):
     assert ann.post(page.url.path, data=data).status_code == 303  # a retry after the restart
     assert count_submissions(restarted) == 1
     restarted.state.engine.dispose()
+
+
+def test_logout_ends_the_session_on_the_server(app):
+    setup_project(app.state.sessions, n=1, k=2, labelers=("ann",))
+    ann = client_of(app, "ann")
+    saved = dict(ann.cookies)  # a copy of the cookie taken before logout
+    assert ann.post("/logout", data={"csrf_token": csrf(ann.get("/").text)}).headers["location"] == "/login"
+    replayed = TestClient(app, follow_redirects=False, cookies=saved)
+    assert replayed.get("/").headers["location"] == "/login"
+    other = client_of(app, "ann")  # another browser of the same labeler stays logged in
+    assert other.get("/").status_code == 200
+
+
+def test_an_admin_deactivates_an_account_and_it_is_out_at_once(app):
+    ids = setup_project(app.state.sessions, n=1, k=2, labelers=("ann",))
+    ann, admin = client_of(app, "ann"), client_of(app, "admin")
+    assert ann.get("/").status_code == 200
+    page = admin.get("/admin")
+    assert f'action="/admin/users/{ids["admin"]}/active"' not in page.text  # not oneself
+    off = admin.post(f"/admin/users/{ids['ann']}/active", data={"csrf_token": csrf(page.text), "active": "no"})
+    assert off.status_code == 303 and "ann deactivated" in admin.get("/admin").text
+    assert ann.get("/").headers["location"] == "/login"  # the very next request
+    fresh = client_of(app)
+    refused = fresh.post(
+        "/login", data={"csrf_token": csrf(fresh.get("/login").text), "username": "ann", "password": PASSWORD}
+    )
+    assert refused.status_code == 400
+    admin.post(f"/admin/users/{ids['admin']}/active", data={"csrf_token": csrf(page.text), "active": "no"})
+    assert admin.get("/admin").status_code == 200  # an admin cannot lock themselves out
+    admin.post(f"/admin/users/{ids['ann']}/active", data={"csrf_token": csrf(page.text), "active": "yes"})
+    assert client_of(app, "ann").get("/").status_code == 200

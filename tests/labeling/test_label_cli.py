@@ -16,7 +16,7 @@ from instructgpt.labeling.models import Assignment
 def test_set_up_a_project_from_the_command_line(tmp_path, monkeypatch, capsys):
     url = f"sqlite:///{tmp_path / 'team.db'}"
     db = ["--database-url", url]
-    assert main(["label", "migrate", *db]) == 0 and "revision 0001" in capsys.readouterr().out
+    assert main(["label", "migrate", *db]) == 0 and "revision 0002" in capsys.readouterr().out
     monkeypatch.setenv("INSTRUCTGPT_LABEL_PASSWORD", PASSWORD)
     assert main(["label", "create-user", *db, "--username", "boss"]) == 0
     assert main(["label", "create-user", *db, "--username", "ann", "--role", "labeler"]) == 0
@@ -75,3 +75,24 @@ def test_usage(capsys):
     assert main(["label"]) == 0 and "instructgpt label serve" in capsys.readouterr().out
     assert main(["label", "nope"]) == 2
     assert main(["label", "serve", "--port", "0"]) == 2 and "port" in capsys.readouterr().err
+
+
+def test_deactivate_from_the_command_line_logs_the_user_out(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+    from label_helpers import login, setup_project
+
+    from instructgpt.labeling.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'team.db'}"
+    app = create_app(url)
+    setup_project(app.state.sessions, n=1, k=2, labelers=("ann",))
+    ann = TestClient(app, follow_redirects=False)
+    login(ann, "ann")
+    assert ann.get("/").status_code == 200
+    assert main(["label", "deactivate", "--database-url", url, "--username", "ann"]) == 0
+    assert ann.get("/").headers["location"] == "/login"
+    assert main(["label", "deactivate", "--database-url", url, "--username", "nobody"]) == 1
+    assert "no user named 'nobody'" in capsys.readouterr().err
+    assert main(["label", "reactivate", "--database-url", url, "--username", "ann"]) == 0
+    login(TestClient(app, follow_redirects=False), "ann")
+    app.state.engine.dispose()

@@ -24,7 +24,7 @@ def my_assignments(sessions, user_id: int) -> list[int]:
 
 def test_migrations_build_exactly_the_models(database_url):
     engine, _ = open_db(database_url)
-    assert db.current_revision(engine) == "0001"
+    assert db.current_revision(engine) == "0002"
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     db.migrate(engine)  # a second run is a no-op

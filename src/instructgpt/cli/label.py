@@ -3,6 +3,8 @@
     instructgpt label serve [--database-url URL] [--host H] [--port P]   run the web app
     instructgpt label migrate [--database-url URL]                        create / upgrade the schema
     instructgpt label create-user --username U [--role admin]   password from $INSTRUCTGPT_LABEL_PASSWORD or stdin
+    instructgpt label deactivate --username U      log U out everywhere and refuse their logins
+    instructgpt label reactivate --username U
     instructgpt label invite [--role labeler] [--project NAME] [--base-url URL]   print a one-time sign-up link
     instructgpt label project --name N --kind ranking [--overlap 3]        create a project
     instructgpt label import-prompts --project N --file prompts.jsonl
@@ -70,6 +72,14 @@ class UserConfig(DatabaseConfig):
     """Login name (letters, digits, . _ - @)."""
     role: Literal["admin", "labeler"] = "admin"
     """admin: manages projects and people; labeler: does tasks."""
+
+
+@dataclass
+class AccountConfig(DatabaseConfig):
+    """Deactivate (logged out of every browser at once, logins refused) or reactivate a user."""
+
+    username: str = ""
+    """The user's login name."""
 
 
 @dataclass
@@ -197,6 +207,18 @@ def _create_user(config: UserConfig) -> None:
     print(f"created {config.role} {config.username}")
 
 
+def _set_active(active: bool) -> Callable[[AccountConfig], None]:
+    def action(config: AccountConfig) -> None:
+        from instructgpt.labeling import store
+
+        check(bool(config.username), "username", "required")
+        with _sessions(config).begin() as session:
+            store.set_active(session, config.username, active)
+        print(f"{'reactivated' if active else 'deactivated'} {config.username}")
+
+    return action
+
+
 def _invite(config: InviteConfig) -> None:
     from sqlalchemy import select
 
@@ -289,6 +311,8 @@ SUBCOMMANDS: dict[str, tuple[type, Callable]] = {
     "serve": (ServeConfig, _serve),
     "migrate": (DatabaseConfig, _migrate),
     "create-user": (UserConfig, _create_user),
+    "deactivate": (AccountConfig, _set_active(False)),
+    "reactivate": (AccountConfig, _set_active(True)),
     "invite": (InviteConfig, _invite),
     "project": (ProjectConfig, _project),
     "import-prompts": (FileConfig, _import_prompts),

@@ -209,6 +209,28 @@ def export(request: Request, project_id: int):
     )
 
 
+@router.post("/users/{user_id}/active")
+async def set_active(request: Request, user_id: int, admin: CurrentUser = Depends(admin_user)):
+    """Deactivates (``active=no``) or reactivates an account; a deactivated one is logged out
+    of every browser at once and cannot log in."""
+    form, _ = await read_form(request)
+    active = one(form, "active", 3) == "yes"
+    if user_id == admin.id and not active:
+        flash(request, "You cannot deactivate your own account.")
+        return _back()
+
+    def save():
+        with request.app.state.write_lock, _sessions(request).begin() as db:
+            user = db.get(User, user_id)
+            if user is None:
+                raise HTTPException(404, "No such user.")
+            return store.set_active(db, user.username, active).username
+
+    username = await in_thread(save)
+    flash(request, f"{username} {'reactivated' if active else 'deactivated: logged out everywhere'}.")
+    return _back()
+
+
 @router.post("/invites")
 async def invite(request: Request, user: CurrentUser = Depends(admin_user)):
     form, _ = await read_form(request)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse
@@ -28,6 +27,8 @@ from instructgpt.labeling.web import (
     current_user,
     flash,
     in_thread,
+    log_in,
+    log_out,
     one,
     read_form,
     render,
@@ -133,14 +134,13 @@ def _labeler_routes(app: FastAPI):
             return render(
                 request, "login.html", status_code=400, error="Wrong username or password.", username=username
             )
-        request.session.clear()  # a fresh session (and CSRF token) at each login
-        request.session.update(uid=user_id, login_at=time.time(), csrf=security.new_token())
+        await log_in(request, user_id)
         return RedirectResponse("/", 303)
 
     @routes.post("/logout")
     async def logout(request: Request):
         await read_form(request)
-        request.session.clear()
+        await log_out(request)
         return RedirectResponse("/login", 303)
 
     @routes.get("/")
@@ -259,8 +259,7 @@ def _labeler_routes(app: FastAPI):
             raise HTTPException(404, "This invite link is unknown, used or expired.") from None
         except store.StoreError as err:
             return render(request, "invite.html", status_code=400, token=token, error=str(err), username=username)
-        request.session.clear()
-        request.session.update(uid=user_id, login_at=time.time(), csrf=security.new_token())
+        await log_in(request, user_id)
         return RedirectResponse("/", 303)
 
     return routes

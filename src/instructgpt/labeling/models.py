@@ -49,6 +49,17 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LoginSession(Base):
+    """A signed-in browser. The session cookie carries a random token and this table its hash:
+    logging out or deactivating the account deletes the row, and a saved copy of the cookie
+    stops working on its next request."""
+
+    __tablename__ = "login_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Invite(Base):
     """A one-time sign-up link; only a hash of its token is stored."""
 

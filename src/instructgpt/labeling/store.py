@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from instructgpt.labeling.models import (
     Assignment,
     Invite,
     Item,
+    LoginSession,
     Member,
     Output,
     Project,
@@ -109,6 +110,40 @@ def check_password(found: tuple[int, str] | None, password: str) -> int | None:
 def authenticate(session: Session, username: str, password: str) -> int | None:
     """The id of the user with this username and password, or None."""
     return check_password(password_hash(session, username), password)
+
+
+def open_session(session: Session, user_id: int, max_age_seconds: float) -> str:
+    """A new login session of the user; returns its token (the cookie's), stores its hash.
+    Sessions older than ``max_age_seconds`` are deleted on the way."""
+    session.execute(delete(LoginSession).where(LoginSession.created_at < utcnow() - timedelta(seconds=max_age_seconds)))
+    token = security.new_token()
+    session.add(LoginSession(token_hash=security.token_hash(token), user_id=user_id))
+    return token
+
+
+def session_user(session: Session, token: str) -> User | None:
+    """The active user of a login session that was not closed, or None."""
+    return session.scalar(
+        select(User)
+        .join(LoginSession, LoginSession.user_id == User.id)
+        .where(LoginSession.token_hash == security.token_hash(token[:100]), User.active)
+    )
+
+
+def close_session(session: Session, token: str) -> None:
+    session.execute(delete(LoginSession).where(LoginSession.token_hash == security.token_hash(token[:100])))
+
+
+def set_active(session: Session, username: str, active: bool) -> User:
+    """Activates or deactivates an account; deactivating also ends its login sessions, so the
+    next request from any of its browsers goes to the login page."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise StoreError(f"no user named {username!r}")
+    user.active = active
+    if not active:
+        session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+    return user
 
 
 def create_invite(

@@ -13,8 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.templating import Jinja2Templates
 
 from instructgpt.data.schemas import METADATA_FLAGS
-from instructgpt.labeling import security
-from instructgpt.labeling.models import User
+from instructgpt.labeling import security, store
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -69,20 +68,46 @@ def flash(request: Request, message: str) -> None:
 
 
 def current_user(request: Request) -> CurrentUser:
-    """The logged-in user, read fresh from the database (a deactivated user is out at once).
+    """The logged-in user, read fresh from the database with their login session: a logout
+    or a deactivated account is out at once, whatever cookie the browser still holds.
     Sessions end ``session_hours`` after login; the cookie itself expires after
     ``idle_minutes`` without a request (SessionMiddleware's max_age)."""
-    uid, login_at = request.session.get("uid"), request.session.get("login_at", 0)
-    if uid is None or time.time() - login_at > request.app.state.session_seconds:
-        request.session.pop("uid", None)
+    sid, login_at = request.session.get("sid"), request.session.get("login_at", 0)
+    if sid is None or time.time() - login_at > request.app.state.session_seconds:
+        request.session.pop("sid", None)
         raise LoginRequired
     with request.app.state.reads() as db:
-        user = db.get(User, uid)
-        if user is None or not user.active:
+        user = store.session_user(db, sid)
+        if user is None:
             request.session.clear()
             raise LoginRequired
         request.state.user = CurrentUser(user.id, user.username, user.role)
     return request.state.user
+
+
+async def log_in(request: Request, user_id: int) -> None:
+    """Opens a login session on the server and a fresh cookie session (and CSRF token)."""
+
+    def save():
+        with request.app.state.write_lock, request.app.state.sessions.begin() as db:
+            return store.open_session(db, user_id, request.app.state.session_seconds)
+
+    sid = await in_thread(save)
+    request.session.clear()
+    request.session.update(sid=sid, login_at=time.time(), csrf=security.new_token())
+
+
+async def log_out(request: Request) -> None:
+    """Ends the login session on the server (a saved copy of the cookie stops working)."""
+    sid = request.session.get("sid")
+    if sid is not None:
+
+        def save():
+            with request.app.state.write_lock, request.app.state.sessions.begin() as db:
+                store.close_session(db, sid)
+
+        await in_thread(save)
+    request.session.clear()
 
 
 def admin_user(request: Request) -> CurrentUser:
