@@ -336,3 +336,25 @@ def test_an_admin_deactivates_an_account_and_it_is_out_at_once(app):
     assert admin.get("/admin").status_code == 200  # an admin cannot lock themselves out
     admin.post(f"/admin/users/{ids['ann']}/active", data={"csrf_token": csrf(page.text), "active": "yes"})
     assert client_of(app, "ann").get("/").status_code == 200
+
+
+def test_logins_are_throttled_per_account_and_per_address(sqlite_app, monkeypatch):
+    setup_project(sqlite_app.state.sessions, n=1, k=2, labelers=("ann", "bob"))
+    client = client_of(sqlite_app)
+
+    def attempt(username, password):
+        token = csrf(client.get("/login").text)
+        return client.post("/login", data={"csrf_token": token, "username": username, "password": password})
+
+    for _ in range(5):
+        assert attempt("ann", "wrong pass").status_code == 400
+    refused = attempt("ann", PASSWORD)  # the right password, but after 5 failures
+    assert refused.status_code == 429 and "Too many failed logins" in refused.text
+    assert attempt("bob", PASSWORD).status_code == 303  # another account from the same address
+    throttle = sqlite_app.state.login_throttle
+    for i in range(20):
+        throttle.attempt(f"guess{i}", "testclient")  # 20 failures on different accounts
+    assert attempt("bob", PASSWORD).status_code == 429  # the address is out
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 901)  # the 15-minute window has passed
+    assert attempt("ann", PASSWORD).status_code == 303

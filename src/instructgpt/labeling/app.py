@@ -77,6 +77,7 @@ def create_app(
     app.state.write_lock = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
     app.state.session_seconds = session_hours * 3600
     app.state.max_upload_bytes = max_upload_mb << 20
+    app.state.login_throttle = security.LoginThrottle()
     app.add_middleware(
         SessionMiddleware,
         secret_key=database.secret_key(sessions),
@@ -123,6 +124,11 @@ def _labeler_routes(app: FastAPI):
     async def login(request: Request):
         form, _ = await read_form(request)
         username, password = one(form, "username", 64), one(form, "password", security.LIMITS["password"])
+        address = request.client.host if request.client else "-"
+        wait = app.state.login_throttle.attempt(username, address)
+        if wait:
+            message = f"Too many failed logins; try again in {max(1, round(wait / 60))} minutes."
+            return render(request, "login.html", status_code=429, error=message, username=username)
 
         def check():
             with app.state.reads() as db:
@@ -134,6 +140,7 @@ def _labeler_routes(app: FastAPI):
             return render(
                 request, "login.html", status_code=400, error="Wrong username or password.", username=username
             )
+        app.state.login_throttle.succeeded(username, address)
         await log_in(request, user_id)
         return RedirectResponse("/", 303)
 

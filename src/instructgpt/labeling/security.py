@@ -2,8 +2,10 @@
 
 - Passwords are hashed with Argon2id (argon2-cffi defaults: RFC 9106 low-memory profile).
 - Sessions are Starlette's signed cookies (itsdangerous, HMAC-SHA1 keyed by the secret in the
-  database): they expire after ``idle_minutes`` without a request and ``session_hours`` after
-  login, whichever comes first.
+  database) holding a login-session token whose hash is kept in the database: they expire
+  after ``idle_minutes`` without a request and ``session_hours`` after login, whichever comes
+  first, and logging out or deactivating the account deletes the server's row at once.
+- Logins are throttled (``LoginThrottle``) per account and per client address.
 - Every form carries the session's CSRF token; every POST checks it (constant-time compare).
 - Every request body is capped (``BodyLimit``) and every field has a length limit (``LIMITS``).
 """
@@ -13,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import deque
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -73,6 +78,56 @@ def token_hash(token: str) -> str:
 
 def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(expected, given)
+
+
+class LoginThrottle:
+    """Refuses logins to an account after ``per_account`` failures within ``window_seconds``,
+    and from an address after ``per_address`` failures (any accounts) in the same window.
+
+    Each attempt counts as a failure from the moment it starts (so that concurrent guesses
+    cannot slip through while the hash is being checked); a success forgets the account's
+    failures and its own count against the address. Counts live in this process's memory: a
+    restart resets them. Behind a reverse proxy every client has the proxy's address, so keep
+    ``per_address`` generous there.
+    """
+
+    def __init__(self, per_account: int = 5, per_address: int = 20, window_seconds: float = 900.0):
+        self.limits = {"account": per_account, "address": per_address}
+        self.window = window_seconds
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def attempt(self, username: str, address: str) -> float:
+        """Seconds to wait before this login may be tried (0: go ahead, and it is counted)."""
+        now = time.time()
+        keys = [("account", username[:64]), ("address", address)]
+        with self._lock:
+            if len(self._failures) > 100_000:
+                self._forget_old(now)
+            wait = 0.0
+            for key in keys:
+                times = self._failures.get(key, deque())
+                while times and times[0] <= now - self.window:
+                    times.popleft()
+                if len(times) >= self.limits[key[0]]:
+                    wait = max(wait, times[0] + self.window - now)
+            if wait:
+                return wait
+            for key in keys:
+                self._failures.setdefault(key, deque()).append(now)
+            return 0.0
+
+    def succeeded(self, username: str, address: str) -> None:
+        """Forgets the account's failures and this attempt of the address."""
+        with self._lock:
+            self._failures.pop(("account", username[:64]), None)
+            times = self._failures.get(("address", address))
+            if times:
+                times.pop()
+
+    def _forget_old(self, now: float) -> None:
+        for key in [k for k, times in self._failures.items() if not times or times[-1] <= now - self.window]:
+            del self._failures[key]
 
 
 class BodyTooLarge(Exception):
