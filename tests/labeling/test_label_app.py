@@ -358,3 +358,14 @@ def test_logins_are_throttled_per_account_and_per_address(sqlite_app, monkeypatc
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + 901)  # the 15-minute window has passed
     assert attempt("ann", PASSWORD).status_code == 303
+
+
+def test_text_is_stored_with_lf_line_breaks(sqlite_app, tmp_path):
+    ids = setup_project(sqlite_app.state.sessions, kind="demonstration", n=1, labelers=("ann",))
+    ann = client_of(sqlite_app, "ann")
+    page = ann.get(f"/tasks/{assignments(sqlite_app, ids['ann'])[0]}")
+    answer = "First line,\r\nsecond line,\rthird line.\r\n"  # what a browser sends from a textarea
+    data = {"csrf_token": csrf(page.text), "idempotency_key": form_key(page.text), "response": answer}
+    assert ann.post(page.url.path, data=data).status_code == 303
+    [record] = export_and_validate(client_of(sqlite_app, "admin"), ids["project"], tmp_path, "demonstrations")
+    assert record["response"] == "First line,\nsecond line,\nthird line."

@@ -10,6 +10,8 @@ The forms (see the task templates) send:
 - comparison: ``preferred`` = ``1``, ``2`` (the output shown first / second) or ``tie``;
   ``notes``.
 
+Text keeps LF line breaks only (``to_lf``: browsers send CRLF).
+
 Board columns become dense ranks (columns used 1, 3, 3 -> ranks 0, 1, 1): an empty column in
 between means nothing. A ranking needs every output placed and at least two columns used,
 since an all-tie ranking teaches the reward model nothing (``Ranking`` rejects it).
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, ValidationError
 
 from instructgpt.data.schemas import METADATA_FLAGS, Comparison, Demonstration, Ranking
-from instructgpt.labeling.security import LIMITS
+from instructgpt.labeling.security import LIMITS, to_lf
 
 Form = Mapping[str, Sequence[str]]
 """Each field name -> its values, in the order sent."""
@@ -36,7 +38,7 @@ def _one(form: Form, name: str, limit: int, required: bool = True) -> str:
     values = form.get(name) or [""]
     if len(values) > 1:
         raise AnswerError(f"{name}: sent {len(values)} times")
-    value = values[0]
+    value = to_lf(values[0])
     if len(value) > limit:
         raise AnswerError(f"{name}: longer than {limit} characters")
     if required and not value.strip():

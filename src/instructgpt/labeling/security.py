@@ -80,6 +80,11 @@ def same_token(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and hmac.compare_digest(expected, given)
 
 
+def to_lf(text: str) -> str:
+    """CRLF and lone CR line breaks -> LF (browsers send a textarea's lines CRLF-separated)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 class LoginThrottle:
     """Refuses logins to an account after ``per_account`` failures within ``window_seconds``,
     and from an address after ``per_address`` failures (any accounts) in the same window.

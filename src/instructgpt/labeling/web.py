@@ -121,7 +121,10 @@ Form = dict[str, list[str]]
 
 
 async def read_form(request: Request, files: int = 0) -> tuple[Form, dict[str, UploadFile]]:
-    """The posted fields (name -> values) and files, after the CSRF check (403 if wrong)."""
+    """The posted fields (name -> values) and files, after the CSRF check (403 if wrong).
+
+    Line breaks are normalised to LF: browsers send a textarea's as CRLF.
+    """
     limit = request.app.state.max_upload_bytes if files else security.MAX_BODY_BYTES
     form = await request.form(max_files=files, max_fields=300, max_part_size=limit)
     fields: Form = {}
@@ -130,7 +133,7 @@ async def read_form(request: Request, files: int = 0) -> tuple[Form, dict[str, U
         if isinstance(value, UploadFile):
             uploads[name] = value
         else:
-            fields.setdefault(name, []).append(value)
+            fields.setdefault(name, []).append(security.to_lf(value))
     if not security.same_token(request.session.get("csrf"), (fields.get("csrf_token") or [""])[0]):
         raise HTTPException(403, "The form's security token is missing or out of date; reload the page.")
     return fields, uploads
