@@ -369,3 +369,20 @@ def test_text_is_stored_with_lf_line_breaks(sqlite_app, tmp_path):
     assert ann.post(page.url.path, data=data).status_code == 303
     [record] = export_and_validate(client_of(sqlite_app, "admin"), ids["project"], tmp_path, "demonstrations")
     assert record["response"] == "First line,\nsecond line,\nthird line."
+
+
+def test_invalid_utf8_in_a_form_is_refused(sqlite_app):
+    ids = setup_project(sqlite_app.state.sessions, kind="demonstration", n=1, labelers=("ann",))
+    ann = client_of(sqlite_app, "ann")
+    page = ann.get(f"/tasks/{assignments(sqlite_app, ids['ann'])[0]}")
+    body = f"csrf_token={csrf(page.text)}&idempotency_key={form_key(page.text)}&response=caf%E9+au+lait"
+    urlencoded = {"content-type": "application/x-www-form-urlencoded"}
+    refused = ann.post(page.url.path, content=body.encode(), headers=urlencoded)  # Latin-1 "é"
+    assert refused.status_code == 400 and "response: not valid UTF-8" in refused.text
+    raw = ann.post(page.url.path, content=body.replace("%E9", "\xe9").encode("latin-1"), headers=urlencoded)
+    assert raw.status_code == 400
+    multipart = ann.post(page.url.path, data={"response": "x"}, files={"f": ("a", b"b")})
+    assert multipart.status_code == 415  # only uploads are multipart
+    assert count_submissions(sqlite_app) == 0
+    good = ann.post(page.url.path, content=body.replace("%E9", "%C3%A9").encode(), headers=urlencoded)
+    assert good.status_code == 303 and count_submissions(sqlite_app) == 1

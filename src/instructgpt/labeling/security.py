@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from urllib.parse import unquote_to_bytes
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -83,6 +84,19 @@ def same_token(expected: str | None, given: str | None) -> bool:
 def to_lf(text: str) -> str:
     """CRLF and lone CR line breaks -> LF (browsers send a textarea's lines CRLF-separated)."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def invalid_utf8_field(body: bytes) -> str | None:
+    """The name of the first field of a URL-encoded body whose name or value is not valid
+    UTF-8 once percent-decoded, or None when all are."""
+    for pair in body.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        for part in (name, value):
+            try:
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                return unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+    return None
 
 
 class LoginThrottle:

@@ -123,9 +123,19 @@ Form = dict[str, list[str]]
 async def read_form(request: Request, files: int = 0) -> tuple[Form, dict[str, UploadFile]]:
     """The posted fields (name -> values) and files, after the CSRF check (403 if wrong).
 
-    Line breaks are normalised to LF: browsers send a textarea's as CRLF.
+    Forms without files must be URL-encoded (what browsers send) and valid UTF-8 (400 naming
+    the field otherwise, where the parser would quietly put in replacement characters). Line
+    breaks are normalised to LF: browsers send a textarea's as CRLF.
     """
-    limit = request.app.state.max_upload_bytes if files else security.MAX_BODY_BYTES
+    if files:
+        limit = request.app.state.max_upload_bytes
+    else:
+        limit = security.MAX_BODY_BYTES
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+            raise HTTPException(415, "Send the form URL-encoded.")
+        bad = security.invalid_utf8_field(await request.body())
+        if bad is not None:
+            raise HTTPException(400, f"{bad[:40]}: not valid UTF-8 text; retype it or paste it as plain text.")
     form = await request.form(max_files=files, max_fields=300, max_part_size=limit)
     fields: Form = {}
     uploads: dict[str, UploadFile] = {}
