@@ -386,3 +386,27 @@ def test_invalid_utf8_in_a_form_is_refused(sqlite_app):
     assert count_submissions(sqlite_app) == 0
     good = ann.post(page.url.path, content=body.replace("%E9", "%C3%A9").encode(), headers=urlencoded)
     assert good.status_code == 303 and count_submissions(sqlite_app) == 1
+
+
+def test_export_file_names_follow_rfc_6266(app):
+    from urllib.parse import unquote
+
+    from instructgpt.labeling import store
+    from instructgpt.labeling.models import Project
+
+    ids = setup_project(app.state.sessions, n=1, k=2, labelers=("ann",))
+    admin = client_of(app, "admin")
+    with app.state.sessions.begin() as session:
+        with pytest.raises(store.StoreError, match="one line"):
+            store.create_project(session, "two\nlines", "ranking")
+        other = store.create_project(session, "Отчёт «α»", "demonstration").id
+        session.get(Project, ids["project"]).name = 'made\r\nbefore "1"'  # a name from before the check
+    for project_id, exact in ((other, "Отчёт «α»-demonstrations.jsonl"), (ids["project"], None)):
+        response = admin.get(f"/admin/projects/{project_id}/export")
+        assert response.status_code == 200
+        header = response.headers["content-disposition"]
+        pattern = r"attachment; filename=\"([\w.-]+)\"; filename\*=UTF-8''(\S+)"
+        fallback, encoded = re.fullmatch(pattern, header).groups()
+        assert fallback.endswith(".jsonl") and "\n" not in unquote(encoded) and "\r" not in unquote(encoded)
+        if exact:
+            assert unquote(encoded) == exact

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from instructgpt.data.jsonl import DataError, read_models, read_records
 from instructgpt.labeling import store
-from instructgpt.labeling.export import RECORD_KINDS, export_records
+from instructgpt.labeling.export import RECORD_KINDS, attachment, export_records
 from instructgpt.labeling.models import KINDS, User
 from instructgpt.labeling.web import CurrentUser, admin_user, flash, in_thread, one, read_form, render
 
@@ -203,10 +203,8 @@ def export(request: Request, project_id: int):
             raise HTTPException(404, "No such project.") from None
         records = export_records(db, project_id)
     body = "".join(r.model_dump_json(exclude_none=True) + "\n" for r in records)
-    name = f"{project.name}-{RECORD_KINDS[project.kind]}.jsonl".replace(" ", "_").replace('"', "")
-    return Response(
-        body, media_type="application/x-ndjson", headers={"content-disposition": f'attachment; filename="{name}"'}
-    )
+    name = f"{project.name}-{RECORD_KINDS[project.kind]}.jsonl"
+    return Response(body, media_type="application/x-ndjson", headers={"content-disposition": attachment(name)})
 
 
 @router.post("/users/{user_id}/active")

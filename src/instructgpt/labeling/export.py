@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -55,3 +56,16 @@ def export_file(session: Session, project_id: int, path: str | Path) -> int:
     records = export_records(session, project_id)
     write_jsonl_atomic(path, records)
     return len(records)
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` value for a download named ``filename`` (RFC 6266): an ASCII
+    ``filename`` for old clients and the exact name as ``filename*`` (UTF-8, percent-encoded,
+    RFC 8187). Control characters (a line break would split the header) become ``_``.
+
+    Example: ``attachment("Отчёт 1.jsonl")`` ->
+    ``attachment; filename="______1.jsonl"; filename*=UTF-8''%D0%9E%D1%82%D1%87%D1%91%D1%82%201.jsonl``.
+    """
+    name = "".join(c if c.isprintable() else "_" for c in filename)
+    fallback = "".join(c if c.isascii() and c.isalnum() or c in "-._" else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

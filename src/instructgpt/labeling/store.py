@@ -199,6 +199,8 @@ def create_project(
     name = name.strip()
     if not 1 <= len(name) <= security.LIMITS["project_name"]:
         raise StoreError(f"name: 1 to {security.LIMITS['project_name']} characters")
+    if not name.isprintable():
+        raise StoreError("name: one line, without control characters")
     if kind not in KINDS:
         raise StoreError(f"kind: one of {', '.join(KINDS)}")
     _check_settings(instructions, overlap)
