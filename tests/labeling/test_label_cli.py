@@ -96,3 +96,25 @@ def test_deactivate_from_the_command_line_logs_the_user_out(tmp_path, capsys):
     assert main(["label", "reactivate", "--database-url", url, "--username", "ann"]) == 0
     login(TestClient(app, follow_redirects=False), "ann")
     app.state.engine.dispose()
+
+
+def test_a_refused_output_file_exits_1_naming_each_line(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'team.db'}"
+    db = ["--database-url", url]
+    assert main(["label", "project", *db, "--name", "rank", "--kind", "ranking"]) == 0
+    prompts, outputs = tmp_path / "prompts.jsonl", tmp_path / "outputs.jsonl"
+    prompts.write_text(json.dumps({"id": "q", "text": "Q?", "user_id": "c", "source": "api"}) + "\n")
+    assert main(["label", "import-prompts", *db, "--project", "rank", "--file", str(prompts)]) == 0
+    lines = [{"prompt_id": "q", "response": f"answer {j}"} for j in range(10)] + [{"prompt_id": "x", "response": "a"}]
+    outputs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    capsys.readouterr()
+    assert main(["label", "attach-outputs", *db, "--project", "rank", "--file", str(outputs)]) == 1
+    err = capsys.readouterr().err
+    assert "outputs.jsonl:10: prompt_id: prompt 'q' already has the most outputs a task shows (9)" in err
+    assert "outputs.jsonl:11: prompt_id: no prompt 'x' in this project" in err
+    outputs.write_text("".join(json.dumps(line) + "\n" for line in lines[:9]))
+    assert main(["label", "attach-outputs", *db, "--project", "rank", "--file", str(outputs)]) == 0
+    assert "9 added, 0 already there" in capsys.readouterr().out
+    prompts.write_text("\n" + json.dumps({"id": "long", "text": "x" * 50_001, "user_id": "c", "source": "api"}))
+    assert main(["label", "import-prompts", *db, "--project", "rank", "--file", str(prompts)]) == 1
+    assert "prompts.jsonl:2: text: longer than 50,000 characters" in capsys.readouterr().err

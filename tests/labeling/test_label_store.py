@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from instructgpt.labeling import db, store
 from instructgpt.labeling.answers import AnswerError
 from instructgpt.labeling.export import export_records
-from instructgpt.labeling.models import Assignment, Base, Submission
+from instructgpt.labeling.models import Assignment, Base, Output, Submission
 
 
 def my_assignments(sessions, user_id: int) -> list[int]:
@@ -64,6 +64,18 @@ def test_items_wait_for_their_outputs(database_url):
         assert store.project_stats(session, ids["project"])["pending"] == 1
         frozen = store.attach_outputs(session, ids["project"], [store.OutputRecord(prompt_id="p0", response="late")])
         assert frozen == {"added": 0, "frozen": 1}
+
+
+def test_near_duplicate_outputs_reach_no_board(sqlite_url):
+    _, sessions = open_db(sqlite_url)
+    ids = setup_project(sessions, n=1, k=0, labelers=())
+    texts = ["same", "Same", "same ", " sAme\r\n", "different\r\nlines"]
+    with sessions.begin() as session:
+        records = [store.OutputRecord(prompt_id="p0", response=t) for t in texts]
+        outcomes = store.place_outputs(session, ids["project"], records)
+        assert outcomes == ["added", "near_duplicate", "near_duplicate", "near_duplicate", "added"]
+        stored = session.scalars(select(Output.text).order_by(Output.position)).all()
+        assert stored == ["same", "different\nlines"]  # line breaks stored as LF
 
 
 def test_a_submission_is_stored_once(database_url):

@@ -247,23 +247,21 @@ def _project(config: ProjectConfig) -> None:
 
 
 def _import_prompts(config: FileConfig) -> None:
-    from instructgpt.data.jsonl import read_records
     from instructgpt.labeling import store
+    from instructgpt.labeling.imports import import_prompt_file
 
-    prompts = read_records(config.file, "prompts")
     with _sessions(config).begin() as session:
-        added, known = store.import_prompts(session, store.find_project(session, config.project).id, prompts)
+        added, known = import_prompt_file(session, store.find_project(session, config.project).id, config.file)
     print(f"imported {added} prompts ({known} already there)")
 
 
 def _attach_outputs(config: FileConfig) -> None:
-    from instructgpt.data.jsonl import read_models
     from instructgpt.labeling import store
+    from instructgpt.labeling.imports import attach_output_file
 
-    outputs = read_models(config.file, store.OutputRecord)
     with _sessions(config).begin() as session:
-        counts = store.attach_outputs(session, store.find_project(session, config.project).id, outputs)
-    print("outputs: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+        counts = attach_output_file(session, store.find_project(session, config.project).id, config.file)
+    print(f"outputs: {counts['added']} added, {counts['duplicate']} already there")
 
 
 def _generate(config: GenerateConfig) -> None:

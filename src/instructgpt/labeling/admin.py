@@ -11,9 +11,10 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
-from instructgpt.data.jsonl import DataError, read_models, read_records
+from instructgpt.data.jsonl import DataError
 from instructgpt.labeling import store
 from instructgpt.labeling.export import RECORD_KINDS, attachment, export_records
+from instructgpt.labeling.imports import attach_output_file, import_prompt_file
 from instructgpt.labeling.models import KINDS, User
 from instructgpt.labeling.web import CurrentUser, admin_user, flash, in_thread, one, read_form, render
 
@@ -129,26 +130,27 @@ async def members(request: Request, project_id: int):
     )
 
 
-async def _uploaded(request: Request) -> tuple[dict, str]:
-    """The posted form and the uploaded file saved to a temporary path (the caller deletes it)."""
-    form, files = await read_form(request, files=1)
+async def _uploaded(request: Request) -> tuple[str, str]:
+    """The uploaded file saved to a temporary path (the caller deletes it), and the name the
+    admin chose it by (problems are reported under that name)."""
+    _, files = await read_form(request, files=1)
     upload: UploadFile | None = files.get("file")
     if upload is None:
         raise HTTPException(400, "file: choose a JSONL file")
-    suffix = ".jsonl.gz" if (upload.filename or "").endswith(".gz") else ".jsonl"
-    handle, path = tempfile.mkstemp(suffix=suffix)
+    name = "".join(c if c.isprintable() else "_" for c in os.path.basename(upload.filename or ""))[:200] or "upload"
+    handle, path = tempfile.mkstemp(suffix=".jsonl.gz" if name.endswith(".gz") else ".jsonl")
     with os.fdopen(handle, "wb") as f:
         while chunk := await upload.read(1 << 20):
             f.write(chunk)
-    return form, path
+    return path, name
 
 
 @router.post("/projects/{project_id}/prompts/upload")
 async def upload_prompts(request: Request, project_id: int):
-    _, path = await _uploaded(request)
+    path, name = await _uploaded(request)
 
     def action(db):
-        added, known = store.import_prompts(db, project_id, read_records(path, "prompts"))
+        added, known = import_prompt_file(db, project_id, path, name)
         return f"Imported {added} prompts ({known} already there)."
 
     try:
@@ -159,11 +161,11 @@ async def upload_prompts(request: Request, project_id: int):
 
 @router.post("/projects/{project_id}/outputs/upload")
 async def upload_outputs(request: Request, project_id: int):
-    _, path = await _uploaded(request)
+    path, name = await _uploaded(request)
 
     def action(db):
-        counts = store.attach_outputs(db, project_id, read_models(path, store.OutputRecord))
-        return "Outputs: " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items()) + "."
+        counts = attach_output_file(db, project_id, path, name)
+        return f"Outputs: {counts['added']} added, {counts['duplicate']} already there."
 
     try:
         return await in_thread(_change, request, project_id, action)

@@ -263,7 +263,8 @@ def set_members(session: Session, project_id: int, user_ids: list[int]) -> int:
 
 
 def import_prompts(session: Session, project_id: int, prompts: list[Prompt]) -> tuple[int, int]:
-    """Adds the prompts as items; returns (added, already there by id)."""
+    """Adds the prompts as items (line breaks as LF); returns (added, already there by id).
+    ``imports.import_prompt_file`` checks each line's sizes first."""
     get_project(session, project_id)
     existing = set(session.scalars(select(Item.prompt_id).where(Item.project_id == project_id)))
     added = 0
@@ -273,7 +274,7 @@ def import_prompts(session: Session, project_id: int, prompts: list[Prompt]) -> 
         if prompt.id in existing:
             continue
         existing.add(prompt.id)
-        session.add(Item(project_id=project_id, prompt_id=prompt.id, prompt=prompt.text))
+        session.add(Item(project_id=project_id, prompt_id=prompt.id, prompt=security.to_lf(prompt.text)))
         added += 1
     session.flush()
     assign_items(session, project_id)
@@ -284,10 +285,22 @@ def _frozen_items(session: Session, project_id: int) -> set[int]:
     return set(session.scalars(select(Assignment.item_id).join(Item).where(Item.project_id == project_id)))
 
 
-def attach_outputs(session: Session, project_id: int, outputs: list[OutputRecord]) -> dict[str, int]:
-    """Adds outputs to the items with their prompt ids. Returns counts of ``added``,
-    ``duplicate`` (same text already there), ``unknown_prompt``, ``frozen`` (item already
-    assigned) and ``full`` (the item has its maximum of outputs)."""
+def near_duplicate_key(text: str) -> str:
+    """Outputs equal up to case and spacing (``same``, ``Same``, ``same ``) share this key;
+    two of them on one board would ask the labeler to rank a tie they cannot see."""
+    return " ".join(text.split()).casefold()
+
+
+OUTPUT_OUTCOMES = ("added", "duplicate", "near_duplicate", "unknown_prompt", "frozen", "full")
+"""What ``place_outputs`` did with each output: stored; ``duplicate``: the same text is there
+already (a re-run); ``near_duplicate``: equal to another output of the prompt up to case and
+spacing; ``unknown_prompt``; ``frozen``: the item is assigned, its outputs fixed; ``full``: the
+item has its maximum of outputs. Only ``added`` is stored."""
+
+
+def place_outputs(session: Session, project_id: int, outputs: list[OutputRecord]) -> list[str]:
+    """Adds outputs to the items with their prompt ids (text with LF line breaks); returns the
+    outcome of each, one of ``OUTPUT_OUTCOMES``."""
     project = get_project(session, project_id)
     limit = 2 if project.kind == "comparison" else MAX_OUTPUTS
     items = {i.prompt_id: i for i in session.scalars(select(Item).where(Item.project_id == project_id))}
@@ -297,29 +310,39 @@ def attach_outputs(session: Session, project_id: int, outputs: list[OutputRecord
     ):
         texts.setdefault(output.item_id, []).append(output.text)
     frozen = _frozen_items(session, project_id)
-    counts = Counter({"added": 0})
+    outcomes = []
     for record in outputs:
         item = items.get(record.prompt_id)
         if len(record.response) > security.LIMITS["output"] or len(record.model or "") > security.LIMITS["model"]:
             raise StoreError(f"output for {record.prompt_id[:40]!r}: text or model name too long")
+        text = security.to_lf(record.response)
         have = texts.setdefault(item.id, []) if item else []
         outcome = (
             "unknown_prompt"
             if item is None
+            else "duplicate"
+            if text in have
+            else "near_duplicate"
+            if near_duplicate_key(text) in {near_duplicate_key(t) for t in have}
             else "frozen"
             if item.id in frozen
-            else "duplicate"
-            if record.response in have
             else "full"
             if len(have) >= limit
             else "added"
         )
-        counts[outcome] += 1
+        outcomes.append(outcome)
         if outcome == "added":
-            session.add(Output(item_id=item.id, position=len(have), text=record.response, model=record.model))
-            have.append(record.response)
+            session.add(Output(item_id=item.id, position=len(have), text=text, model=record.model))
+            have.append(text)
     session.flush()
     assign_items(session, project_id)
+    return outcomes
+
+
+def attach_outputs(session: Session, project_id: int, outputs: list[OutputRecord]) -> dict[str, int]:
+    """``place_outputs``, counted: ``{"added": n, ...}`` (only the outcomes that occurred)."""
+    counts = Counter({"added": 0})
+    counts.update(place_outputs(session, project_id, outputs))
     return dict(counts)
 
 
@@ -334,7 +357,7 @@ def generate_outputs(
     model_name: str | None = None,
 ) -> dict[str, int]:
     """Asks a model for ``k`` samples per prompt (temperature > 0) on the items not yet assigned
-    and attaches them (identical samples are kept once)."""
+    and attaches them (identical or near-identical samples are kept once)."""
     if temperature <= 0 or not 1 <= k <= MAX_OUTPUTS:
         raise StoreError(f"generate: temperature > 0 and 1 <= k <= {MAX_OUTPUTS}")
     from instructgpt.models.generate import generate
