@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from label_helpers import PASSWORD, open_db, setup_project
+from label_helpers import PASSWORD, open_db, prompts, setup_project
 from sqlalchemy import func, select
 
 from instructgpt.cli.data import main as data_main
@@ -136,3 +136,34 @@ def test_rank_rate_submit_and_export_in_chromium(served, tmp_path):
     assert first["ranks"] == [0, 1, 1] and first["likert"] == [7, 4, 4] and first["labeler_id"] == "ann"
     assert first["metadata"][1]["hallucination"] and first["notes"] == "B and C are equally vague."
     assert second["ranks"] == [1, 0, 2]
+
+
+def test_a_board_of_9_outputs_fits_a_1280_pixel_window(served):
+    from instructgpt.labeling import store
+
+    executable = chromium()
+    if executable is None:
+        pytest.skip("no chromium: run scripts/services.sh")
+    base, ids, sessions = served
+    with sessions.begin() as session:
+        wide = store.create_project(session, "nine", "ranking").id
+        store.import_prompts(session, wide, prompts(1, prefix="w"))
+        texts = [f"Output {j}: " + "a fairly long answer with many words in it " * 5 for j in range(9)]
+        store.attach_outputs(session, wide, [store.OutputRecord(prompt_id="w0", response=t) for t in texts])
+        store.set_members(session, wide, [ids["ann"]])
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(base + "/login")
+        page.fill("#username", "ann")
+        page.fill("#password", PASSWORD)
+        page.click("#login")
+        page.goto(f"{base}/projects/{wide}/next")
+        assert page.inner_text("#column-9 h4") == "Rank 9 (worst)"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # no sideways scrolling
+        for column in range(10):
+            box = page.locator(f"#column-{column}").bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, (column, box)
+        page.drag_and_drop("#card-I", "#column-9 .cards")  # the last column still takes a card
+        assert page.input_value("select[name=rank_8]") == "9"
+        browser.close()
