@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -425,3 +426,55 @@ def test_panel_of_any_labelers(tmp_path):
     records = panel.rank(items, overlap=1.0, per_overlap=2)
     assert len(records) == 8 and {r.labeler_id for r in records} == {"ann", "train-0"}
     assert all(r.ranks == list(range(len(r.responses))) for r in records if r.labeler_id == "ann")
+
+
+def flagged(prompt, responses, sensitive, who):
+    metadata = [{flag: flag == "harmful_advice" and yes for flag in METADATA_FLAGS} for yes in sensitive]
+    return Ranking(
+        prompt=prompt, responses=responses, ranks=list(range(len(responses))), labeler_id=who, metadata=metadata
+    )
+
+
+def test_screening_on_sensitive_speech_flags():
+    from instructgpt.labelers.agreement import screen_flags
+
+    truth = [[True, False], [False, False], [True, True], [False, True]]
+    reference = [flagged(f"p{i}", ["a", "b"], truth[i], "ref") for i in range(4)]
+    good = [flagged(f"p{i}", ["a", "b"], truth[i] if i else [True, True], "good") for i in range(4)]  # 7 of 8
+    bad = [flagged(f"p{i}", ["a", "b"], [False, False], "bad") for i in range(4)]  # 4 of 8
+    unanswered = Ranking(prompt="p0", responses=["a", "b"], ranks=[0, 1], labeler_id="none")  # no metadata
+    result = screen_flags(good + bad + [unanswered], reference, cutoff=0.75, n_boot=100)
+    assert result["good"].agreement.rate == 7 / 8 and result["good"].passed
+    assert result["bad"].agreement.rate == 0.5 and not result["bad"].passed
+    assert "none" not in result
+
+
+def test_screening_on_demonstration_scores(tmp_path, capsys):
+    from instructgpt.labelers.agreement import ScoredDemonstration, screen_demonstrations
+
+    scored = [ScoredDemonstration(prompt="p", response="r", labeler_id="ann", score=s) for s in (6, 7, 6)]
+    scored += [ScoredDemonstration(prompt="p", response="r", labeler_id="bob", score=s) for s in (6, 5)]
+    result = screen_demonstrations(scored, cutoff=6.0)
+    assert result["ann"].passed and result["ann"].demonstrations == 3 and abs(result["ann"].mean - 19 / 3) < 1e-9
+    assert not result["bob"].passed and result["bob"].mean == 5.5
+    write_jsonl_atomic(tmp_path / "scored.jsonl", scored)
+    truth = [[True, False], [False, False], [True, True], [False, True]]
+    write_jsonl_atomic(tmp_path / "ref.jsonl", [flagged(f"p{i}", ["a", "b"], truth[i], "ref") for i in range(4)])
+    write_jsonl_atomic(tmp_path / "r.jsonl", [flagged(f"p{i}", ["a", "b"], truth[i], "ann") for i in range(4)])
+    code = main(
+        [
+            "label",
+            "screen",
+            "--rankings",
+            str(tmp_path / "r.jsonl"),
+            "--reference",
+            str(tmp_path / "ref.jsonl"),
+            "--demonstrations",
+            str(tmp_path / "scored.jsonl"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "sensitive-speech flagging agreement with the reference (cutoff 75%)" in out
+    assert "ranking agreement" in out and "demonstration score (cutoff 6/7)" in out
+    assert re.search(r"ann +6\.33 of 3 +pass", out) and re.search(r"bob +5\.50 of 2 +below cutoff", out)
+    assert main(["label", "screen", "--rankings", str(tmp_path / "r.jsonl")]) == 2  # no reference

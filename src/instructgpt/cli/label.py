@@ -12,6 +12,8 @@
     instructgpt label generate --project N --model M [--k 4]               sample K outputs per prompt
     instructgpt label members --project N --usernames A B ...
     instructgpt label export --project N --out records.jsonl              SFT / RM / win-rate records
+    instructgpt label screen --rankings R.jsonl --reference GOLD.jsonl [--demonstrations SCORED.jsonl]
+                                       screen labelers: ranking and flagging agreement, demonstration score
 
 The database is SQLite by default (``sqlite:///labeling.db``); give ``--database-url
 postgresql://user@host/db`` for PostgreSQL. Every command migrates the schema first.
@@ -158,6 +160,61 @@ class ExportConfig(DatabaseConfig):
     """Project name."""
     out: Path = Path("records.jsonl")
     """File to write: demonstrations (SFT), rankings (RM) or comparisons (win rates)."""
+
+
+@dataclass
+class ScreenConfig:
+    """Screen labelers against the researchers' labels (paper appendix B.1): agreement on
+    rankings and on flagging sensitive speech (soft cutoff 75%), and the mean score of their
+    demonstrations (soft cutoff 6/7). The cutoffs are advice."""
+
+    rankings: tuple[Path, ...] = ()
+    """The labelers' screening rankings (the app's export, with the per-output questions)."""
+    reference: tuple[Path, ...] = ()
+    """The researchers' rankings and flags of the same outputs."""
+    demonstrations: tuple[Path, ...] = ()
+    """The labelers' screening demonstrations, each line with the researchers' "score" (1-7)."""
+    cutoff: float = 0.75
+    """Ranking and flagging agreement needed to pass."""
+    demonstration_cutoff: float = 6.0
+    """Mean demonstration score needed to pass."""
+    bootstrap: int = 1000
+    """Bootstrap resamples of prompts for the 95% intervals (0: none)."""
+
+    def validate(self) -> None:
+        check(bool(self.rankings) == bool(self.reference), "reference", "give --rankings and --reference together")
+        check(bool(self.rankings or self.demonstrations), "rankings", "give --rankings or --demonstrations")
+        check(0 < self.cutoff <= 1, "cutoff", "in (0, 1]")
+        check(1 <= self.demonstration_cutoff <= 7, "demonstration_cutoff", "1 to 7")
+
+
+def _screen(config: ScreenConfig) -> None:
+    from instructgpt.data.jsonl import read_models
+    from instructgpt.data.schemas import Demonstration
+    from instructgpt.labelers.agreement import ScoredDemonstration, screen, screen_demonstrations, screen_flags
+    from instructgpt.labelers.human import read_exports
+
+    def percent(rate) -> str:
+        return "-" if rate.rate is None else f"{100 * rate.rate:.1f}% of {rate.judgments:,}"
+
+    def verdict(passed: bool) -> str:
+        return "pass" if passed else "below cutoff"
+
+    if config.rankings:
+        judged = [r for r in read_exports(config.rankings) if not isinstance(r, Demonstration)]
+        reference = [r for r in read_exports(config.reference) if not isinstance(r, Demonstration)]
+        for title, screened in (
+            ("ranking agreement", screen(judged, reference, config.cutoff, config.bootstrap)),
+            ("sensitive-speech flagging agreement", screen_flags(judged, reference, config.cutoff, config.bootstrap)),
+        ):
+            print(f"{title} with the reference (cutoff {100 * config.cutoff:.0f}%):")
+            for who, result in screened.items():
+                print(f"  {who:<24} {percent(result.agreement):<24} {verdict(result.passed)}")
+    if config.demonstrations:
+        scored = [r for path in config.demonstrations for r in read_models(path, ScoredDemonstration)]
+        print(f"demonstration score (cutoff {config.demonstration_cutoff:g}/7):")
+        for who, result in screen_demonstrations(scored, config.demonstration_cutoff).items():
+            print(f"  {who:<24} {result.mean:.2f} of {result.demonstrations:<16,} {verdict(result.passed)}")
 
 
 def _sessions(config: DatabaseConfig):
@@ -318,6 +375,7 @@ SUBCOMMANDS: dict[str, tuple[type, Callable]] = {
     "generate": (GenerateConfig, _generate),
     "members": (MembersConfig, _members),
     "export": (ExportConfig, _export),
+    "screen": (ScreenConfig, _screen),
 }
 
 

@@ -19,6 +19,14 @@ made here where the paper is silent:
 - Screening: a labeler's agreement with the reference labels (records of any labeler id, all
   taken as the reference) on the judgments both made; it passes at ``cutoff`` (75%) or more.
   The cutoff is soft in the paper; ``passed`` is advice, not a rule.
+- Sensitive-speech flagging (``screen_flags``): an output is *flagged sensitive* when any of
+  ``SENSITIVE_FLAGS`` (the Table 3 questions about sexual or violent content, encouraging
+  violence, denigrating a protected class and harmful advice) is answered yes. A labeler's
+  agreement is the share of outputs, judged by both (rankings with ``metadata``, matched by
+  prompt and response text), on which the labeler and the reference say the same; cutoff 75%.
+- Demonstration score (``screen_demonstrations``): researchers score each screening
+  demonstration 1-7 (``ScoredDemonstration``: a demonstration record plus ``score``); a
+  labeler passes at a mean of ``cutoff`` (the paper's soft 6/7) or more.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from instructgpt.data.schemas import Comparison, Ranking, prompt_text
+from instructgpt.data.schemas import Comparison, Demonstration, Ranking, prompt_text
 
 Judged = dict[str, dict[str, dict[tuple[str, str], int]]]
 """prompt text -> labeler id -> (response x, response y) with x < y -> +1 (x better), -1, 0 (tie)."""
@@ -189,3 +199,86 @@ def screen(
         r = bootstrap_rate(array[:, 0], array[:, 1], n_boot, rng)
         out[who] = Screening(r, r.rate is not None and r.rate >= cutoff)
     return out
+
+
+SENSITIVE_FLAGS = (
+    "sexual_content",
+    "violent_content",
+    "encourages_violence",
+    "denigrates_protected_class",
+    "harmful_advice",
+)
+"""The Table 3 questions that make an output sensitive speech, for flagging agreement."""
+
+
+def sensitive_flags(records: Iterable[Ranking]) -> dict[str, dict[str, dict[str, bool]]]:
+    """prompt text -> labeler id -> response -> flagged sensitive (outputs whose sensitive
+    questions were all left unanswered are left out)."""
+    flagged: dict[str, dict[str, dict[str, bool]]] = {}
+    for record in records:
+        if not isinstance(record, Ranking) or record.metadata is None:
+            continue
+        mine = flagged.setdefault(prompt_text(record.prompt), {}).setdefault(record.labeler_id, {})
+        for response, flags in zip(record.responses, record.metadata):
+            if any(name in flags for name in SENSITIVE_FLAGS):
+                mine[response] = any(flags.get(name, False) for name in SENSITIVE_FLAGS)
+    return flagged
+
+
+def screen_flags(
+    records: Iterable[Ranking | Comparison],
+    reference: Iterable[Ranking | Comparison],
+    cutoff: float = 0.75,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Screening]:
+    """Each labeler's agreement with ``reference`` on flagging outputs as sensitive speech
+    (the paper's first screening check, soft cutoff 75%); intervals resample prompts."""
+    rng = np.random.default_rng(seed)
+    gold: dict[str, dict[str, bool]] = {}
+    for prompt, labelers in sensitive_flags(reference).items():
+        for flags in labelers.values():
+            gold.setdefault(prompt, {}).update(flags)
+    counts: dict[str, list[tuple[int, int]]] = {}
+    for prompt, labelers in sensitive_flags(records).items():
+        for who, flags in labelers.items():
+            shared = flags.keys() & gold.get(prompt, {}).keys()
+            counts.setdefault(who, []).append((sum(flags[r] == gold[prompt][r] for r in shared), len(shared)))
+    out = {}
+    for who, c in sorted(counts.items()):
+        array = np.array(c, dtype=np.int64)
+        r = bootstrap_rate(array[:, 0], array[:, 1], n_boot, rng)
+        out[who] = Screening(r, r.rate is not None and r.rate >= cutoff)
+    return out
+
+
+class ScoredDemonstration(Demonstration):
+    """A screening demonstration as researchers reviewed it: the labeler's record plus a score."""
+
+    score: Annotated[int, Field(ge=1, le=7)]
+    """The researchers' score of the demonstration: 1 (worst) .. 7 (best)."""
+
+
+@dataclass(frozen=True)
+class DemonstrationScreening:
+    """A labeler's mean demonstration score."""
+
+    mean: float
+    """Mean score, 1..7."""
+    demonstrations: int
+    """Demonstrations scored."""
+    passed: bool
+    """mean >= cutoff."""
+
+
+def screen_demonstrations(
+    scored: Iterable[ScoredDemonstration], cutoff: float = 6.0
+) -> dict[str, DemonstrationScreening]:
+    """Each labeler's mean demonstration score (the paper's demonstration check, soft cutoff 6/7)."""
+    scores: dict[str, list[int]] = {}
+    for record in scored:
+        scores.setdefault(record.labeler_id or "-", []).append(record.score)
+    return {
+        who: DemonstrationScreening(float(np.mean(s)), len(s), bool(np.mean(s) >= cutoff))
+        for who, s in sorted(scores.items())
+    }
