@@ -494,7 +494,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     args, data, seed = spec["args"], spec["data"], spec["seed"]
     ours_batch = ours_batch_size(args)
     torch.manual_seed(seed)
-    model, tokenizer = load_reward_model(spec["model"], seed=seed)
+    model, tokenizer = load_reward_model(spec["model"], seed=seed, new_head=True)
     after_load = current_rss_mib()
     val_groups = _groups(data["val_ids"])
     before = validation_accuracy(

@@ -62,7 +62,7 @@ def test_save_load_round_trip_keeps_head_and_bias(tmp_path, tokenizer):
 
 def test_fresh_head_from_a_causal_lm_folder(tmp_path):
     folder = save_tiny(str(tmp_path / "lm"))
-    rm, tok = load_reward_model(folder, seed=1)
+    rm, tok = load_reward_model(folder, seed=1, new_head=True)
     assert float(rm.normalization_bias) == 0.0
     scores = score_texts(rm, tok, ["a", "b", "c"], ["x", "yy", "zzz"], batch_size=2)
     assert len(scores) == 3 and len(set(scores)) == 3

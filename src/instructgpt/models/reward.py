@@ -26,17 +26,38 @@ Choices the paper leaves open:
   :func:`instructgpt.data.collate.pack`) are scored by :meth:`RewardModel.score_packed`, which
   reads each sequence at its own last token.
 
-Saved layout (a folder): the trunk as a Hugging Face base model (``config.json`` +
-``model.safetensors``, loadable with ``AutoModel``), the tokenizer, ``reward_head.safetensors``
-and ``reward.json`` (``{"normalization_bias": ..., "parent": ...}``).
+Saved layout (a folder), the one TRL's ``RewardTrainer`` and OpenRLHF write: a Hugging Face
+sequence classifier with one label (``config.json`` + ``model.safetensors``, the trunk under
+``model.``, the head as ``score.weight``), the tokenizer, and ``reward.json``
+(``{"normalization_bias": ..., "parent": ...}``). ``AutoModelForSequenceClassification``
+loads it with our head; choices:
+
+- the normalisation bias cannot go into the model: Gemma's and Llama's ``score`` has no bias
+  and no config flag adds one, and nothing in transformers adds a constant to the logits. It is
+  kept in ``reward.json`` and in ``config.json`` the way OpenRLHF keeps it (``normalize_reward``,
+  ``mean = -bias``, ``std = 1``; OpenRLHF applies them under ``--normalize_reward``). A plain
+  ``AutoModelForSequenceClassification`` therefore scores ``ours - normalization_bias``: the same
+  ranking and the same differences, shifted by the saved constant;
+- Hugging Face reads the rightmost token that is not ``config.pad_token_id``. When the pad token
+  is EOS, a response ending in EOS would be read one token early, so the reward model's tokenizer
+  gets a pad token distinct from every EOS id (:func:`pad_apart_from_eos`: the tokenizer's unk
+  token, else BOS) and ``pad_token_id`` names it;
+- loading accepts that layout from any source (TRL, OpenRLHF's ``score`` or older
+  ``value_head`` name, a head bias folded into ``normalization_bias``); a model with no head is
+  an error unless the caller asks for a new one (``new_head=True``, to train it);
+- folders of the older layout (trunk as a base model + ``reward_head.safetensors``) still load,
+  with a warning; ``load_reward_model(old)`` then ``save_pretrained(new, tokenizer)`` converts.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +65,17 @@ import torch
 from torch import nn
 
 REWARD_JSON = "reward.json"
-HEAD_FILE = "reward_head.safetensors"
+HEAD_FILE = "reward_head.safetensors"  # the older layout's head (trunk saved as a base model beside it)
+HEAD_NAMES = ("score", "value_head")  # a scalar head's name: Hugging Face / TRL / OpenRLHF, older OpenRLHF
 
 
 class RewardModel(nn.Module):
     """``score(x, y) = head(trunk(x + y)[last real token]) + normalization_bias``."""
+
+    trunk: Any  # a Hugging Face base model (or one wrapped by peft)
+    head: nn.Linear
+    config: Any  # the trunk's Hugging Face config
+    normalization_bias: torch.Tensor  # a buffer, [] (fp32)
 
     def __init__(
         self, trunk: nn.Module, normalization_bias: float = 0.0, seed: int = 0, head_init_std: float | None = None
@@ -104,29 +131,60 @@ class RewardModel(nn.Module):
         """The head at every position ``[B, T]`` (fp32): PPO's value model reads these."""
         return self.score_hidden(self.hidden_states(input_ids, attention_mask))
 
+    def as_sequence_classifier(self, pad_token_id: int | None) -> Any:
+        """This model as Hugging Face's ``AutoModelForSequenceClassification`` (one label), sharing
+        the trunk and head (no copy; a trunk with LoRA adapters is merged into a copy first); its
+        config carries ``pad_token_id`` and the normalisation bias as OpenRLHF stores it
+        (``normalize_reward``, ``mean``, ``std``)."""
+        from transformers import AutoModelForSequenceClassification
+
+        trunk = self.trunk
+        if hasattr(trunk, "merge_and_unload"):  # a reward-model folder always holds full, merged weights
+            trunk = copy.deepcopy(trunk).merge_and_unload()
+        config = copy.deepcopy(trunk.config)
+        config.num_labels = 1
+        config.pad_token_id = pad_token_id
+        config.normalize_reward, config.mean, config.std = True, -float(self.normalization_bias), 1.0
+        with torch.device("meta"):  # no memory, no init: both modules are replaced by ours
+            classifier = AutoModelForSequenceClassification.from_config(config)
+        setattr(classifier, classifier.base_model_prefix, trunk)
+        classifier.score = self.head
+        return classifier
+
     def save_pretrained(
         self, folder: str | os.PathLike, tokenizer: Any = None, parent: str | None = None, **_: Any
     ) -> Path:
-        """Write the trunk, tokenizer, head and ``reward.json`` to ``folder``.
+        """Write the model as a Hugging Face sequence classifier, the tokenizer and ``reward.json``.
 
-        Extra keyword arguments (``safe_serialization``, as :mod:`instructgpt.training.checkpoint`
-        passes) are accepted and ignored: the weights are always safetensors.
+        The tokenizer is saved with a pad token distinct from EOS (:func:`pad_apart_from_eos`, on
+        a copy) and ``config.pad_token_id`` names it; without a tokenizer the trunk's
+        ``pad_token_id`` is written. Extra keyword arguments (``safe_serialization``, as
+        :mod:`instructgpt.training.checkpoint` passes) are ignored: the weights are always safetensors.
         """
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.trunk.save_pretrained(folder)
+        pad_token_id = self.config.pad_token_id
         if tokenizer is not None:
+            tokenizer = copy.deepcopy(tokenizer)
+            pad_apart_from_eos(tokenizer)
             tokenizer.save_pretrained(folder)
-        save_file({"weight": self.head.weight.detach().contiguous().cpu()}, str(folder / HEAD_FILE))
+            pad_token_id = tokenizer.pad_token_id
+        if pad_token_id in eos_ids(self.config, tokenizer):
+            warnings.warn(
+                f"pad_token_id {pad_token_id} is an EOS id: AutoModelForSequenceClassification will read "
+                "the token before a final EOS; save with the tokenizer, or give it a pad token apart from EOS "
+                "(pad_apart_from_eos) before training",
+                stacklevel=2,
+            )
+        self.as_sequence_classifier(pad_token_id).save_pretrained(folder)
         meta = {"normalization_bias": float(self.normalization_bias), "parent": parent or self.parent}
         (folder / REWARD_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
 
 def load_reward_weights(model: RewardModel, folder: str | os.PathLike) -> None:
-    """Load a saved reward model's trunk, head and bias into ``model`` (same architecture), in place."""
+    """Load a reward model saved by :meth:`RewardModel.save_pretrained` (either layout) into
+    ``model`` (same architecture), in place: trunk, head and normalisation bias."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -134,8 +192,13 @@ def load_reward_weights(model: RewardModel, folder: str | os.PathLike) -> None:
     for file in sorted(folder.glob("*.safetensors")):  # the trunk may be sharded
         if file.name != HEAD_FILE:
             state.update(load_file(str(file)))
-    model.trunk.load_state_dict(state)
-    model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    if (folder / HEAD_FILE).is_file():  # older layout: the trunk's keys carry no prefix
+        model.trunk.load_state_dict(state)
+        model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+    else:
+        prefix = f"{model.trunk.base_model_prefix}."
+        model.head.weight.data.copy_(state.pop("score.weight"))
+        model.trunk.load_state_dict({k.removeprefix(prefix): v for k, v in state.items()})
     meta = json.loads((folder / REWARD_JSON).read_text())
     model.normalization_bias.fill_(float(meta["normalization_bias"]))
 
@@ -164,37 +227,159 @@ def init_head_(weight: torch.Tensor, config: Any, seed: int = 0, std: float | No
 
 
 def is_reward_model(folder: str | os.PathLike) -> bool:
-    """True when ``folder`` holds a saved reward model."""
+    """True when ``folder`` holds a reward model saved by :meth:`RewardModel.save_pretrained`."""
     return (Path(folder) / REWARD_JSON).is_file()
 
 
-def load_reward_model(
-    name: str | os.PathLike, dtype: torch.dtype | None = None, seed: int = 0, head_init_std: float | None = None
-) -> tuple[RewardModel, Any]:
-    """Load ``(reward_model, tokenizer)``.
+def eos_ids(config: Any, tokenizer: Any = None) -> set[int]:
+    """Every EOS id of a model config (an int or a list) and of its tokenizer."""
+    ids = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    if tokenizer is not None:
+        ids = [*ids, tokenizer.eos_token_id]
+    return {i for i in ids if i is not None}
 
-    A folder saved by :meth:`RewardModel.save_pretrained` comes back with its head and bias;
-    anything else the model loader accepts (an SFT checkpoint, ``gemma-3-270m``, a GGUF file)
-    gives its trunk with a fresh head (seeded), ready to train.
+
+def pad_apart_from_eos(tokenizer: Any) -> None:
+    """Give ``tokenizer`` a pad token that is not EOS, in place, when it has one to spare.
+
+    Hugging Face's sequence classifiers read the rightmost token that is not the pad id, so a
+    pad = EOS tokenizer makes them read the token before a response's final EOS. The tokenizer's
+    own pad token is kept when it is not EOS; else its unk token, else BOS (neither ends a
+    rendered sequence); with none of them, the pad stays as it is.
     """
+    eos = tokenizer.eos_token_id
+    for token in (tokenizer.pad_token, tokenizer.unk_token, tokenizer.bos_token):
+        if token is not None and tokenizer.convert_tokens_to_ids(token) != eos:
+            tokenizer.pad_token = token
+            return
+
+
+def load_reward_model(
+    name: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+    head_init_std: float | None = None,
+    new_head: bool = False,
+) -> tuple[RewardModel, Any]:
+    """Load ``(reward_model, tokenizer)`` from anything the model loader accepts.
+
+    A reward model comes back with its trained head: a folder saved by
+    :meth:`RewardModel.save_pretrained` (either layout, with its normalisation bias), or any
+    Hugging Face sequence classifier with one label (TRL's ``RewardTrainer``, OpenRLHF). A model
+    with no head (an SFT checkpoint, ``gemma-3-270m``) raises :class:`ModelLoadError` unless
+    ``new_head``: then it gets a fresh head (seeded, ``head_init_std``), ready to train. The
+    tokenizer's pad token is set apart from EOS (:func:`pad_apart_from_eos`).
+    """
+    from instructgpt.models.loader import ensure_pad_token, load_tokenizer, resolve_model
+
+    source = resolve_model(name)
+    tokenizer = load_tokenizer(source)  # first: its errors say what to pass instead
+    if (Path(source) / HEAD_FILE).is_file():
+        model = _load_older_layout(Path(source), dtype)
+    else:
+        model = _load_sequence_classifier(source, dtype, seed, head_init_std, new_head)
+    ensure_pad_token(tokenizer)
+    pad_apart_from_eos(tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _load_sequence_classifier(
+    source: str, dtype: torch.dtype | None, seed: int, head_init_std: float | None, new_head: bool
+) -> RewardModel:
+    """A reward model from a Hugging Face folder or id: the trunk, and the head when there is one."""
+    from transformers import AutoModelForSequenceClassification
+
+    from instructgpt.models.loader import ModelLoadError
+
+    with _transformers_quiet():  # its report would call a head we load next (or replace) "MISSING"
+        classifier, info = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=1, dtype=dtype or torch.float32, output_loading_info=True
+        )
+    head = saved_head(source)
+    if not head and "score.weight" not in info["missing_keys"]:
+        head = {"weight": classifier.score.weight.detach()}  # a Hub id: no local files to read
+    if not head and not new_head:
+        raise ModelLoadError(
+            f"{source} has no reward head (no {' or '.join(n + '.weight' for n in HEAD_NAMES)}, no {HEAD_FILE}): "
+            "it is not a reward model. Pass a reward model folder (instructgpt rm train's final/, TRL's "
+            f"RewardTrainer or OpenRLHF output), or train one from this model: instructgpt rm train --model {source}"
+        )
+    scale, shift = _saved_normalization(source, classifier.config)
+    model = RewardModel(classifier.base_model, normalization_bias=shift, seed=seed, head_init_std=head_init_std)
+    if head:
+        model.head.weight.data.copy_(head["weight"].reshape(1, -1) * scale)
+        model.normalization_bias += float(head.get("bias", torch.zeros(1))) * scale
+        model.head.to(dtype or torch.float32)
+    meta = _reward_json(source)
+    model.parent = meta.get("parent") if meta else None
+    return model
+
+
+def saved_head(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The scalar head's ``{"weight": [1, H], "bias"?: [1]}`` in a folder's safetensors files, under
+    any name of :data:`HEAD_NAMES` (empty when there is none, or ``folder`` is not a folder)."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in HEAD_NAMES:
+                if f"{name}.weight" in handle.keys():
+                    return {
+                        part: handle.get_tensor(f"{name}.{part}")
+                        for part in ("weight", "bias")
+                        if f"{name}.{part}" in handle.keys()
+                    }
+    return {}
+
+
+def _saved_normalization(source: str, config: Any) -> tuple[float, float]:
+    """``(scale, shift)`` applied to the head's output: ours from ``reward.json``, else OpenRLHF's
+    ``(score - mean) / std`` when its config says ``normalize_reward``, else none."""
+    meta = _reward_json(source)
+    if meta is not None:
+        return 1.0, float(meta["normalization_bias"])
+    if getattr(config, "normalize_reward", False) and getattr(config, "mean", None) is not None:
+        std = float(getattr(config, "std", 1.0))
+        return 1.0 / std, -float(config.mean) / std
+    return 1.0, 0.0
+
+
+def _reward_json(source: str) -> dict[str, Any] | None:
+    path = Path(source) / REWARD_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _load_older_layout(folder: Path, dtype: torch.dtype | None) -> RewardModel:
+    """A folder saved before the sequence-classifier layout: trunk as a base model + ``reward_head.safetensors``."""
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from instructgpt.models.loader import ensure_pad_token, load_model, load_tokenizer
-
-    if not is_reward_model(name):
-        lm, tokenizer = load_model(name, dtype=dtype)
-        return RewardModel.from_causal_lm(lm, seed=seed, head_init_std=head_init_std), tokenizer
-    folder = Path(name)
+    warnings.warn(
+        f"{folder} has the older reward model layout ({HEAD_FILE}), which AutoModelForSequenceClassification "
+        "loads with a random head; convert it: model, tokenizer = load_reward_model(old); "
+        "model.save_pretrained(new, tokenizer)",
+        stacklevel=3,
+    )
     meta = json.loads((folder / REWARD_JSON).read_text())
     trunk = AutoModel.from_pretrained(folder, dtype=dtype or torch.float32)
     model = RewardModel(trunk, normalization_bias=meta["normalization_bias"])
     model.parent = meta.get("parent")
     model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
     model.head.to(dtype or torch.float32)
-    tokenizer = load_tokenizer(str(folder))
-    ensure_pad_token(tokenizer, trunk)
-    return model, tokenizer
+    return model
+
+
+@contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 @torch.no_grad()
