@@ -212,3 +212,10 @@ def test_documented_examples_validate():
     for (kind, model), example in zip(KINDS.items(), examples):
         record = model.model_validate_json(example)
         assert detect_kind(record.model_dump()) == kind
+
+
+def test_labeler_id_is_optional_but_never_empty():
+    without = {k: v for k, v in DEMONSTRATION.items() if k != "labeler_id"}
+    assert Demonstration.model_validate(without).labeler_id is None
+    assert Ranking.model_validate({k: v for k, v in RANKING.items() if k != "labeler_id"}).labeler_id is None
+    assert error_fields(Demonstration, {**without, "labeler_id": ""}) == ["labeler_id"]

@@ -183,3 +183,20 @@ def test_cli_import_refusals(data_root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "refusing to overwrite" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_pairs_without_a_prompt_split_messages_or_hh_transcripts():
+    from instructgpt.data.importers import PreferencePair, pair_parts
+    from instructgpt.data.schemas import Message
+
+    user = Message(role="user", content="Hi")
+    transcript = PreferencePair(chosen="\n\nHuman: Hi\n\nAssistant: Hello!", rejected="\n\nHuman: Hi\n\nAssistant: Go.")
+    messages = PreferencePair(
+        chosen=[user, Message(role="assistant", content="Hello!")],
+        rejected=[user, Message(role="assistant", content="Go.")],
+    )
+    for pair in (transcript, messages):
+        prompt, chosen, rejected = pair_parts(pair)
+        assert ([(m.role, m.content) for m in prompt], chosen, rejected) == ([("user", "Hi")], "Hello!", "Go.")
+    assert pair_parts(PreferencePair(prompt="Hi", chosen="Same", rejected="Same")) is None
+    assert pair_parts(PreferencePair(chosen="no transcript", rejected="at all")) is None

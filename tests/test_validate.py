@@ -26,7 +26,7 @@ DEMONSTRATION = {"prompt": "Say hi.", "response": "Hi!", "labeler_id": "l1"}
 EXPECTED = {
     "truncated.jsonl": ("demonstrations", [(3, "-")]),
     "wrong_types.jsonl": ("prompts", [(2, "user_id"), (3, "metadata.ambiguous"), (4, "text")]),
-    "missing_fields.jsonl": ("demonstrations", [(2, "labeler_id"), (3, "prompt"), (3, "response")]),
+    "missing_fields.jsonl": ("demonstrations", [(3, "prompt"), (3, "response")]),  # labeler_id is optional
     "empty_text.jsonl": ("prompts", [(2, "text"), (3, "text"), (4, "user_id")]),
     "bad_utf8.jsonl": ("demonstrations", [(2, "-")]),
     "empty.jsonl": (None, [(0, "-")]),
@@ -134,7 +134,9 @@ def test_undetectable_kind_says_how_to_fix(tmp_path):
 
 def test_explicit_kind_overrides_detection():
     problems = validate_files([GOOD / "demonstrations.jsonl"], kind="rankings")
-    assert {p.field for p in problems} >= {"responses", "ranks"}
+    assert len(problems) == 1 and "look like demonstrations, not rankings" in problems[0].reason  # one line
+    problems = validate_files([BAD / "missing_fields.jsonl"], kind="demonstrations")
+    assert {p.field for p in problems} == {"prompt", "response"}
 
 
 def test_iter_problems_without_kind_checks_lines_only():

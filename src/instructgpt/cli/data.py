@@ -1,7 +1,8 @@
 """``instructgpt data``: validate record files and import the bundled datasets.
 
-    instructgpt data validate FILE... [--kind KIND] [--max-line-bytes N]
+    instructgpt data validate FILE... [--kind KIND] [--columns OURS=THEIRS...] [--max-line-bytes N]
     instructgpt data import SOURCE --out PATH [--input PATH] [--include-synthetic]
+    instructgpt data convert FILE --kind KIND --out PATH [--columns OURS=THEIRS...]
     instructgpt data prepare --inputs FILE... [--out-dir DIR] [flags]
     instructgpt data agreement FILE... [--reference FILE] [flags]
 
@@ -10,8 +11,11 @@ Each subcommand is a typed config (``--config run.yaml`` + flags; ``--help`` lis
 (``instructgpt.data.prepare``), ``agreement`` reports inter-labeler agreement
 (``instructgpt.labelers.agreement``).
 
-``validate`` prints each problem as ``file:line: field: reason`` on stdout and a summary on
-stderr, and exits 1 when there is any problem. ``import`` writes the records atomically.
+``validate`` prints each problem as ``file:line: field: reason`` (``file: row N: ...`` for a
+table) on stdout and a summary on stderr, and exits 1 when there is any problem. ``import`` and
+``convert`` write the records atomically; ``convert`` reads demonstrations or rankings in any
+format ``instructgpt.data.sources`` reads (TRL records, parquet, CSV, a ``datasets`` folder),
+renaming columns with ``--columns prompt=question response=answer``.
 Data errors are reported in one line each, never as a traceback.
 """
 
@@ -42,11 +46,14 @@ class ValidateConfig:
     """Record files (JSONL, optionally .gz)."""
     kind: str | None = None
     """Record kind (prompts, demonstrations, rankings, comparisons); default: detected per file."""
+    columns: tuple[str, ...] = ()
+    """Column mapping OURS=THEIRS (e.g. prompt=question response=answer), for demonstrations and rankings."""
     max_line_bytes: int = MAX_LINE_BYTES
     """Longest line accepted, in bytes."""
 
     def validate(self) -> None:
         check(len(self.files) > 0, "files", "give at least one file")
+        _check_columns(self.columns)
         check(self.kind is None or self.kind in KINDS, "kind", f"must be one of {sorted(KINDS)}")
         check(self.max_line_bytes >= 1, "max_line_bytes", f"must be at least 1, got {self.max_line_bytes}")
 
@@ -71,12 +78,45 @@ class ImportConfig:
         check(self.input is not None or self.source in DEFAULT_PATHS, "input", f"{self.source} has no bundled input")
 
 
+@dataclass
+class ConvertConfig:
+    """Read demonstrations or rankings in any supported format and write them as our JSONL (atomically)."""
+
+    file: tyro.conf.Positional[Path | None] = None
+    """Source: JSONL, TRL prompt/completion or messages records, chosen/rejected pairs; JSON, parquet, CSV, arrow,
+    or a datasets save_to_disk folder."""
+    kind: str = ""
+    """demonstrations or rankings (required)."""
+    out: Path | None = None
+    """JSONL file to write (required)."""
+    columns: tuple[str, ...] = ()
+    """Column mapping OURS=THEIRS, e.g. prompt=question response=answer."""
+
+    def validate(self) -> None:
+        check(self.file is not None, "file", "give the file to convert")
+        check(self.kind in ("demonstrations", "rankings"), "kind", "must be demonstrations or rankings")
+        check(self.out is not None, "out", "give the JSONL file to write")
+        _check_columns(self.columns)
+
+
+def _check_columns(columns: tuple[str, ...]) -> None:
+    from instructgpt.data.sources import parse_columns
+
+    try:
+        parse_columns(columns)
+    except ValueError as e:
+        raise ConfigError(f"columns: {e}") from None
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _validate(args: ValidateConfig) -> int:
-    reports = [validate_file(path, args.kind, args.max_line_bytes) for path in args.files]
+    from instructgpt.data.sources import parse_columns
+
+    columns = parse_columns(args.columns)
+    reports = [validate_file(path, args.kind, args.max_line_bytes, columns) for path in args.files]
     problems = [p for report in reports for p in report.problems]
     for problem in problems:
         print(problem)
@@ -103,6 +143,19 @@ def _import(args: ImportConfig) -> int:
     records = IMPORTERS[args.source](source, **options)
     write_jsonl_atomic(args.out, records)
     print(f"{args.source}: {_plural(len(records), 'record')} from {source} written to {args.out}")
+    return 0
+
+
+def _convert(args: ConvertConfig) -> int:
+    from instructgpt.data.sources import load_records, parse_columns
+
+    assert args.file is not None and args.out is not None  # validate()
+    if args.out.resolve() == args.file.resolve():
+        print(f"refusing to overwrite the input {args.file}", file=sys.stderr)
+        return 2
+    records = load_records(args.file, args.kind, parse_columns(args.columns))
+    write_jsonl_atomic(args.out, records)
+    print(f"{_plural(len(records), args.kind.removesuffix('s'))} from {args.file} written to {args.out}")
     return 0
 
 
@@ -179,6 +232,7 @@ def _agreement(argv: list[str]) -> int:
 TYPED: dict[str, tuple[type, Callable[[Any], int]]] = {
     "validate": (ValidateConfig, _validate),
     "import": (ImportConfig, _import),
+    "convert": (ConvertConfig, _convert),
 }
 
 

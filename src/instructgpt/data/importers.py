@@ -350,19 +350,14 @@ def import_rankings_hh(path: str | os.PathLike) -> list[Ranking]:
 def import_rankings_pairs(path: str | os.PathLike) -> list[Ranking]:
     """K = 2 rankings from the common chosen/rejected JSONL format (:class:`PreferencePair`).
 
-    With an explicit ``prompt``, the responses are ``chosen`` and ``rejected`` (a message list
-    is reduced to its assistant text). Without one, the two must be conversations that differ
-    only in their last assistant turn; the shared turns are the prompt. Unusable pairs (empty
-    or identical replies, no shared prompt) are skipped and counted. ``labeler_id`` is
+    Each pair is split by :func:`pair_parts`; unusable pairs (empty or identical replies, no shared
+    prompt) are skipped and counted. ``labeler_id`` is
     ``pairs``, ``prompt_id`` ``pairs:<record index>``.
     """
     rankings, skipped = [], 0
     for i, pair in enumerate(read_models(path, PreferencePair)):
-        if pair.prompt is None:
-            split = _split_pair(_as_turns(pair.chosen), _as_turns(pair.rejected))
-        else:
-            split = (pair.prompt, _reply_text(pair.chosen), _reply_text(pair.rejected))
-        if split is None or not _usable(*split):
+        split = pair_parts(pair)
+        if split is None:
             skipped += 1
             continue
         rankings.append(_pair_ranking(*split, "pairs", f"pairs:{i}"))
@@ -370,8 +365,26 @@ def import_rankings_pairs(path: str | os.PathLike) -> list[Ranking]:
     return rankings
 
 
+def pair_parts(pair: PreferencePair) -> tuple[list[Message] | str, str, str] | None:
+    """``(prompt, chosen reply, rejected reply)`` of a pair, or None when it is unusable.
+
+    With an explicit ``prompt`` the replies are ``chosen`` and ``rejected`` (a message list reduced to its assistant
+    text). Without one, the two are conversations (message lists, or hh-rlhf ``Human:``/``Assistant:`` transcripts)
+    that must differ only in their last assistant turn; the shared turns are the prompt. Unusable: empty or
+    identical replies, no shared prompt.
+    """
+    split: tuple[list[Message] | str, str, str] | None
+    if pair.prompt is None:
+        split = _split_pair(_as_turns(pair.chosen), _as_turns(pair.rejected))
+    else:
+        split = (pair.prompt, _reply_text(pair.chosen), _reply_text(pair.rejected))
+    return split if split is not None and _usable(*split) else None
+
+
 def _as_turns(value: str | list[Message]) -> list[Message]:
-    return value if isinstance(value, list) else []
+    if isinstance(value, list):
+        return value
+    return hh_transcript(value)  # unvalidated: _usable rejects an empty turn
 
 
 def _reply_text(value: str | list[Message]) -> str:

@@ -6,7 +6,8 @@ costs one line. Blank lines are skipped. Each problem is a ``Problem`` whose ``s
 ``file:line: field: reason``; ``field`` is the dotted location inside the record
 (``responses.2``, ``prompt.messages.0.role``) or ``-`` when the whole line is at fault, and
 line 0 means the whole file (missing, unreadable or empty). Files ending in ``.gz`` are
-read and written gzip-compressed.
+read and written gzip-compressed. Rows of a table (parquet, CSV, a ``datasets`` folder, read by
+``instructgpt.data.sources``) are Problems too, written ``file: row N: field: reason``.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class Problem:
     """Dotted location in the record, or ``-`` for the whole line or file."""
     reason: str
     """What is wrong, in words."""
+    unit: str = "line"
+    """``line`` (1-based line of a text file) or ``row`` (0-based row of a table, as ``dataset[N]``)."""
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.reason}"
+        where = f"{self.line}" if self.unit == "line" else f" {self.unit} {self.line}"
+        return f"{self.path}:{where}: {self.field}: {self.reason}"
 
 
 class DataError(ValueError):

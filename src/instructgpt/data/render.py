@@ -6,8 +6,15 @@ Two renderings:
   ``separator`` (default a blank line, a choice the paper leaves open) and then the response
   and EOS. A conversation prompt is flattened to a "User: ... / Assistant: ..." transcript.
 - ``chat``: the tokenizer's chat template. The prompt is the template applied with the
-  generation prompt; the response part is whatever the template adds after it for the
-  assistant turn (the text and the end-of-turn marker), so the boundary is exact.
+  generation prompt; the response part is what the template itself writes after it for the
+  assistant turn, through its end-of-turn marker (``<|im_end|>``, ``<|eot_id|>``,
+  ``<end_of_turn>``), so the boundary and the end come from the template's own rendering. The
+  whitespace a template writes after the marker, between turns (ChatML's and Gemma's ``\n``),
+  is not a target: a reply ends at its marker. EOS is appended only when the rendered turn
+  does not already end with it: not for ChatML or Llama-3 tokenizers whose EOS is the marker
+  (SmolLM2, Qwen, Llama-3.1), nor for templates that write EOS themselves; but after Gemma's
+  ``<end_of_turn>`` (its tokenizer's EOS is ``<eos>``), since generation here stops at the
+  tokenizer's EOS and the model must learn to emit it. Never two markers.
 
 ``auto`` picks ``chat`` when the tokenizer has a chat template and ``raw`` otherwise, so the
 embedded base model (no template) is trained on raw text, like the paper's GPT-3.
@@ -93,16 +100,26 @@ def render_prompt(
 
 
 def response_ids(tokenizer: Any, prompt: str | Sequence[Any], response: str, template: str = "auto") -> list[int]:
-    """Token ids of the response part, end marker (EOS or end-of-turn) included."""
+    """Token ids of the response part, end marker (EOS, or the template's end-of-turn) included."""
     if resolve_template(tokenizer, template) == "chat":
-        messages = as_messages(prompt)
-        head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
-        if not full.startswith(head):
-            raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
-        ids = tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(chat_turn(tokenizer, prompt, response), add_special_tokens=False)["input_ids"]
         return ids if ids and ids[-1] == tokenizer.eos_token_id else ids + [tokenizer.eos_token_id]
     return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def chat_turn(tokenizer: Any, prompt: str | Sequence[Any], response: str) -> str:
+    """The assistant turn as the chat template writes it after the generation prompt, through its
+    end-of-turn marker: the template's rendering of the whole conversation minus its rendering of
+    the prompt, less the whitespace that follows the marker.
+
+    With a ChatML template, prompt ``"Hi"`` and response ``"Hello"`` give ``"Hello<|im_end|>"``.
+    """
+    messages = as_messages(prompt)
+    head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    if not full.startswith(head):
+        raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+    return full[len(head) :].rstrip()
 
 
 def render_example(

@@ -145,8 +145,8 @@ class Demonstration(_Record):
     """The prompt, as raw text or as a conversation ending with the user's turn."""
     response: Text
     """The desired output."""
-    labeler_id: Id
-    """Who wrote the response (for imported data: the dataset, e.g. ``alpaca``)."""
+    labeler_id: Id | None = None
+    """Who wrote the response (for imported data: the dataset, e.g. ``alpaca``); optional."""
     prompt_id: str | None = None
     """Id of the prompt, when it has one (links back to a ``Prompt`` or the source data)."""
     source: str | None = None
@@ -183,8 +183,8 @@ class Ranking(_Record):
     """The K >= 2 outputs that were ranked, all different."""
     ranks: list[Annotated[int, Field(ge=0)]]
     """One rank per response: 0 = best; equal ranks are a tie."""
-    labeler_id: Id
-    """Who ranked the responses."""
+    labeler_id: Id | None = None
+    """Who ranked the responses; optional, but labeler-group cross-validation needs it on every ranking."""
     prompt_id: str | None = None
     """Id of the prompt, when it has one."""
     likert: list[Annotated[int, Field(ge=1, le=7)]] | None = None

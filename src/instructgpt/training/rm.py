@@ -61,7 +61,7 @@ class RMConfig:
     """Initial model: an SFT checkpoint (the paper's), 'gemma-3-270m', a Hugging Face folder, a .gguf file, or a saved
     RM."""
     data: tuple[Path, ...] = ()
-    """Ranking JSONL files ({"prompt", "responses", "ranks", "labeler_id"}; see docs/data-formats.md)."""
+    """Rankings: our K-wise JSONL or chosen/rejected pairs, as JSONL, parquet, CSV or a datasets folder (README)."""
     out_dir: Path = Path("runs/rm")
     """Run folder: checkpoints/, final/, metrics.jsonl."""
     val_data: tuple[Path, ...] = ()
@@ -329,11 +329,11 @@ def build_groups(
     config: RMConfig, tokenizer: Any, verbose: bool = True
 ) -> tuple[list[RankedGroup], list[RankedGroup], list]:
     """Read and render the rankings: ``(train groups, validation groups, training Ranking records)``."""
-    from instructgpt.data.jsonl import read_records
+    from instructgpt.data.sources import load_records
 
-    check(bool(config.data), "data", "give at least one rankings JSONL file")
-    records = [r for path in config.data for r in read_records(path, "rankings")]
-    held = [r for path in config.val_data for r in read_records(path, "rankings")]
+    check(bool(config.data), "data", "give at least one rankings file")
+    records = [r for path in config.data for r in load_records(path, "rankings")]
+    held = [r for path in config.val_data for r in load_records(path, "rankings")]
     if not held and config.val_fraction > 0:
         order = random.Random(config.seed).sample(range(len(records)), len(records))
         cut = int(len(records) * config.val_fraction)
@@ -353,10 +353,10 @@ def build_groups(
 
 def _demonstrations(config: RMConfig, records: list) -> list[tuple[Any, str]]:
     """The normalisation set: the demonstrations files, or the training rankings' rank-0 responses."""
-    from instructgpt.data.jsonl import read_records
+    from instructgpt.data.sources import load_records
 
     if config.demonstrations:
-        return [(d.prompt, d.response) for path in config.demonstrations for d in read_records(path, "demonstrations")]
+        return [(d.prompt, d.response) for path in config.demonstrations for d in load_records(path, "demonstrations")]
     return [(r.prompt, response) for r in records for response, rank in zip(r.responses, r.ranks) if rank == 0]
 
 

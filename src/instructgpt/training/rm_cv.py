@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from instructgpt.config import ConfigError
-from instructgpt.data.jsonl import read_records, write_jsonl_atomic
+from instructgpt.data.jsonl import write_jsonl_atomic
+from instructgpt.data.sources import load_records
 from instructgpt.models.reward import load_reward_model, load_reward_weights
 from instructgpt.training.rm import build_groups, train_rm
 from instructgpt.training.rm_eval import evaluate_groups
@@ -54,7 +55,7 @@ def cross_validate(
     """
     if model_factory is None:
         model_factory = lambda seed: load_reward_model(config.model, seed=seed)  # noqa: E731
-    records = [r for path in config.data for r in read_records(path, "rankings")]
+    records = [r for path in config.data for r in load_records(path, "rankings")]
     runs = []
     for seed in seeds:
         keys = [_group_key(r, group_by) for r in records]
@@ -124,6 +125,11 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 def _group_key(record: Any, group_by: str) -> str:
     if group_by == "labeler":
+        if record.labeler_id is None:
+            raise ConfigError(
+                "labeler-group cross-validation needs labeler_id on every ranking, and one has none "
+                "(group_by='prompt' groups by prompt instead)"
+            )
         return record.labeler_id
     if group_by == "prompt":
         return record.prompt_id or json.dumps(record.model_dump(mode="json")["prompt"])

@@ -49,7 +49,7 @@ class SFTConfig:
     model: str = DEFAULT_MODEL
     """Base model: 'gemma-3-270m' (embedded), a local Hugging Face folder, a .gguf file, or a Hub id."""
     data: tuple[Path, ...] = ()
-    """Demonstration JSONL files ({"prompt", "response", "labeler_id"}; see docs/data-formats.md)."""
+    """Demonstrations: our JSONL, TRL prompt/completion or messages records, parquet/CSV/datasets folders (README)."""
     out_dir: Path = Path("runs/sft")
     """Run folder: checkpoints/, final/, metrics.jsonl."""
     val_data: tuple[Path, ...] = ()
@@ -274,11 +274,11 @@ def evaluate_loss(wrapped, examples: list[Example], config: SFTConfig, accelerat
 
 def build_examples(config: SFTConfig, tokenizer: Any, verbose: bool = True) -> tuple[list[Example], list[Example]]:
     """Render demonstrations (+ the pretraining mix) into train and validation examples."""
-    from instructgpt.data.jsonl import read_records
+    from instructgpt.data.sources import load_records
 
-    check(bool(config.data), "data", "give at least one demonstrations JSONL file")
-    records = [r for path in config.data for r in read_records(path, "demonstrations")]
-    held = [r for path in config.val_data for r in read_records(path, "demonstrations")]
+    check(bool(config.data), "data", "give at least one demonstrations file")
+    records = [r for path in config.data for r in load_records(path, "demonstrations")]
+    held = [r for path in config.val_data for r in load_records(path, "demonstrations")]
     if not held and config.val_fraction > 0:
         order = random.Random(config.seed).sample(range(len(records)), len(records))
         cut = int(len(records) * config.val_fraction)
