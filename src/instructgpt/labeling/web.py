@@ -131,7 +131,8 @@ async def read_form(request: Request, files: int = 0) -> tuple[Form, dict[str, U
         limit = request.app.state.max_upload_bytes
     else:
         limit = security.MAX_BODY_BYTES
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type not in ("", "application/x-www-form-urlencoded"):  # "": no body, an empty form
             raise HTTPException(415, "Send the form URL-encoded.")
         bad = security.invalid_utf8_field(await request.body())
         if bad is not None:
