@@ -12,11 +12,20 @@ ranking page, K outputs), ``POST /tasks/A`` with a random ranking (ties included
 rating and flags per output. Every ``--retry-every``-th submission is posted a second time
 with the same idempotency key, as a double click or a client retry would.
 
+**Crash**: ``--crash-at`` seconds into the load (default: half-way; 0 for none) the server is
+killed with SIGKILL, mid-request, and started again on the same port and database. A client
+whose request failed on the way (connection refused or cut) re-sends it, a submission with
+the same idempotency key, until the server answers, as a browser's retry would.
+
 A submission counts as acknowledged when the server answered it with its 303 redirect. After
 the run the server is stopped and the database is read back: **lost** = acknowledged
 submissions not stored (or stored for another assignment or labeler), **extra** = stored
-submissions never acknowledged. Both must be 0; a retry cannot be stored twice (the key
-column is unique), so stored = acknowledged also shows that every retry was deduplicated.
+submissions never acknowledged, **duplicated** = answers stored more than once for one
+assignment or key. All must be 0; ``resent_after_crash`` counts the submissions re-sent after
+the kill. The output says how durable the database was set to be: SQLite's journal mode and
+``synchronous``, PostgreSQL's ``fsync`` and ``synchronous_commit`` (``scripts/services.sh``
+starts its test server with ``fsync=off``: give a server with fsync on for figures that mean
+anything about a crash of the machine; a crash of the app alone does not depend on it).
 
 Reported: requests/s (every HTTP request of the timed phase, all kinds), submissions/s, and
 latency percentiles per request kind, measured at the client. The clients (one asyncio
@@ -62,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retry-every", type=int, default=10, help="send every N-th submission twice (default: %(default)s)"
     )
+    parser.add_argument(
+        "--crash-at",
+        type=float,
+        default=None,
+        help="kill -9 the server this many seconds into the load and restart it (default: half the duration; 0: none)",
+    )
     parser.add_argument("--database-url", default=None, help="default: a new SQLite file in a temporary folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "label_load.json")
     parser.add_argument("--seed", type=int, default=0)
@@ -105,10 +120,11 @@ def seed_database(url: str, args: argparse.Namespace) -> tuple[int, list[str]]:
     return project_id, names
 
 
-def start_server(url: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def start_server(url: str, port: int = 0) -> tuple[subprocess.Popen, str]:
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     server = subprocess.Popen(
         [sys.executable, "-m", "instructgpt.cli.main", "label", "serve", "--database-url", url, "--port", str(port)],
@@ -136,11 +152,23 @@ class Labeler:
         self.latency: dict[str, list[float]] = {"next": [], "page": [], "submit": [], "retry": []}
         self.acked: list[tuple[int, str]] = []
         self.unexpected: list[str] = []
+        self.resent: dict[str, int] = {"next": 0, "page": 0, "submit": 0, "retry": 0}
         self.ran_out = False
 
     async def request(self, kind: str, method: str, url: str, **kwargs):
+        """One request; while the server is down (killed), the same request again every 0.1 s."""
+        import httpx
+
         started = time.perf_counter()
-        response = await self.client.request(method, url, **kwargs)
+        for attempt in range(1200):
+            try:
+                response = await self.client.request(method, url, **kwargs)
+                break
+            except httpx.TransportError:
+                self.resent[kind] += attempt == 0
+                await asyncio.sleep(0.1)
+        else:
+            raise SystemExit("the server did not come back within 120 s")
         self.latency[kind].append(time.perf_counter() - started)
         return response
 
@@ -190,22 +218,72 @@ class Labeler:
                     self.unexpected.append(f"retry {again.status_code}")
 
 
-async def load(base: str, project_id: int, names: list[str], args: argparse.Namespace) -> tuple[list[Labeler], float]:
-    labelers = [Labeler(name, base, random.Random(args.seed * 1000 + i)) for i, name in enumerate(names)]
+class Server:
+    """The served app in a subprocess, which ``crash`` kills with SIGKILL and starts again."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.process, self.base = start_server(url)
+        self.crash: dict = {}
+
+    async def crash_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.process.kill()  # SIGKILL: no graceful shutdown, requests cut mid-way
+        self.process.wait()
+        killed = time.perf_counter()
+        port = int(self.base.rsplit(":", 1)[1])
+        self.process, _ = await asyncio.to_thread(start_server, self.url, port)
+        self.crash = {"killed_at_s": seconds, "down_s": time.perf_counter() - killed, "signal": "SIGKILL"}
+        print(f"server killed (SIGKILL) at {seconds:.1f} s; back after {self.crash['down_s']:.1f} s", flush=True)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+
+
+async def load(
+    server: Server, project_id: int, names: list[str], args: argparse.Namespace
+) -> tuple[list[Labeler], float]:
+    labelers = [Labeler(name, server.base, random.Random(args.seed * 1000 + i)) for i, name in enumerate(names)]
     for start in range(0, len(labelers), 5):  # Argon2 checks are heavy: log in a few at a time
         await asyncio.gather(*(l.login() for l in labelers[start : start + 5]))
     print(f"{args.labelers} labelers logged in; submitting for {args.duration:.0f} s ...", flush=True)
     started = time.perf_counter()
     deadline = started + args.duration
-    await asyncio.gather(*(l.run(project_id, args.k, deadline, args.retry_every) for l in labelers))
+    crash_at = args.duration / 2 if args.crash_at is None else args.crash_at
+    work = [l.run(project_id, args.k, deadline, args.retry_every) for l in labelers]
+    await asyncio.gather(*work, *([server.crash_after(crash_at)] if 0 < crash_at < args.duration else []))
     elapsed = time.perf_counter() - started
     await asyncio.gather(*(l.client.aclose() for l in labelers))
     return labelers, elapsed
 
 
+def durability(url: str) -> dict:
+    """How durable the database was set to be, read from the database itself."""
+    from instructgpt.labeling import db
+
+    engine = db.make_engine(url, pool_size=1)
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            settings = {
+                "journal_mode": connection.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[
+                    connection.exec_driver_sql("PRAGMA synchronous").scalar()
+                ],
+            }
+        else:
+            settings = {
+                name: connection.exec_driver_sql(f"SHOW {name}").scalar() for name in ("fsync", "synchronous_commit")
+            }
+    engine.dispose()
+    return {"database": engine.dialect.name, **settings}
+
+
 def check_stored(url: str, labelers: list[Labeler]) -> dict:
     """Reads the database back after the server stopped: every acknowledged submission must be
     there, for its assignment and labeler, exactly once."""
+    from collections import Counter
+
     from sqlalchemy import select
 
     from instructgpt.labeling import db
@@ -213,20 +291,23 @@ def check_stored(url: str, labelers: list[Labeler]) -> dict:
 
     engine = db.make_engine(url, pool_size=1)
     with db.session_factory(engine)() as session:
-        stored = {
-            key: (assignment, user)
-            for key, assignment, user in session.execute(
-                select(Submission.idempotency_key, Submission.assignment_id, User.username).join(User)
-            )
-        }
+        rows = session.execute(
+            select(Submission.idempotency_key, Submission.assignment_id, User.username).join(User)
+        ).all()
     engine.dispose()
+    stored = {key: (assignment, user) for key, assignment, user in rows}
+    per_assignment = Counter(assignment for _, assignment, _ in rows)
+    per_key = Counter(key for key, _, _ in rows)
+    duplicated = sum(n - 1 for n in per_assignment.values()) + sum(n - 1 for n in per_key.values())
     acked = {key: (assignment, l.name) for l in labelers for assignment, key in l.acked}
     lost = sum(1 for key, where in acked.items() if stored.get(key) != where)
     return {
         "acknowledged": len(acked),
-        "stored": len(stored),
+        "stored": len(rows),
         "lost": lost,
         "extra": len(set(stored) - set(acked)),
+        "duplicated": duplicated,
+        "resent_after_crash": sum(l.resent["submit"] + l.resent["retry"] for l in labelers),
         "retries_acknowledged": sum(len(l.latency["retry"]) for l in labelers)
         - sum(u.startswith("retry") for l in labelers for u in l.unexpected),
     }
@@ -264,12 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         url += ("&" if "?" in url else "?") + f"options=-csearch_path%3D{schema}"
     print(f"seeding {args.labelers} labelers x {args.items_per_labeler} items ({backend}) ...", flush=True)
     project_id, names = seed_database(url, args)
-    server, base = start_server(url)
+    settings = durability(url)
+    print("durability: " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
+    server = Server(url)
     try:
-        labelers, elapsed = asyncio.run(load(base, project_id, names, args))
+        labelers, elapsed = asyncio.run(load(server, project_id, names, args))
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        server.stop()
     integrity = check_stored(url, labelers)
     latency = {
         kind: percentiles([s for l in labelers for s in l.latency[kind]])
@@ -281,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "label_load",
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "backend": backend,
+        "durability": settings,
+        "crash": server.crash or None,
         "duration_s": elapsed,
         "requests": requests,
         "requests_per_s": requests / elapsed,
@@ -305,10 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{requests / elapsed:.1f} requests/s, {result['submissions_per_s']:.1f} submissions/s over {elapsed:.1f} s"
     )
+    crash = server.crash
+    if crash:
+        print(f"crash: SIGKILL at {crash['killed_at_s']:.1f} s, down {crash['down_s']:.1f} s; ", end="")
+    print("durability: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     print("integrity: " + ", ".join(f"{k} {v}" for k, v in integrity.items()))
     write_json(args.out, result)
     print(f"wrote {args.out}")
-    ok = integrity["lost"] == 0 and integrity["extra"] == 0 and result["unexpected_count"] == 0
+    ok = not (integrity["lost"] or integrity["extra"] or integrity["duplicated"] or result["unexpected_count"])
     return 0 if ok else 1
 
 
