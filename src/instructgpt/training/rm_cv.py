@@ -50,11 +50,11 @@ def cross_validate(
 
     ``config`` is an :class:`~instructgpt.training.rm.RMConfig` (its ``data`` are the rankings
     of all groups). ``model_factory(seed)`` gives a fresh ``(reward_model, tokenizer)``
-    (default: ``load_reward_model(config.model, seed=seed)``). Returns every run and the
+    (default: ``load_reward_model(config.model, seed=seed, new_head=True)``). Returns every run and the
     summary ``{"held_out": {mean, std, sem}, "within": {...}}`` of the accuracies.
     """
     if model_factory is None:
-        model_factory = lambda seed: load_reward_model(config.model, seed=seed)  # noqa: E731
+        model_factory = lambda seed: load_reward_model(config.model, seed=seed, new_head=True)  # noqa: E731
     records = [r for path in config.data for r in load_records(path, "rankings")]
     runs = []
     for seed in seeds:
