@@ -16,6 +16,8 @@ import torch
 
 from instructgpt.losses.lm import fused_linear_cross_entropy
 from instructgpt.models.dropout import add_residual_dropout
+from instructgpt.rollout.forward import causal_lm
+from instructgpt.rollout.forward import trunk as decoder_trunk
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -83,7 +85,7 @@ class CausalLMLoss(torch.nn.Module):
         """
         device_type = input_ids.device.type
         with torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            trunk = self.model.base_model(
+            trunk = decoder_trunk(self.model)(  # (through a peft model's adapters with LoRA)
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
             )
             hidden = trunk.last_hidden_state  # [B, T, H]
@@ -91,7 +93,7 @@ class CausalLMLoss(torch.nn.Module):
         scored = hidden[:, :-1][select]  # [N, H]
         targets = input_ids[:, 1:][select]  # [N]
         weights = torch.full_like(targets, token_weight, dtype=torch.float32)  # [N]
-        unembedding = self.model.get_output_embeddings().weight  # [V, H]
+        unembedding = causal_lm(self.model).get_output_embeddings().weight  # [V, H]
         return fused_linear_cross_entropy(
             scored, unembedding, targets, weights, self.chunk_size, self.autocast, self.softcap
         )

@@ -70,6 +70,8 @@ from instructgpt.losses.ppo import (
     value_loss,
     whiten,
 )
+from instructgpt.models.checkpointing import checkpoint_layers
+from instructgpt.models.lora import require_qlora
 from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.forward import response_logprobs, response_values
 from instructgpt.training.ema import PolicyEMA
@@ -115,14 +117,19 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     from instructgpt.rollout.prompts import read_prompts, render_prompts
     from instructgpt.training import ppo_io
     from instructgpt.training.batching import BatchPlan
-    from instructgpt.training.metrics import MetricsLog
+    from instructgpt.training.metrics import MetricsLog, make_accelerator
 
     config.validate()
     single_process()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scheme = training_precision(config, device)
     dtype = None if scheme == "fp32" else torch.bfloat16
+    if config.qlora:
+        require_qlora(device)
     models = models or ppo_io.load_models(config, device, scheme)
+    if config.gradient_checkpointing:  # also in eval() mode, which PPO keeps (see models/checkpointing.py)
+        for model in (models.policy, models.value_model):
+            checkpoint_layers(model)
     tokenizer = models.tokenizer
     check(bool(config.prompts), "prompts", "give at least one prompt file")
     prompt_ids, kept = render_prompts(
@@ -149,7 +156,8 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
         dtype,
         config.policy,
     )
-    log = MetricsLog(config.out_dir)
+    tracking = make_accelerator(config.report_to, config.out_dir, device.type == "cpu") if config.report_to else None
+    log = MetricsLog(config.out_dir, accelerator=tracking, run_name="instructgpt-ppo", config=config)
     stop = min(config.iterations, config.max_iterations or config.iterations)
     bar = _progress(config, state.iteration, stop)
     while state.iteration < stop:

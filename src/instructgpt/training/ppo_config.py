@@ -14,10 +14,11 @@ import torch
 from instructgpt.config import check, to_dict
 from instructgpt.data.render import TEMPLATES
 from instructgpt.models.loader import DEFAULT_MODEL
+from instructgpt.training.options import TrainerOptions
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(TrainerOptions):
     """RL from the reward model with PPO, or PPO-ptx (method.md step 3)."""
 
     policy: str = DEFAULT_MODEL
@@ -109,13 +110,6 @@ class PPOConfig:
     """Adam beta1, beta2."""
     adam_eps: float = 1e-5
     """Adam epsilon (not given by the paper)."""
-    lora_rank: int = 0
-    """LoRA rank for the policy and the value model; 0 trains all weights. With LoRA the reference is the policy with
-    its adapter disabled."""
-    lora_alpha: float = 16.0
-    """LoRA alpha."""
-    lora_target_modules: str = "all-linear"
-    """LoRA target modules (peft's names; 'all-linear' or comma-separated module names)."""
     backend: Literal["auto", "hf", "vllm"] = "auto"
     """Generation: Hugging Face forward with KV cache, vLLM, or auto (vLLM when installed on a GPU machine)."""
     recompute_logprobs: bool = False
@@ -168,7 +162,7 @@ class PPOConfig:
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         check(self.temperature > 0, "temperature", "must be positive")
         check(0 < self.top_p <= 1 and self.top_k >= 0, "top_p", "top_p must be in (0, 1] and top_k >= 0")
-        check(self.lora_rank >= 0, "lora_rank", "must be >= 0")
+        self.validate_options()
         check(
             not (self.lora_rank > 0 and self.precision == "bf16-weights"),
             "precision",

@@ -30,6 +30,7 @@ import torch
 
 from instructgpt.config import check
 from instructgpt.data.render import Example
+from instructgpt.models.lora import for_saving, load_trainable_state, trainable_state
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.ppo_config import Models, config_meta, training_precision
 
@@ -75,6 +76,7 @@ def load_models(config, device: torch.device, scheme: str | None = None):
 
     ``scheme``: the precision scheme already resolved by :func:`training_precision` (else resolved here)."""
     from instructgpt.models.loader import load_model
+    from instructgpt.models.lora import add_lora, load_quantized_lm
     from instructgpt.models.reward import load_reward_model
 
     check(
@@ -86,11 +88,15 @@ def load_models(config, device: torch.device, scheme: str | None = None):
     # bf16 copies only where the scheme is bf16: "auto" on emulated-bf16 hardware is fp32 throughout
     frozen_dtype = torch.float32 if (scheme or training_precision(config, device)) == "fp32" else torch.bfloat16
     trained_dtype = torch.bfloat16 if config.master_weights == "bf16" else torch.float32
-    policy, tokenizer = load_model(config.policy, dtype=trained_dtype)
+    if config.qlora:  # the policy's frozen base in 4 bits; the value model keeps LoRA over its full weights
+        policy, tokenizer = load_quantized_lm(config.policy, device)
+    else:
+        policy, tokenizer = load_model(config.policy, dtype=trained_dtype)
     value_model, _ = load_reward_model(config.reward_model, dtype=trained_dtype)
     reward_model, _ = load_reward_model(config.reward_model, dtype=frozen_dtype)
     if config.lora_rank > 0:
-        policy, value_model = add_lora(policy, config), add_lora(value_model, config, value=True)
+        lora = (config.lora_rank, config.lora_alpha, config.lora_target_modules, config.seed)
+        policy, value_model = add_lora(policy, *lora), add_lora(value_model, *lora)  # the value head: trained whole
         sft_policy = policy
     else:
         sft_policy, _ = load_model(config.policy, dtype=frozen_dtype)
@@ -107,32 +113,6 @@ def prepare_models(models, device: torch.device):
     return models
 
 
-def add_lora(model: Any, config, value: bool = False) -> Any:
-    """Wrap with peft LoRA adapters; the value model's head stays fully trainable."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = config.lora_target_modules
-    lora = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-    )
-    if not value:
-        return get_peft_model(model, lora)
-    model.trunk = get_peft_model(model.trunk, lora)
-    model.head.requires_grad_(True)
-    return model
-
-
-def value_trainable_state(value_model: Any) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in value_model.named_parameters() if p.requires_grad}
-
-
-def policy_trainable_state(policy: Any) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
-
-
 def save_checkpoint(config, models, state) -> Path:
     """Write a resumable checkpoint (with bf16-weights: the fp32 masters, not their bf16 copies)."""
     with _masters_in_place(state):
@@ -143,7 +123,7 @@ def _save_checkpoint(config, models, state) -> Path:
 
     trainer_state = {
         "iteration": state.iteration,
-        "value_model": value_trainable_state(models.value_model),
+        "value_model": trainable_state(models.value_model),
         "policy_optimizer": state.policy_optimizer.state_dict(),
         "value_optimizer": state.value_optimizer.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
@@ -151,11 +131,10 @@ def _save_checkpoint(config, models, state) -> Path:
         "torch_rng": torch.get_rng_state(),
     }
     if config.lora_rank > 0:
-        trainer_state["policy"] = policy_trainable_state(models.policy)
+        trainer_state["policy"] = trainable_state(models.policy)
     folder = config.out_dir / "checkpoints" / f"step-{state.iteration:06d}"
-    return ckpt.save_checkpoint(
-        folder, models.policy, models.tokenizer, config_meta(config, state.iteration), trainer_state
-    )
+    policy = for_saving(models.policy, config.save)  # with LoRA: merged, or the adapter folder
+    return ckpt.save_checkpoint(folder, policy, models.tokenizer, config_meta(config, state.iteration), trainer_state)
 
 
 def maybe_resume(config, models, state) -> None:
@@ -165,10 +144,10 @@ def maybe_resume(config, models, state) -> None:
     saved = torch.load(last / ckpt.TRAINER_STATE, weights_only=False)
     with _masters_in_place(state):  # bf16-weights: load into the fp32 masters, then round them into the models
         if config.lora_rank > 0:
-            _load_named(models.policy, saved["policy"])
+            load_trainable_state(models.policy, saved["policy"])
         else:
             ckpt.load_weights(models.policy, last)
-        _load_named(models.value_model, saved["value_model"])
+        load_trainable_state(models.value_model, saved["value_model"])
     for masters in (state.policy_masters, state.value_masters):
         if masters is not None:
             masters.copy_to_model()
@@ -193,37 +172,20 @@ def _masters_in_place(state) -> Iterator[None]:
 
 
 def save_final(config, models, state) -> Path:
-    """The EMA policy as a loadable Hugging Face folder, the value model in ``value/``, the last policy in ``last/``."""
-    from instructgpt.models.reward import RewardModel
-
+    """The EMA policy in ``final/``, the value model in ``value/``, the last policy in ``last/``: loadable
+    Hugging Face folders (a reward-model folder for the value model, merged with LoRA), or with LoRA and
+    ``save='adapter'`` the policy's adapters (:mod:`instructgpt.models.lora`)."""
     final = config.out_dir / "final"
     meta = config_meta(config, state.iteration)
     averaged = copy.deepcopy(models.policy)
     if state.ema is not None:
         state.ema.copy_to(averaged)
     ckpt.save_checkpoint(
-        final, _merged(averaged), models.tokenizer, {**meta, "weights": "ema" if state.ema else "last"}
+        final, for_saving(averaged, config.save), models.tokenizer, {**meta, "weights": "ema" if state.ema else "last"}
     )
     del averaged
-    ckpt.save_checkpoint(final / "last", _merged(models.policy), models.tokenizer, {**meta, "weights": "last"})
-    value = models.value_model
-    trunk = value.trunk
-    if hasattr(trunk, "merge_and_unload"):
-        trunk = copy.deepcopy(trunk).merge_and_unload()
-    out = RewardModel(trunk, normalization_bias=float(value.normalization_bias))
-    out.head.load_state_dict(value.head.state_dict())
-    out.save_pretrained(final / "value", tokenizer=models.tokenizer, parent=config.reward_model)
+    policy = for_saving(models.policy, config.save)
+    ckpt.save_checkpoint(final / "last", policy, models.tokenizer, {**meta, "weights": "last"})
+    value = for_saving(models.value_model, "merged")  # a reward-model folder (the layout is the RM's own)
+    value.save_pretrained(final / "value", tokenizer=models.tokenizer, parent=config.reward_model)
     return final
-
-
-def _merged(policy: Any) -> Any:
-    if hasattr(policy, "merge_and_unload"):
-        return copy.deepcopy(policy).merge_and_unload()
-    return policy
-
-
-def _load_named(model: Any, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value)

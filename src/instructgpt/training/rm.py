@@ -47,14 +47,21 @@ from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import resolve_precision
-from instructgpt.training.metrics import MetricsLog, progress_bar
+from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
+from instructgpt.training.options import (
+    TrainerOptions,
+    adapt_model,
+    checkpoint_model,
+    resume_trainable,
+    trainable_for_resume,
+)
 from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
 from instructgpt.training.schedule import cosine_lambda
 
 
 @dataclass
-class RMConfig:
+class RMConfig(TrainerOptions):
     """Reward-model training on K-wise rankings (method.md step 2)."""
 
     model: str = DEFAULT_MODEL
@@ -143,6 +150,12 @@ class RMConfig:
         check(self.normalizer in NORMALIZERS, "normalizer", f"must be one of {NORMALIZERS}")
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.max_prompt_tokens >= 1 and self.max_response_tokens >= 1, "max_prompt_tokens", "limits must be >= 1")
+        self.validate_options()
+        check(
+            self.save == "merged",
+            "save",
+            "a reward model is saved merged, in the reward-model layout; 'adapter' is for SFT and the PPO policy",
+        )
 
 
 class RankingObjective(torch.nn.Module):
@@ -165,15 +178,12 @@ class RankingObjective(torch.nn.Module):
 
 def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path:
     """Train the reward model; returns the folder of the final, normalised model (``out_dir/final``)."""
-    from accelerate import Accelerator
-
     config.validate()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
     if model is None:
-        from instructgpt.models.reward import load_reward_model
-
-        model, tokenizer = load_reward_model(config.model, seed=config.seed, head_init_std=config.head_init_std)
+        model, tokenizer = _load_model(config, accelerator.device)
     model.to(accelerator.device)
+    model = adapt_model(model, config, accelerator.device, config.seed)  # LoRA on the trunk, checkpointing
     train, val, records = build_groups(config, tokenizer, accelerator.is_main_process)
     check(
         len(train) >= config.batch_size,
@@ -185,7 +195,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device)
     )
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
         betas=config.adam_betas,
         eps=config.adam_eps,
@@ -195,7 +205,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
-    log = MetricsLog(config.out_dir, enabled=accelerator.is_main_process)
+    log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-rm", config)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     if val and start == 0:
         log.log(0, validation_metrics(objective, val, config, accelerator))
@@ -364,7 +374,9 @@ def _maybe_resume(config, model, optimizer, scheduler, accelerator) -> int:
     from instructgpt.models.reward import load_reward_weights
 
     last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
-    if last is not None:
+    if last is not None and config.lora_rank > 0:
+        resume_trainable(model, last)  # adapters and head (the folder may hold the merged model)
+    elif last is not None:
         load_reward_weights(model, last)
     return ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
 
@@ -374,18 +386,32 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
     ckpt.save_on_main(
         accelerator,
         folder,
-        model,
+        checkpoint_model(model, config),
         tokenizer,
         _meta(config, step, plan),
-        ckpt.resumable_state(optimizer, scheduler, step),
+        {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
     )
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
     if stop == plan.total_steps:
         model.parent = config.model
-        ckpt.save_on_main(accelerator, config.out_dir / "final", model, tokenizer, _meta(config, stop, plan))
+        final = checkpoint_model(model, config)  # with LoRA: the merged copy, saved as any reward model
+        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, _meta(config, stop, plan))
     return config.out_dir / "final"
+
+
+def _load_model(config: RMConfig, device: torch.device) -> tuple[Any, Any]:
+    """The initial reward model; with QLoRA, a causal LM's trunk in 4 bits under a fresh head."""
+    from instructgpt.models.reward import RewardModel, is_reward_model, load_reward_model
+
+    if not config.qlora:
+        return load_reward_model(config.model, seed=config.seed, head_init_std=config.head_init_std, new_head=True)
+    from instructgpt.models.lora import load_quantized_lm
+
+    check(not is_reward_model(config.model), "qlora", "initialise from a causal LM (an SFT folder), not a saved RM")
+    lm, tokenizer = load_quantized_lm(config.model, device)
+    return RewardModel.from_causal_lm(lm, seed=config.seed, head_init_std=config.head_init_std), tokenizer
 
 
 def _meta(config: RMConfig, step: int, plan: BatchPlan) -> dict:

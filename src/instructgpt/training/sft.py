@@ -36,14 +36,21 @@ from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.lm import CausalLMLoss, resolve_precision, warn_if_emulated
-from instructgpt.training.metrics import MetricsLog, progress_bar
+from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
+from instructgpt.training.options import (
+    TrainerOptions,
+    adapt_model,
+    checkpoint_model,
+    resume_trainable,
+    trainable_for_resume,
+)
 from instructgpt.training.precision import MasterWeights
 from instructgpt.training.schedule import cosine_lambda
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainerOptions):
     """Supervised fine-tuning (method.md step 1)."""
 
     model: str = DEFAULT_MODEL
@@ -132,23 +139,28 @@ class SFTConfig:
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.max_prompt_tokens >= 1 and self.max_response_tokens >= 1, "max_prompt_tokens", "limits must be >= 1")
         check(self.loss_chunk_size >= 1, "loss_chunk_size", "must be at least 1")
+        self.validate_options()
+        check(
+            not (self.lora_rank > 0 and self.precision == "bf16-weights"),
+            "precision",
+            "bf16-weights trains full weights; use bf16 (or auto) with LoRA",
+        )
 
 
 def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Path:
     """Run SFT; returns the folder of the final model (``out_dir/final``)."""
-    from accelerate import Accelerator
-
     config.validate()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
     if model is None:
-        from instructgpt.models.loader import load_model
-
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = _load_model(config, accelerator.device)
     train, val = build_examples(config, tokenizer, accelerator.is_main_process)
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
     last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
-    if last is not None:
+    if last is not None and config.lora_rank == 0:
         ckpt.load_weights(model, last)  # before any cast: the checkpoint holds the fp32 weights
+    model = adapt_model(model, config, accelerator.device, config.seed)  # LoRA / QLoRA, gradient checkpointing
+    if last is not None and config.lora_rank > 0:
+        resume_trainable(model, last)
     master = MasterWeights(model) if config.precision == "bf16-weights" else None
     if master:
         warn_if_emulated(config.precision, accelerator.device)  # (bf16 autocast warns in resolve_precision)
@@ -158,7 +170,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
         model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse
     )
     optimizer = torch.optim.AdamW(
-        master.masters if master else model.parameters(),
+        master.masters if master else [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
         betas=config.adam_betas,
         eps=config.adam_eps,
@@ -168,7 +180,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _resume_state(last, optimizer, scheduler, accelerator)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
-    log = MetricsLog(config.out_dir, enabled=accelerator.is_main_process)
+    log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-sft", config)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     bar = _progress(config, accelerator, start, stop)
     lengths = [len(e) for e in train]
@@ -322,10 +334,10 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
     ckpt.save_on_main(
         accelerator,
         folder,
-        model,
+        checkpoint_model(model, config),
         tokenizer,
         _meta(config, step, plan),
-        ckpt.resumable_state(optimizer, scheduler, step),
+        {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
     )
     if accelerator.is_main_process and config.save_total_limit > 0:
         ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
@@ -333,8 +345,19 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
     if stop == plan.total_steps:
-        ckpt.save_on_main(accelerator, config.out_dir / "final", model, tokenizer, _meta(config, stop, plan))
+        final = checkpoint_model(model, config)
+        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, _meta(config, stop, plan))
     return config.out_dir / "final"
+
+
+def _load_model(config: SFTConfig, device: torch.device) -> tuple[Any, Any]:
+    from instructgpt.models.loader import load_model
+
+    if config.qlora:
+        from instructgpt.models.lora import load_quantized_lm
+
+        return load_quantized_lm(config.model, device)
+    return load_model(config.model)
 
 
 def _meta(config: SFTConfig, step: int, plan: BatchPlan) -> dict:
