@@ -1,6 +1,6 @@
 """Sweep PPO's learning rate and KL control on validation prompts, never on the test prompts (issue 18).
 
-    .venv/bin/python runs/sweep_ppo_kl.py RUN_DIR [--preset miniature] [--prompts 64] [--grid LR:BETA:TARGET ...]
+    .venv/bin/python runs/sweep_ppo_kl.py RUN_DIR [--preset miniature] [--prompts 64] [--grid LR:BETA:TARGET[:INIT] ...]
 
 RUN_DIR is a finished pipeline run of the preset (its prepare, rankings, rm and SFT stages are
 reused). Each grid point trains plain PPO (the ``ppo`` stage's function with the point's
@@ -9,8 +9,11 @@ settings) into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plu
 *validation* split (user-disjoint from PPO training and from the test prompts), and the run's
 calibrated held-out simulated labelers judge each against SFT, as the eval stage does.
 
-A grid point is ``LR:BETA:TARGET``: policy lr, initial beta, and the adaptive controller's KL
-target in nats per response (``-`` keeps beta fixed). The adaptive horizon is the point's episodes
+A grid point is ``LR:BETA:TARGET[:INIT]``: policy lr, initial beta, the adaptive controller's KL
+target in nats per response (``-`` keeps beta fixed), and the model PPO starts from: ``mix`` (the
+run's separate SFT with 10% pretraining data, ``sft_ppo_init``) or ``sft`` (the SFT baseline
+chosen by ``select_sft``); default: the preset's. ``--inits`` also judges the pretraining-mix
+init itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's episodes
 per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an iteration.
 A finished point is not trained again. Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
 table: win rate against SFT with its 95% interval, and each run's last RM score and KL.
@@ -32,8 +35,10 @@ from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig, preset_path
 
-DEFAULT_GRID = ("1e-5:0.02:-", "3e-5:0.1:3", "2e-5:0.05:3")
-"""Fixed beta at a low lr (KL stayed under 2 nats in an earlier run), and two adaptive settings."""
+DEFAULT_GRID = ("3e-5:0.02:-:sft", "2e-5:0.02:-:sft", "1e-5:0.05:-:sft", "1e-5:0.02:-:mix", "3e-5:0.1:3:mix")
+"""Around the miniature preset (lr 1e-5, beta 0.02 fixed, from the SFT baseline): a higher lr, a
+higher fixed beta, the paper's pretraining-mix init, and an adaptive controller."""
+INITS = {"mix": True, "sft": False}
 
 
 def main(
@@ -42,6 +47,7 @@ def main(
     prompts: int = 64,
     grid: tuple[str, ...] = DEFAULT_GRID,
     horizon: int | None = None,
+    inits: bool = False,
 ) -> None:
     values = yaml.safe_load(preset_path(preset).read_text()) or {}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -49,10 +55,12 @@ def main(
     sweep = run_dir / "sweeps" / "ppo-kl"
     points = {}
     for point in grid:
-        lr, beta, target = point.split(":")
-        name = f"lr{lr}-beta{beta}-kl{target}"
+        lr, beta, target, *init = point.split(":")
+        start = init[0] if init else "mix" if config.ppo_init_from_pretrain_mix else "sft"
+        name = f"lr{lr}-beta{beta}-kl{target}-init-{start}"
         varied = replace(
             config,
+            ppo_init_from_pretrain_mix=INITS[start],
             ppo_lr=float(lr),
             ppo_kl_coef=float(beta),
             ppo_kl_target=None if target == "-" else float(target),
@@ -65,7 +73,9 @@ def main(
             print(f"== {name}: training plain PPO", flush=True)
             run.ppo_stage(varied, folder, {}, 0.0)
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # resume state: GBs, never read again
-        points[name] = folder
+        points[name] = folder / "final"
+    if inits:
+        points["init-mix"] = run._load({}, run_dir, "sft_ppo_init")["model"]
     summary = evaluate(config, sweep, points, prompts)
     (sweep / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\nwin rate against SFT on {prompts} PPO-validation prompts (held-out simulated labelers, 95% Wilson)")
@@ -86,9 +96,9 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
     write_jsonl_atomic(sweep / "eval" / "valid_prompts.jsonl", chosen)
     calibrations = json.loads((out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
     judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")
-    models = {"preset": out_dir / "ppo", **points}
+    models = {"preset": out_dir / "ppo" / "final", **points}
     evaluation = EvalConfig(
-        models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f / 'final'}" for n, f in models.items())),
+        models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f}" for n, f in models.items())),
         baseline="sft",
         judge="none",
         prompts_file=sweep / "eval" / "valid_prompts.jsonl",
@@ -101,13 +111,14 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
     results = run_eval(evaluation, judge=judge)
     rates = results["winrate"]["per_model"]
     out = {"prompts": len(chosen), "split": "ppo valid", "points": {}}
-    for name, folder in models.items():
-        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        last = metrics[-1]
+    for name, model in models.items():
+        log = Path(model).parent / "metrics.jsonl"
+        text = log.read_text() if name != "init-mix" and log.is_file() else ""
+        metrics = [json.loads(line) for line in text.splitlines() if line.strip()]
         out["points"][name] = {
             "win_rate": rates[name],
-            "score": last["objective/score"],
-            "kl": last["objective/kl"],
+            "score": metrics[-1]["objective/score"] if metrics else float("nan"),
+            "kl": metrics[-1]["objective/kl"] if metrics else 0.0,
             "score_curve": [m["objective/score"] for m in metrics],
             "kl_curve": [m["objective/kl"] for m in metrics],
         }
