@@ -52,3 +52,47 @@ def test_missing_last_output_reruns_only_the_last(tmp_path):
     (tmp_path / "c" / "out.txt").unlink()
     run_stages(_stages(calls), tmp_path, log=lambda s: None)
     assert calls == ["a", "b", "c", "c"]
+
+
+def _with_branch(calls, branch_settings=None, present=True):
+    """a -> [side branch s, read only by d] -> b -> d."""
+
+    def make(name):
+        def run(folder):
+            calls.append(name)
+            out = folder / "out.txt"
+            out.write_text(name)
+            return {"out": out}
+
+        return run
+
+    side = [Stage("s", "branch", make("s"), branch_settings or {"w": 1}, branch=True)] if present else []
+    return [
+        Stage("a", "first", make("a"), {"x": 1}),
+        *side,
+        Stage("b", "second", make("b"), {"y": 2}),
+        Stage("d", "reads the branch", make("d"), {"z": 3}, uses=("s",)),
+    ]
+
+
+def test_branch_change_reruns_only_its_users(tmp_path):
+    calls = []
+    run_stages(_with_branch(calls), tmp_path, log=lambda s: None)
+    assert calls == ["a", "s", "b", "d"]
+    run_stages(_with_branch(calls, branch_settings={"w": 2}), tmp_path, log=lambda s: None)
+    assert calls[4:] == ["s", "d"]  # b, between the branch and its user, is kept
+
+
+def test_removing_a_branch_keeps_the_main_chain(tmp_path):
+    calls = []
+    run_stages(_with_branch(calls), tmp_path, log=lambda s: None)
+    run_stages(_with_branch(calls, present=False), tmp_path, log=lambda s: None)
+    assert calls[4:] == ["d"]  # only the stage that read the branch runs again
+
+
+def test_main_chain_change_reruns_the_branch(tmp_path):
+    calls = []
+    run_stages(_with_branch(calls), tmp_path, log=lambda s: None)
+    (tmp_path / "a" / STAGE_JSON).write_text(json.dumps({"fingerprint": "stale", "outputs": {}}))
+    run_stages(_with_branch(calls), tmp_path, log=lambda s: None)
+    assert calls[4:] == ["a", "s", "b", "d"]

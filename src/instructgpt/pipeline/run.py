@@ -54,7 +54,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
 
     results: dict[str, dict[str, Path]] = {}
 
-    def stage(name: str, title: str, fn, *names: str) -> Stage:
+    def stage(name: str, title: str, fn, *names: str, branch: bool = False, uses: tuple[str, ...] = ()) -> Stage:
         def run(folder: Path) -> dict[str, Path]:
             results[name] = fn(config, folder, results)
             if (
@@ -63,7 +63,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                 shutil.rmtree(folder / "checkpoints", ignore_errors=True)
             return results[name]
 
-        return Stage(name, title, run, pick(*names))
+        return Stage(name, title, run, pick(*names), branch=branch, uses=uses)
 
     return [
         stage(
@@ -84,6 +84,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                     *SFT_FIELDS,
                     "ppo_init_epochs",
                     "ppo_init_pretrain_mix",
+                    branch=True,  # only PPO reads it: toggling it leaves samples, rankings and the RM alone
                 )
             ]
             if config.ppo_init_from_pretrain_mix
@@ -135,9 +136,18 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             *PPO_FIELDS,
             "ptx_coef",
             "ptx_per_episode",
+            uses=("sft_ppo_init",),
         ),
         *(
-            [stage("ppo", "plain PPO (ptx_coef = 0)", lambda c, f, r: ppo_stage(c, f, r, 0.0), *PPO_FIELDS)]
+            [
+                stage(
+                    "ppo",
+                    "plain PPO (ptx_coef = 0)",
+                    lambda c, f, r: ppo_stage(c, f, r, 0.0),
+                    *PPO_FIELDS,
+                    uses=("sft_ppo_init",),
+                )
+            ]
             if config.run_plain_ppo
             else []
         ),

@@ -5,6 +5,10 @@ configuration it ran with, the paths it produced and its wall time. On the next 
 skipped when that file exists, its fingerprint matches and every output it names still exists;
 otherwise it runs again (and trainers inside it resume from their own checkpoints), and so does
 every stage after it, since their inputs may have changed.
+
+A *branch* stage (``branch=True``, e.g. the optional PPO-init SFT run) feeds only the stages that
+name it in ``uses``: it is left out of the main chain's fingerprints, so adding, removing or
+re-running it re-runs only those stages, not the ones in between.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class Stage:
     run: Callable[[Path], dict[str, Path]]
     settings: dict[str, Any]
     """What the stage's result depends on (its part of the config); hashed into the fingerprint."""
+    branch: bool = False
+    """A side branch: only the stages that name it in ``uses`` depend on it."""
+    uses: tuple[str, ...] = ()
+    """Branch stages (earlier in the list) whose outputs this stage reads, besides the main chain."""
 
 
 def fingerprint(settings: dict[str, Any], upstream: str) -> str:
@@ -66,20 +74,29 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
     """Run (or skip) each stage in order; returns every stage's outputs by stage name."""
     results: dict[str, dict[str, Path]] = {}
     upstream = ""
+    keys: dict[str, str] = {}
     timings: dict[str, float] = {}
-    ran_before = False  # once a stage runs, every later stage runs on its new outputs
+    ran_before = False  # once a main-chain stage runs, every later stage runs on its new outputs
+    ran_branches: set[str] = set()
     for number, stage in enumerate(stages, 1):
         folder = out_dir / stage.name
-        key = fingerprint(stage.settings, upstream)
-        upstream = key
-        done = None if ran_before else finished(folder, key)
+        used = [u for u in stage.uses if u in keys]
+        key = fingerprint(stage.settings, upstream + "".join(keys[u] for u in used))
+        keys[stage.name] = key
+        if not stage.branch:
+            upstream = key
+        stale = ran_before or any(u in ran_branches for u in used)
+        done = None if stale else finished(folder, key)
         head = f"[{number}/{len(stages)}] {stage.name}: {stage.title}"
         if done is not None:
             log(f"{head} (done, skipped)")
             results[stage.name] = done
             continue
         log(head)
-        ran_before = True
+        if stage.branch:
+            ran_branches.add(stage.name)
+        else:
+            ran_before = True
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         outputs = stage.run(folder)
