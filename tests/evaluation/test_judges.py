@@ -12,6 +12,7 @@ from instructgpt.evaluation.judges import (
     Rating,
     RewardModelJudge,
     blind_outcomes,
+    blind_ratings,
     load_callable,
     tally_comparisons,
 )
@@ -66,8 +67,8 @@ def test_labeler_adapter_compares_and_rates():
     judge = LabelerJudge([FakeLabeler()])
     outcomes = blind_outcomes(judge, ["p1", "p2"], ["good", "bad"], ["meh", "good"], np.random.default_rng(1))
     assert outcomes == ["win", "loss"]
-    ratings = judge.rate_models(["p1", "p2"], {"m": ["good", "bad"]})
-    assert ratings == {"m": [Rating(6, {"hallucination": False}), Rating(2, {"hallucination": True})]}
+    ratings = judge.rate_outputs(["p1", "p2"], [["good"], ["bad"]])
+    assert ratings == [[Rating(6, {"hallucination": False})], [Rating(2, {"hallucination": True})]]
     assert "held-out-1" in judge.description
 
 
@@ -108,11 +109,90 @@ def test_labeler_adapter_batches_round_robin_and_rates_by_ranking():
     judge = LabelerJudge(labelers)
     outcomes = blind_outcomes(judge, ["p"] * 5, ["long answer"] * 5, ["short"] * 5, np.random.default_rng(0))
     assert outcomes == ["win"] * 5 and [l.batches for l in labelers] == [[3], [2]]
-    ratings = judge.rate_models(["p1", "p2"], {"sft": ["short", "same"], "ppo": ["long answer", "same"]})
+    ratings = blind_ratings(
+        judge, ["p1", "p2"], {"sft": ["short", "same"], "ppo": ["long answer", "same"]}, np.random.default_rng(0)
+    )
     assert ratings["ppo"][0] == Rating(7, {"hallucination": False}) and ratings["sft"][0] == Rating(
         6, {"hallucination": True}
     )
     assert ratings["ppo"][1] == Rating() == ratings["sft"][1]  # identical outputs cannot be ranked: no rating
+
+
+class FirstShownBest:
+    """A position-biased judge that ignores the text: it prefers output "a", ranks the outputs of a
+    prompt in the order shown (Likert 7, 6, ...; "hallucination" for all but the first), and records
+    what it saw first."""
+
+    name, description = "first-shown", "prefers whatever it is shown first"
+
+    def __init__(self):
+        self.first_seen = []
+
+    def compare(self, prompts, responses_a, responses_b):
+        return ["a"] * len(prompts)
+
+    def rate_outputs(self, prompts, outputs):
+        self.first_seen += [texts[0] for texts in outputs]
+        return [[Rating(7 - k, {"hallucination": k > 0}) for k in range(len(texts))] for texts in outputs]
+
+
+class FirstRatedBest:
+    """The same bias through ``rate(prompts, responses)``: the first output of each prompt scores 7."""
+
+    name, description = "first-rated", "rates the first output of a prompt higher"
+
+    def compare(self, prompts, responses_a, responses_b):
+        return ["a"] * len(prompts)
+
+    def rate(self, prompts, responses):
+        return [Rating(7 if i == 0 or prompts[i] != prompts[i - 1] else 3) for i in range(len(prompts))]
+
+
+@pytest.mark.parametrize("judge_class", [FirstShownBest, FirstRatedBest])
+def test_position_biased_judge_shows_no_order_effect_in_any_figure(judge_class):
+    """Win rate, Likert and every metadata rate come out the same for every model (within sampling
+    noise: a tenth of the effect the bias would have in a fixed order, and overlapping 95% intervals)."""
+    from instructgpt.evaluation.suite import judge_win_rates
+
+    judge = judge_class()
+    n, names = 300, ["sft", "ppo", "ppo-ptx"]
+    prompts = [f"prompt {i}" for i in range(n)]
+    responses = {name: [f"{name} answer {i}" for i in range(n)] for name in names}
+    result, _ = judge_win_rates(judge, prompts, responses, "sft", np.random.default_rng(0), np.random.default_rng(1))
+
+    def same_for_all(cells: list[dict], fair: float, effect: float) -> None:
+        assert all(abs(c["value"] - fair) < effect / 10 for c in cells), (cells, fair)
+        assert max(c["low"] for c in cells) < min(c["high"] for c in cells), cells  # intervals overlap
+
+    same_for_all([{"value": w["rate"], **w} for w in result["per_model"].values()], 0.5, 1.0)
+    likert = [
+        {"value": result["likert"][m], "low": c["ci"][0], "high": c["ci"][1]} for m, c in result["likert_ci"].items()
+    ]
+    fair, effect = (6.0, 2.0) if judge_class is FirstShownBest else (13 / 3, 4.0)  # mean, first - last position
+    same_for_all(likert, fair, effect)
+    assert all(c["n"] == n for c in result["likert_ci"].values())
+    if judge_class is FirstShownBest:
+        flags = [
+            {"value": result["metadata"][m]["hallucination"], "low": c["ci"][0], "high": c["ci"][1]}
+            for m, c in ((m, result["metadata_ci"][m]["hallucination"]) for m in names)
+        ]
+        same_for_all(flags, 2 / 3, 1.0)
+        shown_first = [t.split(" answer")[0] for t in judge.first_seen]
+        assert all(shown_first.count(name) > n / 4 for name in names)  # every model is shown first, about n/3 times
+    assert result["rating_order"].startswith("random")
+
+
+def test_blind_ratings_map_back_through_any_order():
+    """A judge that rates by content gets the same ratings per model whatever order it sees."""
+
+    class ByLength:
+        def rate(self, prompts, responses):
+            return [Rating(len(r)) for r in responses]
+
+    responses = {"a": ["x", "xx"], "b": ["xxx", "xxxx"], "c": ["xxxxx", "x" * 6]}
+    for seed in range(5):
+        ratings = blind_ratings(ByLength(), ["p", "q"], responses, np.random.default_rng(seed))
+        assert {n: [r.likert for r in rs] for n, rs in ratings.items()} == {"a": [1, 2], "b": [3, 4], "c": [5, 6]}
 
 
 def test_human_comparisons_any_order_and_missing(tmp_path):

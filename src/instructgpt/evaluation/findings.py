@@ -223,6 +223,11 @@ def statement(results: dict) -> str:
             f"{w['judge_description']}, shown in random order without model names; ties count half; "
             "error bars are 95% Wilson intervals."
         )
+        if w.get("likert"):
+            parts.append(
+                f"Likert scores and metadata: every model's response to each prompt rated by {w['judge_description']}, "
+                "the responses shown in a random order per prompt, without model names."
+            )
     elif w and "pending" in w:
         parts.append(f"Win rate: pending human labels ({w['pending']}).")
     else:

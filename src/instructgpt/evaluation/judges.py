@@ -5,8 +5,10 @@ report's statement of what was measured) and
 
     compare(prompts, responses_a, responses_b) -> list["a" | "b" | "tie"]
 
-and optionally ``rate(prompts, responses) -> list[Rating]`` for 1-7 Likert scores and the
-Table 3 metadata. Four judges are provided:
+and optionally, for 1-7 Likert scores and the Table 3 metadata, either
+``rate_outputs(prompts, outputs) -> list[list[Rating]]`` (``outputs[i]``: every model's output to
+prompt ``i``, in the order shown; a rating per output) or ``rate(prompts, responses) ->
+list[Rating]`` (one output per item). Four judges are provided:
 
 - :class:`RewardModelJudge`: any ``score(prompts, responses) -> list[float]`` callable (a
   trained reward model); the higher score wins, a difference within ``tie_margin`` is a tie;
@@ -17,9 +19,12 @@ Table 3 metadata. Four judges are provided:
 - :class:`HumanComparisonsJudge`: comparisons people made in the labeling app, read from its
   exported ``Comparison`` JSONL and looked up by prompt and response pair.
 
-:func:`blind_outcomes` is the only way the evaluation calls a judge: for each prompt it flips a
-seeded coin to decide which of the two outputs is shown as ``a``, passes no model names, and
-maps the choice back to win / tie / loss for the evaluated model.
+:func:`blind_outcomes` and :func:`blind_ratings` are the only ways the evaluation calls a judge.
+For each prompt, :func:`blind_outcomes` flips a seeded coin to decide which of the two outputs is
+shown as ``a`` and maps the choice back to win / tie / loss for the evaluated model;
+:func:`blind_ratings` shows every model's output in a seeded random order and maps each rating
+back to its model. Neither passes model names, so a judge that favours a position (the first
+output, ``a``) favours every model equally often.
 """
 
 from __future__ import annotations
@@ -83,6 +88,36 @@ def blind_outcomes(
         model_shown = "b" if swap[i] else "a"
         outcomes[i] = "win" if choice == model_shown else "loss"
     return outcomes
+
+
+def blind_ratings(
+    judge: Any, prompts: Sequence[Any], responses: dict[str, Sequence[str]], rng: np.random.Generator
+) -> dict[str, list[Rating]]:
+    """Every model's rating on every prompt as ``judge`` gives them, shown in a random order.
+
+    For each prompt the models' outputs are put in a seeded random order (``rng``) without model
+    names; the judge's ``rate_outputs(prompts, outputs)`` rates them together (a ranking screen), or
+    its ``rate(prompts, responses)`` rates them one by one in that order (prompt by prompt). Each
+    rating is mapped back to the model that wrote the output. Equivalent to, per prompt ``i``::
+
+        order = rng.permutation(len(names))            # shown position -> model
+        shown = [responses[names[j]][i] for j in order]
+        for position, j in enumerate(order):
+            out[names[j]][i] = judge_ratings_of(shown)[position]
+    """
+    names = list(responses)
+    orders = np.argsort(rng.random((len(prompts), len(names))), axis=1)  # [n, M] shown position -> model index
+    shown = [[responses[names[j]][i] for j in order] for i, order in enumerate(orders)]
+    if callable(getattr(judge, "rate_outputs", None)):
+        rated = judge.rate_outputs(prompts, shown)
+    else:  # one output per item, grouped by prompt in the shown order
+        flat = judge.rate([p for p, outputs in zip(prompts, shown) for _ in outputs], [t for o in shown for t in o])
+        rated = [flat[i * len(names) : (i + 1) * len(names)] for i in range(len(prompts))]
+    out = {n: [Rating() for _ in prompts] for n in names}
+    for i, order in enumerate(orders):
+        for position, j in enumerate(order):
+            out[names[j]][i] = as_rating(rated[i][position])
+    return out
 
 
 class RewardModelJudge:
@@ -155,29 +190,27 @@ class LabelerJudge:
     def can_rate(self) -> bool:
         return all(callable(getattr(l, "rate", None)) or callable(getattr(l, "rank", None)) for l in self.labelers)
 
-    def rate_models(self, prompts: Sequence[Any], responses: dict[str, list[str]]) -> dict[str, list[Rating]]:
-        """Ratings of every model's response to every prompt (one labeler per prompt)."""
-        names = list(responses)
-        out = {n: [Rating() for _ in prompts] for n in names}
+    def rate_outputs(self, prompts: Sequence[Any], outputs: Sequence[Sequence[str]]) -> list[list[Rating]]:
+        """A rating per output of every prompt, in the order given (one labeler per prompt;
+        :func:`blind_ratings` shuffles the order)."""
+        out = [[Rating() for _ in texts] for texts in outputs]
         for labeler, rows in zip(self.labelers, self._by_labeler(len(prompts))):
             for i in rows:
-                texts = {n: responses[n][i] for n in names}
-                for n, rating in self._rate_one(labeler, prompts[i], texts).items():
-                    out[n][i] = rating
+                out[i] = self._rate_one(labeler, prompts[i], outputs[i])
         return out
 
     @staticmethod
-    def _rate_one(labeler: Any, prompt: Any, texts: dict[str, str]) -> dict[str, Rating]:
+    def _rate_one(labeler: Any, prompt: Any, texts: Sequence[str]) -> list[Rating]:
         if callable(getattr(labeler, "rate", None)):
-            return {n: as_rating(labeler.rate(prompt, t)) for n, t in texts.items()}
-        distinct = [t for t in dict.fromkeys(texts.values()) if t.strip()]
+            return [as_rating(labeler.rate(prompt, t)) for t in texts]
+        distinct = [t for t in dict.fromkeys(texts) if t.strip()]  # in the order shown
         if len(distinct) < 2:  # a ranking needs two different outputs
-            return {}
+            return [Rating() for _ in texts]
         ranking = labeler.rank(prompt, distinct)
         likert = ranking.likert or [None] * len(distinct)
         metadata = ranking.metadata or [{}] * len(distinct)
         per_text = {t: Rating(l, dict(m)) for t, l, m in zip(distinct, likert, metadata)}
-        return {n: per_text[t] for n, t in texts.items() if t in per_text}
+        return [per_text.get(t, Rating()) for t in texts]
 
 
 def _blank_choice(a: str, b: str) -> Choice | None:

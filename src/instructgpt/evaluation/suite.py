@@ -2,7 +2,8 @@
 
 Flow of :func:`run_eval`: for each distinct model source in turn (one in memory at a time) sample
 responses to the held-out test prompts and run the automatic tasks; then judge every model's responses
-against the baseline's (blind, :func:`instructgpt.evaluation.judges.blind_outcomes`); write
+against the baseline's and rate them (blind: :func:`instructgpt.evaluation.judges.blind_outcomes`,
+:func:`~instructgpt.evaluation.judges.blind_ratings`); write
 ``results.json``, ``responses.jsonl`` (every model's win-rate responses), ``comparisons.jsonl``
 (every judged pair, model names attached), ``report.html`` and ``figures.json`` into ``out_dir``.
 
@@ -127,7 +128,7 @@ class EvalConfig:
     template: str = "auto"
     """Prompt rendering: raw, chat or auto (chat if the tokenizer has a template)."""
     seed: int = 0
-    """Seed of the subsampling, the blind order and sampling."""
+    """Seed of the subsampling, the blind orders (pairs, ratings) and sampling."""
     data_root: Path | None = None
     """Bundled data folder (default: $INSTRUCTGPT_DATA or a shared/data folder above the working directory)."""
     out_dir: Path = Path("runs/eval")
@@ -477,10 +478,18 @@ def make_judge(config: EvalConfig):
 
 
 def judge_win_rates(
-    judge: Any, prompts: Sequence[str], responses: dict[str, list[str]], baseline: str, rng: np.random.Generator
+    judge: Any,
+    prompts: Sequence[str],
+    responses: dict[str, list[str]],
+    baseline: str,
+    rng: np.random.Generator,
+    rating_rng: np.random.Generator | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Win rate of each model against the baseline, Likert and metadata if the judge rates."""
-    from instructgpt.evaluation.judges import blind_outcomes
+    """Win rate of each model against the baseline, Likert and metadata if the judge rates.
+
+    Both are blind: pairs in a random order drawn from ``rng``, every model's outputs to a prompt
+    in a random order drawn from ``rating_rng`` (default: ``rng``, after the pairs)."""
+    from instructgpt.evaluation.judges import blind_outcomes, blind_ratings
 
     result: dict = {
         "judge": judge.name,
@@ -508,23 +517,19 @@ def judge_win_rates(
             for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)
         ]
     if getattr(judge, "can_rate", True) and (
-        callable(getattr(judge, "rate_models", None)) or callable(getattr(judge, "rate", None))
+        callable(getattr(judge, "rate_outputs", None)) or callable(getattr(judge, "rate", None))
     ):
-        result["likert"], result["metadata"], result["likert_ci"], result["metadata_ci"] = _ratings(
-            judge, prompts, responses
-        )
+        by_model = blind_ratings(judge, prompts, responses, rating_rng if rating_rng is not None else rng)
+        result["likert"], result["metadata"], result["likert_ci"], result["metadata_ci"] = _ratings(by_model)
+        result["rating_order"] = "random per prompt, model names hidden"
     return result, records
 
 
-def _ratings(judge: Any, prompts: Sequence[str], responses: dict[str, list[str]]) -> tuple[dict, dict, dict, dict]:
+def _ratings(by_model: dict[str, list]) -> tuple[dict, dict, dict, dict]:
     """Likert means and metadata rates per model, and their ``{"n", "ci"}`` (t for the Likert
     mean, Wilson for a rate)."""
     from instructgpt.data.schemas import METADATA_FLAGS
 
-    if callable(getattr(judge, "rate_models", None)):
-        by_model = judge.rate_models(prompts, responses)
-    else:
-        by_model = {name: judge.rate(prompts, texts) for name, texts in responses.items()}
     likert, metadata, likert_ci, metadata_ci = {}, {}, {}, {}
     for name, ratings in by_model.items():
         scores = [r.likert for r in ratings if r.likert is not None]
@@ -609,7 +614,12 @@ def run_eval(
 def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
     try:
         winrate, records = judge_win_rates(
-            judge, prompts, responses, config.baseline, task_rng(config.seed, "blind-order")
+            judge,
+            prompts,
+            responses,
+            config.baseline,
+            task_rng(config.seed, "blind-order"),
+            task_rng(config.seed, "blind-rating-order"),
         )
     except KeyError as err:  # human judge: pairs not labeled yet -> files for the labeling app
         folder = export_for_labeling(prompts, responses, config.baseline, out_dir / "to_label", write_jsonl_atomic)
