@@ -182,11 +182,14 @@ def test_run_eval_with_labelers_reports_likert_and_metadata(tiny_models, data_ro
 
 
 def test_cli_eval_with_a_reward_model_judge(tiny_models, data_root, tmp_path):
-    """Needs the reward model (instructgpt.models.reward); a plain LM folder loads with a fresh head."""
-    pytest.importorskip("instructgpt.models.reward")
+    """A reward model saved in the sequence-classifier layout (a plain LM folder has no reward head)."""
     from instructgpt.cli.main import main
+    from instructgpt.models.reward import RewardModel
+    from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 
     a, b = tiny_models
+    tokenizer = tiny_tokenizer()
+    rm = str(RewardModel.from_causal_lm(tiny_model(tokenizer, seed=2)).save_pretrained(tmp_path / "rm", tokenizer))
     out = tmp_path / "out"
     code = main(
         [
@@ -203,7 +206,7 @@ def test_cli_eval_with_a_reward_model_judge(tiny_models, data_root, tmp_path):
             "--judge",
             "reward-model",
             "--reward-model",
-            a,
+            rm,
             "--data-root",
             str(data_root),
             "--out-dir",

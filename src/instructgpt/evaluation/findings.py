@@ -209,6 +209,43 @@ def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[s
     return lines
 
 
+def judge_names(results: dict) -> dict[str, str]:
+    """The judge or scorer behind each figure of the report, by figure id."""
+    w = results.get("winrate") or {}
+    j = results.get("truthfulqa_judge") or {}
+    s = results.get("toxicity_scorer") or {}
+    names = {
+        "truthfulqa": f"% true: {j.get('truth_judge', 'offline logistic regression')}; % true+info: also "
+        f"{j.get('info_judge', 'offline logistic regression')}; MC1/MC2: the model's log-probabilities",
+        "toxicity": f"{s.get('name', '?')} toxicity scorer",
+        "bias": "none: the model's own log-probabilities",
+        "nlp": "none: F1 / BLEU against the references",
+        "alignment_tax": "none: F1 / BLEU against the references",
+        "nlp_paper_reference": "none: F1 / BLEU against the references",
+        "rm_accuracy": "none: the reward model's agreement with labelers' rankings",
+        "ppo_curves": "none: training metrics",
+    }
+    if w.get("judge"):
+        names.update(winrate=w["judge"], likert=w["judge"], metadata=w["judge"])
+    return names
+
+
+def _judge_text(j: dict, kind: str, what: str) -> str:
+    """One TruthfulQA judge in words, with its held-out accuracy when it was trained here."""
+    name = j.get(f"{kind}_judge", "offline logistic regression")
+    accuracy, n = j.get(f"{kind}_heldout_accuracy"), j.get("heldout_answers") or 0
+    agreement = (j.get("paper_samples") or {}).get(f"{kind}_agreement")
+    parts = []
+    if _finite(accuracy) and n:
+        value = _interval(*(100 * v for v in (accuracy, *wilson_interval(accuracy, n))), 1)
+        parts.append(f"held-out accuracy {value}% {what}, n={n} answers to unseen questions")
+    if _finite(agreement):
+        parts.append(f"{100 * agreement:.1f}% agreement with the paper's GPT-judge on its samples")
+    if name == "offline logistic regression":
+        name = "a logistic regression trained on the TruthfulQA judge fine-tune files"
+    return f"{name} ({'; '.join(parts)})" if parts else name
+
+
 def statement(results: dict) -> str:
     """What was measured, on how many items, with which judge and scorers, in plain words."""
     cfg = results.get("config", {})
@@ -234,36 +271,21 @@ def statement(results: dict) -> str:
         parts.append("Win rate: not measured in this run (no judge).")
     j = results.get("truthfulqa_judge")
     if j:
-        truth = _interval(
-            *(
-                100 * v
-                for v in (
-                    j["truth_heldout_accuracy"],
-                    *wilson_interval(j["truth_heldout_accuracy"], j["heldout_answers"]),
-                )
-            ),
-            1,
-        )
-        info = _interval(
-            *(
-                100 * v
-                for v in (
-                    j["info_heldout_accuracy"],
-                    *wilson_interval(j["info_heldout_accuracy"], j["heldout_answers"]),
-                )
-            ),
-            1,
-        )
         parts.append(
-            "TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true / informative by logistic "
-            "regressions trained on "
-            f"the TruthfulQA judge fine-tune files (held-out accuracy {truth}% true, {info}% informative, "
-            f"n={j['heldout_answers']} answers to unseen questions)."
+            "TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true by "
+            f"{_judge_text(j, 'truth', 'true')} and informative by {_judge_text(j, 'info', 'informative')}."
         )
     s = results.get("toxicity_scorer")
     if s:
         a = s.get("agreement", {}).get("heldout_rtp_texts")
-        extra = f" (Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts)" if a else ""
+        p = s.get("agreement", {}).get("paper_samples")
+        extra = (
+            f" (Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts)"
+            if a
+            else f" (Pearson r with Perspective {p['pearson']:.2f} on n={p['n']} of the paper's samples)"
+            if p and _finite(p.get("pearson"))
+            else ""
+        )
         parts.append(f"RealToxicityPrompts: continuations scored by the {s['name']} toxicity scorer{extra}.")
     if any("bias" in r for r in results.get("per_model", {}).values()):
         parts.append(

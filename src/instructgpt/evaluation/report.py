@@ -30,6 +30,7 @@ from typing import Any
 from instructgpt.evaluation.findings import (
     cell,
     findings,
+    judge_names,
     metric_name,
     nlp_table,
     paper_nlp_table,
@@ -305,10 +306,11 @@ def grouped_bars(
     ylabel: str,
     ylim: tuple[float, float] | None = None,
     reference: tuple[float, str] | None = None,
+    judge: str | None = None,
 ) -> tuple[str, dict]:
     """Bars grouped by row (model), one colour per column (metric), with 95% error bars where the
     cells (:func:`~instructgpt.evaluation.findings.cell`, or plain numbers) carry intervals, each
-    column's n in the legend, and an optional ``reference`` line ``(y, label)``."""
+    column's n in the legend, an optional ``reference`` line ``(y, label)`` and the ``judge`` in the title."""
     rows = list(table)
     columns = list(dict.fromkeys(c for r in rows for c in table[r]))
     cells = {r: {c: v if isinstance(v, dict) else cell(v) for c, v in table[r].items()} for r in rows}
@@ -330,7 +332,7 @@ def grouped_bars(
         ax.axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
     ax.set_xticks([i + width * (len(columns) - 1) / 2 for i in range(len(rows))], rows)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title} (95% intervals)")
+    ax.set_title(f"{title} (95% intervals)" + (f"\njudge: {judge}" if judge else ""))
     if ylim:
         ax.set_ylim(*ylim)
     ax.legend(fontsize=7, frameon=False)
@@ -341,6 +343,7 @@ def grouped_bars(
         "title": title,
         "data": data,
         "intervals": intervals,
+        **({"judge": judge} if judge else {}),
         **({"reference": {"value": reference[0], "label": reference[1]}} if reference else {}),
     }
 
@@ -482,11 +485,15 @@ def render_html(
     def add(title: str, body: str) -> None:
         sections.append(f"<h2>{html.escape(title)}</h2>{body}")
 
+    judges = judge_names(results)
+
     def plot(made: tuple[str, dict] | None) -> str:
+        """The figure with the judge behind it named under it (and in figures.json)."""
         if made is None:
             return ""
+        judge = made[1].setdefault("judge", judges.get(made[1]["id"], "none"))
         figures.append(made[1])
-        return f"<figure>{made[0]}</figure>"
+        return f"<figure>{made[0]}<figcaption class='note'>Judge: {html.escape(judge)}</figcaption></figure>"
 
     per_model = results.get("per_model", {})
     w = results.get("winrate", {})
@@ -509,7 +516,7 @@ def render_html(
             n: {"Likert": cell(v, likert_ci.get(n, {}).get("ci"), likert_ci.get(n, {}).get("n"))}
             for n, v in w["likert"].items()
         }
-        body = plot(grouped_bars("likert", "Likert score (1-7)", likert, "mean Likert", (1, 7)))
+        body = plot(grouped_bars("likert", "Likert score (1-7)", likert, "mean Likert", (1, 7), judge=w.get("judge")))
         if any(w.get("metadata", {}).values()):
             metadata = {
                 n: {
@@ -518,7 +525,11 @@ def render_html(
                 }
                 for n, flags in w["metadata"].items()
             }
-            body += plot(grouped_bars("metadata", "Metadata rates", metadata, "fraction of outputs", (0, 1)))
+            body += plot(
+                grouped_bars(
+                    "metadata", "Metadata rates", metadata, "fraction of outputs", (0, 1), judge=w.get("judge")
+                )
+            )
         add("Likert scores and metadata", body)
     if rm_results:
         add("Reward model accuracy", plot(rm_figure(rm_results)) + table_html(rm_rows(rm_results), "run"))
@@ -530,14 +541,18 @@ def render_html(
     if tables["truthfulqa"]:
         add(
             "TruthfulQA",
-            plot(grouped_bars("truthfulqa", "TruthfulQA", tables["truthfulqa"], "fraction", (0, 1)))
+            plot(
+                grouped_bars(
+                    "truthfulqa", "TruthfulQA", tables["truthfulqa"], "fraction", (0, 1), judge=judges["truthfulqa"]
+                )
+            )
             + table_html(tables["truthfulqa"]),
         )
     if tables["toxicity"]:
         bars = {n: {c: v for c, v in row.items() if "minus" not in c} for n, row in tables["toxicity"].items()}
         add(
             "RealToxicityPrompts",
-            plot(grouped_bars("toxicity", "Toxicity of continuations", bars, "score", (0, 1)))
+            plot(grouped_bars("toxicity", "Toxicity of continuations", bars, "score", (0, 1), judge=judges["toxicity"]))
             + table_html(tables["toxicity"]),
         )
     if tables["bias"]:
@@ -580,6 +595,7 @@ def render_html(
                     "title": "The paper's samples scored by the same code",
                     "data": ref,
                     "intervals": results.get("nlp_paper_reference_ci", {}),
+                    "judge": judges["nlp_paper_reference"],
                 }
             )
         add("Alignment tax: public NLP tasks", body)

@@ -54,7 +54,7 @@ from instructgpt.evaluation.metrics import (
 )
 
 TASKS = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
-JUDGES = ("none", "reward-model", "labelers", "human")
+JUDGES = ("none", "reward-model", "labelers", "human", "llm")
 
 PROMPTED_PREFIX = """Below are instructions, each followed by the response of a helpful, honest and harmless assistant.
 
@@ -86,7 +86,12 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS
     """Which evaluations to run: winrate, truthfulqa, toxicity, bias, nlp."""
     judge: str = "none"
-    """Win-rate judge: none, reward-model (--reward-model), labelers (--labelers) or human (--human-comparisons)."""
+    """Win-rate and Likert judge: none, reward-model (--reward-model), labelers (--labelers), human
+    (--human-comparisons) or llm (--judge-url, --judge-model)."""
+    judge_url: str | None = None
+    """OpenAI-compatible endpoint root of the llm judge, e.g. http://localhost:8000/v1 (key: $OPENAI_API_KEY)."""
+    judge_model: str | None = None
+    """Model name the llm judge sends to --judge-url."""
     reward_model: str | None = None
     """Reward model to judge with (a path given to --reward-model-loader)."""
     reward_model_loader: str = "instructgpt.evaluation.judges:reward_model_scorer"
@@ -111,7 +116,15 @@ class EvalConfig:
     auto_max_new_tokens: int = 32
     """Longest completion in the automatic tasks (cut at the first newline anyway)."""
     toxicity_scorer: str = "auto"
-    """auto (Perspective API when $PERSPECTIVE_API_KEY is set, else offline), perspective or offline."""
+    """auto (Perspective API when $PERSPECTIVE_API_KEY is set, else offline), perspective, offline, or a Hugging Face
+    sequence-classification model (local folder or Hub id)."""
+    truthfulqa_judge: str = "offline"
+    """TruthfulQA truth judge: offline (logistic regression trained here) or a sequence-classification model."""
+    truthfulqa_info_judge: str = "offline"
+    """TruthfulQA informativeness judge: offline or a sequence-classification model."""
+    classifier_labels: tuple[str, ...] = ()
+    """The label that means yes for classifier scorers, as ROLE=LABEL (name or index; roles toxicity, truth, info);
+    default: a label named toxic / yes / true / informative..., else the second of two."""
     truthfulqa_version: str = "v1"
     """TruthfulQA release: v1 (817 questions, Oct 2021, the paper's), v0 or current."""
     ppo_metrics: tuple[str, ...] = ()
@@ -157,11 +170,24 @@ class EvalConfig:
             )
         check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
         check(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
-        check(
-            self.toxicity_scorer in ("auto", "perspective", "offline"),
-            "toxicity_scorer",
-            "must be auto, perspective or offline",
-        )
+        for field_name, value in (
+            ("toxicity_scorer", self.toxicity_scorer),
+            ("truthfulqa_judge", self.truthfulqa_judge),
+            ("truthfulqa_info_judge", self.truthfulqa_info_judge),
+        ):
+            keywords = "auto, perspective, offline" if field_name == "toxicity_scorer" else "offline"
+            check(
+                value in keywords.split(", ") or Path(value).is_dir() or "/" in value,
+                field_name,
+                f"must be {keywords}, a local model folder or a Hub id (owner/name), got {value!r}",
+            )
+        for spec in self.classifier_labels:
+            role, _, label = spec.partition("=")
+            check(
+                role in ("toxicity", "truth", "info") and bool(label),
+                "classifier_labels",
+                f"expected ROLE=LABEL with ROLE toxicity, truth or info, got {spec!r}",
+            )
         if "winrate" in self.tasks and self.judge != "none":
             check(self.baseline in names, "baseline", f"{self.baseline!r} is not among --models ({', '.join(names)})")
         check(
@@ -178,6 +204,11 @@ class EvalConfig:
             self.judge != "human" or bool(self.human_comparisons),
             "human_comparisons",
             "--judge human needs --human-comparisons FILE",
+        )
+        check(
+            self.judge != "llm" or (self.judge_url is not None and self.judge_model is not None),
+            "judge_url",
+            "--judge llm needs --judge-url URL and --judge-model NAME",
         )
         for spec in self.ppo_metrics + self.rm_metrics:
             check("=" in spec, "ppo_metrics/rm_metrics", f"expected NAME=PATH, got {spec!r}")
@@ -249,6 +280,7 @@ class Inputs:
 
 def load_inputs(config: EvalConfig, root: Path) -> Inputs:
     from instructgpt.evaluation import bias, nlp, toxicity, truthfulqa
+    from instructgpt.evaluation.classifier import labels_by_role
 
     inputs = Inputs()
     if "winrate" in config.tasks:
@@ -259,13 +291,17 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
             config.limit_of("truthfulqa"),
             task_rng(config.seed, "truthfulqa"),
         )
-        inputs.truth_judges = truthfulqa.load_judges(root)
+        inputs.truth_judges = truthfulqa.make_judges(
+            root, config.truthfulqa_judge, config.truthfulqa_info_judge, labels_by_role(config.classifier_labels)
+        )
     if "toxicity" in config.tasks:
         records = toxicity.sample_prompts(
             toxicity.read_rtp(root), config.limit_of("toxicity"), task_rng(config.seed, "toxicity")
         )
         inputs.rtp_prompts = [r["prompt"]["text"].strip() for r in records]
-        inputs.toxicity_scorer = toxicity.make_scorer(config.toxicity_scorer, root)
+        inputs.toxicity_scorer = toxicity.make_scorer(
+            config.toxicity_scorer, root, labels_by_role(config.classifier_labels).get("toxicity")
+        )
     if "bias" in config.tasks:
         inputs.bias_pairs = {
             "crows_pairs": subsample(
@@ -467,6 +503,16 @@ def make_judge(config: EvalConfig):
         return None
     if config.judge == "human":
         return judges.HumanComparisonsJudge(config.human_comparisons)
+    if config.judge == "llm":
+        from instructgpt.labelers.llm import ChatLabeler
+
+        labeler = ChatLabeler(base_url=config.judge_url, model=config.judge_model)
+        return judges.LabelerJudge(
+            [labeler],
+            name=f"llm {config.judge_model}",
+            description=f"the LLM {config.judge_model} at {config.judge_url} (OpenAI-compatible chat endpoint; the "
+            "paper's labeling instructions; temperature 0)",
+        )
     if config.judge == "labelers":
         labelers = judges.load_callable(config.labelers)()
         if callable(getattr(labelers, "members", None)):  # a panel: its held-out labelers judge
@@ -672,6 +718,8 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
 
         truth, info = inputs.truth_judges
         out["truthfulqa_judge"] = {
+            "truth_judge": truth.name,
+            "info_judge": info.name,
             "truth_heldout_accuracy": truth.heldout_accuracy,
             "info_heldout_accuracy": info.heldout_accuracy,
             "heldout_answers": truth.heldout_n,
