@@ -38,4 +38,10 @@ def main(argv: list[str]) -> int:
         return 2
     if preset is not None:
         rest = ["--config", preset, *rest]
-    return _command(PipelineConfig, rest, "pipeline", run_pipeline)
+    from instructgpt.pipeline.rounds import AwaitingLabels
+
+    try:
+        return _command(PipelineConfig, rest, "pipeline", run_pipeline)
+    except AwaitingLabels as waiting:  # people have a round's samples to rank: not an error, a pause
+        print(f"waiting for labels: {waiting}", file=sys.stderr)
+        return 3

@@ -389,6 +389,35 @@ def ppo_figure(runs: dict[str, list[dict]]) -> tuple[str, dict] | None:
     return _svg(fig), {"id": "ppo_curves", "title": "PPO training curves", "data": panels}
 
 
+def rounds_figure(rounds: Sequence[dict]) -> tuple[str, dict]:
+    """Per round of iterated RM + PPO training (the pipeline's ``rounds`` list): each model's win
+    rate against the SFT baseline with its 95% interval, and the reward model's validation
+    accuracy on each labeler group's rankings."""
+    numbers = [r["round"] for r in rounds]
+    fig, axes = _figure(7.0, 2.8, ncols=2)
+    win, acc = axes[0]
+    for model in dict.fromkeys(m for r in rounds for m in r["winrate"]):
+        cells = [
+            cell(w["rate"], (w.get("low"), w.get("high")), w.get("n")) if (w := r["winrate"].get(model)) else cell(None)
+            for r in rounds
+        ]
+        win.errorbar(numbers, [c["value"] for c in cells], yerr=_yerr(cells), capsize=4, marker="o", label=model)
+    win.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    win.set_ylim(0, 1)
+    win.set_title("win rate against the SFT baseline")
+    for group in ("training", "held_out"):
+        accuracy = [cell(r["rm_accuracy"].get(group))["value"] for r in rounds]
+        acc.plot(numbers, accuracy, marker="o", label=f"{group} labelers")
+    acc.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    acc.set_ylim(0, 1)
+    acc.set_title("reward-model validation accuracy")
+    for ax in (win, acc):
+        ax.set_xlabel("round")
+        ax.set_xticks(numbers)
+        ax.legend(fontsize=7, frameon=False)
+    return _svg(fig), {"id": "rounds", "title": "Iterated rounds: win rate and RM accuracy", "data": list(rounds)}
+
+
 # ---------------------------------------------------------------- tables and text
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from instructgpt.config import check
 from instructgpt.models.loader import DEFAULT_MODEL
@@ -125,6 +126,34 @@ class PipelineConfig:
     steps)."""
     run_plain_ppo: bool = True
     """Also train plain PPO (gamma = 0) to measure PPO-ptx's alignment tax against it."""
+    # --- iterated rounds of steps 2 and 3 (method.md: "steps 2 and 3 can be iterated")
+    rounds: int = 1
+    """Rounds of steps 2 and 3. Round 1 is the pipeline above (its stage folders at the top of out_dir); round r >= 2
+    (folder round-r/) samples new comparisons from round r-1's policy, trains a reward model on every round's
+    comparisons so far, continues PPO(-ptx) from round r-1's policies, and its policies are judged against the same SFT
+    baseline on the same test prompts; eval/ evaluates the last round's policies in full, and eval/results.json lists
+    every round's win rates and RM accuracies under "rounds". A round's PPO KL reference is the policy it starts
+    from (PPO takes one model for both; the paper keeps the SFT model)."""
+    round_policy: Literal["ppo_ptx", "ppo"] = "ppo_ptx"
+    """The "current best policy" of a round, whose samples the next round's labelers rank: PPO-ptx (the paper's
+    InstructGPT) or plain PPO (needs run_plain_ppo)."""
+    round_earlier_models: Literal["none", "sft", "all"] = "all"
+    """Earlier models mixed into a round's samples, as the paper's comparisons come from several models (it gives no
+    mix): none; the SFT baseline; or all (the SFT baseline and the policies of every round before the last). Each
+    prompt's earlier samples come from one of them, in turn."""
+    round_earlier_share: float = 0.25
+    """Share of each prompt's K samples drawn from the earlier models (rounded; the latest policy keeps at least
+    one)."""
+    round_rm_init: Literal["sft", "previous"] = "sft"
+    """Where a round's reward model starts: a new RM from the SFT model (as round 1's), trained on every round's
+    comparisons so far; or round r-1's RM, trained on the same data (the paper does not say)."""
+    round_eval_tasks: tuple[str, ...] = ("winrate",)
+    """Evaluations of the rounds before the last (round-r/eval/); the last round gets eval_tasks in eval/."""
+    round_human_rankings: tuple[Path, ...] = ()
+    """Rankings people made in the labeling application (instructgpt label export) of rounds 2..N's training samples.
+    When given, a round's training comparisons are theirs instead of the simulated training labelers'; a round whose
+    samples are not all ranked yet writes them to round-r/rankings/to_label/ (prompts.jsonl and outputs.jsonl, the
+    application's import formats) and stops; re-run with the export added and it resumes in that round."""
     # --- evaluation
     eval_prompts: int = 16
     """Held-out test prompts for the win rates."""
@@ -160,6 +189,15 @@ class PipelineConfig:
         check(self.ppo_init_epochs >= 1, "ppo_init_epochs", "must be at least 1")
         check(0 <= self.ppo_init_pretrain_mix < 1, "ppo_init_pretrain_mix", "must be in [0, 1)")
         check(0 <= self.labeler_taste_share <= 1, "labeler_taste_share", "must be in [0, 1]")
+        check(self.rounds >= 1, "rounds", "must be at least 1")
+        check(0 <= self.round_earlier_share < 1, "round_earlier_share", "must be in [0, 1)")
+        check(
+            self.rounds == 1 or self.round_policy == "ppo_ptx" or self.run_plain_ppo,
+            "round_policy",
+            "ppo needs run_plain_ppo",
+        )
+        check(self.rounds == 1 or "winrate" in self.eval_tasks, "eval_tasks", "rounds > 1 need winrate")
+        check(self.rounds == 1 or "winrate" in self.round_eval_tasks, "round_eval_tasks", "must include winrate")
         check(
             self.training_labelers >= 1 and self.held_out_labelers >= 1,
             "held_out_labelers",

@@ -18,6 +18,9 @@ Stages (each skipped when its outputs exist for the same settings; see ``stages.
 9. ``eval``     win rates against the SFT baseline judged by held-out labelers, public
                 benchmarks, the report (one HTML page + JSON of every figure)
 
+With ``rounds`` > 1, the stages of rounds 2..N (``round-r/``: samples, rankings, RM, PPO) come
+before ``eval``, which then evaluates the last round's policies (see ``rounds.py``).
+
 Order: the samples and the RM come from the final SFT model, since choosing among the SFT
 epochs needs an RM (the paper does not say which SFT model its RM starts from). The PPO-init run
 sits right after SFT, so tuning the RM does not re-run it.
@@ -47,6 +50,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Path]]:
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:
+    from instructgpt.pipeline.rounds import round_evals, round_stages  # it builds on this module's stages
+
     c = asdict(config)
 
     def pick(*names: str) -> dict[str, Any]:
@@ -151,14 +156,17 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             if config.run_plain_ppo
             else []
         ),
+        *round_stages(config, stage),
         stage(
             "eval",
-            "win rates (held-out labelers), benchmarks, report",
-            eval_stage,
+            "win rates (held-out labelers), benchmarks, report"
+            + (f" of round {config.rounds}; every round's figures" if config.rounds > 1 else ""),
+            lambda c, f, r: eval_stage(c, f, r, round_number=c.rounds),
             "eval_prompts",
             "eval_items",
             "eval_tokens",
             "eval_tasks",
+            uses=round_evals(config),
         ),
     ]
 
@@ -321,29 +329,74 @@ def _autocast_dtype():
     return resolve_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
-    """K distinct samples per prompt at temperature 1; a prompt with fewer than 2 distinct ones is dropped."""
+def sample_stage(
+    config: PipelineConfig, folder: Path, results, policies: list[Path] | None = None, round_number: int = 1
+) -> dict[str, Path]:
+    """K distinct samples per prompt at temperature 1; a prompt with fewer than 2 distinct ones is dropped.
+
+    Round 1 samples the final SFT model. A later round samples ``policies``: the first is the
+    latest policy, the others the earlier models, of which each prompt gets
+    ``round_earlier_share`` of its K samples, from one earlier model in turn; each row then names
+    the model of every response (``models``)."""
     from tqdm.auto import tqdm
 
-    from instructgpt.models.generate import generate
-    from instructgpt.models.loader import load_model
-
     data = _load(results, config.out_dir, "prepare")
-    model, tokenizer = load_model(_load(results, config.out_dir, "sft")["model"])
-    outputs = {}
+    sources = policies or [Path(_load(results, config.out_dir, "sft")["model"])]
     chosen_by_split = {}
     for split, count in (("train", config.rm_prompts), ("valid", config.rm_eval_prompts)):
         prompts = read_records(data[f"rm_{split}"], "prompts")
-        chosen_by_split[split] = random.Random(config.seed).sample(prompts, min(count, len(prompts)))
+        chosen_by_split[split] = random.Random(config.seed + round_number - 1).sample(prompts, min(count, len(prompts)))
+    k = config.samples_per_prompt
+    earlier = min(round(config.round_earlier_share * k), k - 1) if len(sources) > 1 else 0
+    plans = {  # per prompt: (source, samples) pairs, the latest policy first
+        split: [
+            [(0, k - earlier)] + ([(1 + i % (len(sources) - 1), earlier)] if earlier else []) for i in range(len(c))
+        ]
+        for split, c in chosen_by_split.items()
+    }
     batch = 64  # rows sampled together: the sampler's per-step cost is mostly the batch-independent weight reads
-    total = sum(-(-len(c) * config.samples_per_prompt // batch) for c in chosen_by_split.values())
+    total = sum(
+        -(-sum(n for plan in plans[split] for s, n in plan if s == source) // batch)
+        for split in plans
+        for source in range(len(sources))
+    )
     progress = tqdm(total=total, desc="samples", unit="batch", dynamic_ncols=True)
+    drawn: dict[str, list[list[tuple[str, int]]]] = {split: [[] for _ in c] for split, c in chosen_by_split.items()}
+    for source, path in enumerate(sources):
+        _sample_from(config, path, chosen_by_split, plans, source, round_number, drawn, progress)
+    outputs = {}
     for split, chosen in chosen_by_split.items():
-        texts = [p.text for p in chosen for _ in range(config.samples_per_prompt)]
-        samples = []
-        for number, start in enumerate(
-            range(0, len(texts), batch)
-        ):  # one seed per batch: a resumed run samples the same
+        rows = []
+        for prompt, responses in zip(chosen, drawn[split]):
+            first_source: dict[str, int] = {}  # distinct responses, each with the first model that wrote it
+            for text, source in responses:
+                if text.strip():
+                    first_source.setdefault(text, source)
+            if len(first_source) >= 2:
+                row = {"prompt_id": prompt.id, "prompt": prompt.text, "responses": list(first_source)}
+                if policies:
+                    row["models"] = [str(sources[s]) for s in first_source.values()]
+                rows.append(row)
+        outputs[split] = folder / f"{split}.jsonl"
+        write_jsonl_atomic(outputs[split], rows)
+        progress.write(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
+    progress.close()
+    return outputs
+
+
+def _sample_from(config, path: Path, chosen_by_split, plans, source: int, round_number: int, drawn, progress) -> None:
+    """Append one model's samples (``plans``' share of ``source``) to each prompt's list in ``drawn``."""
+    from instructgpt.models.generate import generate
+    from instructgpt.models.loader import load_model
+
+    model, tokenizer = load_model(path)
+    batch = 64
+    for split, chosen in chosen_by_split.items():
+        owners = [i for i, plan in enumerate(plans[split]) for s, n in plan if s == source for _ in range(n)]
+        texts = [chosen[i].text for i in owners]
+        samples: list[str] = []
+        for number, start in enumerate(range(0, len(texts), batch)):  # a seed per batch: a resumed run samples the same
+            seed = config.seed * 100_003 + number + (0 if split == "train" else 50_000)
             samples += generate(
                 model,
                 tokenizer,
@@ -351,21 +404,13 @@ def sample_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Pat
                 config.sample_tokens,
                 temperature=1.0,
                 batch_size=batch,
-                seed=config.seed * 100_003 + number + (0 if split == "train" else 50_000),
+                seed=seed + (round_number - 1) * 1_000_003 + source * 200_003,
                 autocast=_autocast_dtype(),
             )
             progress.update(1)
-        k = config.samples_per_prompt
-        rows = []
-        for i, prompt in enumerate(chosen):
-            distinct = list(dict.fromkeys(s for s in samples[i * k : (i + 1) * k] if s.strip()))
-            if len(distinct) >= 2:
-                rows.append({"prompt_id": prompt.id, "prompt": prompt.text, "responses": distinct})
-        outputs[split] = folder / f"{split}.jsonl"
-        write_jsonl_atomic(outputs[split], rows)
-        progress.write(f"    {split}: {len(rows)} of {len(chosen)} prompts with >= 2 distinct samples")
-    progress.close()
-    return outputs
+        for i, text in zip(owners, samples):
+            drawn[split][i].append((text, source))
+    del model
 
 
 def _panel(config: PipelineConfig, calibrations: list[dict] | None = None):
@@ -428,15 +473,23 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
     return out
 
 
-def rm_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+def rm_stage(
+    config: PipelineConfig,
+    folder: Path,
+    results,
+    rankings_from: tuple[str, ...] = ("rankings",),
+    init: Path | None = None,
+) -> dict[str, Path]:
+    """Step 2: the reward model, from the SFT model (or ``init``), on the training rankings of every
+    stage in ``rankings_from``; validated on the last one's rankings of each labeler group."""
     from instructgpt.cli.rm import evaluate_file
     from instructgpt.training.rm import RMConfig, train_rm
 
-    rankings = _load(results, config.out_dir, "rankings")
+    rankings = _load(results, config.out_dir, rankings_from[-1])
     sft = _load(results, config.out_dir, "sft")
     rm = RMConfig(
-        model=str(sft["model"]),
-        data=(rankings["train"],),
+        model=str(init or sft["model"]),
+        data=tuple(_load(results, config.out_dir, name)["train"] for name in rankings_from),
         val_data=(rankings["valid_training"],),
         out_dir=folder,
         lr=config.rm_lr,
@@ -546,13 +599,17 @@ def _ppo_init(config: PipelineConfig, results) -> Path:
     return _sft_baseline(config, results)
 
 
-def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) -> dict[str, Path]:
+def ppo_stage(
+    config: PipelineConfig, folder: Path, results, ptx_coef: float, round_number: int = 1, policy: Path | None = None
+) -> dict[str, Path]:
+    """Step 3 against the round's reward model, from ``policy`` (round 1: the PPO init); the
+    policy it starts from is also the frozen KL reference (PPOConfig has one model for both)."""
     from instructgpt.training.ppo import PPOConfig, train_ppo
 
     data = _load(results, config.out_dir, "prepare")
     ppo = PPOConfig(
-        policy=str(_ppo_init(config, results)),
-        reward_model=str(_load(results, config.out_dir, "rm")["model"]),
+        policy=str(policy or _ppo_init(config, results)),
+        reward_model=str(_load(results, config.out_dir, stage_name(round_number, "rm"))["model"]),
         prompts=(data["ppo_train"],),
         out_dir=folder,
         episodes=config.ppo_iterations * config.ppo_batch_size,
@@ -570,7 +627,7 @@ def ppo_stage(config: PipelineConfig, folder: Path, results, ptx_coef: float) ->
         kl_target=config.ppo_kl_target,
         kl_horizon=config.ppo_kl_horizon,
         ema_decay=_ema_decay(config),
-        seed=config.seed,
+        seed=config.seed + round_number - 1,  # a new round draws new prompts and samples
     )
     return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
 
@@ -595,8 +652,17 @@ def _ema_decay(config: PipelineConfig) -> float:
     return 0.0 if horizon <= 1 else 1.0 - 1.0 / horizon
 
 
-def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
-    """Every model against SFT, judged by the held-out simulated labelers, plus the benchmarks."""
+def stage_name(round_number: int, name: str) -> str:
+    """A stage's name (and folder) in a round: round 1's at the top, round r's in round-r/."""
+    return name if round_number == 1 else f"round-{round_number}/{name}"
+
+
+def eval_stage(
+    config: PipelineConfig, folder: Path, results, round_number: int = 1, tasks: tuple[str, ...] | None = None
+) -> dict[str, Path]:
+    """Every model against SFT, judged by the held-out simulated labelers, plus the benchmarks.
+
+    With ``tasks`` (a round before the last): only that round's policies and the SFT baseline."""
     from instructgpt.evaluation.judges import LabelerJudge
     from instructgpt.evaluation.suite import EvalConfig, run_eval
 
@@ -606,12 +672,15 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
     prompts = read_records(data["test_prompts"], "prompts")
     chosen = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
     write_jsonl_atomic(folder / "test_prompts.jsonl", chosen)
+    names = {name: stage_name(round_number, name) for name in ("rm", "ppo_ptx", "ppo")}
     trained = {
-        name: _load(results, config.out_dir, name)
-        for name in ("rm", "ppo_ptx", "ppo")
-        if (config.out_dir / name / "stage.json").exists() or name in results
+        name: _load(results, config.out_dir, stage)
+        for name, stage in names.items()
+        if (config.out_dir / stage / "stage.json").exists() or stage in results
     }
-    models = [f"pretrained={config.model}", f"prompted={config.model}", f"sft={_sft_baseline(config, results)}"]
+    models = [f"sft={_sft_baseline(config, results)}"]
+    if tasks is None:
+        models = [f"pretrained={config.model}", f"prompted={config.model}", *models]
     models += [f"{name.replace('_', '-')}={trained[name]['model']}" for name in ("ppo", "ppo_ptx") if name in trained]
     judge = LabelerJudge(
         _panel(config, calibrations).held_out,
@@ -620,11 +689,11 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
     )
     evaluation = EvalConfig(
         models=tuple(models),
-        prompted=("prompted",),
+        prompted=("prompted",) if tasks is None else (),
         baseline="sft",
         judge="none",  # the judge object below: the pipeline's own panel, calibrated in "rankings"
         prompts_file=folder / "test_prompts.jsonl",
-        tasks=config.eval_tasks,
+        tasks=config.eval_tasks if tasks is None else tasks,
         limit=config.eval_items,
         task_limits=(f"winrate={config.eval_prompts}",),
         win_max_new_tokens=config.eval_tokens,
@@ -634,4 +703,8 @@ def eval_stage(config: PipelineConfig, folder: Path, results) -> dict[str, Path]
         out_dir=folder,
     )
     run_eval(evaluation, judge=judge)
+    if tasks is None:  # the final evaluation: every round's figures beside it
+        from instructgpt.pipeline.rounds import add_rounds
+
+        add_rounds(config, folder, results)
     return {"results": folder / "results.json", "report": folder / "report.html"}

@@ -5,7 +5,8 @@ Reads only what the stages wrote (``<stage>/stage.json``, ``rm/summary.json``,
 as JSON): the wall time of every stage; the win rate of each model against the baseline with its
 95% Wilson interval and win / tie / loss counts; the reward model's validation accuracy on the
 training labelers' and on the held-out labelers' rankings; and the NLP scores (the alignment tax
-of PPO-ptx against PPO). Missing pieces are skipped, so it also works on an unfinished run.
+of PPO-ptx against PPO); with iterated rounds, each round's win rates and RM accuracies. Missing
+pieces are skipped, so it also works on an unfinished run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 STAGES = ("prepare", "sft", "sft_ppo_init", "samples", "rankings", "rm", "select_sft", "ppo_ptx", "ppo", "eval")
+ROUND_STAGES = ("eval", "samples", "rankings", "rm", "ppo_ptx", "ppo")  # in round-r/, round r's eval ran before r+1
 
 
 def _read(path: Path) -> dict | None:
@@ -25,7 +27,9 @@ def collect(run_dir: Path) -> dict:
     """The headline figures of the run in ``run_dir`` (absent pieces left out)."""
     run_dir = Path(run_dir)
     out: dict = {"run_dir": str(run_dir), "seconds": {}}
-    for stage in STAGES:
+    rounds = sorted((p for p in run_dir.glob("round-*") if p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
+    in_rounds = [f"{folder.name}/{stage}" for folder in rounds for stage in ROUND_STAGES]
+    for stage in [*STAGES[:-1], *in_rounds, STAGES[-1]]:
         record = _read(run_dir / stage / "stage.json")
         if record is not None:
             out["seconds"][stage] = round(record["seconds"], 1)
@@ -60,6 +64,8 @@ def collect(run_dir: Path) -> dict:
             for row in results.get("differences", [])
             if (row["model"], row["reference"]) == ("ppo-ptx", "ppo") and row["metric"].startswith("nlp/")
         }
+        if "rounds" in results:
+            out["rounds"] = results["rounds"]
         out["eval_config"] = {
             k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")
         }
@@ -68,9 +74,10 @@ def collect(run_dir: Path) -> dict:
 
 def render(figures: dict) -> str:
     """The figures as a few plain-text tables."""
-    lines = [f"run: {figures['run_dir']}", "", "stage        seconds"]
-    lines += [f"{stage:<12} {seconds:>7.0f}" for stage, seconds in figures["seconds"].items()]
-    lines.append(f"{'total':<12} {figures['total_seconds']:>7.0f}  ({figures['total_seconds'] / 60:.1f} min)")
+    width = max([12, *map(len, figures["seconds"])])
+    lines = [f"run: {figures['run_dir']}", "", f"{'stage':<{width}} seconds"]
+    lines += [f"{stage:<{width}} {seconds:>7.0f}" for stage, seconds in figures["seconds"].items()]
+    lines.append(f"{'total':<{width}} {figures['total_seconds']:>7.0f}  ({figures['total_seconds'] / 60:.1f} min)")
     if "panel" in figures:
         p = figures["panel"]
         lines += [
@@ -97,6 +104,20 @@ def render(figures: dict) -> str:
                 f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} "
                 f"{r['losses']:>6}"
             )
+    if len(figures.get("rounds", [])) > 1:
+        models = list(dict.fromkeys(m for r in figures["rounds"] for m in r["winrate"]))
+        lines += [
+            "",
+            "rounds: win rate against the SFT baseline; RM accuracy on training / held-out labelers' rankings",
+            "round  rankings " + " ".join(f"{m:>8}" for m in models) + "  rm train  rm held-out",
+        ]
+        for r in figures["rounds"]:
+            rates = " ".join(f"{r['winrate'].get(m, {}).get('rate', float('nan')):>8.2f}" for m in models)
+            acc = r["rm_accuracy"]
+            lines.append(
+                f"{r['round']:>5}  {r['rm_training_rankings']:>8} {rates}  {_rate(acc.get('training')):>8}  "
+                f"{_rate(acc.get('held_out')):>11}"
+            )
     if figures.get("nlp"):
         tasks = list(next(iter(figures["nlp"].values())))
         lines += [
@@ -114,6 +135,10 @@ def render(figures: dict) -> str:
                 + "   (paired over the same items)"
             )
     return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _score_with_ci(scores: dict) -> str:
