@@ -35,6 +35,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DATA_PARALLEL = {("sft",), ("rm", "train")}
+"""Commands that use the processes of a multi-process launch (``torchrun``, ``accelerate launch``);
+every other command refuses one rather than run as several whole copies into the same folder."""
+
+
+def _single_process_error(argv: list[str]) -> str | None:
+    """The launch error for ``argv`` under several processes, or None when it may run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch
+    if world == 1 or tuple(argv[:1]) in DATA_PARALLEL or tuple(argv[:2]) in DATA_PARALLEL:
+        return None
+    if any(a in ("-h", "--help") for a in argv):
+        return None
+    what = " ".join(argv[:2] if argv[0] in ("rm", "data", "label") else argv[:1])
+    return (
+        f"error: launch: 'instructgpt {what}' runs in one process, but was launched as {world} (WORLD_SIZE); "
+        "start it without torchrun / accelerate launch. Data-parallel commands: sft, rm train"
+    )
+
+
 def _usage() -> str:
     return __doc__.strip() + "\n"
 
@@ -51,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] not in COMMANDS:
         print(f"instructgpt: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    error = _single_process_error(argv)
+    if error:
+        if os.environ.get("RANK", "0") == "0":  # one report, not one per process
+            print(error, file=sys.stderr)
         return 2
     module, name = COMMANDS[argv[0]]
     command: Callable[[list[str]], int] = getattr(__import__(module, fromlist=[name]), name)

@@ -73,7 +73,7 @@ class CausalLMLoss(torch.nn.Module):
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
         self._hooks = add_residual_dropout(model, residual_dropout)
         if sparse_embedding_grad:
-            _sparse_tied_embedding(model)
+            sparse_tied_embedding(model)
 
     def forward(
         self, input_ids, loss_mask, attention_mask=None, position_ids=None, token_weight: float = 1.0
@@ -99,13 +99,14 @@ class CausalLMLoss(torch.nn.Module):
         )
 
 
-def _sparse_tied_embedding(model: Any) -> None:
+def sparse_tied_embedding(model: Any) -> None:
     """Let the input embedding send a sparse gradient when it shares its weight with the head.
 
     The head's gradient is dense ([V, H]) anyway; with a dense lookup gradient too, backward
     zero-fills a second [V, H] buffer (670 MB in fp32 for a 262k vocabulary) and adds the two.
-    Sparse, the few looked-up rows are added into the head's gradient in place. Only for one
-    process: DDP treats a sparse embedding's parameter as sparse-gradient throughout.
+    Sparse, the few looked-up rows are added into the head's gradient in place. Only for a model
+    DDP does not wrap (:func:`instructgpt.training.launch.is_data_parallel`): DDP treats a sparse
+    embedding's parameter as sparse-gradient throughout.
     """
     embedding = model.get_input_embeddings()
     head = model.get_output_embeddings()

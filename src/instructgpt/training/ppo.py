@@ -183,10 +183,9 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
 def single_process() -> None:
     """PPO is not data-parallel yet: under torchrun / accelerate launch with several processes,
     every rank would run the whole job into the same folder and race on its checkpoints."""
-    import os
+    from instructgpt.training.launch import require_single_process
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    check(world == 1, "WORLD_SIZE", f"PPO runs in one process (launched with {world}); start it without torchrun")
+    require_single_process("PPO")
 
 
 def ppo_iteration(

@@ -46,6 +46,7 @@ from instructgpt.losses.ranking import NORMALIZERS, ranking_accuracy, ranking_lo
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
+from instructgpt.training.launch import check_launch
 from instructgpt.training.lm import resolve_precision
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
@@ -180,6 +181,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     """Train the reward model; returns the folder of the final, normalised model (``out_dir/final``)."""
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
+    check_launch(accelerator, config.batch_size)
     if model is None:
         model, tokenizer = _load_model(config, accelerator.device)
     model.to(accelerator.device)
@@ -388,7 +390,7 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
         folder,
         checkpoint_model(model, config),
         tokenizer,
-        _meta(config, step, plan),
+        _meta(config, step, plan, accelerator.num_processes),
         {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
     )
 
@@ -397,7 +399,8 @@ def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
     if stop == plan.total_steps:
         model.parent = config.model
         final = checkpoint_model(model, config)  # with LoRA: the merged copy, saved as any reward model
-        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, _meta(config, stop, plan))
+        meta = _meta(config, stop, plan, accelerator.num_processes)
+        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, meta)
     return config.out_dir / "final"
 
 
@@ -414,12 +417,13 @@ def _load_model(config: RMConfig, device: torch.device) -> tuple[Any, Any]:
     return RewardModel.from_causal_lm(lm, seed=config.seed, head_init_std=config.head_init_std), tokenizer
 
 
-def _meta(config: RMConfig, step: int, plan: BatchPlan) -> dict:
+def _meta(config: RMConfig, step: int, plan: BatchPlan, processes: int) -> dict:
     return {
         "kind": "rm",
         "step": step,
         "epoch": step / plan.steps_per_epoch,
         "parent": config.model,
+        "processes": processes,  # data-parallel ranks that trained it
         "config": to_dict(config),
     }
 

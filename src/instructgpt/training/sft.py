@@ -35,7 +35,8 @@ from instructgpt.data.render import TEMPLATES, Example, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
-from instructgpt.training.lm import CausalLMLoss, resolve_precision, warn_if_emulated
+from instructgpt.training.launch import check_launch, is_data_parallel
+from instructgpt.training.lm import CausalLMLoss, resolve_precision, sparse_tied_embedding, warn_if_emulated
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
 from instructgpt.training.options import (
@@ -151,6 +152,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     """Run SFT; returns the folder of the final model (``out_dir/final``)."""
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
+    check_launch(accelerator, config.batch_size)
     if model is None:
         model, tokenizer = _load_model(config, accelerator.device)
     train, val = build_examples(config, tokenizer, accelerator.is_main_process)
@@ -165,10 +167,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     if master:
         warn_if_emulated(config.precision, accelerator.device)  # (bf16 autocast warns in resolve_precision)
     precision = None if master else resolve_precision(config.precision, accelerator.device)
-    sparse = accelerator.num_processes == 1  # see CausalLMLoss: not under DDP
-    wrapped = CausalLMLoss(
-        model, config.residual_dropout, config.loss_chunk_size, precision, sparse_embedding_grad=sparse
-    )
+    wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision)
     optimizer = torch.optim.AdamW(
         master.masters if master else [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -180,6 +179,8 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _resume_state(last, optimizer, scheduler, accelerator)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
+    if not is_data_parallel(wrapped):  # under DDP (even of one process) the embedding's gradient stays dense
+        sparse_tied_embedding(model)
     log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-sft", config)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     bar = _progress(config, accelerator, start, stop)
@@ -336,7 +337,7 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
         folder,
         checkpoint_model(model, config),
         tokenizer,
-        _meta(config, step, plan),
+        _meta(config, step, plan, accelerator.num_processes),
         {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
     )
     if accelerator.is_main_process and config.save_total_limit > 0:
@@ -346,7 +347,8 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
     if stop == plan.total_steps:
         final = checkpoint_model(model, config)
-        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, _meta(config, stop, plan))
+        meta = _meta(config, stop, plan, accelerator.num_processes)
+        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, meta)
     return config.out_dir / "final"
 
 
@@ -360,12 +362,13 @@ def _load_model(config: SFTConfig, device: torch.device) -> tuple[Any, Any]:
     return load_model(config.model)
 
 
-def _meta(config: SFTConfig, step: int, plan: BatchPlan) -> dict:
+def _meta(config: SFTConfig, step: int, plan: BatchPlan, processes: int) -> dict:
     return {
         "kind": "sft",
         "step": step,
         "epoch": step / plan.steps_per_epoch,
         "parent": config.model,
+        "processes": processes,  # data-parallel ranks that trained it
         "config": to_dict(config),
     }
 

@@ -1,0 +1,65 @@
+"""How a run was launched: the process count the launcher asked for, and checks that catch mistakes.
+
+``torchrun --nproc_per_node N`` and ``accelerate launch --multi_gpu --num_processes N`` start N
+copies of the same command with ``WORLD_SIZE=N`` in their environment. SFT and RM training use
+them data-parallel (one process group, each rank its share of every batch). Every other command
+would run N whole copies of itself into the same folder, racing on its checkpoints, so it
+refuses (:mod:`instructgpt.cli.main`; :func:`require_single_process` in the Python API). A
+trainer whose process group is not the launch's, or whose batch does not split over it, stops
+before it loads a model (:func:`check_launch`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from instructgpt.config import check
+
+
+def launched_world() -> int:
+    """Processes the launcher started for this job (``WORLD_SIZE``; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def require_single_process(what: str) -> None:
+    """Stop a command that cannot use several processes when it was launched with several."""
+    world = launched_world()
+    check(
+        world == 1,
+        "WORLD_SIZE",
+        f"{what} runs in one process, but was launched as {world}; start it without torchrun / accelerate launch "
+        "(data-parallel: 'sft' and 'rm train')",
+    )
+
+
+def check_launch(accelerator: Any, batch_size: int, batch_field: str = "batch_size") -> None:
+    """The accelerator's process group is the launch's, and each optimizer batch splits over it.
+
+    A group smaller than the launch (e.g. an environment that makes accelerate ignore the launcher's
+    variables) would leave every process training the whole run into one folder.
+    """
+    world = launched_world()
+    check(
+        accelerator.num_processes == world,
+        "WORLD_SIZE",
+        f"launched as {world} processes, but they formed a group of {accelerator.num_processes}: each would "
+        "train the whole run into the same folder",
+    )
+    check(
+        batch_size % accelerator.num_processes == 0,
+        batch_field,
+        f"{batch_size} does not split over {accelerator.num_processes} processes; use a multiple of "
+        f"{accelerator.num_processes}",
+    )
+
+
+def is_data_parallel(module: torch.nn.Module) -> bool:
+    """Whether ``accelerator.prepare`` wrapped ``module`` in DDP.
+
+    accelerate wraps on CPU whenever a launcher set up a process group, one process included
+    (``torchrun --nproc_per_node 1``), so this asks the module, not the process count.
+    """
+    return isinstance(module, torch.nn.parallel.DistributedDataParallel)
