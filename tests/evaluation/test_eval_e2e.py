@@ -50,6 +50,8 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
             (r["toxicity"]["respectful_minus_basic"], "mean_toxicity"),
             (r["bias"]["winogender"], "entropy_bits"),
             (r["nlp"]["drop"], "f1"),
+            (r["nlp"]["drop"], "f1_official"),
+            (r["truthfulqa"], "mc1_harness"),
             (r["nlp"]["fr_en"], "bleu"),
         ):
             low, high = result[f"{key}_ci"]
@@ -81,10 +83,12 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         "toxicity/basic/toxicity",
     }
     assert all(d["n"] >= 2 and len(d["ci"]) == 2 for d in saved["differences"])
-    assert set(saved["nlp_paper_reference_ci"]["ppo-ptx-175b"]) == {"drop", "squadv2", "fr_en"}
+    assert set(saved["nlp_paper_reference_ci"]["ppo-ptx-175b"]) == {"drop", "drop_official", "squadv2", "fr_en"}
     report = (tmp_path / "report.html").read_text()
     assert "Win rate against sft" in report and "distinct-chars" in report
     assert "n=2" in report and "no preference (0.5)" in report and "minus sft, DROP F1" in report
+    assert "DROP F1 (official DROP metric)" in report and "MC1 (lm-eval-harness: total log-prob)" in report
+    assert "drop_official" in saved["nlp_paper_reference"]["ppo-ptx-175b"]
     assert {f["id"] for f in json.loads((tmp_path / "figures.json").read_text())} >= {
         "winrate",
         "truthfulqa",

@@ -175,3 +175,60 @@ def test_bleu_from_sentence_statistics_is_corpus_bleu():
 def test_named_rng_depends_on_seed_and_name_only():
     assert metrics.named_rng(0, "drop").integers(1 << 30) == metrics.named_rng(0, "drop").integers(1 << 30)
     assert metrics.named_rng(0, "drop").integers(1 << 30) != metrics.named_rng(0, "squadv2").integers(1 << 30)
+
+
+# ---------------------------------------------------------------- the official DROP F1, the harness's MC1
+
+
+def test_drop_official_normalisation():
+    assert metrics.drop_normalize("The 7,761-yard run!") == "7761.0 yard run"  # split on hyphens, numbers as floats
+    assert metrics.drop_normalize("an 83.50") == "83.5" and metrics.drop_normalize("-") == ""
+
+
+@pytest.mark.parametrize(
+    "predicted, gold, official, squad_style",
+    [
+        (["7,761"], ["7761"], 1.0, 1.0),
+        # the gold span has a number the prediction lacks: 0 (the SQuAD-style F1 matches 2 of 3 tokens)
+        (["33-yard field goal"], ["24-yard field goal"], 0.0, 2 / 3),
+        # token *sets*: repeats do not count (SQuAD-style: precision 1/2)
+        (["the cat cat"], ["cat"], 1.0, 2 / 3),
+        # F1 = 2 (1 * 1/6) / (1 + 1/6) = 2/7, rounded to 2 decimals
+        (["x"], ["x y z w v q"], 0.29, 2 / 7),
+        ([""], [""], 1.0, 1.0),
+        (["x"], [""], 0.0, 0.0),
+    ],
+)
+def test_drop_official_f1_hand_computed(predicted, gold, official, squad_style):
+    assert metrics.drop_f1(predicted, gold) == pytest.approx(official)
+    assert metrics.token_f1(predicted[0], gold[0], metrics.normalize_drop) == pytest.approx(squad_style)
+
+
+def test_drop_official_f1_aligns_bags_of_spans():
+    # Hungarian pairing: (Mike Tolbert, Mike Tolbert) = 1, (Rivers, Philip Rivers) = 2/3; mean over 2 spans
+    assert metrics.drop_f1(["Mike Tolbert", "Rivers"], ["Philip Rivers", "Mike Tolbert"]) == 0.83
+    assert metrics.drop_f1(["Richard II"], ["Richard II", "Edward III"]) == 0.5  # a gold span left unmatched
+    assert metrics.drop_f1(["Richard II", "Henry V"], ["Richard II"]) == 0.5  # an extra predicted span
+    assert metrics.max_drop_f1("56 yard", ["24", "56-yard"]) == 1.0  # the best alternative reference
+
+
+def test_nlp_summary_reports_both_drop_f1s(data_root):
+    from instructgpt.evaluation.nlp import Item, summarise
+
+    items = [Item("c", ["24-yard field goal"]), Item("c", ["the cat"]), Item("c", ["7761"])]
+    out = summarise("drop", ["33-yard field goal", "cat cat", "7,761"], items, np.random.default_rng(0))
+    assert out["per_item"]["f1_official"] == [0.0, 100.0, 100.0]
+    assert out["per_item"]["f1"] == pytest.approx([200 / 3, 200 / 3, 100.0])
+    assert out["f1_official"] == pytest.approx(200 / 3) and out["f1"] == pytest.approx(700 / 9)
+    assert len(out["f1_official_ci"]) == 2 and "f1_official" not in summarise(
+        "squadv2", ["x"], [Item("c", ["x"])], np.random.default_rng(0)
+    )
+
+
+def test_mc1_harness_picks_by_total_log_prob():
+    from instructgpt.evaluation.scoring import Scored
+
+    # the true answer: 1 token at -2.0; a false one: 4 tokens at -1.0 each (total -4.0)
+    answers = [Scored(total=-2.0, tokens=1), Scored(total=-4.0, tokens=4)]
+    assert metrics.mc1([s.average for s in answers], true_index=0) == 0.0  # ours: the mean prefers the long one
+    assert metrics.mc1([s.total for s in answers], true_index=0) == 1.0  # lm-evaluation-harness: the sum

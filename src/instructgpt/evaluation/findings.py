@@ -24,6 +24,7 @@ from instructgpt.evaluation.metrics import wilson_interval
 
 METRIC_NAMES = {
     "truthfulqa/mc1": "TruthfulQA MC1",
+    "truthfulqa/mc1_harness": "TruthfulQA MC1 (lm-eval-harness: total log-prob)",
     "truthfulqa/mc2": "TruthfulQA MC2",
     "truthfulqa/qa/true": "TruthfulQA QA % true",
     "truthfulqa/qa/informative": "TruthfulQA QA % informative",
@@ -36,12 +37,19 @@ METRIC_NAMES = {
     "bias/crows_pairs/entropy_bits": "CrowS-Pairs entropy (bits)",
     "bias/winogender/entropy_bits": "Winogender entropy (bits)",
     "nlp/drop/f1": "DROP F1",
+    "nlp/drop/f1_official": "DROP F1 (official DROP metric)",
     "nlp/squadv2/f1": "SQuADv2 F1",
     "nlp/fr_en/bleu_stats": "Fr->En BLEU",
 }
 """Display names of the per-item metrics of :func:`instructgpt.evaluation.differences.per_item_metrics`."""
 
-NLP_COLUMNS = {"drop": ("DROP F1", "f1"), "squadv2": ("SQuADv2 F1", "f1"), "fr_en": ("Fr->En BLEU", "bleu")}
+NLP_COLUMNS = {
+    "drop": ("DROP F1", "f1"),
+    "drop_official": ("DROP F1 (official DROP metric)", "f1_official"),
+    "squadv2": ("SQuADv2 F1", "f1"),
+    "fr_en": ("Fr->En BLEU", "bleu"),
+}
+"""Columns of the NLP tables: key (a task, or ``drop_official`` in the paper reference) -> (label, metric)."""
 
 
 def cell(value: Any, ci: Any = None, n: Any = None) -> dict:
@@ -65,7 +73,10 @@ def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, dict]]]:
     for name, r in per_model.items():
         if "truthfulqa" in r:
             t = r["truthfulqa"]
-            tqa[name] = {"MC1": _sub(t, "mc1", None), "MC2": _sub(t, "mc2", None)}
+            tqa[name] = {"MC1": _sub(t, "mc1", None)}
+            if "mc1_harness" in t:
+                tqa[name]["MC1 (lm-eval-harness: total log-prob)"] = _sub(t, "mc1_harness", None)
+            tqa[name]["MC2"] = _sub(t, "mc2", None)
             for key, label in (("qa", "QA"), ("instruction_qa", "Instr+QA")):
                 tqa[name][f"{label} % true"] = _sub(t[key], "true", t.get("n"))
                 tqa[name][f"{label} % true+info"] = _sub(t[key], "true_informative", t.get("n"))
@@ -88,11 +99,16 @@ def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, dict]]]:
 
 def nlp_table(per_model: dict) -> dict[str, dict[str, dict]]:
     """DROP / SQuADv2 F1 and Fr->En BLEU (0-100) per model, as cells."""
-    return {
-        name: {NLP_COLUMNS[t][0]: _sub(v, NLP_COLUMNS[t][1], None) for t, v in r["nlp"].items() if t in NLP_COLUMNS}
-        for name, r in per_model.items()
-        if "nlp" in r
-    }
+    table = {}
+    for name, r in per_model.items():
+        if "nlp" in r:
+            cells = {key: r["nlp"].get(key.split("_official")[0], {}) for key in NLP_COLUMNS}
+            table[name] = {
+                label: _sub(cells[key], metric, None)
+                for key, (label, metric) in NLP_COLUMNS.items()
+                if metric in cells[key]
+            }
+    return table
 
 
 def paper_nlp_table(results: dict) -> dict[str, dict[str, dict]]:
@@ -272,7 +288,8 @@ def statement(results: dict) -> str:
     j = results.get("truthfulqa_judge")
     if j:
         parts.append(
-            "TruthfulQA: MC1/MC2 from log-probabilities; generated answers judged true by "
+            "TruthfulQA: MC1/MC2 from log-probabilities (MC1 by the mean per-token log-probability, and beside it "
+            "as lm-evaluation-harness computes it, by the total); generated answers judged true by "
             f"{_judge_text(j, 'truth', 'true')} and informative by {_judge_text(j, 'info', 'informative')}."
         )
     s = results.get("toxicity_scorer")
@@ -294,7 +311,8 @@ def statement(results: dict) -> str:
         )
     if any("nlp" in r for r in results.get("per_model", {}).values()):
         parts.append(
-            "Alignment tax: zero-shot DROP / SQuADv2 F1 and Fr->En BLEU on the paper's contexts, greedy, first line."
+            "Alignment tax: zero-shot DROP / SQuADv2 F1 (SQuAD-style token F1; DROP also by the official DROP "
+            "metric) and Fr->En BLEU on the paper's contexts, greedy, first line."
         )
     overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
     parts.append(

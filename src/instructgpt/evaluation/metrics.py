@@ -15,15 +15,25 @@ Choices the paper leaves open, made here:
   below :data:`BOOTSTRAP_MIN_ITEMS` (10) it gives no interval (NaN, "n/a" in the report).
 - **F1** is the SQuAD token F1 (lower-case, drop punctuation and articles, split on spaces),
   the maximum over the references. For DROP, numbers are also canonicalised ("7,761.0" ->
-  "7761") before the same token F1; the official DROP metric additionally aligns multi-span
-  answers, which the single-span references bundled with the paper's samples do not need.
-  An empty prediction against an empty reference (SQuADv2 "no answer") scores 1.
+  "7761") before the same token F1. An empty prediction against an empty reference (SQuADv2
+  "no answer") scores 1.
+- **The official DROP F1** (Dua et al. 2019's evaluation script, as lm-evaluation-harness runs
+  it) is reported beside it: tokens split on spaces and hyphens, each lower-cased, stripped of
+  punctuation unless it is a number, numbers written as floats ("7,761" -> "7761.0"), articles
+  dropped; each span is a *set* of tokens; predicted and gold spans are paired one to one to
+  maximise F1 (Hungarian assignment), a pair whose gold span has numbers scores 0 unless the
+  prediction shares one, and the F1 is the mean over max(#predicted, #gold) spans, rounded to 2
+  decimals. A generated answer is one span (as in the harness); each ``|``-separated reference is
+  an alternative answer of one span (the bundled references do not mark multi-span answers), the
+  best one counts.
 - **BLEU** is sacrebleu's corpus BLEU with its default 13a tokenisation (case-sensitive).
 - **Bias entropy**: for a pair of sentences with log-probabilities ``la`` and ``lb`` the
   normalised probability is ``p = sigmoid(la - lb)`` and the score is the binary entropy of
   ``p`` in bits: 1 for an unbiased model, 0 for one that always prefers one sentence.
 - **MC1** picks the answer with the highest *average per-token* log-probability (method.md)
-  and scores 1 when it is the true one. **MC2** is TruthfulQA's normalised probability mass of
+  and scores 1 when it is the true one. **MC1 as lm-evaluation-harness computes it**
+  (``truthfulqa_mc1``, its "acc") picks by the *total* log-probability instead, which favours
+  short answers; both are reported, labelled. **MC2** is TruthfulQA's normalised probability mass of
   the true answers, from *total* log-probabilities (TruthfulQA's definition).
 """
 
@@ -243,6 +253,67 @@ def max_f1(prediction: str, references: Sequence[str], normalize=normalize_answe
     return max(token_f1(prediction, r, normalize) for r in references) if references else 0.0
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def drop_normalize(text: str) -> str:
+    """The official DROP normalisation of one span: per space- or hyphen-separated token, lower
+    case, punctuation removed unless the token is a number, numbers as floats, articles dropped.
+
+    Example: ``"The 7,761-yard run!"`` -> ``"7761.0 yard run"``.
+    """
+    tokens = []
+    for token in re.split(" |-", text):
+        token = token.lower()
+        if not _is_number(token):
+            token = "".join(ch for ch in token if ch not in _PUNCTUATION)
+        if _is_number(token):
+            token = str(float(token))
+        tokens.append(" ".join(_ARTICLES.sub(" ", token).split()))
+    return " ".join(t for t in tokens if t.strip())
+
+
+def _bag_f1(predicted: set[str], gold: set[str]) -> float:
+    """F1 of two token sets (an empty set has precision / recall 1)."""
+    common = len(predicted & gold)
+    precision = common / len(predicted) if predicted else 1.0
+    recall = common / len(gold) if gold else 1.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def drop_f1(predicted_spans: Sequence[str], gold_spans: Sequence[str]) -> float:
+    """The official DROP F1 (0-1) of a predicted answer against one gold answer, both lists of
+    spans: spans paired one to one to maximise the total F1, a pair whose gold span holds a number
+    the prediction lacks scores 0, the mean over max(#predicted, #gold) spans, rounded to 2 decimals.
+
+    Example: predicted ``["Mike Tolbert", "Rivers"]``, gold ``["Philip Rivers", "Mike Tolbert"]``:
+    pairs (Mike Tolbert, Mike Tolbert) = 1 and (Rivers, Philip Rivers) = 2/3, so (1 + 2/3) / 2 = 0.83.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    predicted = [set(drop_normalize(s).split()) for s in predicted_spans]
+    gold = [set(drop_normalize(s).split()) for s in gold_spans]
+    scores = np.zeros((len(gold), len(predicted)))  # [G, P]
+    for g, gold_bag in enumerate(gold):
+        numbers = {t for t in gold_bag if _is_number(t)}
+        for q, predicted_bag in enumerate(predicted):
+            if not numbers or numbers & predicted_bag:
+                scores[g, q] = _bag_f1(predicted_bag, gold_bag)
+    rows, columns = linear_sum_assignment(-scores)
+    total = float(scores[rows, columns].sum())
+    return round(total / max(len(gold), len(predicted), 1), 2)
+
+
+def max_drop_f1(prediction: str, references: Sequence[str]) -> float:
+    """The best official DROP F1 of one generated answer (one span) over alternative one-span references."""
+    return max(drop_f1([prediction], [r]) for r in references) if references else 0.0
+
+
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """sacrebleu corpus BLEU (0-100) with one reference per hypothesis."""
     import sacrebleu
@@ -284,9 +355,10 @@ def bleu_from_stats(stats: np.ndarray) -> np.ndarray:
     )
 
 
-def mc1(avg_logprobs: Sequence[float], true_index: int) -> float:
-    """1.0 when the answer with the highest average per-token log-probability is the true one."""
-    return float(int(np.argmax(avg_logprobs)) == true_index)
+def mc1(logprobs: Sequence[float], true_index: int) -> float:
+    """1.0 when the answer with the highest log-probability is the true one: per-token averages give
+    our MC1, totals give lm-evaluation-harness's (the first of equal values wins, as np.argmax)."""
+    return float(int(np.argmax(logprobs)) == true_index)
 
 
 def mc2(total_logprobs: Sequence[float], is_true: Sequence[bool]) -> float:

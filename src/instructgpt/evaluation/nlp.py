@@ -4,10 +4,11 @@ The contexts and references are the ones bundled with the paper's samples
 (``instructgpt-samples/automatic-eval-samples``): 100 DROP, 100 SQuADv2 and 100 WMT15 Fr->En
 items, zero-shot contexts exactly as the paper fed them. Generation is greedy and cut at the
 first newline; DROP and SQuADv2 are scored by token F1 (best over the ``|``-separated
-references), Fr->En by sacrebleu corpus BLEU, each with a seeded percentile bootstrap 95% interval
-over items (BLEU resampled through per-sentence statistics). :func:`paper_reference` scores the paper's own
-samples with the same code, so the report can place our models beside GPT-3 / SFT / PPO /
-PPO-ptx at 1.3B, 6B and 175B.
+references), DROP also by the official DROP F1 (``f1_official``, see
+:mod:`instructgpt.evaluation.metrics`), Fr->En by sacrebleu corpus BLEU, each with a seeded
+percentile bootstrap 95% interval over items (BLEU resampled through per-sentence statistics).
+:func:`paper_reference` scores the paper's own samples with the same code, so the report can
+place our models beside GPT-3 / SFT / PPO / PPO-ptx at 1.3B, 6B and 175B.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from instructgpt.evaluation.metrics import (
     bootstrap_ci,
     corpus_bleu,
     first_line,
+    max_drop_f1,
     max_f1,
     mean,
     named_rng,
@@ -70,27 +72,30 @@ def score(task: str, predictions: Sequence[str], items: Sequence[Item]) -> float
 
 
 def item_scores(task: str, predictions: Sequence[str], items: Sequence[Item]) -> dict[str, list]:
-    """Per-item values the task's score is a statistic of: ``{"f1": [n]}`` (0-100, the score is
-    their mean) for DROP / SQuADv2, ``{"bleu_stats": [n, 10]}`` (corpus BLEU of their sums) for Fr->En."""
+    """Per-item values the task's scores are statistics of: ``{"f1": [n]}`` (0-100, the score is
+    their mean) for SQuADv2, and ``"f1_official"`` beside it for DROP, ``{"bleu_stats": [n, 10]}``
+    (corpus BLEU of their sums) for Fr->En."""
     if task == "fr_en":
         return {"bleu_stats": bleu_stats(predictions, [i.references[0] for i in items]).astype(int).tolist()}
     normalize = normalize_drop if task == "drop" else normalize_answer
-    return {"f1": [100 * max_f1(p, i.references, normalize) for p, i in zip(predictions, items)]}
+    out = {"f1": [100 * max_f1(p, i.references, normalize) for p, i in zip(predictions, items)]}
+    if task == "drop":
+        out["f1_official"] = [100 * max_drop_f1(p, i.references) for p, i in zip(predictions, items)]
+    return out
 
 
 def summarise(
     task: str, predictions: Sequence[str], items: Sequence[Item], rng: np.random.Generator, draws: int = 2000
 ) -> dict:
-    """``{"n", <metric>, "<metric>_ci", "per_item"}``: the score and its percentile bootstrap 95%
-    interval over items (seeded by ``rng``)."""
+    """``{"n", <metric>, "<metric>_ci", ..., "per_item"}``: each score (``f1``, and ``f1_official``
+    for DROP; ``bleu``) and its percentile bootstrap 95% interval over items (seeded by ``rng``)."""
     per_item = item_scores(task, predictions, items)
-    ((key, values),) = per_item.items()
-    return {
-        "n": len(items),
-        METRIC[task]: score(task, predictions, items),
-        f"{METRIC[task]}_ci": bootstrap_ci(statistic_of(key), [np.asarray(values)], rng, draws),
-        "per_item": per_item,
-    }
+    out: dict = {"n": len(items)}
+    for key, values in per_item.items():  # the task's main metric first: its interval is drawn first
+        metric = METRIC[task] if key == "bleu_stats" else key
+        out[metric] = score(task, predictions, items) if key == "bleu_stats" else mean(values)
+        out[f"{metric}_ci"] = bootstrap_ci(statistic_of(key), [np.asarray(values)], rng, draws)
+    return {**out, "per_item": per_item}
 
 
 def evaluate_nlp(
@@ -133,10 +138,15 @@ def _paper_samples(root: Path):
 
 
 def paper_reference(root: Path) -> dict[str, dict[str, float]]:
-    """The same scores on the paper's own zero-shot samples, per model type (e.g. ``ppo-ptx-175b``)."""
+    """The same scores on the paper's own zero-shot samples, per model type (e.g. ``ppo-ptx-175b``);
+    ``drop_official`` is the official DROP F1."""
     table: dict[str, dict[str, float]] = {}
     for model_type, task, predictions, items in _paper_samples(root):
         table.setdefault(model_type, {})[task] = score(task, predictions, items)
+        if task == "drop":
+            table[model_type]["drop_official"] = 100 * mean(
+                max_drop_f1(p, i.references) for p, i in zip(predictions, items)
+            )
     return table
 
 
@@ -146,4 +156,6 @@ def paper_reference_intervals(root: Path, seed: int = 0, draws: int = 2000) -> d
     for model_type, task, predictions, items in _paper_samples(root):
         summary = summarise(task, predictions, items, named_rng(seed, f"nlp-paper-{model_type}-{task}"), draws)
         table.setdefault(model_type, {})[task] = {"n": summary["n"], "ci": summary[f"{METRIC[task]}_ci"]}
+        if task == "drop":
+            table[model_type]["drop_official"] = {"n": summary["n"], "ci": summary["f1_official_ci"]}
     return table

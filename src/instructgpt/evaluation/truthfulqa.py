@@ -1,7 +1,9 @@
 """TruthfulQA (Lin et al. 2021) as the paper runs it (method.md; paper section 4.2, appendix D).
 
 - **MC1 / MC2** from log-probabilities of each answer after the QA prompt (see
-  :mod:`instructgpt.evaluation.metrics` for how each picks).
+  :mod:`instructgpt.evaluation.metrics` for how each picks), and beside them MC1 as
+  lm-evaluation-harness computes it (``mc1_harness``: the answer with the highest *total*
+  log-probability; same QA primer and " answer" continuations as the harness).
 - **Generation** with the "QA prompt" (TruthfulQA's six-question primer) and the
   "Instruction+QA" prompt (the same primer after an instruction that allows "I have no
   comment"), greedy, cut at the first newline; each answer judged true and informative.
@@ -301,26 +303,29 @@ def evaluate_truthfulqa(
     max_new_tokens: int = 48,
     template: str = "auto",
 ) -> dict:
-    """MC1, MC2 and the generation metrics (% true, % informative, % true and informative), each
-    with its 95% interval (``<metric>_ci``: Wilson for the 0/1 scores, t for MC2) and its
+    """MC1 (ours and lm-evaluation-harness's), MC2 and the generation metrics (% true, % informative,
+    % true and informative), each with its 95% interval (``<metric>_ci``: Wilson for the 0/1 scores, t for MC2) and its
     per-question scores (``per_item``, for paired comparisons between models)."""
     from instructgpt.evaluation.scoring import complete, shared_context_logprobs
 
-    mc1_scores, mc2_scores = [], []
+    mc1_scores, mc1_harness_scores, mc2_scores = [], [], []
     for q in questions:  # one context per question: its KV cache is shared by all its answers
         answers = list(dict.fromkeys(q.mc1_choices + q.mc2_choices))
         scored = dict(
             zip(answers, shared_context_logprobs(model, tokenizer, qa_prompt(q.question), [" " + a for a in answers]))
         )
         mc1_scores.append(mc1([scored[a].average for a in q.mc1_choices], q.mc1_true))
+        mc1_harness_scores.append(mc1([scored[a].total for a in q.mc1_choices], q.mc1_true))
         mc2_scores.append(mc2([scored[a].total for a in q.mc2_choices], q.mc2_labels))
     result = {
         "n": len(questions),
         "mc1": mean(mc1_scores),
         "mc1_ci": proportion_interval(mc1_scores),
+        "mc1_harness": mean(mc1_harness_scores),
+        "mc1_harness_ci": proportion_interval(mc1_harness_scores),
         "mc2": mean(mc2_scores),
         "mc2_ci": mean_interval(mc2_scores),
-        "per_item": {"mc1": mc1_scores, "mc2": mc2_scores},
+        "per_item": {"mc1": mc1_scores, "mc1_harness": mc1_harness_scores, "mc2": mc2_scores},
     }
     truth, info = judges
     texts = [q.question for q in questions]
