@@ -372,3 +372,19 @@ def test_report_renders_in_headless_chromium(logs, tmp_path):
     assert image.size == (1100, 1400)
     assert non_white > 0.02  # text and plots drawn, not a blank page
     assert sum(1 for count in histogram if count) > 10  # many grey levels: plots and text, not a flat colour
+
+
+def test_rounds_figure_names_its_judge():
+    from instructgpt.evaluation.report import rounds_figure
+
+    rounds = [
+        {
+            "round": r,
+            "judge": "labelers",
+            "winrate": {"ppo": {"rate": 0.6, "low": 0.4, "high": 0.8, "n": 20}},
+            "rm_accuracy": {"training": 0.7, "held_out": 0.65},
+        }
+        for r in (1, 2)
+    ]
+    assert rounds_figure(rounds)[1]["judge"] == "labelers"
+    assert "winrate.judge" in rounds_figure([{**r, "judge": None} for r in rounds])[1]["judge"]

@@ -415,7 +415,14 @@ def rounds_figure(rounds: Sequence[dict]) -> tuple[str, dict]:
         ax.set_xlabel("round")
         ax.set_xticks(numbers)
         ax.legend(fontsize=7, frameon=False)
-    return _svg(fig), {"id": "rounds", "title": "Iterated rounds: win rate and RM accuracy", "data": list(rounds)}
+    judges = [r["judge"] for r in rounds if r.get("judge")]  # rounds name their win-rate judge when recorded
+    return _svg(fig), {
+        "id": "rounds",
+        "title": "Iterated rounds: win rate and RM accuracy",
+        "judge": "; ".join(dict.fromkeys(judges))
+        or "the win-rate judge of each round's eval (results.json: winrate.judge)",
+        "data": list(rounds),
+    }
 
 
 # ---------------------------------------------------------------- tables and text
