@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from instructgpt.config import ConfigError
 from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.checkpoint import read_meta
-from instructgpt.training.launch import check_launch
+from instructgpt.training.launch import check_launch, check_resumed_together
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.sft import SFTConfig, train_sft
 from tests.helpers.sft_run import TINY_DEFAULTS
@@ -21,6 +21,16 @@ from tests.helpers.sft_run import TINY_DEFAULTS
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+LAUNCHERS = {
+    "torchrun": lambda port: [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(port)],
+    "accelerate": lambda port: [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+        *("--main_process_port", str(port)),
+    ],
+}
+"""The command lines of README and docs/distributed.md that start 2 processes (on a CPU too)."""
 
 
 def _launch(args: list[str], port: int) -> subprocess.CompletedProcess:
@@ -94,9 +104,11 @@ def test_check_launch_catches_a_group_that_is_not_the_launch_and_a_batch_that_do
 
 
 @pytest.mark.slow
-def test_the_documented_cpu_command_line_trains_on_two_ranks(demos_file, tmp_path):
-    """README: ``torchrun --nproc_per_node 2 -m instructgpt.cli.main sft ...`` on a CPU. Both ranks took part: the
-    run records a group of 2, and its weights are those of one process on the same global batch (with one rank's
+@pytest.mark.parametrize("launcher, port", [("torchrun", 29563), ("accelerate", 29565)])
+def test_the_documented_command_lines_train_on_two_ranks(launcher, port, demos_file, tmp_path):
+    """README / docs/distributed.md: ``torchrun --nproc_per_node 2`` and ``accelerate launch --multi_gpu
+    --num_processes 2`` with ``-m instructgpt.cli.main sft ...``, here on a CPU. Both ranks took part: the run
+    records a group of 2, and its weights are those of one process on the same global batch (with one rank's
     shard alone, or each rank a whole run, they would not be)."""
     tokenizer = tiny_tokenizer()
     base = tmp_path / "tiny"
@@ -104,8 +116,9 @@ def test_the_documented_cpu_command_line_trains_on_two_ranks(demos_file, tmp_pat
     tokenizer.save_pretrained(base)
     flags = ["--model", str(base), "--data", str(demos_file), "--epochs", "1", "--lr", "3e-3", "--batch-size", "8"]
     flags += ["--micro-batch-size", "2", "--residual-dropout", "0", "--val-fraction", "0", "--precision", "fp32"]
-    command = ["--nproc_per_node", "2", "-m", "instructgpt.cli.main", "sft", *flags]
-    result = _launch([*command, "--out-dir", str(tmp_path / "ddp"), "--no-progress"], 29563)
+    flags += ["--out-dir", str(tmp_path / "ddp"), "--no-progress"]
+    command = [*LAUNCHERS[launcher](port), "-m", "instructgpt.cli.main", "sft", *flags]
+    result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     _sft_in_process(demos_file, tmp_path / "single", epochs=1, micro_batch_size=4)
     assert read_meta(tmp_path / "ddp" / "final")["processes"] == 2
@@ -114,3 +127,11 @@ def test_the_documented_cpu_command_line_trains_on_two_ranks(demos_file, tmp_pat
     ddp, single = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=0, atol=1e-5)
+
+
+def test_processes_that_would_resume_from_different_steps_stop():
+    """Only the main process writes checkpoints: machines without a shared out_dir would resume apart."""
+    apart = SimpleNamespace(num_processes=2, device="cpu", gather=lambda t: torch.tensor([5, 0]))
+    with pytest.raises(ConfigError, match=r"out_dir: the processes would resume from different steps \[5, 0\]"):
+        check_resumed_together(apart, 5)
+    check_resumed_together(SimpleNamespace(num_processes=2, device="cpu", gather=lambda t: torch.tensor([5, 5])), 5)

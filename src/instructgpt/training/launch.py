@@ -63,3 +63,20 @@ def is_data_parallel(module: torch.nn.Module) -> bool:
     (``torchrun --nproc_per_node 1``), so this asks the module, not the process count.
     """
     return isinstance(module, torch.nn.parallel.DistributedDataParallel)
+
+
+def check_resumed_together(accelerator: Any, step: int) -> None:
+    """Every process resumes from the same step (``out_dir`` is one folder that every machine sees).
+
+    Only the main process writes checkpoints; on machines that do not share ``out_dir``, the others
+    would start from step 0 beside it and the ranks would train different models.
+    """
+    if accelerator.num_processes == 1:
+        return
+    steps = accelerator.gather(torch.tensor([step], device=accelerator.device)).tolist()
+    check(
+        len(set(steps)) == 1,
+        "out_dir",
+        f"the processes would resume from different steps {steps}: put out_dir on a filesystem every machine "
+        "sees (only the main process writes checkpoints), or start a fresh run with --no-resume",
+    )

@@ -70,7 +70,8 @@ def make_accelerator(report_to: Sequence[str], run_dir: Path, cpu: bool) -> Any:
 
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / "tensorboard"))
     log_with = tracker_names(report_to, run_dir)
-    return Accelerator(cpu=cpu, log_with=log_with or None, project_config=project)
+    # mixed_precision 'no' whatever an accelerate config says: each trainer's --precision sets its own scheme
+    return Accelerator(cpu=cpu, log_with=log_with or None, project_config=project, mixed_precision="no")
 
 
 def tracker_names(report_to: Sequence[str], run_dir: Path) -> list[Any]:

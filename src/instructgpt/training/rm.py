@@ -46,7 +46,7 @@ from instructgpt.losses.ranking import NORMALIZERS, ranking_accuracy, ranking_lo
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
-from instructgpt.training.launch import check_launch
+from instructgpt.training.launch import check_launch, check_resumed_together
 from instructgpt.training.lm import resolve_precision
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
@@ -206,6 +206,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
+    check_resumed_together(accelerator, start)
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
     log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-rm", config)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)

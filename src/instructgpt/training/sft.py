@@ -35,7 +35,7 @@ from instructgpt.data.render import TEMPLATES, Example, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
-from instructgpt.training.launch import check_launch, is_data_parallel
+from instructgpt.training.launch import check_launch, check_resumed_together, is_data_parallel
 from instructgpt.training.lm import CausalLMLoss, resolve_precision, sparse_tied_embedding, warn_if_emulated
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
@@ -178,6 +178,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
     start = _resume_state(last, optimizer, scheduler, accelerator)
+    check_resumed_together(accelerator, start)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
     if not is_data_parallel(wrapped):  # under DDP (even of one process) the embedding's gradient stays dense
         sparse_tied_embedding(model)
