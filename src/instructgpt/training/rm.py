@@ -18,7 +18,9 @@ Choices the paper leaves open, all configurable:
 - Adam betas (0.9, 0.95) as for SFT, eps 1e-8, no weight decay, gradients clipped to 1.0, no
   dropout (the paper gives none for the RM), no warmup;
 - bf16 autocast for the trunk where the hardware runs bf16 natively, the scalar head and the
-  loss in fp32 (``precision``);
+  loss in fp32 (``precision``); or, with ``precision="bf16-weights"``, the trunk's weights in
+  bf16 and fp32 master copies in the optimizer, the head in fp32 as its own master
+  (:class:`~instructgpt.training.precision.MasterWeights`, as for SFT);
 - the normalisation demonstrations default to the best-ranked responses (rank 0) of the
   training rankings, the closest stand-in for "the labelers' demonstrations" when no
   demonstrations file is given (``demonstrations``);
@@ -47,7 +49,7 @@ from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.launch import check_launch, check_resumed_together
-from instructgpt.training.lm import resolve_precision
+from instructgpt.training.lm import resolve_precision, warn_if_emulated
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
 from instructgpt.training.options import (
@@ -57,6 +59,7 @@ from instructgpt.training.options import (
     resume_trainable,
     trainable_for_resume,
 )
+from instructgpt.training.precision import MasterWeights
 from instructgpt.training.rm_data import RankedGroup, flatten, render_groups, score_sequences
 from instructgpt.training.schedule import cosine_lambda
 
@@ -112,9 +115,9 @@ class RMConfig(TrainerOptions):
     """Rankings whose prompt is longer are dropped, with a count (paper: 1k)."""
     max_response_tokens: int = 1024
     """Responses longer than this are truncated, with a count (paper: 1k)."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Trunk in bf16 autocast with fp32 master weights, fp32, or auto (bf16 where native). The head and loss are fp32.
-    """
+    precision: Literal["auto", "bf16", "bf16-weights", "fp32"] = "auto"
+    """bf16: the trunk under bf16 autocast, fp32 weights; bf16-weights: the trunk's weights in bf16 with fp32 master
+    copies in the optimizer (training/precision.py); fp32; auto: bf16 where native. The head and loss are fp32."""
     head_init_std: float | None = None
     """Std of the fresh scalar head's normal init (not given by the paper); None: the model config's initializer_range
     (0.02 for Gemma), else 1/sqrt(hidden + 1)."""
@@ -152,6 +155,11 @@ class RMConfig(TrainerOptions):
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.max_prompt_tokens >= 1 and self.max_response_tokens >= 1, "max_prompt_tokens", "limits must be >= 1")
         self.validate_options()
+        check(
+            not (self.lora_rank > 0 and self.precision == "bf16-weights"),
+            "precision",
+            "bf16-weights trains full weights; use bf16 (or auto) with LoRA",
+        )
         check(
             self.save == "merged",
             "save",
@@ -193,11 +201,16 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         f"{config.batch_size} prompts per batch, but only {len(train)} training prompts",
     )
     plan = BatchPlan(len(train), config.batch_size, config.epochs, config.seed)
-    objective = RankingObjective(
-        model, tokenizer.pad_token_id, config, resolve_precision(config.precision, accelerator.device)
-    )
+    last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
+    _resume_weights(config, model, last)  # before any cast: the checkpoint holds the fp32 weights
+    master = None
+    if config.precision == "bf16-weights":  # the head stays fp32, its own master
+        master = MasterWeights(model, keep_fp32=lambda name: name.startswith("head."))
+        warn_if_emulated(config.precision, accelerator.device)
+    autocast = None if master else resolve_precision(config.precision, accelerator.device)
+    objective = RankingObjective(model, tokenizer.pad_token_id, config, autocast)
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+        master.masters if master else [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
         betas=config.adam_betas,
         eps=config.adam_eps,
@@ -205,7 +218,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
-    start = _maybe_resume(config, model, optimizer, scheduler, accelerator)
+    start = ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
     check_resumed_together(accelerator, start)
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
     log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-rm", config)
@@ -215,7 +228,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     bar = _progress(config, accelerator, start, stop)
     lengths = [g.tokens for g in train]
     for step in range(start, stop):
-        metrics = rm_step(wrapped, optimizer, train, lengths, plan.batch(step), config, accelerator)
+        metrics = rm_step(wrapped, optimizer, train, lengths, plan.batch(step), config, accelerator, master)
         scheduler.step()
         log.log(step + 1, {**metrics, "rm/epoch": (step + 1) / plan.steps_per_epoch})
         bar.update(1)
@@ -224,8 +237,11 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         if val and (epoch_end or (config.eval_every and (step + 1) % config.eval_every == 0)):
             log.log(step + 1, validation_metrics(objective, val, config, accelerator))
         if epoch_end or step + 1 == stop or (config.save_every and (step + 1) % config.save_every == 0):
-            _save(config, accelerator, model, tokenizer, optimizer, scheduler, step + 1, plan)
+            with master.fp32_model() if master else nullcontext(model) as weights:
+                _save(config, accelerator, weights, tokenizer, optimizer, scheduler, step + 1, plan)
     bar.close()
+    if master:
+        master.restore()  # training is over: the fp32 masters become the weights (normalised and saved)
     if stop == plan.total_steps and config.normalize:
         bias = normalize(model, tokenizer, _demonstrations(config, records), config, accelerator)
         log.log(stop, {"rm/normalization_bias": bias})
@@ -234,11 +250,19 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
 
 
 def rm_step(
-    wrapped, optimizer, groups: list[RankedGroup], lengths: list[int], indices: list[int], config: RMConfig, accelerator
+    wrapped,
+    optimizer,
+    groups: list[RankedGroup],
+    lengths: list[int],
+    indices: list[int],
+    config: RMConfig,
+    accelerator,
+    master: MasterWeights | None = None,
 ) -> dict[str, float]:
     """One optimizer step over the global batch ``indices`` (prompts): accumulate, clip, step.
 
-    ``lengths[i] == groups[i].tokens``, computed once per run.
+    ``lengths[i] == groups[i].tokens``, computed once per run. With ``master``
+    (:class:`MasterWeights`), gradients are accumulated, reduced and the step taken in fp32.
     """
     started = time.perf_counter()
     micro = shard_and_split(
@@ -255,16 +279,23 @@ def rm_step(
     sums = torch.zeros(5)  # loss, correct, comparisons, responses, tokens
     for k, chunk in enumerate(micro):
         chosen = [groups[i] for i in chunk]
-        with accelerator.no_sync(wrapped) if k < len(micro) - 1 else nullcontext():
+        sync = k == len(micro) - 1 and not master  # with masters, all_reduce_grads reduces once below
+        with accelerator.no_sync(wrapped) if not sync else nullcontext():
             loss, scores = wrapped(chosen, weight)
             accelerator.backward(loss)
+        if master:
+            master.accumulate_grads()
         _, prompt_index, ranks = flatten(chosen)
         correct, total = ranking_accuracy(scores.detach().cpu(), prompt_index, ranks, len(chosen))
         responses, tokens = sum(g.k for g in chosen), sum(g.tokens for g in chosen)
         sums += torch.tensor([loss.item() / accelerator.num_processes, correct.sum(), total.sum(), responses, tokens])
-    grad_norm = clip_grad_norm(wrapped.parameters(), config.max_grad_norm)
+    if master:
+        master.all_reduce_grads()
+    grad_norm = clip_grad_norm(master.masters if master else wrapped.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if master:
+        master.copy_to_model()
     loss, correct, comparisons, responses, tokens = accelerator.reduce(sums.to(accelerator.device), "sum").tolist()
     elapsed = time.perf_counter() - started
     return {
@@ -373,15 +404,13 @@ def _demonstrations(config: RMConfig, records: list) -> list[tuple[Any, str]]:
     return [(r.prompt, response) for r in records for response, rank in zip(r.responses, r.ranks) if rank == 0]
 
 
-def _maybe_resume(config, model, optimizer, scheduler, accelerator) -> int:
+def _resume_weights(config: RMConfig, model: Any, last: Path | None) -> None:
     from instructgpt.models.reward import load_reward_weights
 
-    last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
     if last is not None and config.lora_rank > 0:
         resume_trainable(model, last)  # adapters and head (the folder may hold the merged model)
     elif last is not None:
         load_reward_weights(model, last)
-    return ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
 
 
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
