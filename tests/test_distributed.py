@@ -1,5 +1,6 @@
 """Launching: one-process launches, refused launches, and the documented multi-process command line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,13 @@ def test_check_launch_catches_a_group_that_is_not_the_launch_and_a_batch_that_do
     check_launch(SimpleNamespace(num_processes=1), 9)
 
 
+def _tiny_folder(path: Path) -> Path:
+    tokenizer = tiny_tokenizer()
+    tiny_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher, port", [("torchrun", 29563), ("accelerate", 29565)])
 def test_the_documented_command_lines_train_on_two_ranks(launcher, port, demos_file, tmp_path):
@@ -122,10 +130,7 @@ def test_the_documented_command_lines_train_on_two_ranks(launcher, port, demos_f
     --num_processes 2`` with ``-m instructgpt.cli.main sft ...``, here on a CPU. Both ranks took part: the run
     records a group of 2, and its weights are those of one process on the same global batch (with one rank's
     shard alone, or each rank a whole run, they would not be)."""
-    tokenizer = tiny_tokenizer()
-    base = tmp_path / "tiny"
-    tiny_model(tokenizer).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = _tiny_folder(tmp_path / "tiny")
     flags = ["--model", str(base), "--data", str(demos_file), "--epochs", "1", "--lr", "3e-3", "--batch-size", "8"]
     flags += ["--micro-batch-size", "2", "--residual-dropout", "0", "--val-fraction", "0", "--precision", "fp32"]
     flags += ["--out-dir", str(tmp_path / "ddp"), "--no-progress"]
@@ -139,6 +144,32 @@ def test_the_documented_command_lines_train_on_two_ranks(launcher, port, demos_f
     ddp, single = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_documented_rm_command_line_trains_on_two_ranks(tmp_path):
+    """``torchrun --nproc_per_node 2 -m instructgpt.cli.main rm train ...`` (docs/reward-model.md) against
+    ``instructgpt rm train`` in this process with twice the micro-batches: the same reward model."""
+    from instructgpt.cli.main import main
+    from tests.helpers.rm_run import write_rankings
+
+    base = _tiny_folder(tmp_path / "tiny")
+    rankings = write_rankings(tmp_path / "rankings.jsonl", 48)
+    flags = ["--model", str(base), "--data", str(rankings), "--lr", "3e-3", "--batch-size", "8", "--val-fraction", "0"]
+    flags += ["--precision", "fp32", "--adam-eps", "1e-5", "--no-progress"]
+    command = [*LAUNCHERS["torchrun"](29569), "-m", "instructgpt.cli.main", "rm", "train", *flags]
+    command += ["--micro-batch-prompts", "2", "--out-dir", str(tmp_path / "ddp")]
+    result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["rm", "train", *flags, "--micro-batch-prompts", "4", "--out-dir", str(tmp_path / "single")]) == 0
+    assert read_meta(tmp_path / "ddp" / "final")["processes"] == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "ddp") if "rm/loss" in r] == list(range(1, 7))
+    ddp, single = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    assert ddp.keys() == single.keys()
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], rtol=0, atol=1e-5)
+    bias = [json.loads((tmp_path / run / "final" / "reward.json").read_text()) for run in ("ddp", "single")]
+    assert bias[0]["normalization_bias"] == pytest.approx(bias[1]["normalization_bias"], abs=1e-5)
 
 
 def test_processes_that_would_resume_from_different_steps_stop():
