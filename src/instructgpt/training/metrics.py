@@ -25,21 +25,41 @@ class MetricsLog:
     """Append one JSON object per logged step to ``run_dir/metrics.jsonl``, and hand the same numbers
     to the accelerator's trackers.
 
-    Names are slash-namespaced (``sft/loss``, ``sft/lr``). A resumed run appends to the same
-    file. ``accelerator``: one made by :func:`make_accelerator`; its trackers are started here
-    (``run_name`` and the run's ``config`` as hyperparameters) and finished by :meth:`close`.
+    Names are slash-namespaced (``sft/loss``, ``sft/lr``). ``start``: the step the run starts
+    from. A run from step 0 starts a new file (a re-run into the same folder must not append to
+    the last run's curves); a run resumed at step ``start`` keeps the records up to it and drops
+    the later ones, which the interrupted run logged after its last checkpoint and the resumed
+    run logs again. None appends to whatever is there. ``accelerator``: one made by
+    :func:`make_accelerator`; its trackers are started here (``run_name`` and the run's
+    ``config`` as hyperparameters) and finished by :meth:`close`.
     """
 
     def __init__(
-        self, run_dir: Path, enabled: bool = True, accelerator: Any = None, run_name: str = "run", config: Any = None
+        self,
+        run_dir: Path,
+        enabled: bool = True,
+        accelerator: Any = None,
+        run_name: str = "run",
+        config: Any = None,
+        start: int | None = None,
     ):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.accelerator = accelerator if accelerator is not None and accelerator.log_with else None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if start is not None:
+                self._keep_until(start)
         if self.accelerator is not None:
             self.accelerator.init_trackers(run_name, config=hyperparameters(config) if config is not None else None)
+
+    def _keep_until(self, start: int) -> None:
+        """Rewrite the log (atomically) with only the records of steps before or at ``start`` (none for 0)."""
+        resumed = start > 0 and self.path.is_file()
+        kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= start] if resumed else []
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(self.path)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:

@@ -157,7 +157,9 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
         config.policy,
     )
     tracking = make_accelerator(config.report_to, config.out_dir, device.type == "cpu") if config.report_to else None
-    log = MetricsLog(config.out_dir, accelerator=tracking, run_name="instructgpt-ppo", config=config)
+    log = MetricsLog(
+        config.out_dir, accelerator=tracking, run_name="instructgpt-ppo", config=config, start=state.iteration
+    )
     stop = min(config.iterations, config.max_iterations or config.iterations)
     bar = _progress(config, state.iteration, stop)
     while state.iteration < stop:

@@ -221,7 +221,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     start = ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
     check_resumed_together(accelerator, start)
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
-    log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-rm", config)
+    log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-rm", config, start)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     if val and start == 0:
         log.log(0, validation_metrics(objective, val, config, accelerator))

@@ -182,7 +182,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
     if not is_data_parallel(wrapped):  # under DDP (even of one process) the embedding's gradient stays dense
         sparse_tied_embedding(model)
-    log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-sft", config)
+    log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-sft", config, start)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     bar = _progress(config, accelerator, start, stop)
     lengths = [len(e) for e in train]
