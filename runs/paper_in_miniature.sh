@@ -9,8 +9,9 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: 97 minutes on a 2-core AMD EPYC with avx512_bf16 (0.36 TFLOP/s bf16; see README "The paper
-# in miniature"); far less on a GPU. It is `instructgpt pipeline --preset miniature`
+# How long: about 80 minutes on a quiet 2-core AMD EPYC with avx512_bf16 (0.36 TFLOP/s bf16; from the
+# stage times in README "The paper in miniature"; 97 with the earlier pretraining-mix PPO init); far less
+# on a GPU. It is `instructgpt pipeline --preset miniature`
 # (src/instructgpt/pipeline/presets/miniature.yaml), so a re-run skips finished stages.
 #
 # What to look for: the table printed at the end (also eval/report.html and eval/results.json
