@@ -7,7 +7,7 @@ import pytest
 
 from instructgpt.models.tiny import save_tiny
 from instructgpt.pipeline.config import PipelineConfig
-from instructgpt.pipeline.run import run_pipeline
+from instructgpt.pipeline.plan import run_pipeline
 
 TINY = dict(
     hh_prompts=60,

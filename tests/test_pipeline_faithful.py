@@ -12,7 +12,7 @@ import torch
 
 from instructgpt.config import ConfigError, parse
 from instructgpt.models.tiny import save_tiny, tiny_tokenizer
-from instructgpt.pipeline import run
+from instructgpt.pipeline import plan, run
 from instructgpt.pipeline.config import PipelineConfig, preset_path
 
 SMALL_SFT = dict(sft_demonstrations=18, sft_batch_size=6, max_prompt_tokens=64, max_response_tokens=16)
@@ -184,7 +184,7 @@ def test_ppo_init_run_mixes_pretraining_and_initialises_both_ppo_stages(tmp_path
 
 
 def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
-    names = lambda config: [s.name for s in run.build_stages(config)]  # noqa: E731
+    names = lambda config: [s.name for s in plan.build_stages(config)]  # noqa: E731
     assert names(PipelineConfig()) == [
         "prepare",
         "sft",
@@ -199,7 +199,7 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
     config = PipelineConfig(ppo_init_from_pretrain_mix=True)
     assert names(config)[:3] == ["prepare", "sft", "sft_ppo_init"]  # a branch before the RM: tuning the RM keeps it
     assert "select_sft" not in names(PipelineConfig(sft_select_by_rm=False))
-    settings = {s.name: s.settings for s in run.build_stages(config)}
+    settings = {s.name: s.settings for s in plan.build_stages(config)}
     assert settings["sft_ppo_init"]["ppo_init_epochs"] == 2 and settings["sft_ppo_init"]["ppo_init_pretrain_mix"] == 0.1
     assert settings["select_sft"]["sft_select_prompts"] == 16 and "sft_epochs" in settings["sft"]
 

@@ -73,7 +73,7 @@ def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
 
 
 def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_path, monkeypatch):
-    from instructgpt.pipeline import run
+    from instructgpt.pipeline import plan, run
     from instructgpt.training import sft
 
     assert all(
@@ -90,7 +90,7 @@ def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_
         config, tmp_path / "sft", {"prepare": {"sft_train": prompts, "sft_valid": prompts, "demonstrations": demos}}
     )
     assert [c.residual_dropout for c in seen] == [0.2]
-    settings = {stage.name: stage.settings for stage in run.build_stages(config)}
+    settings = {stage.name: stage.settings for stage in plan.build_stages(config)}
     assert (
         settings["sft"]["sft_residual_dropout"] == 0.2
     )  # in the fingerprint: changing it re-runs SFT and what follows

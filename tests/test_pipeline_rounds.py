@@ -10,9 +10,9 @@ import pytest
 from test_pipeline_e2e import TINY
 
 from instructgpt.data.schemas import Ranking
-from instructgpt.pipeline import rounds, run
+from instructgpt.pipeline import plan, rounds, run
 from instructgpt.pipeline.config import PipelineConfig
-from instructgpt.pipeline.run import build_stages, run_pipeline
+from instructgpt.pipeline.plan import build_stages, run_pipeline
 
 ROUND_1 = ["prepare", "sft", "samples", "rankings", "rm", "select_sft", "ppo_ptx", "ppo", "eval"]
 
@@ -177,7 +177,7 @@ def test_round_flags_parse_and_a_round_awaiting_people_exits_3(tmp_path, monkeyp
     def waiting(config):
         raise rounds.AwaitingLabels("round 2: 3 of 8 training prompts are not ranked yet")
 
-    monkeypatch.setattr(run, "run_pipeline", waiting)
+    monkeypatch.setattr(plan, "run_pipeline", waiting)
     assert main(argv) == 3 and "waiting for labels: round 2" in capsys.readouterr().err
 
 

@@ -29,7 +29,7 @@ def _preset(argv: list[str]) -> tuple[str | None, list[str]]:
 def main(argv: list[str]) -> int:
     from instructgpt.cli.stages import _command
     from instructgpt.pipeline.config import PipelineConfig
-    from instructgpt.pipeline.run import run_pipeline
+    from instructgpt.pipeline.plan import run_pipeline
 
     try:
         preset, rest = _preset(argv)

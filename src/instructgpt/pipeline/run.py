@@ -19,7 +19,8 @@ Stages (each skipped when its outputs exist for the same settings; see ``stages.
                 benchmarks, the report (one HTML page + JSON of every figure)
 
 With ``rounds`` > 1, the stages of rounds 2..N (``round-r/``: samples, rankings, RM, PPO) come
-before ``eval``, which then evaluates the last round's policies (see ``rounds.py``).
+before ``eval``, which then evaluates the last round's policies (see ``rounds.py``). The stage list
+itself, with what each stage's fingerprint covers, is in ``plan.py``.
 
 Order: the samples and the RM come from the final SFT model, since choosing among the SFT
 epochs needs an RM (the paper does not say which SFT model its RM starts from). The PPO-init run
@@ -35,141 +36,10 @@ import random
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import sources
 from instructgpt.pipeline.config import PipelineConfig
-from instructgpt.pipeline.stages import Stage, run_stages
-
-
-def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Path]]:
-    """Run every stage; returns the outputs of each, by stage name."""
-    config.validate()
-    return run_stages(build_stages(config), config.out_dir)
-
-
-def build_stages(config: PipelineConfig) -> list[Stage]:
-    from instructgpt.pipeline.rounds import round_evals, round_stages  # it builds on this module's stages
-
-    c = asdict(config)
-
-    def pick(*names: str) -> dict[str, Any]:
-        return {n: c[n] for n in ("model", "seed", *names)}
-
-    results: dict[str, dict[str, Path]] = {}
-
-    def stage(name: str, title: str, fn, *names: str, branch: bool = False, uses: tuple[str, ...] = ()) -> Stage:
-        def run(folder: Path) -> dict[str, Path]:
-            results[name] = fn(config, folder, results)
-            if (
-                not config.keep_checkpoints
-            ):  # resume state of a finished stage: GBs (optimizer moments) never read again
-                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-            return results[name]
-
-        return Stage(name, title, run, pick(*names), branch=branch, uses=uses)
-
-    return [
-        stage(
-            "prepare",
-            "prompt sets (dedup, cap, user splits, PII)",
-            prepare_prompts,
-            "hh_prompts",
-            "api_split_fractions",
-            "max_prompt_tokens",
-        ),
-        stage("sft", "supervised fine-tuning", train_sft_stage, *SFT_FIELDS, "sft_epochs", "sft_pretrain_mix"),
-        *(
-            [
-                stage(
-                    "sft_ppo_init",
-                    "SFT with pretraining data mixed in, to initialise PPO",
-                    sft_ppo_init_stage,
-                    *SFT_FIELDS,
-                    "ppo_init_epochs",
-                    "ppo_init_pretrain_mix",
-                    branch=True,  # only PPO reads it: toggling it leaves samples, rankings and the RM alone
-                )
-            ]
-            if config.ppo_init_from_pretrain_mix
-            else []
-        ),
-        stage(
-            "samples",
-            "K samples per RM prompt from the final SFT model",
-            sample_stage,
-            "rm_prompts",
-            "rm_eval_prompts",
-            "samples_per_prompt",
-            "sample_tokens",
-        ),
-        stage(
-            "rankings",
-            "simulated labelers rank the samples (+ bundled human rankings)",
-            rankings_stage,
-            "training_labelers",
-            "held_out_labelers",
-            "human_rankings",
-            "labeler_taste_share",
-        ),
-        stage(
-            "rm",
-            "reward model on K-wise rankings, normalised, evaluated",
-            rm_stage,
-            "rm_lr",
-            "rm_batch_size",
-            "rm_epochs",
-        ),
-        *(
-            [
-                stage(
-                    "select_sft",
-                    "the SFT epoch with the best mean RM score on validation prompts",
-                    select_sft_stage,
-                    "sft_select_prompts",
-                    "sft_select_tokens",
-                )
-            ]
-            if config.sft_select_by_rm
-            else []
-        ),
-        stage(
-            "ppo_ptx",
-            "PPO-ptx against the reward model",
-            lambda c, f, r: ppo_stage(c, f, r, c.ptx_coef),
-            *PPO_FIELDS,
-            "ptx_coef",
-            "ptx_per_episode",
-            uses=("sft_ppo_init",),
-        ),
-        *(
-            [
-                stage(
-                    "ppo",
-                    "plain PPO (ptx_coef = 0)",
-                    lambda c, f, r: ppo_stage(c, f, r, 0.0),
-                    *PPO_FIELDS,
-                    uses=("sft_ppo_init",),
-                )
-            ]
-            if config.run_plain_ppo
-            else []
-        ),
-        *round_stages(config, stage),
-        stage(
-            "eval",
-            "win rates (held-out labelers), benchmarks, report"
-            + (f" of round {config.rounds}; every round's figures" if config.rounds > 1 else ""),
-            lambda c, f, r: eval_stage(c, f, r, round_number=c.rounds),
-            "eval_prompts",
-            "eval_items",
-            "eval_tokens",
-            "eval_tasks",
-            uses=round_evals(config),
-        ),
-    ]
-
 
 SFT_FIELDS = ("sft_demonstrations", "sft_lr", "sft_batch_size", "sft_residual_dropout", "max_response_tokens")
 PPO_FIELDS = (
@@ -703,8 +573,4 @@ def eval_stage(
         out_dir=folder,
     )
     run_eval(evaluation, judge=judge)
-    if tasks is None:  # the final evaluation: every round's figures beside it
-        from instructgpt.pipeline.rounds import add_rounds
-
-        add_rounds(config, folder, results)
     return {"results": folder / "results.json", "report": folder / "report.html"}

@@ -1,0 +1,151 @@
+"""The pipeline's plan: the stages of ``run.py`` (and of ``rounds.py`` for rounds 2..N) in order,
+each with the settings its fingerprint covers; ``run_pipeline`` runs them (``stages.py``).
+
+Kept apart from ``run.py`` so that ``rounds.py``, which builds on ``run.py``'s stage functions,
+and ``run.py`` do not import each other.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from instructgpt.pipeline import run
+from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.rounds import add_rounds, round_evals, round_stages
+from instructgpt.pipeline.stages import Stage, run_stages
+
+
+def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Path]]:
+    """Run every stage; returns the outputs of each, by stage name."""
+    config.validate()
+    return run_stages(build_stages(config), config.out_dir)
+
+
+def build_stages(config: PipelineConfig) -> list[Stage]:
+    c = asdict(config)
+
+    def pick(*names: str) -> dict[str, Any]:
+        return {n: c[n] for n in ("model", "seed", *names)}
+
+    results: dict[str, dict[str, Path]] = {}
+
+    def stage(name: str, title: str, fn, *names: str, branch: bool = False, uses: tuple[str, ...] = ()) -> Stage:
+        def execute(folder: Path) -> dict[str, Path]:
+            results[name] = fn(config, folder, results)
+            if (
+                not config.keep_checkpoints
+            ):  # resume state of a finished stage: GBs (optimizer moments) never read again
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            return results[name]
+
+        return Stage(name, title, execute, pick(*names), branch=branch, uses=uses)
+
+    return [
+        stage(
+            "prepare",
+            "prompt sets (dedup, cap, user splits, PII)",
+            run.prepare_prompts,
+            "hh_prompts",
+            "api_split_fractions",
+            "max_prompt_tokens",
+        ),
+        stage("sft", "supervised fine-tuning", run.train_sft_stage, *run.SFT_FIELDS, "sft_epochs", "sft_pretrain_mix"),
+        *(
+            [
+                stage(
+                    "sft_ppo_init",
+                    "SFT with pretraining data mixed in, to initialise PPO",
+                    run.sft_ppo_init_stage,
+                    *run.SFT_FIELDS,
+                    "ppo_init_epochs",
+                    "ppo_init_pretrain_mix",
+                    branch=True,  # only PPO reads it: toggling it leaves samples, rankings and the RM alone
+                )
+            ]
+            if config.ppo_init_from_pretrain_mix
+            else []
+        ),
+        stage(
+            "samples",
+            "K samples per RM prompt from the final SFT model",
+            run.sample_stage,
+            "rm_prompts",
+            "rm_eval_prompts",
+            "samples_per_prompt",
+            "sample_tokens",
+        ),
+        stage(
+            "rankings",
+            "simulated labelers rank the samples (+ bundled human rankings)",
+            run.rankings_stage,
+            "training_labelers",
+            "held_out_labelers",
+            "human_rankings",
+            "labeler_taste_share",
+        ),
+        stage(
+            "rm",
+            "reward model on K-wise rankings, normalised, evaluated",
+            run.rm_stage,
+            "rm_lr",
+            "rm_batch_size",
+            "rm_epochs",
+        ),
+        *(
+            [
+                stage(
+                    "select_sft",
+                    "the SFT epoch with the best mean RM score on validation prompts",
+                    run.select_sft_stage,
+                    "sft_select_prompts",
+                    "sft_select_tokens",
+                )
+            ]
+            if config.sft_select_by_rm
+            else []
+        ),
+        stage(
+            "ppo_ptx",
+            "PPO-ptx against the reward model",
+            lambda c, f, r: run.ppo_stage(c, f, r, c.ptx_coef),
+            *run.PPO_FIELDS,
+            "ptx_coef",
+            "ptx_per_episode",
+            uses=("sft_ppo_init",),
+        ),
+        *(
+            [
+                stage(
+                    "ppo",
+                    "plain PPO (ptx_coef = 0)",
+                    lambda c, f, r: run.ppo_stage(c, f, r, 0.0),
+                    *run.PPO_FIELDS,
+                    uses=("sft_ppo_init",),
+                )
+            ]
+            if config.run_plain_ppo
+            else []
+        ),
+        *round_stages(config, stage),
+        stage(
+            "eval",
+            "win rates (held-out labelers), benchmarks, report"
+            + (f" of round {config.rounds}; every round's figures" if config.rounds > 1 else ""),
+            final_eval,
+            "eval_prompts",
+            "eval_items",
+            "eval_tokens",
+            "eval_tasks",
+            uses=round_evals(config),
+        ),
+    ]
+
+
+def final_eval(config: PipelineConfig, folder: Path, results) -> dict[str, Path]:
+    """The last evaluation: the last round's policies (``run.eval_stage``), every round's figures beside it."""
+    outputs = run.eval_stage(config, folder, results, round_number=config.rounds)
+    add_rounds(config, folder, results)
+    return outputs
