@@ -5,20 +5,23 @@ import json
 from instructgpt.pipeline.stages import STAGE_JSON, Stage, run_stages
 
 
+def _recorder(calls, name):
+    """A stage function that records its call and writes one output."""
+
+    def run(folder):
+        calls.append(name)
+        out = folder / "out.txt"
+        out.write_text(name)
+        return {"out": out}
+
+    return run
+
+
 def _stages(calls, settings_b=None):
-    def make(name):
-        def run(folder):
-            calls.append(name)
-            out = folder / "out.txt"
-            out.write_text(name)
-            return {"out": out}
-
-        return run
-
     return [
-        Stage("a", "first", make("a"), {"x": 1}),
-        Stage("b", "second", make("b"), settings_b or {"y": 2}),
-        Stage("c", "third", make("c"), {"z": 3}),
+        Stage("a", "first", _recorder(calls, "a"), {"x": 1}),
+        Stage("b", "second", _recorder(calls, "b"), settings_b or {"y": 2}),
+        Stage("c", "third", _recorder(calls, "c"), {"z": 3}),
     ]
 
 
@@ -56,16 +59,7 @@ def test_missing_last_output_reruns_only_the_last(tmp_path):
 
 def _with_branch(calls, branch_settings=None, present=True):
     """a -> [side branch s, read only by d] -> b -> d."""
-
-    def make(name):
-        def run(folder):
-            calls.append(name)
-            out = folder / "out.txt"
-            out.write_text(name)
-            return {"out": out}
-
-        return run
-
+    make = lambda name: _recorder(calls, name)  # noqa: E731
     side = [Stage("s", "branch", make("s"), branch_settings or {"w": 1}, branch=True)] if present else []
     return [
         Stage("a", "first", make("a"), {"x": 1}),

@@ -165,9 +165,14 @@ def iter_models(
 
 def read_models(path: str | os.PathLike, model: type[BaseModel], max_line_bytes: int = MAX_LINE_BYTES) -> list:
     """All lines of a file as ``model`` instances; raises DataError listing every problem."""
+    return collect(iter_models(path, model, max_line_bytes))
+
+
+def collect(items: Iterable[BaseModel | Problem]) -> list:
+    """The records of a stream of records and Problems; raises DataError listing every problem."""
     records: list = []
     problems: list[Problem] = []
-    for item in iter_models(path, model, max_line_bytes):
+    for item in items:
         if isinstance(item, Problem):
             problems.append(item)
         else:

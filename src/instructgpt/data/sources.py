@@ -38,7 +38,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from instructgpt.data.importers import PreferencePair, pair_parts
-from instructgpt.data.jsonl import MAX_LINE_BYTES, DataError, Problem, iter_objects, problems_from_error
+from instructgpt.data.jsonl import MAX_LINE_BYTES, DataError, Problem, collect, iter_objects, problems_from_error
 from instructgpt.data.schemas import Demonstration, Message, Ranking
 
 logger = logging.getLogger(__name__)
@@ -83,16 +83,7 @@ def load_records(
 ) -> list:
     """All ``kind`` records (``demonstrations`` or ``rankings``) of one source; raises DataError
     listing every problem."""
-    records: list = []
-    problems: list[Problem] = []
-    for item in iter_records(path, kind, columns, max_line_bytes):
-        if isinstance(item, Problem):
-            problems.append(item)
-        else:
-            records.append(item)
-    if problems:
-        raise DataError(problems)
-    return records
+    return collect(iter_records(path, kind, columns, max_line_bytes))
 
 
 def iter_records(

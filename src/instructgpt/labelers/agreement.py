@@ -193,6 +193,13 @@ def screen(
         for who, judged in labelers.items():
             agree, total, _ = _shared(judged, gold.get(prompt, {}))
             counts.setdefault(who, []).append((agree, total))
+    return _screenings(counts, cutoff, n_boot, rng)
+
+
+def _screenings(
+    counts: dict[str, list[tuple[int, int]]], cutoff: float, n_boot: int, rng: np.random.Generator
+) -> dict[str, Screening]:
+    """Per labeler, (agreed, shared) counts per prompt -> the agreement rate (prompts resampled) and its verdict."""
     out = {}
     for who, c in sorted(counts.items()):
         array = np.array(c, dtype=np.int64)
@@ -244,12 +251,7 @@ def screen_flags(
         for who, flags in labelers.items():
             shared = flags.keys() & gold.get(prompt, {}).keys()
             counts.setdefault(who, []).append((sum(flags[r] == gold[prompt][r] for r in shared), len(shared)))
-    out = {}
-    for who, c in sorted(counts.items()):
-        array = np.array(c, dtype=np.int64)
-        r = bootstrap_rate(array[:, 0], array[:, 1], n_boot, rng)
-        out[who] = Screening(r, r.rate is not None and r.rate >= cutoff)
-    return out
+    return _screenings(counts, cutoff, n_boot, rng)
 
 
 class ScoredDemonstration(Demonstration):
