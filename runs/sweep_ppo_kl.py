@@ -1,18 +1,21 @@
 """Sweep PPO's learning rate and KL control on validation prompts, never on the test prompts (issue 18).
 
-    .venv/bin/python runs/sweep_ppo_kl.py RUN_DIR [--preset miniature] [--prompts 64] [--grid LR:BETA:TARGET[:INIT] ...]
+    .venv/bin/python runs/sweep_ppo_kl.py RUN_DIR [--preset miniature] [--prompts 64] [--grid POINT ...]
 
 RUN_DIR is a finished pipeline run of the preset (its prepare, rankings, rm and SFT stages are
 reused). Each grid point trains plain PPO (the ``ppo`` stage's function with the point's
 settings) into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plus the run's own
-``ppo`` model, the preset's setting) answer the same ``--prompts`` prompts of the PPO
+``ppo`` and ``ppo_ptx`` models, the preset's settings) answer the same ``--prompts`` prompts of the PPO
 *validation* split (user-disjoint from PPO training and from the test prompts), and the run's
 calibrated held-out simulated labelers judge each against SFT, as the eval stage does.
 
-A grid point is ``LR:BETA:TARGET[:INIT]``: policy lr, initial beta, the adaptive controller's KL
+A grid point is ``LR:BETA:TARGET[:INIT[:GAMMA[:PER]]]``: policy lr, initial beta, the adaptive controller's KL
 target in nats per response (``-`` keeps beta fixed), and the model PPO starts from: ``mix`` (the
 run's separate SFT with 10% pretraining data, ``sft_ppo_init``) or ``sft`` (the SFT baseline
-chosen by ``select_sft``); default: the preset's. ``--inits`` also judges the pretraining-mix
+chosen by ``select_sft``); default: the preset's. GAMMA > 0 trains PPO-ptx instead, with pretraining
+coefficient GAMMA and PER pretraining sequences per episode (default: the preset's ptx_per_episode),
+so the pretraining term's weight, which the paper gives (27.8) only for its own normalisation of
+the two terms, is chosen on validation prompts too. ``--inits`` also judges the pretraining-mix
 init itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's episodes
 per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an iteration.
 A finished point is not trained again. Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
@@ -55,12 +58,15 @@ def main(
     sweep = run_dir / "sweeps" / "ppo-kl"
     points = {}
     for point in grid:
-        lr, beta, target, *init = point.split(":")
-        start = init[0] if init else "mix" if config.ppo_init_from_pretrain_mix else "sft"
-        name = f"lr{lr}-beta{beta}-kl{target}-init-{start}"
+        lr, beta, target, *rest = point.split(":")
+        start = rest[0] if rest else "mix" if config.ppo_init_from_pretrain_mix else "sft"
+        gamma = float(rest[1]) if len(rest) > 1 else 0.0
+        per_episode = float(rest[2]) if len(rest) > 2 else config.ptx_per_episode
+        name = f"lr{lr}-beta{beta}-kl{target}-init-{start}" + (f"-ptx{gamma:g}x{per_episode:g}" if gamma else "")
         varied = replace(
             config,
             ppo_init_from_pretrain_mix=INITS[start],
+            ptx_per_episode=per_episode,
             ppo_lr=float(lr),
             ppo_kl_coef=float(beta),
             ppo_kl_target=None if target == "-" else float(target),
@@ -70,8 +76,8 @@ def main(
         folder = sweep / name
         if not (folder / "final" / "config.json").is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            print(f"== {name}: training plain PPO", flush=True)
-            run.ppo_stage(varied, folder, {}, 0.0)
+            print(f"== {name}: training {'PPO-ptx' if gamma else 'plain PPO'}", flush=True)
+            run.ppo_stage(varied, folder, {}, gamma)
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # resume state: GBs, never read again
         points[name] = folder / "final"
     if inits:
@@ -96,7 +102,8 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
     write_jsonl_atomic(sweep / "eval" / "valid_prompts.jsonl", chosen)
     calibrations = json.loads((out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
     judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")
-    models = {"preset": out_dir / "ppo" / "final", **points}
+    models = {"preset": out_dir / "ppo" / "final", "preset-ptx": out_dir / "ppo_ptx" / "final", **points}
+    models = {name: path for name, path in models.items() if (Path(path) / "config.json").is_file()}
     evaluation = EvalConfig(
         models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f}" for n, f in models.items())),
         baseline="sft",
