@@ -90,3 +90,14 @@ def test_main_chain_change_reruns_the_branch(tmp_path):
     (tmp_path / "a" / STAGE_JSON).write_text(json.dumps({"fingerprint": "stale", "outputs": {}}))
     run_stages(_with_branch(calls), tmp_path, log=lambda s: None)
     assert calls[4:] == ["a", "s", "b", "d"]
+
+
+def test_summary_follows_the_latest_plan_not_leftover_folders(tmp_path):
+    from instructgpt.pipeline.summary import collect
+
+    calls = []
+    run_stages(_with_branch(calls), tmp_path, log=lambda s: None)
+    assert list(collect(tmp_path)["seconds"]) == ["a", "s", "b", "d"]
+    run_stages(_with_branch(calls, present=False), tmp_path, log=lambda s: None)
+    assert (tmp_path / "s" / STAGE_JSON).is_file()  # the dropped branch's folder is still there
+    assert list(collect(tmp_path)["seconds"]) == ["a", "b", "d"]

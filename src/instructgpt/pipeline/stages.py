@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 STAGE_JSON = "stage.json"
+PLAN_JSON = "stages.json"
+"""``<out_dir>/stages.json``: the stage names of the latest invocation's plan, in order, so that a
+summary leaves out the folders of stages a changed configuration no longer has."""
 
 
 @dataclass
@@ -78,6 +81,8 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
     timings: dict[str, float] = {}
     ran_before = False  # once a main-chain stage runs, every later stage runs on its new outputs
     ran_branches: set[str] = set()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / PLAN_JSON, {"stages": [stage.name for stage in stages]})
     for number, stage in enumerate(stages, 1):
         folder = out_dir / stage.name
         used = [u for u in stage.uses if u in keys]

@@ -1,7 +1,7 @@
 """``python -m instructgpt.pipeline.summary RUN_DIR``: the headline figures of a finished pipeline run.
 
-Reads only what the stages wrote (``<stage>/stage.json``, ``rm/summary.json``,
-``rankings/panel.json``, ``eval/results.json``) and prints, as plain text (and with ``--json``
+Reads only what the stages wrote (``stages.json``, the latest plan's stage names;
+``<stage>/stage.json``, ``rm/summary.json``, ``rankings/panel.json``, ``eval/results.json``) and prints, as plain text (and with ``--json``
 as JSON): the wall time of every stage; the win rate of each model against the baseline with its
 95% Wilson interval and win / tie / loss counts; the reward model's validation accuracy on the
 training labelers' and on the held-out labelers' rankings; and the NLP scores (the alignment tax
@@ -29,7 +29,8 @@ def collect(run_dir: Path) -> dict:
     out: dict = {"run_dir": str(run_dir), "seconds": {}}
     rounds = sorted((p for p in run_dir.glob("round-*") if p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
     in_rounds = [f"{folder.name}/{stage}" for folder in rounds for stage in ROUND_STAGES]
-    for stage in [*STAGES[:-1], *in_rounds, STAGES[-1]]:
+    plan = _read(run_dir / "stages.json")  # the latest plan: leftover folders of other configurations are skipped
+    for stage in plan["stages"] if plan else [*STAGES[:-1], *in_rounds, STAGES[-1]]:
         record = _read(run_dir / stage / "stage.json")
         if record is not None:
             out["seconds"][stage] = round(record["seconds"], 1)
