@@ -2,11 +2,11 @@
 
 Reads only what the stages wrote (``stages.json``, the latest plan's stage names;
 ``<stage>/stage.json``, ``rm/summary.json``, ``rankings/panel.json``, ``eval/results.json``) and
-prints, as plain text (and with ``--json`` as JSON): the wall time of every stage; the win rate of each model against the baseline with its
-95% Wilson interval and win / tie / loss counts; the reward model's validation accuracy on the
-training labelers' and on the held-out labelers' rankings; and the NLP scores (the alignment tax
-of PPO-ptx against PPO); with iterated rounds, each round's win rates and RM accuracies. Missing
-pieces are skipped, so it also works on an unfinished run.
+prints, as plain text (and with ``--json`` as JSON): the wall time of every stage; the win rate of
+each model against the baseline with its 95% Wilson interval and win / tie / loss counts; the reward
+model's validation accuracy on the training labelers' and on the held-out labelers' rankings; and
+the NLP scores (the alignment tax of PPO-ptx against PPO); with iterated rounds, each round's win
+rates and RM accuracies. Missing pieces are skipped, so it also works on an unfinished run.
 """
 
 from __future__ import annotations
