@@ -205,12 +205,14 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
 
 
 @pytest.mark.parametrize("name", ["miniature", "large"])
-def test_paper_sized_presets_mix_8_pretraining_sequences_per_episode(name):
-    """Both mix 8 pretraining sequences per episode; the large preset starts PPO from the paper's
-    pretraining-mix SFT run, the miniature from the SFT baseline (chosen on validation prompts, README)."""
+def test_paper_sized_presets_ptx_and_ppo_init(name):
+    """The large preset is the paper's: gamma 27.8 with 8 pretraining sequences per episode, PPO from
+    the pretraining-mix SFT run. The miniature's choices were measured on validation prompts (README,
+    runs/sweep_ppo_kl.py): PPO from the SFT baseline, gamma 0.278 with 2 sequences per episode."""
     config = parse(PipelineConfig, ["--config", str(preset_path(name))], "pipeline")
-    assert config.ptx_per_episode == 8 and config.sft_pretrain_mix == 0
-    assert config.ppo_init_from_pretrain_mix == (name == "large")
+    paper = name == "large"
+    assert (config.ptx_coef, config.ptx_per_episode) == ((27.8, 8) if paper else (0.278, 2))
+    assert config.sft_pretrain_mix == 0 and config.ppo_init_from_pretrain_mix == paper
     quick = PipelineConfig()
     assert quick.ptx_per_episode == 1.0 and not quick.ppo_init_from_pretrain_mix  # the quickstart keeps its 20 minutes
 
