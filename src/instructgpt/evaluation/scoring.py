@@ -1,5 +1,15 @@
 """Model-side primitives of the automatic evaluations: log-probabilities of continuations and
-greedy completions truncated at the first newline.
+greedy completions truncated at the first newline, all on one rendering of the context.
+
+Rendering (:func:`render_context`, :func:`render_continuation`): every task feeds a model its
+contexts the same way, whether it generates (TruthfulQA answers, RealToxicityPrompts
+continuations, the NLP tasks) or scores given text (TruthfulQA multiple choice, CrowS-Pairs /
+Winogender sentences). ``raw``: BOS and the text as is. ``chat`` (``auto`` for a tokenizer with a
+chat template): the context as one user turn and the template's assistant header; the text to
+score is the assistant's reply, so its leading whitespace is dropped (a reply starts right after
+the header, where a generated answer starts). An empty context (the bias tasks score whole
+sentences) is an empty user turn under ``chat``. The paper's GPT-3 models had no chat template,
+so ``raw`` is theirs; ``chat`` is our choice for chat-tuned models, named by ``--template``.
 
 The default model's vocabulary has 262,144 tokens, so full-vocabulary fp32 logits for a batch
 of 8 x 512 tokens would take 4 GB. :func:`continuation_logprobs` therefore runs the trunk once
@@ -35,12 +45,25 @@ class Scored:
         return self.total / max(self.tokens, 1)
 
 
-def _context_ids(tokenizer: Any, context: str) -> list[int]:
-    ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
-    bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
-    return ids
+def render_context(tokenizer: Any, context: str, template: str = "auto") -> list[int]:
+    """Token ids of an evaluation context, as every task renders it (see the module docstring).
+
+    ``raw``: BOS (when the tokenizer has one) and the context's tokens, nothing appended, since
+    contexts end where the answer starts (``"...\\nA:"``, ``"English:"``). ``chat``: the tokenizer's
+    chat template applied to one user turn holding the context, with the generation prompt.
+    """
+    from instructgpt.data.render import render_prompt
+
+    return render_prompt(tokenizer, context, template, separator="")
+
+
+def render_continuation(tokenizer: Any, continuation: str, template: str = "auto") -> str:
+    """The text scored after :func:`render_context`: as is under ``raw`` (it carries its own
+    leading space, ``" Paris."``), without leading whitespace under ``chat`` (the reply starts
+    right after the assistant header)."""
+    from instructgpt.data.render import resolve_template
+
+    return continuation.lstrip() if resolve_template(tokenizer, template) == "chat" else continuation
 
 
 @torch.no_grad()
@@ -52,13 +75,14 @@ def continuation_logprobs(
     batch_size: int = 8,
     chunk_size: int = 256,
     max_tokens: int = 1024,
+    template: str = "auto",
 ) -> list[Scored]:
     """``log p(continuation | context)`` for each pair, batched and chunked over the vocabulary.
 
-    Context and continuation are tokenised separately (the continuation carries its own leading
-    space, e.g. ``" Paris."``) and joined; a BOS token starts the context when the tokenizer has
-    one, so an empty context scores a whole sentence. Sequences longer than ``max_tokens`` keep
-    their last ``max_tokens`` tokens (the context is cut from the left).
+    Context and continuation are rendered (:func:`render_context`, :func:`render_continuation`),
+    tokenised separately and joined; under ``raw`` a BOS token starts the context when the
+    tokenizer has one, so an empty context scores a whole sentence. Sequences longer than
+    ``max_tokens`` keep their last ``max_tokens`` tokens (the context is cut from the left).
 
     Equivalent to, for each pair separately::
 
@@ -73,8 +97,8 @@ def continuation_logprobs(
     unembedding = model.get_output_embeddings().weight  # [V, H]
     items = []
     for context, continuation in zip(contexts, continuations):
-        ctx = _context_ids(tokenizer, context)
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        ctx = render_context(tokenizer, context, template)
+        cont = tokenizer(render_continuation(tokenizer, continuation, template), add_special_tokens=False)["input_ids"]
         ids = (ctx + cont)[-max_tokens:]
         items.append((ids, min(len(cont), len(ids) - 1)))
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
@@ -114,7 +138,12 @@ def _cache_kwargs(trunk: Any, cache: Any) -> dict:
 
 @torch.no_grad()
 def shared_context_logprobs(
-    model: Any, tokenizer: Any, context: str, continuations: Sequence[str], chunk_size: int = 256
+    model: Any,
+    tokenizer: Any,
+    context: str,
+    continuations: Sequence[str],
+    chunk_size: int = 256,
+    template: str = "auto",
 ) -> list[Scored]:
     """``log p(continuation | context)`` for several continuations of ONE context.
 
@@ -126,8 +155,11 @@ def shared_context_logprobs(
     model.eval()
     device = next(model.parameters()).device
     trunk = model.base_model
-    ctx = _context_ids(tokenizer, context)
-    conts = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    ctx = render_context(tokenizer, context, template)
+    conts = [
+        tokenizer(render_continuation(tokenizer, c, template), add_special_tokens=False)["input_ids"]
+        for c in continuations
+    ]
     if not conts:
         return []
     out = trunk(input_ids=torch.tensor([ctx], device=device), use_cache=True)
@@ -166,14 +198,15 @@ def complete(
     batch_size: int = 8,
     template: str = "auto",
 ) -> list[str]:
-    """Greedy (temperature 0) completions of raw contexts, cut at the first newline.
+    """Greedy (temperature 0) completions of contexts rendered by :func:`render_context`, cut at
+    the first newline.
 
-    The prompt is fed as is (no separator appended), since the automatic evaluations' contexts
-    already end where the answer starts ("...\\nA:", "English:"). Generation stops at the first
+    Under ``raw`` the context is fed as is (no separator appended), since the automatic
+    evaluations' contexts already end where the answer starts ("...\\nA:", "English:"). Generation stops at the first
     newline (like the API's ``stop="\\n"`` the paper used), which also saves most of the decoding.
     """
     from instructgpt.data.collate import collate
-    from instructgpt.data.render import Example, render_prompt
+    from instructgpt.data.render import Example
 
     model.eval()
     device = next(model.parameters()).device
@@ -181,7 +214,7 @@ def complete(
     texts: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        ids = [render_prompt(tokenizer, prompts[i], template, separator="") for i in rows]
+        ids = [render_context(tokenizer, prompts[i], template) for i in rows]
         batch = collate([Example(i, [False] * len(i)) for i in ids], tokenizer.pad_token_id, padding_side="left")
         out = model.generate(
             input_ids=batch["input_ids"].to(device),

@@ -139,7 +139,7 @@ class EvalConfig:
     """Model forward passes: fp32, bf16 (autocast, fp32 weights) or auto (bf16 where native: ~2.9x faster generation on
     a bf16 CPU)."""
     template: str = "auto"
-    """Prompt rendering: raw, chat or auto (chat if the tokenizer has a template)."""
+    """Prompt rendering of every task, generated or scored: raw, chat or auto (chat if the tokenizer has a template)."""
     seed: int = 0
     """Seed of the subsampling, the blind orders (pairs, ratings) and sampling."""
     data_root: Path | None = None
@@ -400,7 +400,7 @@ def evaluate_model(
             template=config.template,
             **common,
         ),
-        "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, **common),
+        "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, template=config.template, **common),
         "nlp": lambda: evaluate_nlp(
             model,
             tokenizer,

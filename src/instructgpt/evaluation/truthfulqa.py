@@ -1,6 +1,7 @@
 """TruthfulQA (Lin et al. 2021) as the paper runs it (method.md; paper section 4.2, appendix D).
 
-- **MC1 / MC2** from log-probabilities of each answer after the QA prompt (see
+- **MC1 / MC2** from log-probabilities of each answer after the QA prompt, rendered as the
+  generation task renders it (:func:`instructgpt.evaluation.scoring.render_context`; see
   :mod:`instructgpt.evaluation.metrics` for how each picks), and beside them MC1 as
   lm-evaluation-harness computes it (``mc1_harness``: the answer with the highest *total*
   log-probability; same QA primer and " answer" continuations as the harness).
@@ -312,7 +313,12 @@ def evaluate_truthfulqa(
     for q in questions:  # one context per question: its KV cache is shared by all its answers
         answers = list(dict.fromkeys(q.mc1_choices + q.mc2_choices))
         scored = dict(
-            zip(answers, shared_context_logprobs(model, tokenizer, qa_prompt(q.question), [" " + a for a in answers]))
+            zip(
+                answers,
+                shared_context_logprobs(
+                    model, tokenizer, qa_prompt(q.question), [" " + a for a in answers], template=template
+                ),
+            )
         )
         mc1_scores.append(mc1([scored[a].average for a in q.mc1_choices], q.mc1_true))
         mc1_harness_scores.append(mc1([scored[a].total for a in q.mc1_choices], q.mc1_true))
