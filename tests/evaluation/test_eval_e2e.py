@@ -38,7 +38,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
     for name in ("sft", "ppo-ptx", "prompted"):
         r = results["per_model"][name]
         assert r["truthfulqa"]["n"] == 2 and 0.0 <= r["truthfulqa"]["mc2"] <= 1.0
-        assert set(r["toxicity"]) >= {"basic", "respectful"}
+        assert set(r["toxicity"]) >= {"basic", "respectful", "biased", "biased_minus_basic"}
         assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
         assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
         # every figure from a sample carries its n and a 95% interval
@@ -67,6 +67,8 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
     assert "winrate" in same["seconds"]  # its own (prompted) win-rate responses were generated
     assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
     assert results["toxicity_scorer"]["name"] == "offline"
+    assert results["toxicity_paper_reference"]["scorer"] == "offline"
+    assert set(results["toxicity_paper_reference"]["per_model"]["ppo-ptx-175b"]) == {"basic", "respectful", "biased"}
     assert len(results["samples"]) == 2 and set(results["samples"][0]["responses"]) == {"sft", "ppo-ptx", "prompted"}
 
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -154,6 +156,10 @@ def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_pat
         (["--task-limits", "bias=0"], "task_limits:"),
         (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
         (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
+        (
+            ["--toxicity-prompts", "basic", "rude"],
+            "toxicity_prompts: expected one or more of basic, respectful, biased",
+        ),
     ],
 )
 def test_cli_config_errors(argv, message, capsys):

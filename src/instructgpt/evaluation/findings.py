@@ -10,7 +10,8 @@ the null value is inside its interval:
 - reward-model accuracy: 50% (chance) inside the interval;
 - the alignment tax: each model minus the baseline, and PPO-ptx minus PPO, on DROP / SQuADv2 F1
   and Fr->En BLEU, with paired bootstrap intervals (:mod:`instructgpt.evaluation.differences`);
-- the respectful instruction: each model's respectful-minus-basic mean toxicity (paired t);
+- the respectful and the biased instruction: each model's respectful-minus-basic and
+  biased-minus-basic mean toxicity (paired t);
 - the other paired differences (TruthfulQA, toxicity, bias): those whose interval excludes 0 are
   named, the rest counted.
 """
@@ -34,6 +35,7 @@ METRIC_NAMES = {
     "truthfulqa/instruction_qa/true_informative": "TruthfulQA Instr+QA % true+info",
     "toxicity/basic/toxicity": "toxicity (no instruction)",
     "toxicity/respectful/toxicity": "toxicity (respectful)",
+    "toxicity/biased/toxicity": "toxicity (biased)",
     "bias/crows_pairs/entropy_bits": "CrowS-Pairs entropy (bits)",
     "bias/winogender/entropy_bits": "Winogender entropy (bits)",
     "nlp/drop/f1": "DROP F1",
@@ -81,20 +83,51 @@ def safety_tables(per_model: dict) -> dict[str, dict[str, dict[str, dict]]]:
                 tqa[name][f"{label} % true"] = _sub(t[key], "true", t.get("n"))
                 tqa[name][f"{label} % true+info"] = _sub(t[key], "true_informative", t.get("n"))
         if "toxicity" in r:
-            t = r["toxicity"]
-            tox[name] = {
-                "toxicity (no instruction)": _sub(t["basic"], "mean_toxicity", t.get("n")),
-                "toxicity (respectful)": _sub(t["respectful"], "mean_toxicity", t.get("n")),
-            }
-            if "respectful_minus_basic" in t:
-                tox[name]["respectful minus no instruction"] = _sub(
-                    t["respectful_minus_basic"], "mean_toxicity", t.get("n")
-                )
-            tox[name]["% toxic (no instruction)"] = _sub(t["basic"], "toxic_fraction", t.get("n"))
-            tox[name]["% toxic (respectful)"] = _sub(t["respectful"], "toxic_fraction", t.get("n"))
+            tox[name] = toxicity_row(r["toxicity"])
         if "bias" in r:
             bias[name] = {f"{k} entropy (bits)": _sub(v, "entropy_bits", None) for k, v in r["bias"].items()}
     return {"truthfulqa": tqa, "toxicity": tox, "bias": bias}
+
+
+TOXICITY_CONDITIONS = {"basic": "no instruction", "respectful": "respectful", "biased": "biased"}
+"""Toxicity conditions (:data:`instructgpt.evaluation.toxicity.CONDITIONS`) as the report labels them."""
+
+
+def toxicity_row(t: dict) -> dict[str, dict]:
+    """One model's toxicity cells: mean toxicity per condition, each instruction minus none, % toxic."""
+    row = {}
+    present = [c for c in TOXICITY_CONDITIONS if c in t]
+    for c in present:
+        row[f"toxicity ({TOXICITY_CONDITIONS[c]})"] = _sub(t[c], "mean_toxicity", t.get("n"))
+    for c in present:
+        if f"{c}_minus_basic" in t:
+            row[f"{TOXICITY_CONDITIONS[c]} minus no instruction"] = _sub(
+                t[f"{c}_minus_basic"], "mean_toxicity", t.get("n")
+            )
+    for c in present:
+        row[f"% toxic ({TOXICITY_CONDITIONS[c]})"] = _sub(t[c], "toxic_fraction", t.get("n"))
+    return row
+
+
+def paper_toxicity_table(results: dict) -> dict[str, dict[str, dict]]:
+    """The paper's samples per model type: mean toxicity and % toxic per condition by our scorer
+    (the columns of our table), and the mean of the Perspective scores stored with them."""
+    reference = results.get("toxicity_paper_reference") or {}
+    table = {}
+    for model_type, by_condition in (reference.get("per_model") or {}).items():
+        row = {}
+        for c, label in TOXICITY_CONDITIONS.items():
+            if c in by_condition:
+                row[f"toxicity ({label})"] = _sub(by_condition[c], "mean_toxicity", None)
+        for c, label in TOXICITY_CONDITIONS.items():
+            if c in by_condition:
+                row[f"% toxic ({label})"] = _sub(by_condition[c], "toxic_fraction", None)
+        if reference.get("scorer") != "perspective":
+            for c, label in TOXICITY_CONDITIONS.items():
+                if c in by_condition:
+                    row[f"Perspective ({label})"] = _sub(by_condition[c]["perspective"], "mean_toxicity", None)
+        table[model_type] = row
+    return table
 
 
 def nlp_table(per_model: dict) -> dict[str, dict[str, dict]]:
@@ -198,8 +231,10 @@ def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[s
     differences = results.get("differences") or []
     lines += [difference_line(row) for row in differences if row["metric"].startswith("nlp/")]
     for name, r in results.get("per_model", {}).items():
-        d = (r.get("toxicity") or {}).get("respectful_minus_basic")
-        if d and not r.get("same_as"):
+        for condition in ("respectful", "biased"):
+            d = (r.get("toxicity") or {}).get(f"{condition}_minus_basic")
+            if not d or r.get("same_as"):
+                continue
             low, high = (_float(v) for v in (d.get("mean_toxicity_ci") or (None, None)))
             verdict = _against(
                 0.0,
@@ -207,12 +242,12 @@ def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[s
                 high,
                 "0",
                 "no measured effect",
-                "more toxic when asked to be respectful",
-                "less toxic when asked to be respectful",
+                f"more toxic when asked to be {condition}",
+                f"less toxic when asked to be {condition}",
             )
             value = _interval(d["mean_toxicity"], low, high, 3, signed=True)
             lines.append(
-                f"{name}, respectful instruction minus none, mean toxicity: {value} (n={d['n']} prompts): {verdict}"
+                f"{name}, {condition} instruction minus none, mean toxicity: {value} (n={d['n']} prompts): {verdict}"
             )
     others = [row for row in differences if not row["metric"].startswith("nlp/")]
     outside = [row for row in others if row.get("contains_zero") is False]
@@ -234,6 +269,8 @@ def judge_names(results: dict) -> dict[str, str]:
         "truthfulqa": f"% true: {j.get('truth_judge', 'offline logistic regression')}; % true+info: also "
         f"{j.get('info_judge', 'offline logistic regression')}; MC1/MC2: the model's log-probabilities",
         "toxicity": f"{s.get('name', '?')} toxicity scorer",
+        "toxicity_paper_reference": f"{(results.get('toxicity_paper_reference') or {}).get('scorer', '?')} toxicity "
+        "scorer; beside it the Perspective scores stored with the paper's samples",
         "bias": "none: the model's own log-probabilities",
         "nlp": "none: F1 / BLEU against the references",
         "alignment_tax": "none: F1 / BLEU against the references",
@@ -303,7 +340,9 @@ def statement(results: dict) -> str:
             if p and _finite(p.get("pearson"))
             else ""
         )
-        parts.append(f"RealToxicityPrompts: continuations scored by the {s['name']} toxicity scorer{extra}.")
+        conditions = cfg.get("toxicity_prompts") or ("basic", "respectful")
+        named = ", ".join(TOXICITY_CONDITIONS.get(c, c) for c in conditions)
+        parts.append(f"RealToxicityPrompts ({named}): continuations scored by the {s['name']} toxicity scorer{extra}.")
     if any("bias" in r for r in results.get("per_model", {}).values()):
         parts.append(
             "CrowS-Pairs and Winogender: mean entropy (bits) of the normalised probabilities of the two sentences of "

@@ -34,6 +34,7 @@ from instructgpt.evaluation.findings import (
     metric_name,
     nlp_table,
     paper_nlp_table,
+    paper_toxicity_table,
     safety_tables,
     statement,
 )
@@ -496,6 +497,24 @@ def samples_html(samples: Sequence[dict]) -> str:
     return "".join(blocks)
 
 
+def paper_reference_html(
+    results: dict, key: str, table: dict, lead: str, figures: list[dict], judges: dict[str, str], digits: int = 3
+) -> str:
+    """The paper's samples scored by our code, as a table under ours (rows: its model types, e.g.
+    ``ppo-ptx-175b``); its data go to figures.json under ``key``. Empty when the results lack it."""
+    if not table:
+        return ""
+    figures.append(
+        {
+            "id": key,
+            "title": "The paper's samples scored by the same code",
+            "data": results.get(key),
+            "judge": judges.get(key, "none"),
+        }
+    )
+    return f"<p>{html.escape(lead)}</p>" + table_html(table, "paper model", digits)
+
+
 def _scorers(results: dict) -> dict:
     return {k: results[k] for k in ("truthfulqa_judge", "toxicity_scorer") if k in results}
 
@@ -589,7 +608,16 @@ def render_html(
         add(
             "RealToxicityPrompts",
             plot(grouped_bars("toxicity", "Toxicity of continuations", bars, "score", (0, 1), judge=judges["toxicity"]))
-            + table_html(tables["toxicity"]),
+            + table_html(tables["toxicity"])
+            + paper_reference_html(
+                results,
+                "toxicity_paper_reference",
+                paper_toxicity_table(results),
+                "The paper's own samples (100 prompts per model and condition), scored by the same scorer; beside "
+                "them the mean of the Perspective scores stored with the samples (the paper's scorer):",
+                figures,
+                judges,
+            ),
         )
     if tables["bias"]:
         add(

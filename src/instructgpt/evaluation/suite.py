@@ -115,6 +115,9 @@ class EvalConfig:
     """Sampling temperature of win-rate responses (0 = greedy)."""
     auto_max_new_tokens: int = 32
     """Longest completion in the automatic tasks (cut at the first newline anyway)."""
+    toxicity_prompts: tuple[str, ...] = ("basic", "respectful", "biased")
+    """RealToxicityPrompts conditions: basic (the bare prompt), respectful and biased (the paper's instructions before
+    it); each costs one generation per prompt."""
     toxicity_scorer: str = "auto"
     """auto (Perspective API when $PERSPECTIVE_API_KEY is set, else offline), perspective, offline, or a Hugging Face
     sequence-classification model (local folder or Hub id)."""
@@ -168,6 +171,13 @@ class EvalConfig:
                 "task_limits",
                 f"expected TASK=N with a known task and N >= 1, got {spec!r}",
             )
+        from instructgpt.evaluation.toxicity import CONDITIONS
+
+        check(
+            bool(self.toxicity_prompts) and set(self.toxicity_prompts) <= set(CONDITIONS),
+            "toxicity_prompts",
+            f"expected one or more of {', '.join(CONDITIONS)}, got {', '.join(self.toxicity_prompts) or 'none'}",
+        )
         check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
         check(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
         for field_name, value in (
@@ -398,6 +408,7 @@ def evaluate_model(
             inputs.toxicity_scorer,
             max_new_tokens=config.auto_max_new_tokens,
             template=config.template,
+            conditions=config.toxicity_prompts,
             **common,
         ),
         "bias": lambda: evaluate_bias(model, tokenizer, inputs.bias_pairs, template=config.template, **common),
@@ -726,10 +737,13 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
             "paper_samples": paper_samples_agreement(root, truth, info),
         }
     if inputs.toxicity_scorer is not None:
+        from instructgpt.evaluation.toxicity import paper_reference as toxicity_reference
+
         out["toxicity_scorer"] = {
             "name": inputs.toxicity_scorer.name,
             "agreement": getattr(inputs.toxicity_scorer, "agreement", {}),
         }
+        out["toxicity_paper_reference"] = toxicity_reference(root, inputs.toxicity_scorer)
     if inputs.nlp_items:
         from instructgpt.evaluation.nlp import paper_reference, paper_reference_intervals
 
