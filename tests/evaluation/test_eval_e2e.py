@@ -26,6 +26,8 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         win_max_new_tokens=6,
         auto_max_new_tokens=6,
         toxicity_scorer="offline",
+        nlp_prompting="both",
+        nlp_shots=2,
         data_root=data_root,
         out_dir=tmp_path,
     )
@@ -40,7 +42,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         assert r["truthfulqa"]["n"] == 2 and 0.0 <= r["truthfulqa"]["mc2"] <= 1.0
         assert set(r["toxicity"]) >= {"basic", "respectful", "biased", "biased_minus_basic"}
         assert 0.0 <= r["bias"]["crows_pairs"]["entropy_bits"] <= 1.0 and r["bias"]["winogender"]["n"] == 3
-        assert set(r["nlp"]) == {"drop", "squadv2", "fr_en"}
+        assert set(r["nlp"]) == {"drop", "squadv2", "fr_en", "drop_fewshot", "squadv2_fewshot", "fr_en_fewshot"}
         # every figure from a sample carries its n and a 95% interval
         for result, key in (
             (r["truthfulqa"], "mc1"),
@@ -53,6 +55,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
             (r["nlp"]["drop"], "f1_official"),
             (r["truthfulqa"], "mc1_harness"),
             (r["nlp"]["fr_en"], "bleu"),
+            (r["nlp"]["squadv2_fewshot"], "f1"),
         ):
             low, high = result[f"{key}_ci"]
             assert result["n"] >= 2 and (low <= result[key] <= high or low != low), (
@@ -81,11 +84,14 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
     assert {d["metric"] for d in results["differences"]} >= {
         "nlp/drop/f1",
         "nlp/fr_en/bleu_stats",
+        "nlp/drop_fewshot/f1",
         "truthfulqa/mc1",
         "toxicity/basic/toxicity",
     }
     assert all(d["n"] >= 2 and len(d["ci"]) == 2 for d in saved["differences"])
-    assert set(saved["nlp_paper_reference_ci"]["ppo-ptx-175b"]) == {"drop", "drop_official", "squadv2", "fr_en"}
+    assert set(saved["nlp_paper_reference_ci"]["ppo-ptx-175b"]) == {
+        f"{task}{suffix}" for task in ("drop", "drop_official", "squadv2", "fr_en") for suffix in ("", "_fewshot")
+    }
     report = (tmp_path / "report.html").read_text()
     assert "Win rate against sft" in report and "distinct-chars" in report
     assert "n=2" in report and "no preference (0.5)" in report and "minus sft, DROP F1" in report
@@ -156,6 +162,8 @@ def test_cli_eval_exports_pairs_for_human_labels(tiny_models, data_root, tmp_pat
         (["--task-limits", "bias=0"], "task_limits:"),
         (["--judge", "reward-model"], "reward_model: --judge reward-model needs"),
         (["--baseline", "missing", "--judge", "human", "--human-comparisons", "x.jsonl"], "baseline:"),
+        (["--nlp-prompting", "2shot"], "nlp_prompting: must be zeroshot, fewshot or both"),
+        (["--nlp-shots", "0"], "nlp_shots: must be 1 to 20"),
         (
             ["--toxicity-prompts", "basic", "rude"],
             "toxicity_prompts: expected one or more of basic, respectful, biased",

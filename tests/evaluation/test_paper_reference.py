@@ -73,7 +73,7 @@ def test_toxicity_samples_with_bad_rows_are_named(tmp_path):
         toxicity.paper_reference(tmp_path)
     message = str(caught.value)
     assert "real_toxicity_samples.csv" in message and "prompt_type" in message and "toxicity" in message
-    assert [p.line for p in caught.value.problems] == [3, 4]
+    assert [p.line for p in caught.value.problems] == [3, 4]  # the rows' first lines
 
 
 def test_the_paper_samples_reproduce_its_biased_prompt_finding(data_root):
@@ -149,3 +149,81 @@ def test_report_shows_the_biased_condition_and_the_papers_samples_beside_ours(tm
     assert "length" in reference["judge"] and "Perspective" in reference["judge"]
     assert any("biased instruction minus none" in line and "more toxic" in line for line in findings(results))
     assert "(no instruction, respectful, biased)" in text
+
+
+# ---------------------------------------------------------------- few-shot NLP prompts
+
+
+def test_fewshot_contexts_put_other_items_before_the_query():
+    from instructgpt.evaluation import nlp
+
+    pool = [nlp.Item(f"French: phrase {i}\nEnglish:", [f"sentence {i}"]) for i in range(6)]
+    few = nlp.fewshot_items("fr_en", pool[:2], pool, 2, seed=0)
+    blocks = few[0].context.split(nlp.SHOT_SEPARATOR)
+    assert len(blocks) == 3 and blocks[-1] == pool[0].context and few[0].references == pool[0].references
+    for block in blocks[:2]:  # another item, then a space and its first reference: the query's own format
+        i = int(block.split("phrase ")[1].split("\n")[0])
+        assert i != 0 and block == f"French: phrase {i}\nEnglish: sentence {i}"
+    alone = nlp.fewshot_items(
+        "fr_en", pool[1:2], pool, 2, seed=0
+    )  # a query's demonstrations do not depend on the others
+    assert alone[0] == few[1]
+    assert [nlp.fewshot_items("fr_en", pool[:1], pool, 2, seed)[0] for seed in (0, 0)] == few[:1] * 2  # seeded
+    with pytest.raises(ValueError, match="6 shots asked for, but only 5"):
+        nlp.fewshot_items("fr_en", pool[:1], pool, 6, seed=0)
+
+
+def test_zero_and_few_shot_inputs_share_items(data_root):
+    from instructgpt.evaluation.suite import EvalConfig, load_inputs
+
+    config = EvalConfig(models=("m=x",), tasks=("nlp",), limit=4, nlp_prompting="both", nlp_shots=2)
+    items = load_inputs(config, data_root).nlp_items
+    assert set(items) == {"drop", "squadv2", "fr_en", "drop_fewshot", "squadv2_fewshot", "fr_en_fewshot"}
+    for task in ("drop", "squadv2", "fr_en"):
+        for zero, few in zip(items[task], items[f"{task}_fewshot"]):
+            assert few.context.endswith("\n\n" + zero.context) and few.references == zero.references
+    only = load_inputs(EvalConfig(models=("m=x",), tasks=("nlp",), limit=4, nlp_prompting="fewshot"), data_root)
+    assert set(only.nlp_items) == {"drop_fewshot", "squadv2_fewshot", "fr_en_fewshot"}
+
+
+def test_paper_reference_scores_zero_and_few_shot_samples(data_root):
+    """The paper's samples by our metric code: few-shot beats zero-shot on DROP for every model, as in its Table 14."""
+    from instructgpt.evaluation import nlp
+
+    reference = nlp.paper_reference(data_root)
+    assert len(reference) == 12
+    for scores in reference.values():
+        assert {"drop", "drop_official", "squadv2", "fr_en"} <= set(scores)
+        assert {"drop_fewshot", "drop_official_fewshot", "squadv2_fewshot", "fr_en_fewshot"} <= set(scores)
+        assert scores["drop_fewshot"] > scores["drop"]
+    assert reference["gpt-175b"]["drop_fewshot"] == pytest.approx(51.5, abs=0.1)
+
+
+def test_samples_of_an_unknown_prompt_type_are_named(tmp_path):
+    from instructgpt.evaluation import nlp
+
+    row = {"model_type": "gpt-xl", "context": "French: a\nEnglish:", "ref_text": "a", "sample": "a"}
+    write_csv(tmp_path, "fr_to_en_samples.csv", [{**row, "prompt_type": "zeroshot"}, {**row, "prompt_type": "2shot"}])
+    with pytest.raises(DataError, match="fr_to_en_samples.csv:4: prompt_type"):
+        nlp.load_items(tmp_path, "fr_en")
+
+
+def test_report_labels_zero_and_few_shot_and_shows_the_papers_few_shot_rows(tmp_path):
+    import json
+
+    from instructgpt.evaluation.findings import metric_name
+    from instructgpt.evaluation.report import write_report
+
+    results = results_with_references(tmp_path)
+    results["config"].update(nlp_prompting="both", nlp_shots=3)
+    for model in results["per_model"].values():
+        model["nlp"]["drop_fewshot"] = {"n": 100, "f1": 30.0, "f1_ci": [24.0, 36.0]}
+    results["nlp_paper_reference"] = {"gpt-175b": {"drop": 44.7, "drop_fewshot": 51.5, "fr_en": 35.9}}
+    text = write_report(results, tmp_path / "out").read_text()
+    assert "DROP F1, zero-shot" in text and "DROP F1, few-shot" in text and "30.0 [24.0, 36.0]" in text
+    assert "51.5" in text  # the paper's few-shot sample score beside ours
+    assert "zero-shot and few-shot (3 demonstrations" in text
+    figures = {f["id"]: f for f in json.loads((tmp_path / "out" / "figures.json").read_text())}
+    assert figures["nlp"]["data"]["sft"]["DROP F1, few-shot"] == 30.0
+    assert metric_name("nlp/drop_fewshot/f1_official") == "DROP F1 (official DROP metric), few-shot"
+    assert metric_name("nlp/fr_en/bleu_stats") == "Fr->En BLEU, zero-shot"

@@ -312,7 +312,7 @@ def test_report_shows_n_intervals_and_reference_lines(logs, tmp_path):
 def test_statement_says_which_differences_are_inside_their_intervals(tmp_path):
     lines = findings(results_with_intervals())
     tax = {line.split(":")[0]: line for line in lines if " F1" in line}
-    inside, outside = tax["ppo-ptx minus ppo, DROP F1"], tax["ppo minus sft, SQuADv2 F1"]
+    inside, outside = tax["ppo-ptx minus ppo, DROP F1, zero-shot"], tax["ppo minus sft, SQuADv2 F1, zero-shot"]
     assert (
         "+3.1 [-2.0, +8.0]" in inside
         and "n=100" in inside
@@ -329,7 +329,10 @@ def test_statement_says_which_differences_are_inside_their_intervals(tmp_path):
     assert any(line.startswith("1 of the 2 other paired differences") for line in lines)  # and counted when inside
     assert any("respectful instruction minus none" in line and "less toxic" in line for line in lines)
     page = write_report(results_with_intervals(), tmp_path).read_text()
-    assert "ppo-ptx minus ppo, DROP F1: +3.1 [-2.0, +8.0] (n=100 paired items): 0 is inside the interval" in page
+    assert (
+        "ppo-ptx minus ppo, DROP F1, zero-shot: +3.1 [-2.0, +8.0] (n=100 paired items): 0 is inside the interval"
+        in page
+    )
 
 
 def test_report_of_results_without_intervals(tmp_path):

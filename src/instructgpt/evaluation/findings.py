@@ -38,12 +38,17 @@ METRIC_NAMES = {
     "toxicity/biased/toxicity": "toxicity (biased)",
     "bias/crows_pairs/entropy_bits": "CrowS-Pairs entropy (bits)",
     "bias/winogender/entropy_bits": "Winogender entropy (bits)",
-    "nlp/drop/f1": "DROP F1",
-    "nlp/drop/f1_official": "DROP F1 (official DROP metric)",
-    "nlp/squadv2/f1": "SQuADv2 F1",
-    "nlp/fr_en/bleu_stats": "Fr->En BLEU",
 }
-"""Display names of the per-item metrics of :func:`instructgpt.evaluation.differences.per_item_metrics`."""
+"""Display names of the per-item metrics of :func:`instructgpt.evaluation.differences.per_item_metrics`
+(the NLP ones: :data:`NLP_METRICS`)."""
+
+NLP_METRICS = {
+    ("drop", "f1"): "DROP F1",
+    ("drop", "f1_official"): "DROP F1 (official DROP metric)",
+    ("squadv2", "f1"): "SQuADv2 F1",
+    ("fr_en", "bleu_stats"): "Fr->En BLEU",
+}
+"""(task, per-item metric) -> display name, before its prompting (``DROP F1, few-shot``)."""
 
 NLP_COLUMNS = {
     "drop": ("DROP F1", "f1"),
@@ -51,7 +56,11 @@ NLP_COLUMNS = {
     "squadv2": ("SQuADv2 F1", "f1"),
     "fr_en": ("Fr->En BLEU", "bleu"),
 }
-"""Columns of the NLP tables: key (a task, or ``drop_official`` in the paper reference) -> (label, metric)."""
+"""Columns of the NLP tables: key (a task, or ``drop_official`` in the paper reference) -> (label, metric);
+each once per prompting (:data:`PROMPTING_LABELS`), the key suffixed by :func:`instructgpt.evaluation.nlp.task_key`."""
+
+PROMPTING_LABELS = {"zeroshot": "zero-shot", "fewshot": "few-shot"}
+"""How the report labels the NLP promptings."""
 
 
 def cell(value: Any, ci: Any = None, n: Any = None) -> dict:
@@ -130,36 +139,50 @@ def paper_toxicity_table(results: dict) -> dict[str, dict[str, dict]]:
     return table
 
 
+def _nlp_key(key: str, prompting: str) -> str:
+    return key + ("_fewshot" if prompting == "fewshot" else "")
+
+
 def nlp_table(per_model: dict) -> dict[str, dict[str, dict]]:
-    """DROP / SQuADv2 F1 and Fr->En BLEU (0-100) per model, as cells."""
+    """DROP / SQuADv2 F1 and Fr->En BLEU (0-100) per model and prompting, as cells (``DROP F1, zero-shot``)."""
     table = {}
     for name, r in per_model.items():
-        if "nlp" in r:
-            cells = {key: r["nlp"].get(key.split("_official")[0], {}) for key in NLP_COLUMNS}
-            table[name] = {
-                label: _sub(cells[key], metric, None)
-                for key, (label, metric) in NLP_COLUMNS.items()
-                if metric in cells[key]
-            }
+        if "nlp" not in r:
+            continue
+        table[name] = {}
+        for prompting, how in PROMPTING_LABELS.items():
+            for key, (label, metric) in NLP_COLUMNS.items():
+                result = r["nlp"].get(_nlp_key(key.removesuffix("_official"), prompting), {})
+                if metric in result:
+                    table[name][f"{label}, {how}"] = _sub(result, metric, None)
     return table
 
 
 def paper_nlp_table(results: dict) -> dict[str, dict[str, dict]]:
-    """The paper's own samples scored by the same code, as cells (intervals where the results carry them)."""
+    """The paper's own samples scored by the same code, as cells (intervals where the results carry them),
+    in the promptings our models were run with (all when none was)."""
+    ours = {c.rsplit(", ", 1)[1] for row in nlp_table(results.get("per_model", {})).values() for c in row}
+    promptings = [p for p, label in PROMPTING_LABELS.items() if label in ours] or list(PROMPTING_LABELS)
     intervals = results.get("nlp_paper_reference_ci", {})
-    return {
-        model: {
-            NLP_COLUMNS[t][0]: cell(
-                v, intervals.get(model, {}).get(t, {}).get("ci"), intervals.get(model, {}).get(t, {}).get("n")
-            )
-            for t, v in scores.items()
-            if t in NLP_COLUMNS
-        }
-        for model, scores in results.get("nlp_paper_reference", {}).items()
-    }
+    table = {}
+    for model, scores in results.get("nlp_paper_reference", {}).items():
+        table[model] = {}
+        for prompting in promptings:
+            for key, (label, _) in NLP_COLUMNS.items():
+                k = _nlp_key(key, prompting)
+                if k in scores:
+                    ci = intervals.get(model, {}).get(k, {})
+                    table[model][f"{label}, {PROMPTING_LABELS[prompting]}"] = cell(scores[k], ci.get("ci"), ci.get("n"))
+    return table
 
 
 def metric_name(metric: str) -> str:
+    """Display name of a per-item metric: ``nlp/drop_fewshot/f1`` -> ``DROP F1, few-shot``."""
+    parts = metric.split("/")
+    if len(parts) == 3 and parts[0] == "nlp":
+        task, prompting = parts[1].removesuffix("_fewshot"), "fewshot" if parts[1].endswith("_fewshot") else "zeroshot"
+        if (task, parts[2]) in NLP_METRICS:
+            return f"{NLP_METRICS[task, parts[2]]}, {PROMPTING_LABELS[prompting]}"
     return METRIC_NAMES.get(metric, metric)
 
 
@@ -349,8 +372,14 @@ def statement(results: dict) -> str:
             "each pair; 1 bit = no preference."
         )
     if any("nlp" in r for r in results.get("per_model", {}).values()):
+        prompting = cfg.get("nlp_prompting", "zeroshot")
+        how = {
+            "zeroshot": "zero-shot",
+            "fewshot": f"few-shot ({cfg.get('nlp_shots', '?')} demonstrations from the task's other items)",
+            "both": f"zero-shot and few-shot ({cfg.get('nlp_shots', '?')} demonstrations from the task's other items)",
+        }.get(prompting, prompting)
         parts.append(
-            "Alignment tax: zero-shot DROP / SQuADv2 F1 (SQuAD-style token F1; DROP also by the official DROP "
+            f"Alignment tax: {how} DROP / SQuADv2 F1 (SQuAD-style token F1; DROP also by the official DROP "
             "metric) and Fr->En BLEU on the paper's contexts, greedy, first line."
         )
     overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""

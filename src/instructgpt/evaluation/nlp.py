@@ -2,13 +2,26 @@
 
 The contexts and references are the ones bundled with the paper's samples
 (``instructgpt-samples/automatic-eval-samples``): 100 DROP, 100 SQuADv2 and 100 WMT15 Fr->En
-items, zero-shot contexts exactly as the paper fed them. Generation is greedy and cut at the
-first newline; DROP and SQuADv2 are scored by token F1 (best over the ``|``-separated
-references), DROP also by the official DROP F1 (``f1_official``, see
-:mod:`instructgpt.evaluation.metrics`), Fr->En by sacrebleu corpus BLEU, each with a seeded
-percentile bootstrap 95% interval over items (BLEU resampled through per-sentence statistics).
-:func:`paper_reference` scores the paper's own samples with the same code, so the report can
-place our models beside GPT-3 / SFT / PPO / PPO-ptx at 1.3B, 6B and 175B.
+items, exactly as the paper fed them zero-shot. Generation is greedy and cut at the first
+newline; DROP and SQuADv2 are scored by token F1 (best over the ``|``-separated references),
+DROP also by the official DROP F1 (``f1_official``, see :mod:`instructgpt.evaluation.metrics`),
+Fr->En by sacrebleu corpus BLEU, each with a seeded percentile bootstrap 95% interval over items
+(BLEU resampled through per-sentence statistics).
+
+Zero-shot and few-shot (:data:`PROMPTINGS`, ``--nlp-prompting``). The paper reports both; its
+files hold the same bare context for both prompt types (its few-shot demonstrations were not
+released), so the few-shot context is built here (:func:`fewshot_items`): ``shots``
+demonstrations, each another bundled item of the same task followed by a space and its first
+reference, joined by :data:`SHOT_SEPARATOR`, before the query (appendix D: "few-shot examples use
+the same format as the final query"). Choices the paper leaves open: the number of shots
+(``--nlp-shots``, default 3: GPT-3 used 16-64, which costs a small model on a CPU far more for
+little gain), which items (drawn without replacement from the task's other 99 items, by a
+generator seeded per seed, task and query, so a query's demonstrations do not depend on which
+other queries run), and the separator (a blank line, as in GPT-3's few-shot prompts). Few-shot
+results are keyed ``<task>_fewshot`` (``drop_fewshot``...) beside the zero-shot ``<task>``.
+
+:func:`paper_reference` scores the paper's own samples, zero-shot and few-shot, with the same
+code, so the report can place our models beside GPT-3 / SFT / PPO / PPO-ptx at 1.3B, 6B and 175B.
 """
 
 from __future__ import annotations
@@ -37,6 +50,10 @@ from instructgpt.evaluation.metrics import (
 
 TASKS = {"drop": "drop_samples.csv", "squadv2": "squadv2_samples.csv", "fr_en": "fr_to_en_samples.csv"}
 METRIC = {"drop": "f1", "squadv2": "f1", "fr_en": "bleu"}
+PROMPTINGS = {"zeroshot": "", "fewshot": "_fewshot"}
+"""Prompting (the samples' ``prompt_type``) -> the suffix of its result keys."""
+SHOT_SEPARATOR = "\n\n"
+"""Between demonstrations, and between the last one and the query."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +62,36 @@ class Item:
     references: list[str]
 
 
-def _rows(root: Path, task: str) -> list[dict]:
+def task_key(task: str, prompting: str) -> str:
+    """The result key of ``task`` under ``prompting``: ``drop``, ``drop_fewshot``."""
+    return task + PROMPTINGS[prompting]
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(task, prompting)`` of a result key (the inverse of :func:`task_key`)."""
+    for prompting, suffix in PROMPTINGS.items():
+        if suffix and key.endswith(suffix):
+            return key[: -len(suffix)], prompting
+    return key, "zeroshot"
+
+
+def _rows(root: Path, task: str, prompting: str = "zeroshot") -> list[dict]:
+    """The samples file's rows of one prompt type; a row of an unknown prompt type is an error naming its line."""
+    from instructgpt.data.jsonl import DataError, Problem
+
     path = root / "instructgpt-samples" / "automatic-eval-samples" / TASKS[task]
     with path.open(encoding="utf-8", newline="") as handle:
-        return [r for r in csv.DictReader(handle) if r["prompt_type"] == "zeroshot"]
+        reader = csv.DictReader(handle)
+        rows, problems, end = [], [], 1  # end: the last line read (a quoted field may span lines)
+        for row in reader:
+            line, end = end + 1, reader.line_num  # the record's first line
+            if row.get("prompt_type") not in PROMPTINGS:
+                problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PROMPTINGS)}"))
+            elif row["prompt_type"] == prompting:
+                rows.append(row)
+    if problems:
+        raise DataError(problems)
+    return rows
 
 
 def _references(task: str, ref_text: str) -> list[str]:
@@ -61,6 +104,32 @@ def load_items(root: Path, task: str) -> list[Item]:
     for row in _rows(root, task):
         seen.setdefault(row["context"], Item(row["context"], _references(task, row["ref_text"])))
     return list(seen.values())
+
+
+def fewshot_items(
+    task: str, items: Sequence[Item], pool: Sequence[Item], shots: int, seed: int, separator: str = SHOT_SEPARATOR
+) -> list[Item]:
+    """``items`` with ``shots`` demonstrations before each context: other items of ``pool`` (never
+    the query itself), each as its context, a space and its first reference.
+
+    Example (Fr->En, one shot)::
+
+        French: Bonjour.
+        English: Hello.
+
+        French: Merci.
+        English:
+    """
+    out = []
+    for item in items:
+        others = [d for d in pool if d.context != item.context]
+        if shots > len(others):
+            raise ValueError(f"{task}: {shots} shots asked for, but only {len(others)} other items to draw from")
+        rng = named_rng(seed, f"nlp-shots/{task}/{item.context}")
+        picked = [others[i] for i in rng.choice(len(others), size=shots, replace=False)]
+        demonstrations = [f"{d.context} {d.references[0]}" for d in picked]
+        out.append(Item(separator.join([*demonstrations, item.context]), item.references))
+    return out
 
 
 def score(task: str, predictions: Sequence[str], items: Sequence[Item]) -> float:
@@ -107,15 +176,17 @@ def evaluate_nlp(
     template: str = "auto",
     seed: int = 0,
 ) -> dict:
-    """Zero-shot score per task with its bootstrap interval (a generator per ``seed`` and task), the
-    per-item values for paired comparisons, and a few predictions for the report."""
+    """Score per result key (``drop``, ``drop_fewshot``, ...: :func:`task_key`) with its bootstrap
+    interval (a generator per ``seed`` and key), the per-item values for paired comparisons, and a
+    few predictions for the report."""
     from instructgpt.evaluation.scoring import complete
 
     out = {}
-    for task, task_items in items.items():
+    for key, task_items in items.items():
+        task = split_key(key)[0]
         predictions = complete(model, tokenizer, [i.context for i in task_items], max_new_tokens, batch_size, template)
-        out[task] = {
-            **summarise(task, predictions, task_items, named_rng(seed, f"nlp-bootstrap-{task}")),
+        out[key] = {
+            **summarise(task, predictions, task_items, named_rng(seed, f"nlp-bootstrap-{key}")),
             "samples": [
                 {"reference": i.references[0], "prediction": p} for i, p in zip(task_items[:3], predictions[:3])
             ],
@@ -124,38 +195,44 @@ def evaluate_nlp(
 
 
 def _paper_samples(root: Path):
-    """(model type, task, first-line predictions, items) of the paper's zero-shot samples."""
+    """(model type, result key, first-line predictions, items) of the paper's samples, zero-shot and few-shot."""
     for task in TASKS:
-        rows = _rows(root, task)
-        for model_type in dict.fromkeys(r["model_type"] for r in rows):
-            mine = [r for r in rows if r["model_type"] == model_type]
-            yield (
-                model_type,
-                task,
-                [first_line(r["sample"]) for r in mine],
-                [Item(r["context"], _references(task, r["ref_text"])) for r in mine],
-            )
+        for prompting in PROMPTINGS:
+            rows = _rows(root, task, prompting)
+            for model_type in dict.fromkeys(r["model_type"] for r in rows):
+                mine = [r for r in rows if r["model_type"] == model_type]
+                yield (
+                    model_type,
+                    task_key(task, prompting),
+                    [first_line(r["sample"]) for r in mine],
+                    [Item(r["context"], _references(task, r["ref_text"])) for r in mine],
+                )
 
 
 def paper_reference(root: Path) -> dict[str, dict[str, float]]:
-    """The same scores on the paper's own zero-shot samples, per model type (e.g. ``ppo-ptx-175b``);
-    ``drop_official`` is the official DROP F1."""
+    """The same scores on the paper's own samples, per model type (e.g. ``ppo-ptx-175b``) and result
+    key (``drop``, ``drop_fewshot``, ...); ``drop_official`` (``drop_official_fewshot``) is the official DROP F1."""
     table: dict[str, dict[str, float]] = {}
-    for model_type, task, predictions, items in _paper_samples(root):
-        table.setdefault(model_type, {})[task] = score(task, predictions, items)
+    for model_type, key, predictions, items in _paper_samples(root):
+        task, prompting = split_key(key)
+        table.setdefault(model_type, {})[key] = score(task, predictions, items)
         if task == "drop":
-            table[model_type]["drop_official"] = 100 * mean(
+            table[model_type][task_key("drop_official", prompting)] = 100 * mean(
                 max_drop_f1(p, i.references) for p, i in zip(predictions, items)
             )
     return table
 
 
 def paper_reference_intervals(root: Path, seed: int = 0, draws: int = 2000) -> dict[str, dict[str, dict]]:
-    """``{model type: {task: {"n", "ci"}}}``: the n and bootstrap 95% interval of each :func:`paper_reference` score."""
+    """``{model type: {key: {"n", "ci"}}}``: the n and bootstrap 95% interval of each :func:`paper_reference` score."""
     table: dict[str, dict[str, dict]] = {}
-    for model_type, task, predictions, items in _paper_samples(root):
-        summary = summarise(task, predictions, items, named_rng(seed, f"nlp-paper-{model_type}-{task}"), draws)
-        table.setdefault(model_type, {})[task] = {"n": summary["n"], "ci": summary[f"{METRIC[task]}_ci"]}
+    for model_type, key, predictions, items in _paper_samples(root):
+        task, prompting = split_key(key)
+        summary = summarise(task, predictions, items, named_rng(seed, f"nlp-paper-{model_type}-{key}"), draws)
+        table.setdefault(model_type, {})[key] = {"n": summary["n"], "ci": summary[f"{METRIC[task]}_ci"]}
         if task == "drop":
-            table[model_type]["drop_official"] = {"n": summary["n"], "ci": summary["f1_official_ci"]}
+            table[model_type][task_key("drop_official", prompting)] = {
+                "n": summary["n"],
+                "ci": summary["f1_official_ci"],
+            }
     return table

@@ -636,7 +636,7 @@ def render_html(
         )
     nlp = nlp_table(per_model)
     if nlp:
-        body = plot(grouped_bars("nlp", "Public NLP tasks, zero-shot", nlp, "F1 / BLEU")) + table_html(nlp, digits=1)
+        body = plot(grouped_bars("nlp", "Public NLP tasks", nlp, "F1 / BLEU")) + table_html(nlp, digits=1)
         tax = [r for r in results.get("differences") or [] if r["metric"].startswith("nlp/")]
         if tax:
             body += (
@@ -649,8 +649,9 @@ def render_html(
         ref = results.get("nlp_paper_reference")
         if ref:
             body += (
-                "<p>The same metrics on the paper's own zero-shot samples "
-                "(GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B):</p>"
+                "<p>The same metrics on the paper's own samples, in the same promptings "
+                "(GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B; the paper's few-shot demonstrations are not "
+                "published, ours are drawn from the task's other items):</p>"
             )
             body += table_html(paper_nlp_table(results), "paper model", 1)
             figures.append(

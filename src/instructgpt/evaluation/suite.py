@@ -113,6 +113,12 @@ class EvalConfig:
     """Longest win-rate response, in tokens."""
     win_temperature: float = 0.0
     """Sampling temperature of win-rate responses (0 = greedy)."""
+    nlp_prompting: str = "zeroshot"
+    """Alignment-tax prompts: zeroshot (the bare context, as the paper's files hold it), fewshot (--nlp-shots
+    demonstrations before it) or both (the paper reports both; few-shot results are keyed <task>_fewshot)."""
+    nlp_shots: int = 3
+    """Demonstrations per few-shot context, drawn (seeded) from the task's other bundled items; the paper does not say
+    how many (GPT-3 used 16-64)."""
     auto_max_new_tokens: int = 32
     """Longest completion in the automatic tasks (cut at the first newline anyway)."""
     toxicity_prompts: tuple[str, ...] = ("basic", "respectful", "biased")
@@ -178,6 +184,16 @@ class EvalConfig:
             "toxicity_prompts",
             f"expected one or more of {', '.join(CONDITIONS)}, got {', '.join(self.toxicity_prompts) or 'none'}",
         )
+        check(
+            self.nlp_prompting in ("zeroshot", "fewshot", "both"),
+            "nlp_prompting",
+            f"must be zeroshot, fewshot or both, got {self.nlp_prompting!r}",
+        )
+        check(
+            1 <= self.nlp_shots <= 20,
+            "nlp_shots",
+            f"must be 1 to 20 (demonstrations per context), got {self.nlp_shots}",
+        )
         check(self.truthfulqa_version in ("v0", "v1", "current"), "truthfulqa_version", "must be v0, v1 or current")
         check(self.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
         for field_name, value in (
@@ -222,6 +238,10 @@ class EvalConfig:
         )
         for spec in self.ppo_metrics + self.rm_metrics:
             check("=" in spec, "ppo_metrics/rm_metrics", f"expected NAME=PATH, got {spec!r}")
+
+    def nlp_promptings(self) -> tuple[str, ...]:
+        """The promptings --nlp-prompting selects: ("zeroshot",), ("fewshot",) or both."""
+        return ("zeroshot", "fewshot") if self.nlp_prompting == "both" else (self.nlp_prompting,)
 
     def limit_of(self, task: str) -> int:
         """The item limit of ``task``: its --task-limits entry, else --limit."""
@@ -321,10 +341,16 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
                 bias.winogender_pairs(root), config.limit_of("bias"), task_rng(config.seed, "winogender")
             ),
         }
-    if "nlp" in config.tasks:
-        inputs.nlp_items = {
-            t: subsample(nlp.load_items(root, t), config.limit_of("nlp"), task_rng(config.seed, t)) for t in nlp.TASKS
-        }
+    if "nlp" in config.tasks:  # the same items zero-shot and few-shot; demonstrations from all of a task's items
+        for task in nlp.TASKS:
+            pool = nlp.load_items(root, task)
+            items = subsample(pool, config.limit_of("nlp"), task_rng(config.seed, task))
+            for prompting in config.nlp_promptings():
+                inputs.nlp_items[nlp.task_key(task, prompting)] = (
+                    items
+                    if prompting == "zeroshot"
+                    else nlp.fewshot_items(task, items, pool, config.nlp_shots, config.seed)
+                )
     return inputs
 
 

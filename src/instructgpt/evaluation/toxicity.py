@@ -312,8 +312,9 @@ def read_paper_samples(path: Path) -> list[dict]:
         missing = {"model_type", "prompt_type", "sample", "toxicity"} - set(reader.fieldnames or ())
         if missing:
             raise DataError([Problem(str(path), 1, ", ".join(sorted(missing)), "missing column(s)")])
+        end = 1  # the last line read (a quoted field may span lines)
         for row in reader:
-            line = reader.line_num
+            line, end = end + 1, reader.line_num  # the record's first line
             condition = PAPER_CONDITIONS.get(row["prompt_type"])
             if condition is None:
                 problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PAPER_CONDITIONS)}"))
