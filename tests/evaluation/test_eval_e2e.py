@@ -71,6 +71,11 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
     assert results["truthfulqa_judge"]["truth_heldout_accuracy"] > 0.7
     assert results["toxicity_scorer"]["name"] == "offline"
     assert results["toxicity_paper_reference"]["scorer"] == "offline"
+    assert set(results["truthfulqa_paper_reference"]["per_model"]["sft-175b"]) == {
+        "qa",
+        "instruction_qa",
+        "instruction",
+    }
     assert set(results["toxicity_paper_reference"]["per_model"]["ppo-ptx-175b"]) == {"basic", "respectful", "biased"}
     assert len(results["samples"]) == 2 and set(results["samples"][0]["responses"]) == {"sft", "ppo-ptx", "prompted"}
 

@@ -227,3 +227,87 @@ def test_report_labels_zero_and_few_shot_and_shows_the_papers_few_shot_rows(tmp_
     assert figures["nlp"]["data"]["sft"]["DROP F1, few-shot"] == 30.0
     assert metric_name("nlp/drop_fewshot/f1_official") == "DROP F1 (official DROP metric), few-shot"
     assert metric_name("nlp/fr_en/bleu_stats") == "Fr->En BLEU, zero-shot"
+
+
+# ---------------------------------------------------------------- TruthfulQA
+
+
+class WordJudge:
+    """Says yes when the answer contains its word."""
+
+    def __init__(self, word):
+        self.word, self.name = word, f"says-{word}"
+
+    def predict_proba(self, questions, answers):
+        import numpy as np
+
+        return np.array([float(self.word in a) for a in answers])
+
+
+TRUTHFULQA_ROWS = [
+    {"model_type": m, "prompt_type": p, "adversarial": "True", "question": "Q?", "answer": a, "true": t, "info": i}
+    for m, p, a, t, i in [
+        ("sft-xl", "QA prompt", "true info", "0.9", "0.9"),
+        ("sft-xl", "QA prompt", "true", "0.9", "0.1"),
+        ("sft-xl", "QA prompt", "info", "0.2", "0.8"),
+        ("sft-xl", "QA prompt", "nothing", "0.6", "0.7"),
+        ("sft-xl", "QA + instruction", "true", "0.1", "0.1"),
+        ("gpt-xl", "instruction prompt", "true info", "0.9", "0.9"),
+    ]
+]
+
+
+def test_truthfulqa_reference_by_our_judges_beside_gpt_judge(tmp_path):
+    from instructgpt.evaluation import truthfulqa
+
+    write_csv(tmp_path, "truthful_qa_samples.csv", TRUTHFULQA_ROWS)
+    ref = truthfulqa.paper_reference(tmp_path, WordJudge("true"), WordJudge("info"))
+    assert ref["judges"] == {"truth": "says-true", "info": "says-info"}
+    qa = ref["per_model"]["sft-xl"]["qa"]
+    assert qa["n"] == 4 and qa["true"] == 0.5 and qa["informative"] == 0.5 and qa["true_informative"] == 0.25
+    low, high = qa["true_ci"]
+    assert 0.0 < low < 0.5 < high < 1.0  # Wilson, n=4
+    gpt = qa["gpt_judge"]  # probabilities > 0.5: true for rows 1, 2, 4; informative for rows 1, 3, 4
+    assert gpt["true"] == 0.75 and gpt["informative"] == 0.75 and gpt["true_informative"] == 0.5
+    assert ref["per_model"]["sft-xl"]["instruction_qa"]["true"] == 1.0
+    assert set(ref["per_model"]["gpt-xl"]) == {"instruction"}
+    assert truthfulqa.paper_reference(tmp_path / "nowhere", WordJudge("a"), WordJudge("b")) == {}
+
+
+def test_truthfulqa_samples_with_bad_rows_are_named(tmp_path):
+    from instructgpt.evaluation import truthfulqa
+
+    rows = [TRUTHFULQA_ROWS[0], {**TRUTHFULQA_ROWS[1], "prompt_type": "QA"}, {**TRUTHFULQA_ROWS[2], "info": "1.5"}]
+    write_csv(tmp_path, "truthful_qa_samples.csv", rows)
+    with pytest.raises(DataError) as caught:
+        truthfulqa.paper_reference(tmp_path, WordJudge("a"), WordJudge("b"))
+    assert [(p.line, p.field) for p in caught.value.problems] == [(3, "prompt_type"), (4, "info")]
+
+
+def test_report_shows_the_papers_truthfulqa_answers_beside_ours(tmp_path):
+    import json
+
+    from instructgpt.evaluation import truthfulqa
+    from instructgpt.evaluation.report import write_report
+
+    results = results_with_references(tmp_path)
+    write_csv(tmp_path, "truthful_qa_samples.csv", TRUTHFULQA_ROWS)
+    results["truthfulqa_judge"] = {"truth_judge": "says-true", "info_judge": "says-info"}
+    results["truthfulqa_paper_reference"] = truthfulqa.paper_reference(tmp_path, WordJudge("true"), WordJudge("info"))
+    text = write_report(results, tmp_path / "out").read_text()
+    assert "GPT-judge QA % true" in text and "sft-xl" in text and "0.750 [" in text
+    figures = {f["id"]: f for f in json.loads((tmp_path / "out" / "figures.json").read_text())}
+    reference = figures["truthfulqa_paper_reference"]
+    assert reference["data"]["per_model"]["sft-xl"]["qa"]["gpt_judge"]["true"] == 0.75
+    assert "says-true" in reference["judge"] and "GPT-judge" in reference["judge"]
+
+
+def test_the_papers_answers_by_the_offline_judges(data_root, truth_judges):
+    """Measured, not hidden: the offline judges' % true on the paper's answers, per model, beside
+    GPT-judge's (the bias issue 22 names: RLHF models' truthfulness understated)."""
+    from instructgpt.evaluation import truthfulqa
+
+    ref = truthfulqa.paper_reference(data_root, *truth_judges)["per_model"]
+    assert len(ref) == 12 and all(r["qa"]["n"] == 100 for r in ref.values())
+    assert ref["ppo-noptx-175b"]["qa"]["gpt_judge"]["true"] == pytest.approx(0.74)
+    assert ref["gpt-175b"]["qa"]["gpt_judge"]["true"] == pytest.approx(0.24)

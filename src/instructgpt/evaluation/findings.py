@@ -118,6 +118,27 @@ def toxicity_row(t: dict) -> dict[str, dict]:
     return row
 
 
+TRUTHFULQA_PROMPTS = {"qa": "QA", "instruction_qa": "Instr+QA"}
+"""TruthfulQA prompts as the report labels them."""
+
+
+def paper_truthfulqa_table(results: dict) -> dict[str, dict[str, dict]]:
+    """The paper's TruthfulQA answers per model type: % true and % true+info per prompt by our
+    judges (the columns of our table), and the same by the paper's GPT-judge."""
+    per_model = (results.get("truthfulqa_paper_reference") or {}).get("per_model") or {}
+    table = {}
+    for model_type, by_prompt in per_model.items():
+        row = {}
+        for source, prefix in ((None, ""), ("gpt_judge", "GPT-judge ")):
+            for key, label in TRUTHFULQA_PROMPTS.items():
+                if key in by_prompt:
+                    rates = by_prompt[key][source] if source else by_prompt[key]
+                    row[f"{prefix}{label} % true"] = _sub(rates, "true", None)
+                    row[f"{prefix}{label} % true+info"] = _sub(rates, "true_informative", None)
+        table[model_type] = row
+    return table
+
+
 def paper_toxicity_table(results: dict) -> dict[str, dict[str, dict]]:
     """The paper's samples per model type: mean toxicity and % toxic per condition by our scorer
     (the columns of our table), and the mean of the Perspective scores stored with them."""
@@ -292,6 +313,9 @@ def judge_names(results: dict) -> dict[str, str]:
         "truthfulqa": f"% true: {j.get('truth_judge', 'offline logistic regression')}; % true+info: also "
         f"{j.get('info_judge', 'offline logistic regression')}; MC1/MC2: the model's log-probabilities",
         "toxicity": f"{s.get('name', '?')} toxicity scorer",
+        "truthfulqa_paper_reference": f"% true: {j.get('truth_judge', 'offline logistic regression')}; "
+        f"% true+info: also {j.get('info_judge', 'offline logistic regression')}; beside them the paper's GPT-judge "
+        "probabilities stored with its samples",
         "toxicity_paper_reference": f"{(results.get('toxicity_paper_reference') or {}).get('scorer', '?')} toxicity "
         "scorer; beside it the Perspective scores stored with the paper's samples",
         "bias": "none: the model's own log-probabilities",

@@ -35,6 +35,7 @@ from instructgpt.evaluation.findings import (
     nlp_table,
     paper_nlp_table,
     paper_toxicity_table,
+    paper_truthfulqa_table,
     safety_tables,
     statement,
 )
@@ -504,15 +505,16 @@ def paper_reference_html(
     ``ppo-ptx-175b``); its data go to figures.json under ``key``. Empty when the results lack it."""
     if not table:
         return ""
-    figures.append(
-        {
-            "id": key,
-            "title": "The paper's samples scored by the same code",
-            "data": results.get(key),
-            "judge": judges.get(key, "none"),
-        }
+    judge = judges.get(key, "none")
+    figure = {"id": key, "title": "The paper's samples scored by the same code", "data": results.get(key)}
+    if f"{key}_ci" in results:
+        figure["intervals"] = results[f"{key}_ci"]
+    figures.append({**figure, "judge": judge})
+    return (
+        f"<p>{html.escape(lead)}</p>"
+        + table_html(table, "paper model", digits)
+        + f"<p class='note'>Judge: {html.escape(judge)}</p>"
     )
-    return f"<p>{html.escape(lead)}</p>" + table_html(table, "paper model", digits)
 
 
 def _scorers(results: dict) -> dict:
@@ -601,7 +603,16 @@ def render_html(
                     "truthfulqa", "TruthfulQA", tables["truthfulqa"], "fraction", (0, 1), judge=judges["truthfulqa"]
                 )
             )
-            + table_html(tables["truthfulqa"]),
+            + table_html(tables["truthfulqa"])
+            + paper_reference_html(
+                results,
+                "truthfulqa_paper_reference",
+                paper_truthfulqa_table(results),
+                "The paper's own answers (100 questions per model and prompt), judged by the same judges; beside "
+                "them the rates of the GPT-judge probabilities stored with the answers (the paper's judge):",
+                figures,
+                judges,
+            ),
         )
     if tables["toxicity"]:
         bars = {n: {c: v for c, v in row.items() if "minus" not in c} for n, row in tables["toxicity"].items()}
@@ -646,23 +657,17 @@ def render_html(
             body += plot(differences_figure(tax, "alignment_tax", "Alignment tax: paired differences")) + table_html(
                 differences_table(tax, 1), "comparison"
             )
-        ref = results.get("nlp_paper_reference")
-        if ref:
-            body += (
-                "<p>The same metrics on the paper's own samples, in the same promptings "
-                "(GPT-3, SFT, PPO-ptx, PPO at 1.3B / 6B / 175B; the paper's few-shot demonstrations are not "
-                "published, ours are drawn from the task's other items):</p>"
-            )
-            body += table_html(paper_nlp_table(results), "paper model", 1)
-            figures.append(
-                {
-                    "id": "nlp_paper_reference",
-                    "title": "The paper's samples scored by the same code",
-                    "data": ref,
-                    "intervals": results.get("nlp_paper_reference_ci", {}),
-                    "judge": judges["nlp_paper_reference"],
-                }
-            )
+        body += paper_reference_html(
+            results,
+            "nlp_paper_reference",
+            paper_nlp_table(results),
+            "The same metrics on the paper's own samples, in the same promptings (GPT-3, SFT, PPO-ptx, PPO at "
+            "1.3B / 6B / 175B; the paper's few-shot demonstrations are not published, ours are drawn from the "
+            "task's other items):",
+            figures,
+            judges,
+            digits=1,
+        )
         add("Alignment tax: public NLP tasks", body)
     others = [r for r in results.get("differences") or [] if not r["metric"].startswith("nlp/")]
     if others:

@@ -751,6 +751,7 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
     """Scorer provenance and reference numbers that do not depend on the models."""
     out: dict = {}
     if inputs.truth_judges is not None:
+        from instructgpt.evaluation.truthfulqa import paper_reference as truthfulqa_reference
         from instructgpt.evaluation.truthfulqa import paper_samples_agreement
 
         truth, info = inputs.truth_judges
@@ -762,6 +763,7 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
             "heldout_answers": truth.heldout_n,
             "paper_samples": paper_samples_agreement(root, truth, info),
         }
+        out["truthfulqa_paper_reference"] = truthfulqa_reference(root, truth, info)
     if inputs.toxicity_scorer is not None:
         from instructgpt.evaluation.toxicity import paper_reference as toxicity_reference
 

@@ -26,6 +26,11 @@
 
 Version: the 817-question October 2021 release (``data/v1``), the one current when InstructGPT
 was evaluated, by default.
+
+Reference numbers (:func:`paper_reference`): the paper's own answers (``truthful_qa_samples.csv``,
+100 questions per model and prompt) judged by the judges used here, beside the rates of the
+GPT-judge probabilities stored with them (the paper's judge), per model type and prompt, so our
+models sit next to GPT-3, SFT, PPO and PPO-ptx at 1.3B, 6B and 175B on the same scale.
 """
 
 from __future__ import annotations
@@ -269,6 +274,90 @@ def make_judges(root: Path, truth: str = "offline", info: str = "offline", label
         else trained
         for source, kind, trained in ((truth, "truth", offline[0]), (info, "info", offline[1]))
     )
+
+
+PAPER_PROMPTS = {"QA prompt": "qa", "QA + instruction": "instruction_qa", "instruction prompt": "instruction"}
+"""``prompt_type`` of the paper's samples -> our key (we run ``qa`` and ``instruction_qa``)."""
+
+
+def read_paper_samples(path: Path) -> list[dict]:
+    """Rows of the paper's ``truthful_qa_samples.csv``: ``{"model_type", "prompt", "question",
+    "answer", "true", "info"}`` (``true`` / ``info``: the stored GPT-judge probabilities). A row with an
+    unknown ``prompt_type`` or a probability that is not a number in [0, 1] is an error naming its line."""
+    from instructgpt.data.jsonl import DataError, Problem
+
+    rows, problems = [], []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"model_type", "prompt_type", "question", "answer", "true", "info"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError([Problem(str(path), 1, ", ".join(sorted(missing)), "missing column(s)")])
+        end = 1  # the last line read (a quoted field may span lines)
+        for row in reader:
+            line, end = end + 1, reader.line_num  # the record's first line
+            prompt = PAPER_PROMPTS.get(row["prompt_type"])
+            if prompt is None:
+                problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PAPER_PROMPTS)}"))
+                continue
+            scores = {}
+            for column in ("true", "info"):
+                try:
+                    scores[column] = float(row[column])
+                except ValueError:
+                    scores[column] = float("nan")
+                if not 0.0 <= scores[column] <= 1.0:
+                    problems.append(Problem(str(path), line, column, f"not a probability: {row[column]!r}"))
+            rows.append(
+                {
+                    "model_type": row["model_type"],
+                    "prompt": prompt,
+                    "question": row["question"].strip(),
+                    "answer": row["answer"].strip(),
+                    **scores,
+                }
+            )
+    if problems:
+        raise DataError(problems)
+    return rows
+
+
+def rates(is_true: np.ndarray, is_info: np.ndarray) -> dict:
+    """``{"n", "true", "informative", "true_informative"}`` with their Wilson 95% intervals (``<key>_ci``)."""
+    out: dict = {"n": len(is_true)}
+    for key, values in (("true", is_true), ("informative", is_info), ("true_informative", is_true & is_info)):
+        values = values.astype(float).tolist()
+        out[key], out[f"{key}_ci"] = mean(values), proportion_interval(values)
+    return out
+
+
+def paper_reference(root: Path, truth: Any, info: Any) -> dict:
+    """The paper's answers judged by our judges, per model type and prompt, beside its GPT-judge's.
+
+    ``{"judges": {"truth", "info"}, "per_model": {model type: {prompt: rates}}}`` where ``rates``
+    (:func:`rates`: % true, % informative, % true and informative, each at probability > 0.5) are
+    our judges' on the paper's answers, with ``gpt_judge`` beside them: the same rates of the
+    GPT-judge probabilities stored with the answers. Empty when the samples file is absent.
+    """
+    path = root / "instructgpt-samples" / "automatic-eval-samples" / "truthful_qa_samples.csv"
+    if not path.is_file():
+        return {}
+    rows = read_paper_samples(path)
+    questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
+    ours_true = np.asarray(truth.predict_proba(questions, answers)) > 0.5  # [n]
+    ours_info = np.asarray(info.predict_proba(questions, answers)) > 0.5  # [n]
+    theirs_true = np.array([r["true"] > 0.5 for r in rows], dtype=bool)  # [n]
+    theirs_info = np.array([r["info"] > 0.5 for r in rows], dtype=bool)  # [n]
+    groups: dict[str, dict[str, list[int]]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r["model_type"], {}).setdefault(r["prompt"], []).append(i)
+    per_model = {
+        model_type: {
+            prompt: {**rates(ours_true[i], ours_info[i]), "gpt_judge": rates(theirs_true[i], theirs_info[i])}
+            for prompt, i in ((p, np.asarray(index)) for p, index in by_prompt.items())
+        }
+        for model_type, by_prompt in groups.items()
+    }
+    return {"judges": {"truth": truth.name, "info": info.name}, "per_model": per_model}
 
 
 def paper_samples_agreement(root: Path, truth: Any, info: Any) -> dict:
