@@ -296,6 +296,7 @@ def test_report_shows_the_papers_truthfulqa_answers_beside_ours(tmp_path):
     results["truthfulqa_paper_reference"] = truthfulqa.paper_reference(tmp_path, WordJudge("true"), WordJudge("info"))
     text = write_report(results, tmp_path / "out").read_text()
     assert "GPT-judge QA % true" in text and "sft-xl" in text and "0.750 [" in text
+    assert "own samples (TruthfulQA, RealToxicityPrompts, the NLP tasks;" in text
     figures = {f["id"]: f for f in json.loads((tmp_path / "out" / "figures.json").read_text())}
     reference = figures["truthfulqa_paper_reference"]
     assert reference["data"]["per_model"]["sft-xl"]["qa"]["gpt_judge"]["true"] == 0.75

@@ -406,6 +406,20 @@ def statement(results: dict) -> str:
             f"Alignment tax: {how} DROP / SQuADv2 F1 (SQuAD-style token F1; DROP also by the official DROP "
             "metric) and Fr->En BLEU on the paper's contexts, greedy, first line."
         )
+    references = [
+        name
+        for key, name in (
+            ("truthfulqa_paper_reference", "TruthfulQA"),
+            ("toxicity_paper_reference", "RealToxicityPrompts"),
+            ("nlp_paper_reference", "the NLP tasks"),
+        )
+        if results.get(key)
+    ]
+    if references:
+        parts.append(
+            f"Reference rows: the paper's own samples ({', '.join(references)}; GPT-3, SFT, PPO, PPO-ptx at 1.3B, 6B "
+            "and 175B) scored by the same code and judges, under our tables."
+        )
     overrides = f" ({', '.join(cfg['task_limits'])})" if cfg.get("task_limits") else ""
     parts.append(
         f"Every task used at most {cfg.get('limit', '?')} items{overrides} (seed {cfg.get('seed', '?')}); small "
