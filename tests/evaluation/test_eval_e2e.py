@@ -255,3 +255,42 @@ def test_plan_sources_loads_each_source_once_in_order():
         ("m1", ["sft"]),
         ("m2", ["ppo"]),
     ]
+
+
+def test_run_eval_feeds_a_chat_model_every_task_as_a_chat_turn(tmp_path, data_root, truth_judges, monkeypatch):
+    """With a chat-template model, every context of every automatic task (generated or scored) goes through
+    the one rendering, as a chat turn."""
+    from instructgpt.evaluation import scoring
+
+    model = save_tiny(str(tmp_path / "chat"), chat_template=True)
+    rendered = []
+    original = scoring.render_context
+
+    def spy(tokenizer, context, template="auto"):
+        ids = original(tokenizer, context, template)
+        rendered.append(tokenizer.decode(ids))
+        return ids
+
+    monkeypatch.setattr(scoring, "render_context", spy)
+    config = EvalConfig(
+        models=(f"sft={model}",),
+        tasks=("truthfulqa", "bias", "nlp"),
+        limit=1,
+        auto_max_new_tokens=2,
+        nlp_prompting="fewshot",
+        nlp_shots=1,
+        data_root=data_root,
+        out_dir=tmp_path / "out",
+    )
+    results = run_eval(config, log=lambda message: None)
+    assert set(results["per_model"]["sft"]["nlp"]) == {"drop_fewshot", "squadv2_fewshot", "fr_en_fewshot"}
+    # TruthfulQA MC (1) and two generations (2), two bias pairs' contexts (4), three NLP tasks (3)
+    assert len(rendered) == 10
+    from transformers import AutoTokenizer
+
+    turn = AutoTokenizer.from_pretrained(model).apply_chat_template(
+        [{"role": "user", "content": "CONTEXT"}], add_generation_prompt=True, tokenize=False
+    )
+    head, tail = turn.split("CONTEXT")
+    assert all(text.startswith(head) and text.endswith(tail) for text in rendered), rendered[0][:80]
+    assert sum(text == head + tail for text in rendered) == 4  # the bias sentences: replies to an empty user turn
