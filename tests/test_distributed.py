@@ -78,7 +78,7 @@ def test_torchrun_with_one_process_trains_as_no_launcher(demos_file, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [["ppo"], ["pipeline", "--preset", "quickstart"], ["rm", "select-sft"], ["eval"], ["quickstart"]]
+    "argv", [["pipeline", "--preset", "quickstart"], ["rm", "select-sft"], ["eval"], ["quickstart"]]
 )
 def test_commands_that_cannot_use_several_processes_refuse_a_launch(argv, monkeypatch, capsys):
     from instructgpt.cli.main import main
@@ -87,7 +87,7 @@ def test_commands_that_cannot_use_several_processes_refuse_a_launch(argv, monkey
     monkeypatch.setenv("RANK", "0")
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "runs in one process, but was launched as 2" in err and "sft, rm train" in err
+    assert "runs in one process, but was launched as 2" in err and "sft, rm train, ppo" in err
     monkeypatch.setenv("RANK", "1")  # one report for the whole launch
     assert main(argv) == 2
     assert capsys.readouterr().err == ""
@@ -99,7 +99,8 @@ def test_data_parallel_commands_and_help_pass_the_launch_check(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert _single_process_error(["sft", "--data", "d.jsonl"]) is None
     assert _single_process_error(["rm", "train", "--data", "r.jsonl"]) is None
-    assert _single_process_error(["ppo", "--help"]) is None
+    assert _single_process_error(["ppo", "--prompts", "p.jsonl"]) is None
+    assert _single_process_error(["pipeline", "--help"]) is None
     assert "rm eval" in _single_process_error(["rm", "eval", "--model", "m"])
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert _single_process_error(["ppo"]) is None

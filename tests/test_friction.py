@@ -103,13 +103,3 @@ def test_prune_keeps_the_newest_checkpoints(tmp_path):
 def test_package_ships_license_and_py_typed():
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert (ROOT / "src" / "instructgpt" / "py.typed").is_file()
-
-
-def test_ppo_refuses_several_processes_instead_of_racing(monkeypatch):
-    from instructgpt.training.ppo import single_process
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="one process"):
-        single_process()
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    single_process()

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-DATA_PARALLEL = {("sft",), ("rm", "train")}
+DATA_PARALLEL = {("sft",), ("rm", "train"), ("ppo",)}
 """Commands that use the processes of a multi-process launch (``torchrun``, ``accelerate launch``);
 every other command refuses one rather than run as several whole copies into the same folder."""
 
@@ -50,7 +50,7 @@ def _single_process_error(argv: list[str]) -> str | None:
     what = " ".join(argv[:2] if argv[0] in ("rm", "data", "label") else argv[:1])
     return (
         f"error: launch: 'instructgpt {what}' runs in one process, but was launched as {world} (WORLD_SIZE); "
-        "start it without torchrun / accelerate launch. Data-parallel commands: sft, rm train"
+        "start it without torchrun / accelerate launch. Data-parallel commands: sft, rm train, ppo"
     )
 
 

@@ -75,5 +75,40 @@ class RolloutBatch:
         return RolloutBatch(**{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
 
 
+def concat(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """The episodes of ``batches``, in order, as one batch: prompts left-padded to the widest prompt, responses
+    right-padded to the longest response (pad id, mask 0 / False, 0.0 in per-token fields).
+
+    Equivalent to building the batch from all the episodes at once: for a batch ``b`` and a split
+    of its rows, ``concat([b.select(first), b.select(rest)], pad_id)`` equals ``b`` (tested).
+    """
+    prompt_width = max(b.prompt_width for b in batches)
+    response_width = max(b.response_mask.shape[1] for b in batches)
+
+    def widen(x: torch.Tensor, left: int, right: int, value) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (left, right), value=value) if left or right else x
+
+    def joined(name: str, value, prompt: bool) -> torch.Tensor:
+        parts = []
+        for b in batches:
+            x = getattr(b, name)
+            response = x.shape[1] - (b.prompt_width if prompt else 0)
+            left = prompt_width - b.prompt_width if prompt else 0
+            parts.append(widen(x, left, response_width - response, value))
+        return torch.cat(parts)
+
+    per_token = ("logprobs", "ref_logprobs", "values", "entropy")
+    return RolloutBatch(
+        input_ids=joined("input_ids", pad_id, prompt=True),
+        attention_mask=joined("attention_mask", 0, prompt=True),
+        response_mask=joined("response_mask", False, prompt=False),
+        prompt_width=prompt_width,
+        **{name: joined(name, 0.0, prompt=False) for name in per_token},
+        scores=torch.cat([b.scores for b in batches]),
+        ended_with_eos=torch.cat([b.ended_with_eos for b in batches]),
+        prompt_indices=torch.cat([b.prompt_indices for b in batches]),
+    )
+
+
 def _move(value, device):
     return value.to(device) if isinstance(value, torch.Tensor) else value

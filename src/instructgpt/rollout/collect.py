@@ -20,6 +20,7 @@ import torch
 from instructgpt.rollout.batch import RolloutBatch
 from instructgpt.rollout.forward import response_entropy, response_logprobs, response_values, sequence_scores
 from instructgpt.rollout.generation import GenerationBackend
+from instructgpt.rollout.sampling import RandomSource
 
 
 def assemble(
@@ -47,7 +48,7 @@ def collect_rollout(
     backend: GenerationBackend,
     prompt_ids: Sequence[list[int]],
     prompt_indices: Sequence[int],
-    generator: torch.Generator,
+    random: RandomSource,
     pad_id: int,
     temperature: float = 1.0,
     dtype: torch.dtype | None = None,
@@ -57,13 +58,14 @@ def collect_rollout(
 ) -> tuple[RolloutBatch, dict[str, float]]:
     """Sample and score one batch of episodes; returns it and the time of each phase (seconds).
 
-    ``sft_policy is policy`` means LoRA: the reference is the policy with its adapter disabled.
+    ``sft_policy is policy`` means LoRA: the reference is the policy with its adapter disabled. ``random``: a
+    generator, or uniforms ``[B, max_new_tokens]``, one row per prompt (:meth:`GenerationBackend.generate`).
     """
     import time
 
     device = next(policy.parameters()).device
     started = time.perf_counter()
-    generated = backend.generate(prompt_ids, generator)
+    generated = backend.generate(prompt_ids, random)
     timing = {"time/generate_s": time.perf_counter() - started}
     input_ids, attention_mask = assemble(prompt_ids, generated.response_ids, generated.response_mask, pad_id)
     prompt_width = input_ids.shape[1] - generated.response_ids.shape[1]

@@ -1,9 +1,12 @@
 """Generation for PPO: one interface, two backends.
 
-``backend.generate(prompt_ids, generator) -> Generated``: token ids of the rendered prompts in,
+``backend.generate(prompt_ids, random) -> Generated``: token ids of the rendered prompts in,
 sampled responses out, with the policy's log-probability and entropy of each sampled token
 *from the sampling pass itself* when the backend can give them (so PPO needs no extra forward
-for its "old" log-probabilities).
+for its "old" log-probabilities). ``random`` is a ``torch.Generator`` or a table of uniforms
+``[B, max_new_tokens]``, one row per prompt (row ``i``, column ``t``: the draw of prompt ``i``'s
+``t``-th token), so that a prompt's response does not depend on which other prompts share its
+batch (PPO's data-parallel ranks each sample a share of one table).
 
 - :class:`HFBackend` (the default): the Hugging Face model's own forward with a KV cache,
   batched, left-padded prompts, one token per step for every unfinished row, stopping at EOS.
@@ -46,7 +49,7 @@ from instructgpt.rollout.decoding import (
     text_config,
 )
 from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
-from instructgpt.rollout.sampling import VocabProjection, sample_next
+from instructgpt.rollout.sampling import RandomSource, VocabProjection, sample_next
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class GenerationBackend(Protocol):
     has_logprobs: bool
     """True when ``Generated.logprobs`` and ``entropy`` come from the sampling pass."""
 
-    def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated: ...
+    def generate(self, prompt_ids: Sequence[list[int]], random: RandomSource) -> Generated: ...
 
     def sync_weights(self, policy: Any) -> None:
         """Make the backend sample from ``policy``'s current weights."""
@@ -111,10 +114,18 @@ class HFBackend:
         self.model = policy  # samples from the trained module itself
 
     @torch.no_grad()
-    def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
+    def generate(self, prompt_ids: Sequence[list[int]], random: RandomSource) -> Generated:
+        """Responses to ``prompt_ids``; ``random``: a generator, or uniforms ``[B, >= max_new_tokens]`` (one row per
+        prompt)."""
+        if isinstance(random, torch.Tensor):
+            check_uniform_table(random, len(prompt_ids), self.settings.max_new_tokens)
         projection = _projection_weight(self.model, self.dtype)  # once per call: the policy changes between calls
         parts = [
-            self._generate_batch(prompt_ids[s : s + self.batch_size], generator, projection)
+            self._generate_batch(
+                prompt_ids[s : s + self.batch_size],
+                random if isinstance(random, torch.Generator) else random[s : s + self.batch_size],
+                projection,
+            )
             for s in range(0, len(prompt_ids), self.batch_size)
         ]
         width = max(p.response_ids.shape[1] for p in parts)
@@ -127,7 +138,7 @@ class HFBackend:
         )
 
     def _generate_batch(
-        self, prompt_ids: Sequence[list[int]], generator: torch.Generator, weight: VocabProjection
+        self, prompt_ids: Sequence[list[int]], random: RandomSource, weight: VocabProjection
     ) -> Generated:
         lm = causal_lm(self.model)
         device = next(lm.parameters()).device
@@ -136,13 +147,13 @@ class HFBackend:
         path = decode_path(self.decode, lm, device, length)
         if path == "eager":
             return self._sample(
-                prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
+                prompt_ids, random, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
             )
-        state = generator.get_state()
+        state = random.get_state() if isinstance(random, torch.Generator) else None
         try:
             return self._sample(
                 prompt_ids,
-                generator,
+                random,
                 weight,
                 lambda mask: StaticDecoder(
                     trunk(self.model), text_config(lm), mask, length, compiled=path == "compiled"
@@ -161,15 +172,16 @@ class HFBackend:
                 stacklevel=2,
             )
             self.decode = "eager"
-            generator.set_state(state)
+            if isinstance(random, torch.Generator) and state is not None:
+                random.set_state(state)
             return self._sample(
-                prompt_ids, generator, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
+                prompt_ids, random, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
             )
 
     def _sample(
         self,
         prompt_ids: Sequence[list[int]],
-        generator: torch.Generator,
+        random: RandomSource,
         weight: VocabProjection,
         decoder,
         compiled: bool = False,
@@ -194,11 +206,11 @@ class HFBackend:
         try:
             with autocast(device, self.dtype), one_query_attention_for(text_config(lm)):
                 forward = decoder(attention_mask)
-                for _ in range(s.max_new_tokens):
+                for t in range(s.max_new_tokens):
                     step = sample_next(
                         forward(step_ids),
                         weight,
-                        generator,
+                        random if isinstance(random, torch.Generator) else random[:, t],
                         s.temperature,
                         s.top_k,
                         s.top_p,
@@ -257,20 +269,28 @@ class VLLMBackend:
         runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
         runner.model.load_weights(weights=list(state.items()))
 
-    def generate(self, prompt_ids: Sequence[list[int]], generator: torch.Generator) -> Generated:
+    def generate(self, prompt_ids: Sequence[list[int]], random: RandomSource) -> Generated:
+        """``random``: a generator (one seed for the call) or a uniform table (a seed per prompt, from its row)."""
         from vllm import SamplingParams
 
         s = self.settings
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        params = SamplingParams(
-            n=1,
-            temperature=s.temperature,
-            top_k=s.top_k or -1,
-            top_p=s.top_p,
-            max_tokens=s.max_new_tokens,
-            seed=seed,
-            stop_token_ids=[self.eos_id],
-        )
+        if isinstance(random, torch.Generator):
+            seeds = [int(torch.randint(0, 2**31 - 1, (1,), generator=random))] * len(prompt_ids)
+        else:
+            check_uniform_table(random, len(prompt_ids), 1)
+            seeds = [int(u * (2**31 - 1)) for u in random[:, 0].tolist()]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=s.temperature,
+                top_k=s.top_k or -1,
+                top_p=s.top_p,
+                max_tokens=s.max_new_tokens,
+                seed=seed,
+                stop_token_ids=[self.eos_id],
+            )
+            for seed in seeds
+        ]
         outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
         responses = [list(o.outputs[0].token_ids) for o in outputs]
         width = max(1, max(len(r) for r in responses))
@@ -302,6 +322,12 @@ def make_backend(
             raise ValueError("the vLLM backend needs the policy as a model folder")
         return VLLMBackend(model_path, settings, eos_id, pad_id)
     return HFBackend(policy, settings, eos_id, pad_id, batch_size, dtype)
+
+
+def check_uniform_table(table: torch.Tensor, rows: int, steps: int) -> None:
+    """A table of uniforms has one row per prompt and a column per decode step."""
+    if table.dim() != 2 or table.shape[0] != rows or table.shape[1] < steps:
+        raise ValueError(f"expected uniforms [{rows}, >= {steps}] (prompts, decode steps), got {tuple(table.shape)}")
 
 
 def _projection_weight(model: Any, dtype: torch.dtype | None) -> VocabProjection:

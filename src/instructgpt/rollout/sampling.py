@@ -1,6 +1,6 @@
 """One decode step's sampling from the final hidden states, without full-vocabulary overheads.
 
-``sample_next(hidden, weight, generator, ...)`` projects ``[B, H]`` hidden states on the
+``sample_next(hidden, weight, random, ...)`` projects ``[B, H]`` hidden states on the
 vocabulary once and returns the sampled token, its log-probability and the entropy of the
 distribution. The ``[B, V]`` logits (262k words for Gemma 3) are read a fixed, small number of
 times:
@@ -15,10 +15,17 @@ times:
 
 Temperature 0 is greedy decoding (argmax). The sampled distribution is
 ``softmax(logits / temperature)``, truncated by top-k / top-p when they are set (then
-:func:`filter_logits` and ``torch.multinomial`` are used, as before: the paper does not
-truncate, and neither does the default). The recorded log-probabilities and
+:func:`filter_logits` and the same inverse-CDF draw over the truncated probabilities: the paper
+does not truncate, and neither does the default). The recorded log-probabilities and
 entropies are those of the untruncated temperature-scaled policy, the distribution PPO
-optimises. Seeded: the same generator state gives the same tokens.
+optimises.
+
+Randomness (:data:`RandomSource`): a ``torch.Generator``, from which each call draws one uniform
+per row, or the rows' own uniforms ``[B]`` given by the caller. The second makes a row's sample
+independent of the other rows of the batch: PPO draws a ``[batch_size, max_new_tokens]`` table
+per iteration and each prompt reads its row, whichever process and generation batch it is
+sampled in (:mod:`instructgpt.training.ppo_parallel`). Seeded: the same generator state, or the
+same uniforms, give the same tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +37,18 @@ from dataclasses import dataclass
 import torch
 
 from instructgpt.rollout.forward import entropy_from_logits
+
+RandomSource = torch.Generator | torch.Tensor
+"""A generator (one uniform per row drawn per call) or the rows' uniforms ``[B]`` in [0, 1)."""
+
+
+def row_uniforms(random: RandomSource, rows: int, device: torch.device) -> torch.Tensor:
+    """``[rows, 1]`` fp64 uniforms in [0, 1): drawn from a generator (on its device), or the given ones."""
+    if isinstance(random, torch.Generator):
+        return torch.rand(rows, 1, generator=random, dtype=torch.float64, device=random.device).to(device)
+    if random.shape != (rows,):
+        raise ValueError(f"expected {rows} uniforms, one per row, got shape {tuple(random.shape)}")
+    return random.to(device=device, dtype=torch.float64)[:, None]
 
 
 @dataclass(frozen=True)
@@ -130,7 +149,7 @@ def next_logits(
 def sample_next(
     hidden: torch.Tensor,  # [B, H]
     weight: torch.Tensor | VocabProjection,  # [V, H] or its chunks
-    generator: torch.Generator,
+    random: RandomSource,  # a generator, or the rows' uniforms [B]
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -151,13 +170,13 @@ def sample_next(
     if temperature == 0:
         return _greedy(next_logits(hidden, weight, 1.0, softcap))
     if top_k or top_p < 1.0:
-        return _sample_truncated(next_logits(hidden, weight, temperature, softcap), generator, top_k, top_p)
+        return _sample_truncated(next_logits(hidden, weight, temperature, softcap), random, top_k, top_p)
     projection = weight if isinstance(weight, VocabProjection) else VocabProjection.of(weight, chunk)
     per_block, overall, lse, expected_logit, stored = _vocab_stats(
         hidden.to(projection.dtype), projection, temperature, softcap, block, compiled
     )
     token, logit = _sample_in_blocks(
-        per_block, stored, projection.vocab, projection.chunk, block, overall, generator, temperature, softcap
+        per_block, stored, projection.vocab, projection.chunk, block, overall, random, temperature, softcap
     )
     return Step(token, logit - lse, lse - expected_logit)
 
@@ -245,10 +264,10 @@ def _block_sums(mass: torch.Tensor, block: int) -> torch.Tensor:
     return padded.view(mass.shape[0], -1, block).sum(-1)
 
 
-def _sample_in_blocks(per_block, stored, vocab, chunk, block, overall, generator, temperature, softcap):
+def _sample_in_blocks(per_block, stored, vocab, chunk, block, overall, random, temperature, softcap):
     """Pick a block by its mass, then a word in it from the stored logits; returns (token, its fp32 logit)."""
     rows = per_block.shape[0]
-    chosen, remainder = _pick_block(per_block, generator)
+    chosen, remainder = _pick_block(per_block, random)
     words = chosen * block + torch.arange(block, device=chosen.device)  # [B, block]
     valid = words < vocab
     words = words.clamp(max=vocab - 1)
@@ -263,14 +282,11 @@ def _sample_in_blocks(per_block, stored, vocab, chunk, block, overall, generator
     return words.gather(1, offset)[:, 0], logits.gather(1, offset)[:, 0]
 
 
-def _pick_block(per_block: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _pick_block(per_block: torch.Tensor, random: RandomSource) -> tuple[torch.Tensor, torch.Tensor]:
     """One uniform per row over the total mass: the block ``[B, 1]`` it falls in and the mass left inside it ``[B,
     1]``."""
     cdf = per_block.double().cumsum(-1)
-    u = (
-        torch.rand(per_block.shape[0], 1, generator=generator, dtype=torch.float64, device=per_block.device)
-        * cdf[:, -1:]
-    )
+    u = row_uniforms(random, per_block.shape[0], per_block.device) * cdf[:, -1:]
     chosen = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
     before = torch.where(chosen > 0, cdf.gather(1, (chosen - 1).clamp(min=0)), 0.0)
     return chosen, u - before
@@ -290,8 +306,8 @@ def _greedy(logits: torch.Tensor) -> Step:
     return Step(token, _token_logprob(logits, token), entropy_from_logits(logits))
 
 
-def _sample_truncated(logits: torch.Tensor, generator: torch.Generator, top_k: int, top_p: float) -> Step:
-    token = torch.multinomial(torch.softmax(filter_logits(logits, top_k, top_p), dim=-1), 1, generator=generator)[:, 0]
+def _sample_truncated(logits: torch.Tensor, random: RandomSource, top_k: int, top_p: float) -> Step:
+    token = inverse_cdf_sample(torch.softmax(filter_logits(logits, top_k, top_p), dim=-1), random)
     return Step(token, _token_logprob(logits, token), entropy_from_logits(logits))
 
 
@@ -299,13 +315,13 @@ def _token_logprob(logits: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, token[:, None])[:, 0] - torch.logsumexp(logits, -1)
 
 
-def inverse_cdf_sample(mass: torch.Tensor, generator: torch.Generator, block: int = 512) -> torch.Tensor:
+def inverse_cdf_sample(mass: torch.Tensor, random: RandomSource, block: int = 512) -> torch.Tensor:
     """One index per row of non-negative ``mass`` ``[B, V]`` with probability proportional to it.
 
     Two-level inverse CDF with one uniform per row: block sums locate the block, a cumulative
     sum inside it locates the word. A word of zero mass is never returned.
     """
-    chosen, remainder = _pick_block(_block_sums(mass, block), generator)
+    chosen, remainder = _pick_block(_block_sums(mass, block), random)
     padded = torch.nn.functional.pad(mass, (0, (-mass.shape[1]) % block))
     inside = padded.view(mass.shape[0], -1, block).gather(1, chosen[:, :, None].expand(-1, 1, block))[
         :, 0

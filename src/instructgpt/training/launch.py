@@ -2,7 +2,8 @@
 
 ``torchrun --nproc_per_node N`` and ``accelerate launch --multi_gpu --num_processes N`` start N
 copies of the same command with ``WORLD_SIZE=N`` in their environment. SFT and RM training use
-them data-parallel (one process group, each rank its share of every batch). Every other command
+them data-parallel (one process group, each rank its share of every batch), and so does PPO
+(:mod:`instructgpt.training.ppo_parallel`: each rank its share of every iteration's episodes). Every other command
 would run N whole copies of itself into the same folder, racing on its checkpoints, so it
 refuses (:mod:`instructgpt.cli.main`; :func:`require_single_process` in the Python API). A
 trainer whose process group is not the launch's, or whose batch does not split over it, stops
@@ -31,7 +32,7 @@ def require_single_process(what: str) -> None:
         world == 1,
         "WORLD_SIZE",
         f"{what} runs in one process, but was launched as {world}; start it without torchrun / accelerate launch "
-        "(data-parallel: 'sft' and 'rm train')",
+        "(data-parallel: 'sft', 'rm train' and 'ppo')",
     )
 
 

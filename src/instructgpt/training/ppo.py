@@ -42,10 +42,22 @@ reference is the policy with its adapter disabled (no second copy). Log-probabil
 computed over response positions only, in vocabulary chunks with a fused backward (no
 full-vocabulary log-softmax for the batch, :func:`instructgpt.losses.lm.token_logprobs`).
 
+Data parallelism (``torchrun --nproc_per_node W`` or ``accelerate launch``; all of it in
+:mod:`instructgpt.training.ppo_parallel`): each rank generates and scores ``batch_size / W`` of
+the iteration's prompts, every prompt sampled with its own row of the iteration's table of
+uniforms (so the episodes do not depend on W or on the generation batches); the scored shares
+are gathered, so every rank computes the rewards, GAE, the advantages' whitening over the
+global batch, the KL the controller sees and the rollout metrics identically; each minibatch's
+episodes are dealt out over the ranks, every loss weighted by the minibatch's global token
+count, and the gradients are summed over the ranks before each optimizer step: the update of
+one process on the same batch, up to summation order (tests/test_ppo_distributed.py). Rank 0
+alone writes metrics, checkpoints and the final model, and keeps the EMA.
+
 Resume: a checkpoint holds the policy, the value model, both optimizers, the EMA, the KL
 controller, the RNG state and the iteration (the data position: prompts, sampling and
 pretraining windows are all drawn from generators seeded by ``(seed, iteration)``), so a run
-killed and resumed ends with the weights of an uninterrupted one.
+killed and resumed ends with the weights of an uninterrupted one, with 1 process or with W
+(every rank reads rank 0's checkpoint).
 """
 
 from __future__ import annotations
@@ -78,6 +90,7 @@ from instructgpt.training.ema import PolicyEMA
 from instructgpt.training.kl_controller import make_kl_controller
 from instructgpt.training.optim import clip_grad_norm, grad_norm
 from instructgpt.training.ppo_config import Models, PPOConfig, config_meta, training_precision  # noqa: F401 (re-exported)
+from instructgpt.training.ppo_parallel import SINGLE, DataParallel
 from instructgpt.training.precision import MasterWeights
 
 
@@ -117,11 +130,14 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     from instructgpt.rollout.prompts import read_prompts, render_prompts
     from instructgpt.training import ppo_io
     from instructgpt.training.batching import BatchPlan
+    from instructgpt.training.launch import check_launch, check_resumed_together
     from instructgpt.training.metrics import MetricsLog, make_accelerator
 
     config.validate()
-    single_process()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
+    check_launch(accelerator, config.batch_size)  # each rank generates batch_size / W episodes
+    group = DataParallel.of(accelerator)
+    device = accelerator.device
     scheme = training_precision(config, device)
     dtype = None if scheme == "fp32" else torch.bfloat16
     if config.qlora:
@@ -143,8 +159,10 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     per_epoch = len(prompt_ids) // config.batch_size
     plan = BatchPlan(len(prompt_ids), config.batch_size, -(-config.iterations // per_epoch), config.seed)
     ptx = ppo_io.load_ptx_stream(config, tokenizer) if config.ptx_coef > 0 and config.ptx_per_episode > 0 else None
-    state = _init_state(config, models, masters=scheme == "bf16-weights" and config.master_weights == "fp32")
-    ppo_io.maybe_resume(config, models, state)
+    fp32_masters = scheme == "bf16-weights" and config.master_weights == "fp32"
+    state = _init_state(config, models, fp32_masters, ema=group.main)  # rank 0 alone keeps (and saves) the EMA
+    ppo_io.maybe_resume(config, models, state, verbose=group.main)
+    check_resumed_together(accelerator, state.iteration)
     settings = SamplingSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
     backend = make_backend(
         config.backend,
@@ -156,57 +174,68 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
         dtype,
         config.policy,
     )
-    tracking = make_accelerator(config.report_to, config.out_dir, device.type == "cpu") if config.report_to else None
-    log = MetricsLog(
-        config.out_dir, accelerator=tracking, run_name="instructgpt-ppo", config=config, start=state.iteration
-    )
+    log = MetricsLog(config.out_dir, group.main, accelerator, "instructgpt-ppo", config, start=state.iteration)
     stop = min(config.iterations, config.max_iterations or config.iterations)
-    bar = _progress(config, state.iteration, stop)
+    bar = _progress(config, state.iteration, stop, group.main)
     while state.iteration < stop:
         indices = plan.batch(state.iteration)
         backend.sync_weights(models.policy)
         metrics = ppo_iteration(
-            config, models, state, backend, [prompt_ids[i] for i in indices], [kept[i] for i in indices], ptx, dtype
+            config,
+            models,
+            state,
+            backend,
+            [prompt_ids[i] for i in indices],
+            [kept[i] for i in indices],
+            ptx,
+            dtype,
+            group,
         )
         state.iteration += 1
         log.log(state.iteration, metrics)
         bar.update(1)
         bar.set_postfix(score=f"{metrics['objective/score']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
         if state.iteration == stop or (config.save_every and state.iteration % config.save_every == 0):
-            ppo_io.save_checkpoint(config, models, state)
+            ppo_io.save_checkpoint(config, models, state, group)
     bar.close()
     log.close()
     for masters in (state.policy_masters, state.value_masters):
         if masters is not None:  # training is over: the fp32 masters become the weights
             masters.restore()
-    return ppo_io.save_final(config, models, state) if stop == config.iterations else config.out_dir / "final"
-
-
-def single_process() -> None:
-    """PPO is not data-parallel yet: under torchrun / accelerate launch with several processes,
-    every rank would run the whole job into the same folder and race on its checkpoints."""
-    from instructgpt.training.launch import require_single_process
-
-    require_single_process("PPO")
+    if stop < config.iterations:
+        return config.out_dir / "final"
+    return ppo_io.save_final(config, models, state, group)
 
 
 def ppo_iteration(
-    config: PPOConfig, models: Models, state: TrainState, backend, prompt_ids, prompt_indices, ptx, dtype
+    config: PPOConfig,
+    models: Models,
+    state: TrainState,
+    backend,
+    prompt_ids,
+    prompt_indices,
+    ptx,
+    dtype,
+    group: DataParallel = SINGLE,
 ) -> dict[str, float]:
-    """One PPO iteration: rollout -> rewards -> advantages -> minibatch updates -> KL controller."""
+    """One PPO iteration on the global batch ``prompt_ids``: rollout (this rank's share, then gathered) ->
+    rewards -> advantages -> minibatch updates -> KL controller."""
     from instructgpt.rollout.collect import collect_rollout
 
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(_seed(config.seed, state.iteration, 1))
-    batch, timing = collect_rollout(
+    # one row of uniforms per prompt of the global batch: a response does not depend on which rank samples it
+    uniforms = torch.rand(len(prompt_ids), config.max_new_tokens, generator=generator, dtype=torch.float64)
+    mine = group.share(len(prompt_ids))
+    share, timing = collect_rollout(
         models.policy,
         models.sft_policy,
         models.value_model,
         models.reward_model,
         backend,
-        prompt_ids,
-        prompt_indices,
-        generator,
+        prompt_ids[mine],
+        prompt_indices[mine],
+        uniforms[mine],
         models.tokenizer.pad_token_id,
         config.temperature,
         dtype,
@@ -214,6 +243,7 @@ def ppo_iteration(
         config.loss_chunk_size,
         config.recompute_logprobs,
     )
+    batch = group.gather(share, models.tokenizer.pad_token_id)  # every rank: the global batch, in its order
     scores = apply_missing_eos_penalty(batch.scores, batch.ended_with_eos, config.missing_eos_penalty)
     kl_coef = state.kl_controller.value
     rewards, kl = kl_shaped_rewards(scores, batch.logprobs, batch.ref_logprobs, batch.response_mask, kl_coef)
@@ -222,8 +252,8 @@ def ppo_iteration(
         advantages = whiten(advantages, batch.response_mask)
     update_started = time.perf_counter()
     lr = policy_lr(state.iteration, config.lr, config.lr_warmup_iterations, config.lr_warmup_start)
-    for group in state.policy_optimizer.param_groups:
-        group["lr"] = lr
+    for param_group in state.policy_optimizer.param_groups:
+        param_group["lr"] = lr
     stats = []
     for epoch in range(config.ppo_epochs):
         order = torch.randperm(
@@ -239,7 +269,10 @@ def ppo_iteration(
                 if ptx
                 else []
             )
-            stats.append(ppo_minibatch_step(config, models, state, batch, advantages, returns, rows, ptx_batch, dtype))
+            stats.append(
+                ppo_minibatch_step(config, models, state, batch, advantages, returns, rows, ptx_batch, dtype, group)
+            )
+    stats = _summed_over_ranks(stats, group)
     episode_kl = kl.sum(-1).mean().item()
     state.kl_controller.update(episode_kl, batch.size)  # explicit, once per iteration
     mask = batch.response_mask
@@ -256,7 +289,7 @@ def ppo_iteration(
         "rollout/response_length": mask.sum(-1).float().mean().item(),
         "rollout/eos_fraction": batch.ended_with_eos.float().mean().item(),
         **{k: sum(s[k] for s in stats) / len(stats) for k in stats[0]},
-        **timing,
+        **timing,  # rank 0's
         "time/update_s": time.perf_counter() - update_started,
         "time/iteration_s": time.perf_counter() - started,
     }
@@ -274,13 +307,19 @@ def ppo_minibatch_step(
     rows,
     ptx_batch: list[Example],
     dtype,
+    group: DataParallel = SINGLE,
 ) -> dict[str, float]:
     """One optimizer step on the episodes ``rows``: PPO gradient, then + ptx_coef * pretraining
     gradient, accumulated in the same buffers; one policy step (clipped as ``config.ptx_clip``
-    says), one value step, EMA update."""
+    says), one value step, EMA update.
+
+    Data-parallel (:mod:`.ppo_parallel`): ``batch`` and ``rows`` are global; this rank backpropagates
+    its share of them (and of ``ptx_batch``), the gradients are summed over the ranks before each step.
+    The returned losses and clip fractions are this rank's part of the minibatch's (summed over the ranks
+    by the caller); the gradient norms are global."""
     policy, value_model = models.policy, models.value_model
     device = next(policy.parameters()).device
-    tokens = int(batch.response_mask[rows].sum().clamp(min=1).item())
+    tokens = int(batch.response_mask[rows].sum().clamp(min=1).item())  # over the whole minibatch, every rank
     sums = {
         "ppo/policy/loss": 0.0,
         "ppo/policy/clipfrac": 0.0,
@@ -288,10 +327,9 @@ def ppo_minibatch_step(
         "ppo/val/loss": 0.0,
         "ppo/val/clipfrac": 0.0,
     }
-    micro_rows = rows[
-        torch.argsort(batch.attention_mask[rows].sum(-1), stable=True)
-    ]  # similar lengths together: less padding
-    chunks = [micro_rows[s : s + config.micro_batch_size] for s in range(0, len(micro_rows), config.micro_batch_size)]
+    by_length = rows[torch.argsort(batch.attention_mask[rows].sum(-1), stable=True)]  # similar lengths together
+    mine = group.deal(by_length)
+    chunks = [mine[s : s + config.micro_batch_size] for s in range(0, len(mine), config.micro_batch_size)]
     for chunk in chunks:  # the policy first: its gradients are freed before the value model's exist (lower peak memory)
         part, adv, _, weight = _micro_batch(batch, advantages, returns, chunk, tokens, device)
         args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
@@ -307,8 +345,12 @@ def ppo_minibatch_step(
             sums[name] += value.item() * weight
     clip_by = None  # plain PPO, or ptx_clip="total": the gradients' own norm
     if ptx_batch:  # into the same gradient buffers, before the one optimizer step
+        group.sum_grads(_params(state.policy_optimizer))  # the global PPO gradient, for its norm
         sums["ppo/policy/ppo_grad_norm"] = grad_norm(_trained(state.policy_optimizer))  # the masters' with bf16-weights
         clip_by = sums["ppo/policy/ppo_grad_norm"] if config.ptx_clip == "ppo-norm" else None
+        if not group.main:  # rank 0 carries the summed PPO part into the second sum; the others add ptx alone
+            for param in _params(state.policy_optimizer):
+                param.grad = None
         sums["ppo/ptx/loss"] = ptx_backward(
             policy,
             ptx_batch,
@@ -318,7 +360,9 @@ def ppo_minibatch_step(
             models.tokenizer.pad_token_id,
             dtype,
             after_backward=lambda: _to_masters(state.policy_masters),
+            share=(group.rank, group.world),
         )
+    group.sum_grads(_params(state.policy_optimizer))
     sums["ppo/policy/grad_norm"] = _step(state.policy_optimizer, state.policy_masters, config.max_grad_norm, clip_by)
     if state.ema is not None:
         with state.policy_masters.fp32_model() if state.policy_masters else nullcontext():
@@ -332,6 +376,7 @@ def ppo_minibatch_step(
         _to_masters(state.value_masters)
         sums["ppo/val/loss"] += vf_loss.item() * weight
         sums["ppo/val/clipfrac"] += vf_clipfrac.item() * weight
+    group.sum_grads(_params(state.value_optimizer))
     sums["ppo/val/grad_norm"] = _step(state.value_optimizer, state.value_masters, config.max_grad_norm)
     return sums
 
@@ -342,9 +387,32 @@ def _to_masters(masters: MasterWeights | None) -> None:
         masters.accumulate_grads()
 
 
+PARTIAL = (
+    "ppo/policy/loss",
+    "ppo/policy/clipfrac",
+    "ppo/policy/approx_kl",
+    "ppo/val/loss",
+    "ppo/val/clipfrac",
+    "ppo/ptx/loss",
+)
+"""Minibatch statistics that each rank sums over its own episodes (token-weighted by the global count)."""
+
+
+def _summed_over_ranks(stats: list[dict[str, float]], group: DataParallel) -> list[dict[str, float]]:
+    """The minibatches' :data:`PARTIAL` statistics summed over the ranks (one collective per iteration)."""
+    keys = [k for k in PARTIAL if k in stats[0]]
+    totals = group.sum(torch.tensor([[s[k] for k in keys] for s in stats], dtype=torch.float64)).tolist()
+    return [{**s, **dict(zip(keys, row))} for s, row in zip(stats, totals)]
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every parameter the optimizer steps, in its order (the same on every rank)."""
+    return [p for param_group in optimizer.param_groups for p in param_group["params"]]
+
+
 def _trained(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     """The optimizer's parameters that hold a gradient (the fp32 masters with bf16-weights, the adapters with LoRA)."""
-    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return [p for param_group in optimizer.param_groups for p in param_group["params"] if p.grad is not None]
 
 
 def _step(
@@ -377,19 +445,24 @@ def ptx_backward(
     pad_id: int,
     dtype,
     after_backward=None,
+    share: tuple[int, int] = (0, 1),
 ) -> float:
     """Backward of ``ptx_coef * mean token NLL`` of the pretraining sequences, added to the
-    gradients already in the buffers; returns the mean NLL (the PPO-ptx term of Eq. 2, negated)."""
+    gradients already in the buffers; returns the mean NLL (the PPO-ptx term of Eq. 2, negated).
+
+    ``share=(rank, world)``: backpropagate only the sequences ``examples[rank::world]``, still
+    divided by the token count of all of them; returns their part of the mean."""
     from instructgpt.data.collate import pack
     from instructgpt.losses.lm import fused_linear_cross_entropy
     from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
 
     device = next(policy.parameters()).device
     total_tokens = sum(sum(e.loss_mask[1:]) for e in examples)
+    mine = examples[share[0] :: share[1]]
     softcap = getattr(causal_lm(policy).config, "final_logit_softcapping", None)
     nll = 0.0
-    for start in range(0, len(examples), micro_batch_size):
-        rows = pack(examples[start : start + micro_batch_size], pad_id=pad_id)
+    for start in range(0, len(mine), micro_batch_size):
+        rows = pack(mine[start : start + micro_batch_size], pad_id=pad_id)
         input_ids, position_ids, loss_mask = (rows[k].to(device) for k in ("input_ids", "position_ids", "loss_mask"))
         with autocast(device, dtype):
             hidden = trunk(policy)(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
@@ -406,17 +479,16 @@ def ptx_backward(
     return nll
 
 
-def _init_state(config: PPOConfig, models: Models, masters: bool = False) -> TrainState:
-    """Optimizers (over the fp32 masters when ``masters``: the models are then cast to bf16), EMA, KL controller."""
+def _init_state(config: PPOConfig, models: Models, masters: bool = False, ema: bool = True) -> TrainState:
+    """Optimizers (over the fp32 masters when ``masters``: the models are then cast to bf16), EMA (unless ``ema``
+    is False or ``ema_decay`` 0), KL controller."""
 
     def adam(params, lr):
         return torch.optim.AdamW(
             params, lr=lr, betas=config.adam_betas, eps=config.adam_eps, weight_decay=config.weight_decay, fused=True
         )
 
-    ema = (
-        PolicyEMA(models.policy, config.ema_decay) if config.ema_decay > 0 else None
-    )  # from the weights before any cast
+    averaged = PolicyEMA(models.policy, config.ema_decay) if ema and config.ema_decay > 0 else None  # before any cast
     if masters:  # sparse embedding gradients: the looked-up rows go straight into the fp32 masters' gradient
         for model in (models.policy, models.value_model):
             model.get_input_embeddings().sparse = True
@@ -431,7 +503,7 @@ def _init_state(config: PPOConfig, models: Models, masters: bool = False) -> Tra
     return TrainState(
         policy_optimizer=adam(trained[0], config.lr),
         value_optimizer=adam(trained[1], config.value_lr),
-        ema=ema,
+        ema=averaged,
         kl_controller=make_kl_controller(config.kl_coef, config.kl_target, config.kl_horizon),
         policy_masters=policy_masters,
         value_masters=value_masters,
@@ -443,7 +515,7 @@ def _seed(seed: int, iteration: int, stream: int) -> int:
     return random.Random(f"{seed}:{iteration}:{stream}").getrandbits(63)
 
 
-def _progress(config: PPOConfig, start: int, stop: int):
+def _progress(config: PPOConfig, start: int, stop: int, enabled: bool = True):
     from tqdm.auto import tqdm
 
-    return tqdm(total=stop, initial=start, desc="ppo", unit="it", disable=not config.progress)
+    return tqdm(total=stop, initial=start, desc="ppo", unit="it", disable=not (config.progress and enabled))

@@ -198,10 +198,11 @@ class Models:
     tokenizer: Any
 
 
-def config_meta(config: PPOConfig, iteration: int) -> dict:
+def config_meta(config: PPOConfig, iteration: int, processes: int = 1) -> dict:
     return {
         "kind": "ppo",
         "step": iteration,
+        "processes": processes,  # data-parallel ranks that trained it
         "parent": config.policy,
         "reward_model": config.reward_model,
         "config": to_dict(config),

@@ -11,6 +11,10 @@ Checkpoint layout (``out_dir/checkpoints/step-NNNNNN``): the policy as saved by
 and ``trainer_state.pt`` holding the value model's trainable weights, both optimizers, the EMA,
 the KL controller, the torch RNG state and the iteration.
 
+Data-parallel runs (:mod:`.ppo_parallel`): rank 0 alone writes checkpoints and the final
+outputs (every rank holds the same weights and optimizer states; rank 0 alone the EMA), the
+others wait for it; every rank resumes from the same checkpoint.
+
 Final outputs (``out_dir/final``): the policy with the EMA weights (LoRA merged in), a
 loadable Hugging Face folder (:func:`instructgpt.models.loader.load_model` reads it); its
 ``value/`` subfolder holds the value model (:meth:`RewardModel.save_pretrained`); ``last/``
@@ -33,6 +37,7 @@ from instructgpt.data.render import Example
 from instructgpt.models.lora import for_saving, load_trainable_state, trainable_state
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.ppo_config import Models, config_meta, training_precision
+from instructgpt.training.ppo_parallel import SINGLE, DataParallel
 
 
 class PretrainWindows:
@@ -113,13 +118,18 @@ def prepare_models(models, device: torch.device):
     return models
 
 
-def save_checkpoint(config, models, state) -> Path:
-    """Write a resumable checkpoint (with bf16-weights: the fp32 masters, not their bf16 copies)."""
-    with _masters_in_place(state):
-        return _save_checkpoint(config, models, state)
+def save_checkpoint(config, models, state, group: DataParallel = SINGLE) -> Path:
+    """Write a resumable checkpoint (with bf16-weights: the fp32 masters, not their bf16 copies); rank 0 writes,
+    every rank returns once it is written."""
+    folder = config.out_dir / "checkpoints" / f"step-{state.iteration:06d}"
+    if group.main:
+        with _masters_in_place(state):
+            _save_checkpoint(config, models, state, folder, group.world)
+    group.barrier()
+    return folder
 
 
-def _save_checkpoint(config, models, state) -> Path:
+def _save_checkpoint(config, models, state, folder: Path, processes: int) -> Path:
 
     trainer_state = {
         "iteration": state.iteration,
@@ -132,12 +142,12 @@ def _save_checkpoint(config, models, state) -> Path:
     }
     if config.lora_rank > 0:
         trainer_state["policy"] = trainable_state(models.policy)
-    folder = config.out_dir / "checkpoints" / f"step-{state.iteration:06d}"
     policy = for_saving(models.policy, config.save)  # with LoRA: merged, or the adapter folder
-    return ckpt.save_checkpoint(folder, policy, models.tokenizer, config_meta(config, state.iteration), trainer_state)
+    meta = config_meta(config, state.iteration, processes)
+    return ckpt.save_checkpoint(folder, policy, models.tokenizer, meta, trainer_state)
 
 
-def maybe_resume(config, models, state) -> None:
+def maybe_resume(config, models, state, verbose: bool = True) -> None:
     last = ckpt.latest_checkpoint(config.out_dir) if config.resume else None
     if last is None:
         return
@@ -158,7 +168,8 @@ def maybe_resume(config, models, state) -> None:
     state.kl_controller.load_state_dict(saved["kl_controller"])
     torch.set_rng_state(saved["torch_rng"])
     state.iteration = saved["iteration"]
-    print(f"resuming from {last} (iteration {state.iteration})")
+    if verbose:
+        print(f"resuming from {last} (iteration {state.iteration})")
 
 
 @contextmanager
@@ -171,12 +182,20 @@ def _masters_in_place(state) -> Iterator[None]:
         yield
 
 
-def save_final(config, models, state) -> Path:
+def save_final(config, models, state, group: DataParallel = SINGLE) -> Path:
     """The EMA policy in ``final/``, the value model in ``value/``, the last policy in ``last/``: loadable
     Hugging Face folders (a reward-model folder for the value model, merged with LoRA), or with LoRA and
-    ``save='adapter'`` the policy's adapters (:mod:`instructgpt.models.lora`)."""
+    ``save='adapter'`` the policy's adapters (:mod:`instructgpt.models.lora`). Rank 0 writes; every rank
+    returns once it is written."""
     final = config.out_dir / "final"
-    meta = config_meta(config, state.iteration)
+    if group.main:
+        _save_final(config, models, state, final, group.world)
+    group.barrier()
+    return final
+
+
+def _save_final(config, models, state, final: Path, processes: int) -> None:
+    meta = config_meta(config, state.iteration, processes)
     averaged = copy.deepcopy(models.policy)
     if state.ema is not None:
         state.ema.copy_to(averaged)
@@ -188,4 +207,3 @@ def save_final(config, models, state) -> Path:
     ckpt.save_checkpoint(final / "last", policy, models.tokenizer, {**meta, "weights": "last"})
     value = for_saving(models.value_model, "merged")  # a reward-model folder (the layout is the RM's own)
     value.save_pretrained(final / "value", tokenizer=models.tokenizer, parent=config.reward_model)
-    return final
