@@ -279,11 +279,13 @@ def test_run_eval_feeds_a_chat_model_every_task_as_a_chat_turn(tmp_path, data_ro
         auto_max_new_tokens=2,
         nlp_prompting="fewshot",
         nlp_shots=1,
+        paper_reference=False,
         data_root=data_root,
         out_dir=tmp_path / "out",
     )
     results = run_eval(config, log=lambda message: None)
     assert set(results["per_model"]["sft"]["nlp"]) == {"drop_fewshot", "squadv2_fewshot", "fr_en_fewshot"}
+    assert not {"nlp_paper_reference", "truthfulqa_paper_reference"} & set(results)  # --no-paper-reference
     # TruthfulQA MC (1) and two generations (2), two bias pairs' contexts (4), three NLP tasks (3)
     assert len(rendered) == 10
     from transformers import AutoTokenizer

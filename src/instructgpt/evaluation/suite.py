@@ -136,6 +136,10 @@ class EvalConfig:
     default: a label named toxic / yes / true / informative..., else the second of two."""
     truthfulqa_version: str = "v1"
     """TruthfulQA release: v1 (817 questions, Oct 2021, the paper's), v0 or current."""
+    paper_reference: bool = True
+    """Score the paper's bundled samples (GPT-3 / SFT / PPO / PPO-ptx at 1.3B, 6B, 175B) with the same code, judges
+    and scorer, and show them beside ours; a classifier judge or scorer reads all 3,600 samples of each task (minutes on
+    a CPU for a base-size model), the Perspective scorer none (their stored scores are used)."""
     ppo_metrics: tuple[str, ...] = ()
     """PPO metrics logs for the report's curves, as NAME=metrics.jsonl."""
     rm_metrics: tuple[str, ...] = ()
@@ -763,7 +767,8 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
             "heldout_answers": truth.heldout_n,
             "paper_samples": paper_samples_agreement(root, truth, info),
         }
-        out["truthfulqa_paper_reference"] = truthfulqa_reference(root, truth, info)
+        if config.paper_reference:
+            out["truthfulqa_paper_reference"] = truthfulqa_reference(root, truth, info)
     if inputs.toxicity_scorer is not None:
         from instructgpt.evaluation.toxicity import paper_reference as toxicity_reference
 
@@ -771,8 +776,9 @@ def _task_tables(per_model: dict, inputs: Inputs, root: Path, config: EvalConfig
             "name": inputs.toxicity_scorer.name,
             "agreement": getattr(inputs.toxicity_scorer, "agreement", {}),
         }
-        out["toxicity_paper_reference"] = toxicity_reference(root, inputs.toxicity_scorer)
-    if inputs.nlp_items:
+        if config.paper_reference:
+            out["toxicity_paper_reference"] = toxicity_reference(root, inputs.toxicity_scorer)
+    if inputs.nlp_items and config.paper_reference:
         from instructgpt.evaluation.nlp import paper_reference, paper_reference_intervals
 
         out["nlp_paper_reference"] = paper_reference(root)
