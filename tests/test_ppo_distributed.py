@@ -50,7 +50,7 @@ def inputs(tmp_path):
 def _torchrun(port: int, inputs, out: Path, **overrides) -> None:
     pairs = [f"{k}={v!r}" for k, v in overrides.items()]
     command = [*TORCHRUN, "--master_port", str(port), "-m", "tests.helpers.ppo_run", *map(str, inputs), str(out)]
-    result = subprocess.run([*command, *pairs], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*command, *pairs], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -75,32 +75,36 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "precision, ptx_coef, weight_atol, norm_rtol",
+    "precision, ptx_coef, extra, weight_atol, norm_rtol, port",
     [
-        ("fp32", 0.0, 1e-6, 1e-5),
-        ("fp32", 2.0, 1e-6, 1e-5),
-        ("bf16-weights", 0.0, 4e-3, 2e-2),
-        ("bf16-weights", 2.0, 4e-3, 2e-2),
+        ("fp32", 0.0, {}, 1e-6, 1e-5, 29611),
+        ("fp32", 2.0, {}, 1e-6, 1e-5, 29612),
+        ("bf16-weights", 0.0, {}, 4e-3, 2e-2, 29613),
+        ("bf16-weights", 2.0, {}, 4e-3, 2e-2, 29614),
+        # one episode per minibatch: rank 1 has none, and adds zeros (and its pretraining sequence)
+        ("fp32", 2.0, dict(minibatch_size=1, micro_batch_size=1, ptx_per_episode=2.0, episodes=32), 1e-6, 1e-5, 29615),
     ],
 )
-def test_two_processes_match_one(inputs, tmp_path, precision, ptx_coef, weight_atol, norm_rtol):
+def test_two_processes_match_one(inputs, tmp_path, precision, ptx_coef, extra, weight_atol, norm_rtol, port):
     """2 ranks x 8 prompts and 2 micro-batches per minibatch = 1 process x 16 prompts and 4 micro-batches.
 
     The samples are the same (each prompt reads its own row of the iteration's uniforms): the scores are equal
     exactly. Measured over the 4 iterations, 2 processes against 1: fp32, policy weights 1.7e-8, value 1.1e-7,
     gradient norms 1e-7 relative; bf16-weights (fp32 masters), policy 4.2e-4 (PPO-ptx) and 9.4e-4 (PPO), value
-    1.8e-3 and 2.0e-3, gradient norms < 1%. For scale, one bf16-weights process against itself with 4 instead of 2
-    episodes per micro-batch: policy 5.3e-4 and 8.7e-4, value 1.7e-3 and 1.9e-3 (bf16 sums in another order). With
-    the gradients not summed over the ranks (each rank stepping on its half), policy 8.5e-3, value 1.1e-2 in both
+    1.8e-3 and 2.0e-3, gradient norms < 1%. With one episode per minibatch (4 iterations, fp32): policy 1.1e-7,
+    value 7.6e-8. For scale, one bf16-weights process against itself with 4 instead of 2 episodes per
+    micro-batch: policy 5.3e-4 and 8.7e-4, value 1.7e-3 and 1.9e-3 (bf16 sums in another order). With the
+    gradients not summed over the ranks (each rank stepping on its half), policy 8.5e-3, value 1.1e-2 in both
     precisions, and the policy gradient norm off by 3.0: the tolerances catch it."""
-    options = dict(precision=precision, ptx_coef=ptx_coef)
-    _torchrun(29611 + int(ptx_coef) + (4 if precision == "fp32" else 0), inputs, tmp_path / "ddp", **options)
+    options = dict(precision=precision, ptx_coef=ptx_coef, **extra)
+    _torchrun(port, inputs, tmp_path / "ddp", **options)
     ppo_run.main([*map(str, inputs), str(tmp_path / "one"), *(f"{k}={v!r}" for k, v in options.items())])
     ddp, one = tmp_path / "ddp", tmp_path / "one"
 
     assert read_meta(ddp / "final")["processes"] == 2 and read_meta(one / "final")["processes"] == 1
-    assert [r["step"] for r in read_metrics(ddp)] == [1, 2, 3, 4]  # rank 0 alone logs
-    assert [read_meta(p)["step"] for p in list_checkpoints(ddp)] == [4]
+    iterations = options.get("episodes", 64) // 16
+    assert [r["step"] for r in read_metrics(ddp)] == list(range(1, iterations + 1))  # rank 0 alone logs
+    assert [read_meta(p)["step"] for p in list_checkpoints(ddp)] == [iterations]
     assert _metric(ddp, "objective/score") == _metric(one, "objective/score")  # the same responses
     norms = ["ppo/policy/grad_norm", "ppo/val/grad_norm"] + (["ppo/policy/ppo_grad_norm"] if ptx_coef else [])
     for key in norms:
