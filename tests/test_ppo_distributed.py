@@ -155,7 +155,7 @@ def test_the_documented_accelerate_command_line_trains_ppo_on_two_ranks(inputs, 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command = [*launch, "--main_process_port", "29625", "-m", "instructgpt.cli.main", "ppo", *flags]
     result = subprocess.run(
-        [*command, "--out-dir", str(tmp_path / "ddp")], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300
+        [*command, "--out-dir", str(tmp_path / "ddp")], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert main(["ppo", *flags, "--out-dir", str(tmp_path / "one")]) == 0
