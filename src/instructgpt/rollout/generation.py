@@ -119,6 +119,7 @@ class HFBackend:
         prompt)."""
         if isinstance(random, torch.Tensor):
             check_uniform_table(random, len(prompt_ids), self.settings.max_new_tokens)
+            random = random.to(next(causal_lm(self.model).parameters()).device, torch.float64)  # one copy, not per step
         projection = _projection_weight(self.model, self.dtype)  # once per call: the policy changes between calls
         parts = [
             self._generate_batch(

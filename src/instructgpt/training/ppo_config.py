@@ -33,15 +33,15 @@ class PPOConfig(TrainerOptions):
     episodes: int = 256_000
     """Total episodes (paper: 256k); iterations = episodes // batch_size."""
     batch_size: int = 512
-    """Episodes per iteration (paper: 512)."""
+    """Episodes per iteration, over all processes (paper: 512); data-parallel: a multiple of the number of processes."""
     minibatch_size: int = 64
-    """Episodes per optimizer step (paper: 64)."""
+    """Episodes per optimizer step, over all processes (paper: 64)."""
     micro_batch_size: int = 8
-    """Episodes per forward pass in the update (gradient accumulation covers the rest of the minibatch)."""
+    """Episodes per forward pass in the update, per process (gradient accumulation covers the rest of the minibatch)."""
     forward_batch_size: int = 16
-    """Episodes per no-grad forward pass of the rollout (reference, value, reward)."""
+    """Episodes per no-grad forward pass of the rollout (reference, value, reward), per process."""
     generation_batch_size: int = 64
-    """Prompts sampled together in one batched generation."""
+    """Prompts sampled together in one batched generation, per process."""
     ppo_epochs: int = 1
     """Passes over each batch (paper: 1)."""
     lr: float = 5e-6
