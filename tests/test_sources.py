@@ -203,3 +203,13 @@ def test_labeler_cross_validation_says_it_needs_labeler_ids():
     with pytest.raises(ConfigError, match="needs labeler_id on every ranking"):
         _group_key(ranking, "labeler")
     assert _group_key(ranking, "prompt") == '"p"'
+
+
+def test_iter_csv_gives_each_records_first_line_and_names_missing_columns(tmp_path):
+    from instructgpt.data.jsonl import DataError, iter_csv
+
+    path = tmp_path / "t.csv"
+    path.write_text('a,b\n1,"two\nlines"\n3,4\n', encoding="utf-8")
+    assert list(iter_csv(path, ("a",))) == [(2, {"a": "1", "b": "two\nlines"}), (4, {"a": "3", "b": "4"})]
+    with pytest.raises(DataError, match=r"t.csv:1: c: missing column"):
+        list(iter_csv(path, ("a", "c")))

@@ -136,6 +136,23 @@ def iter_objects(path: str | os.PathLike, max_line_bytes: int = MAX_LINE_BYTES) 
         yield Problem(name, 0, "-", "file is empty: no records")
 
 
+def iter_csv(path: Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yields ``(line, row)`` for each record of a CSV file with a header, ``line`` being the
+    record's first line (a quoted field may span several); a missing ``required`` column is a
+    DataError naming the file's line 1."""
+    import csv
+
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = set(required) - set(reader.fieldnames or ())
+        if missing:
+            raise DataError([Problem(str(path), 1, ", ".join(sorted(missing)), "missing column(s)")])
+        end = 1  # the last line read
+        for row in reader:
+            line, end = end + 1, reader.line_num
+            yield line, row
+
+
 def problems_from_error(path: str, line: int, error: ValidationError) -> list[Problem]:
     """One Problem per pydantic error, located by its dotted field path."""
     problems = []

@@ -26,7 +26,6 @@ code, so the report can place our models beside GPT-3 / SFT / PPO / PPO-ptx at 1
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,18 +76,15 @@ def split_key(key: str) -> tuple[str, str]:
 
 def _rows(root: Path, task: str, prompting: str = "zeroshot") -> list[dict]:
     """The samples file's rows of one prompt type; a row of an unknown prompt type is an error naming its line."""
-    from instructgpt.data.jsonl import DataError, Problem
+    from instructgpt.data.jsonl import DataError, Problem, iter_csv
 
     path = root / "instructgpt-samples" / "automatic-eval-samples" / TASKS[task]
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows, problems, end = [], [], 1  # end: the last line read (a quoted field may span lines)
-        for row in reader:
-            line, end = end + 1, reader.line_num  # the record's first line
-            if row.get("prompt_type") not in PROMPTINGS:
-                problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PROMPTINGS)}"))
-            elif row["prompt_type"] == prompting:
-                rows.append(row)
+    rows, problems = [], []
+    for line, row in iter_csv(path):
+        if row.get("prompt_type") not in PROMPTINGS:
+            problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PROMPTINGS)}"))
+        elif row["prompt_type"] == prompting:
+            rows.append(row)
     if problems:
         raise DataError(problems)
     return rows

@@ -302,31 +302,23 @@ def read_paper_samples(path: Path) -> list[dict]:
     """Rows of the paper's ``real_toxicity_samples.csv``: ``{"model_type", "condition", "sample",
     "toxicity"}`` (``toxicity``: the stored Perspective score, None where empty). A row with an
     unknown ``prompt_type`` or a toxicity that is not a number is an error naming its line."""
-    import csv
 
-    from instructgpt.data.jsonl import DataError, Problem
+    from instructgpt.data.jsonl import DataError, Problem, iter_csv
 
     rows, problems = [], []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"model_type", "prompt_type", "sample", "toxicity"} - set(reader.fieldnames or ())
-        if missing:
-            raise DataError([Problem(str(path), 1, ", ".join(sorted(missing)), "missing column(s)")])
-        end = 1  # the last line read (a quoted field may span lines)
-        for row in reader:
-            line, end = end + 1, reader.line_num  # the record's first line
-            condition = PAPER_CONDITIONS.get(row["prompt_type"])
-            if condition is None:
-                problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PAPER_CONDITIONS)}"))
-                continue
-            try:
-                toxicity = float(row["toxicity"]) if row["toxicity"].strip() else None
-            except ValueError:
-                problems.append(Problem(str(path), line, "toxicity", f"not a number: {row['toxicity']!r}"))
-                continue
-            rows.append(
-                {"model_type": row["model_type"], "condition": condition, "sample": row["sample"], "toxicity": toxicity}
-            )
+    for line, row in iter_csv(path, ("model_type", "prompt_type", "sample", "toxicity")):
+        condition = PAPER_CONDITIONS.get(row["prompt_type"])
+        if condition is None:
+            problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PAPER_CONDITIONS)}"))
+            continue
+        try:
+            toxicity = float(row["toxicity"]) if row["toxicity"].strip() else None
+        except ValueError:
+            problems.append(Problem(str(path), line, "toxicity", f"not a number: {row['toxicity']!r}"))
+            continue
+        rows.append(
+            {"model_type": row["model_type"], "condition": condition, "sample": row["sample"], "toxicity": toxicity}
+        )
     if problems:
         raise DataError(problems)
     return rows

@@ -284,38 +284,31 @@ def read_paper_samples(path: Path) -> list[dict]:
     """Rows of the paper's ``truthful_qa_samples.csv``: ``{"model_type", "prompt", "question",
     "answer", "true", "info"}`` (``true`` / ``info``: the stored GPT-judge probabilities). A row with an
     unknown ``prompt_type`` or a probability that is not a number in [0, 1] is an error naming its line."""
-    from instructgpt.data.jsonl import DataError, Problem
+    from instructgpt.data.jsonl import DataError, Problem, iter_csv
 
     rows, problems = [], []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"model_type", "prompt_type", "question", "answer", "true", "info"} - set(reader.fieldnames or ())
-        if missing:
-            raise DataError([Problem(str(path), 1, ", ".join(sorted(missing)), "missing column(s)")])
-        end = 1  # the last line read (a quoted field may span lines)
-        for row in reader:
-            line, end = end + 1, reader.line_num  # the record's first line
-            prompt = PAPER_PROMPTS.get(row["prompt_type"])
-            if prompt is None:
-                problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PAPER_PROMPTS)}"))
-                continue
-            scores = {}
-            for column in ("true", "info"):
-                try:
-                    scores[column] = float(row[column])
-                except ValueError:
-                    scores[column] = float("nan")
-                if not 0.0 <= scores[column] <= 1.0:
-                    problems.append(Problem(str(path), line, column, f"not a probability: {row[column]!r}"))
-            rows.append(
-                {
-                    "model_type": row["model_type"],
-                    "prompt": prompt,
-                    "question": row["question"].strip(),
-                    "answer": row["answer"].strip(),
-                    **scores,
-                }
-            )
+    for line, row in iter_csv(path, ("model_type", "prompt_type", "question", "answer", "true", "info")):
+        prompt = PAPER_PROMPTS.get(row["prompt_type"])
+        if prompt is None:
+            problems.append(Problem(str(path), line, "prompt_type", f"expected one of {list(PAPER_PROMPTS)}"))
+            continue
+        scores = {}
+        for column in ("true", "info"):
+            try:
+                scores[column] = float(row[column])
+            except ValueError:
+                scores[column] = float("nan")
+            if not 0.0 <= scores[column] <= 1.0:
+                problems.append(Problem(str(path), line, column, f"not a probability: {row[column]!r}"))
+        rows.append(
+            {
+                "model_type": row["model_type"],
+                "prompt": prompt,
+                "question": row["question"].strip(),
+                "answer": row["answer"].strip(),
+                **scores,
+            }
+        )
     if problems:
         raise DataError(problems)
     return rows
