@@ -8,11 +8,17 @@ would run N whole copies of itself into the same folder, racing on its checkpoin
 refuses (:mod:`instructgpt.cli.main`; :func:`require_single_process` in the Python API). A
 trainer whose process group is not the launch's, or whose batch does not split over it, stops
 before it loads a model (:func:`check_launch`).
+
+Sharded engines (an accelerate config with ``distributed_type: FSDP`` or ``DEEPSPEED``) are refused
+by every trainer (:func:`check_engine`): none prepares its model, clips, checkpoints or resumes
+through them yet. accelerate itself gives no warning where it cannot honour such a config: on a
+machine without CUDA it trains with plain DDP instead (``--cpu``), or starts each process alone.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -54,6 +60,40 @@ def check_launch(accelerator: Any, batch_size: int, batch_field: str = "batch_si
         batch_field,
         f"{batch_size} does not split over {accelerator.num_processes} processes; use a multiple of "
         f"{accelerator.num_processes}",
+    )
+
+
+SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DEEPSPEED"}
+"""The variable ``accelerate launch`` sets for each sharded engine of its config, and the engine's name."""
+
+
+def requested_engines(environ: Mapping[str, str]) -> list[str]:
+    """The sharded engines an ``accelerate launch`` config asked for (``FSDP``, ``DEEPSPEED``; none for DDP)."""
+    return [name for variable, name in SHARDED_ENGINES.items() if environ.get(variable, "").lower() in ("1", "true")]
+
+
+def check_engine(accelerator: Any, trainer: str, environ: Mapping[str, str] | None = None) -> None:
+    """Stop a run under a sharded engine (FSDP, DeepSpeed ZeRO): asked for and not formed, or formed at all.
+
+    Asked for and not formed is accelerate's silent fallback (plain DDP, or each process alone, on a
+    machine without CUDA GPUs). Formed, the trainers would clip, save and resume unsharded state
+    (``clip_grad_norm_`` on local shards, ``save_pretrained`` of one rank's shard, bf16-weights' fp32
+    masters copied from sharded parameters), so they refuse it too until that path is written and tested.
+    """
+    formed = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    for engine in requested_engines(os.environ if environ is None else environ):
+        check(
+            formed == engine,
+            "accelerate config",
+            f"asks for {engine}, but accelerate formed {formed} ({engine} through accelerate needs CUDA GPUs; "
+            "it would have trained without it). Launch data-parallel instead: torchrun --nproc_per_node N or "
+            "accelerate launch --multi_gpu --num_processes N (docs/distributed.md)",
+        )
+    check(
+        formed not in SHARDED_ENGINES.values(),
+        "accelerate config",
+        f"{trainer} does not run under {formed} yet (clipping, checkpoints and bf16-weights' fp32 masters are not "
+        "sharded); launch it data-parallel: accelerate launch --multi_gpu --num_processes N (docs/distributed.md)",
     )
 
 

@@ -130,11 +130,12 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     from instructgpt.rollout.prompts import read_prompts, render_prompts
     from instructgpt.training import ppo_io
     from instructgpt.training.batching import BatchPlan
-    from instructgpt.training.launch import check_launch, check_resumed_together
+    from instructgpt.training.launch import check_engine, check_launch, check_resumed_together
     from instructgpt.training.metrics import MetricsLog, make_accelerator
 
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
+    check_engine(accelerator, "ppo")
     check_launch(accelerator, config.batch_size)  # each rank generates batch_size / W episodes
     group = DataParallel.of(accelerator)
     device = accelerator.device

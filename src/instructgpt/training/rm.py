@@ -48,7 +48,7 @@ from instructgpt.losses.ranking import NORMALIZERS, ranking_accuracy, ranking_lo
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
-from instructgpt.training.launch import check_launch, check_resumed_together
+from instructgpt.training.launch import check_engine, check_launch, check_resumed_together
 from instructgpt.training.lm import resolve_precision, warn_if_emulated
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
@@ -189,6 +189,7 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     """Train the reward model; returns the folder of the final, normalised model (``out_dir/final``)."""
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
+    check_engine(accelerator, "rm train")
     check_launch(accelerator, config.batch_size)
     if model is None:
         model, tokenizer = _load_model(config, accelerator.device)

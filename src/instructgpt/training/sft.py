@@ -35,7 +35,7 @@ from instructgpt.data.render import TEMPLATES, Example, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
 from instructgpt.training.batching import BatchPlan, shard_and_split
-from instructgpt.training.launch import check_launch, check_resumed_together, is_data_parallel
+from instructgpt.training.launch import check_engine, check_launch, check_resumed_together, is_data_parallel
 from instructgpt.training.lm import CausalLMLoss, resolve_precision, sparse_tied_embedding, warn_if_emulated
 from instructgpt.training.metrics import MetricsLog, make_accelerator, progress_bar
 from instructgpt.training.optim import clip_grad_norm
@@ -152,6 +152,7 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     """Run SFT; returns the folder of the final model (``out_dir/final``)."""
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
+    check_engine(accelerator, "sft")
     check_launch(accelerator, config.batch_size)
     if model is None:
         model, tokenizer = _load_model(config, accelerator.device)
