@@ -38,10 +38,10 @@ def main(argv: list[str]) -> int:
         return 2
     if preset is not None:
         rest = ["--config", preset, *rest]
-    from instructgpt.pipeline.rounds import AwaitingLabels
+    from instructgpt.pipeline.people import AwaitingLabels
 
     try:
         return _command(PipelineConfig, rest, "pipeline", run_pipeline)
-    except AwaitingLabels as waiting:  # people have a round's samples to rank: not an error, a pause
+    except AwaitingLabels as waiting:  # people have tasks to finish (labelers=app, or exports): a pause, not an error
         print(f"waiting for labels: {waiting}", file=sys.stderr)
         return 3

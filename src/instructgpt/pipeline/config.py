@@ -159,6 +159,28 @@ class PipelineConfig:
     When given, a round's training comparisons are theirs instead of the simulated training labelers'; a round whose
     samples are not all ranked yet writes them to round-r/rankings/to_label/ (prompts.jsonl and outputs.jsonl, the
     application's import formats) and stops; re-run with the export added and it resumes in that round."""
+    # --- people's labels (the labeling app)
+    labelers: Literal["simulated", "app"] = "simulated"
+    """Who writes the SFT demonstrations, ranks the RM training samples (of every round) and judges the win rates:
+    the bundled demonstrations and the simulated panel (offline), or people in the labeling app (instructgpt label
+    serve) on label_database_url. Each such stage publishes its prompts (and samples, or pairs) to a project of the
+    app, prints the progress (prompts labelled / needed, each labeler's done / assigned) and continues when no
+    assignment is pending; else the run stops (exit 3) and a re-run picks up where the labels stand. The RM
+    validation rankings stay the simulated panel's (docs/labeling.md)."""
+    label_database_url: str = "sqlite:///labeling.db"
+    """The labeling app's database (the --database-url of instructgpt label serve)."""
+    label_project: str = "pipeline"
+    """Prefix of the app's projects the run publishes to: '<prefix> demonstrations', '<prefix> rankings',
+    '<prefix> round-r rankings'; give each run its own."""
+    label_labelers: tuple[str, ...] = ()
+    """App accounts made members of those projects (members added in the admin pages count too)."""
+    label_overlap: int = 1
+    """Labelers per item (2 or more measures their agreement)."""
+    label_wait_minutes: float = 0.0
+    """How long a stage waits for its labels, reading the database every label_poll_seconds, before the run stops
+    with "N of M prompts labelled; re-run to continue" (0: report and stop at once)."""
+    label_poll_seconds: float = 30.0
+    """Seconds between two looks at the labels while waiting."""
     # --- evaluation
     eval_prompts: int = 64
     """Held-out test prompts for the win rates (64: a 95% interval of about +-0.12 around 0.5)."""
@@ -203,6 +225,19 @@ class PipelineConfig:
         )
         check(self.rounds == 1 or "winrate" in self.eval_tasks, "eval_tasks", "rounds > 1 need winrate")
         check(self.rounds == 1 or "winrate" in self.round_eval_tasks, "round_eval_tasks", "must include winrate")
+        check(1 <= self.label_overlap <= 100, "label_overlap", "1 to 100 labelers per item")
+        check(self.label_wait_minutes >= 0, "label_wait_minutes", "must be >= 0")
+        check(self.label_poll_seconds > 0, "label_poll_seconds", "must be positive")
+        check(
+            self.labelers == "simulated" or 1 <= len(self.label_project.strip()) <= 100,
+            "label_project",
+            "1 to 100 characters",
+        )
+        check(
+            self.labelers == "simulated" or not self.round_human_rankings,
+            "round_human_rankings",
+            "give exports or labelers=app, not both",
+        )
         check(
             self.training_labelers >= 1 and self.held_out_labelers >= 1,
             "held_out_labelers",

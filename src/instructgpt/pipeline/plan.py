@@ -14,6 +14,7 @@ from typing import Any
 
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.people import LABEL_FIELDS
 from instructgpt.pipeline.rounds import add_rounds, round_evals, round_stages
 from instructgpt.pipeline.stages import Stage, run_stages
 
@@ -52,7 +53,15 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "api_split_fractions",
             "max_prompt_tokens",
         ),
-        stage("sft", "supervised fine-tuning", run.train_sft_stage, *run.SFT_FIELDS, "sft_epochs", "sft_pretrain_mix"),
+        stage(
+            "sft",
+            "supervised fine-tuning" + (" on people's demonstrations" if config.labelers == "app" else ""),
+            run.train_sft_stage,
+            *run.SFT_FIELDS,
+            "sft_epochs",
+            "sft_pretrain_mix",
+            *LABEL_FIELDS[config.labelers],
+        ),
         *(
             [
                 stage(
@@ -62,6 +71,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                     *run.SFT_FIELDS,
                     "ppo_init_epochs",
                     "ppo_init_pretrain_mix",
+                    *LABEL_FIELDS[config.labelers],
                     branch=True,  # only PPO reads it: toggling it leaves samples, rankings and the RM alone
                 )
             ]
@@ -79,12 +89,14 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
         ),
         stage(
             "rankings",
-            "simulated labelers rank the samples (+ bundled human rankings)",
+            ("people rank" if config.labelers == "app" else "simulated labelers rank")
+            + " the samples (+ bundled human rankings)",
             run.rankings_stage,
             "training_labelers",
             "held_out_labelers",
             "human_rankings",
             "labeler_taste_share",
+            *LABEL_FIELDS[config.labelers],
         ),
         stage(
             "rm",
@@ -139,6 +151,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "eval_items",
             "eval_tokens",
             "eval_tasks",
+            *LABEL_FIELDS[config.labelers],
             uses=round_evals(config),
         ),
     ]

@@ -31,11 +31,8 @@ from typing import Any
 from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.people import LABEL_FIELDS, AwaitingLabels
 from instructgpt.pipeline.stages import Stage
-
-
-class AwaitingLabels(Exception):
-    """A round's samples are not all ranked by people yet; the message says what to import."""
 
 
 def round_stages(config: PipelineConfig, stage) -> list[Stage]:
@@ -60,12 +57,17 @@ def round_stages(config: PipelineConfig, stage) -> list[Stage]:
             stage(
                 f"round-{r}/rankings",
                 f"round {r}: "
-                + ("people's rankings" if config.round_human_rankings else "the simulated labelers rank the samples"),
+                + (
+                    "people's rankings"
+                    if config.round_human_rankings or config.labelers == "app"
+                    else "the simulated labelers rank the samples"
+                ),
                 lambda c, f, res, r=r: rankings_stage(c, f, res, r),
                 "training_labelers",
                 "held_out_labelers",
                 "labeler_taste_share",
                 "round_human_rankings",
+                *LABEL_FIELDS[config.labelers],
             ),
             stage(
                 f"round-{r}/rm",
@@ -116,6 +118,7 @@ def _round_eval(config: PipelineConfig, stage, r: int) -> Stage:
         "eval_items",
         "eval_tokens",
         "round_eval_tasks",
+        *LABEL_FIELDS[config.labelers],
         branch=True,  # only the final evaluation reads it: re-judging leaves the next round's training alone
     )
 
@@ -153,7 +156,13 @@ def rankings_stage(config: PipelineConfig, folder: Path, results, r: int) -> dic
     valid_items = [(row["prompt"], row["responses"]) for row in run._rows(samples["valid"])]
     panel = run._panel(config, calibrations)
     seed = config.seed + r - 1
-    if config.round_human_rankings:
+    people = config.labelers == "app" or bool(config.round_human_rankings)
+    if config.labelers == "app":
+        from instructgpt.pipeline.people import rankings
+
+        prompts = run._load(results, config.out_dir, "prepare")["rm_train"]
+        train = rankings(config, prompts, samples["train"], f"round-{r} rankings")
+    elif config.round_human_rankings:
         train = _people_rankings(config, folder, results, samples["train"], r)
     else:
         train = panel.rank(train_items, "training", overlap=0.1, seed=seed)
@@ -172,11 +181,11 @@ def rankings_stage(config: PipelineConfig, folder: Path, results, r: int) -> dic
         "agreement_ci": [rate.low, rate.high],
         "agreement_judgments": rate.judgments,
         "calibrations": calibrations,
-        "simulated": 0 if config.round_human_rankings else len(train),
-        "human": len(train) if config.round_human_rankings else 0,
+        "simulated": 0 if people else len(train),
+        "human": len(train) if people else 0,
     }
     out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    source = "people" if config.round_human_rankings else "simulated training labelers"
+    source = "people" if people else "simulated training labelers"
     shown = "n/a" if rate.rate is None else f"{rate.rate:.1%}"  # None: no item ranked by two
     print(f"    round {r}: {len(train)} rankings by {source}; agreement {shown} on {rate.judgments} shared judgments")
     return out

@@ -156,9 +156,7 @@ def _train_sft(config: PipelineConfig, folder: Path, results, epochs: int, pretr
     from instructgpt.training.sft import SFTConfig, train_sft
 
     data = _load(results, config.out_dir, "prepare")
-    train = _demos_for(data["sft_train"], data["demonstrations"])
-    random.Random(config.seed).shuffle(train)
-    write_jsonl_atomic(folder / "train.jsonl", train[: config.sft_demonstrations])
+    write_jsonl_atomic(folder / "train.jsonl", _sft_train_demonstrations(config, data))
     write_jsonl_atomic(folder / "valid.jsonl", _demos_for(data["sft_valid"], data["demonstrations"]))
     sft = SFTConfig(
         model=config.model,
@@ -178,6 +176,20 @@ def _train_sft(config: PipelineConfig, folder: Path, results, epochs: int, pretr
         save_total_limit=0,  # every epoch's checkpoint: select_sft picks one by RM score
     )
     return train_sft(sft)
+
+
+def _sft_train_demonstrations(config: PipelineConfig, data: dict[str, Path]) -> list:
+    """A seeded subset of the bundled demonstrations of the SFT training prompts, or, with
+    ``labelers="app"``, the ones people write in the labeling app for a seeded subset of those prompts."""
+    if config.labelers == "app":
+        from instructgpt.pipeline.people import collect
+
+        prompts = read_records(data["sft_train"], "prompts")
+        random.Random(config.seed).shuffle(prompts)
+        return collect(config, "demonstration", "demonstrations", prompts[: config.sft_demonstrations])
+    train = _demos_for(data["sft_train"], data["demonstrations"])
+    random.Random(config.seed).shuffle(train)
+    return train[: config.sft_demonstrations]
 
 
 def _fast_precision() -> str:
@@ -312,7 +324,13 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
         panel.calibrate(items, group=group, taste_share=config.labeler_taste_share)  # on the samples each group ranks
         for items, group in ((train_items, "training"), (valid_items, "held_out"))
     ]
-    simulated = panel.rank(train_items, "training", overlap=0.1, seed=config.seed)
+    people = config.labelers == "app"
+    if people:
+        from instructgpt.pipeline.people import rankings
+
+        training = rankings(config, data["rm_train"], samples["train"], "rankings")
+    else:
+        training = panel.rank(train_items, "training", overlap=0.1, seed=config.seed)
     human = read_records(data["human_rankings"], "rankings")[: config.human_rankings]
     out = {
         "train": folder / "train.jsonl",
@@ -320,21 +338,23 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
         "valid_held_out": folder / "valid_held_out_labelers.jsonl",
         "panel": folder / "panel.json",
     }
-    write_jsonl_atomic(out["train"], simulated + human)
+    write_jsonl_atomic(out["train"], training + human)
     write_jsonl_atomic(out["valid_training"], panel.rank(valid_items, "training", overlap=0.0, seed=config.seed))
     write_jsonl_atomic(out["valid_held_out"], panel.rank(valid_items, "held_out", overlap=0.0, seed=config.seed))
-    rate = agreement(simulated, n_boot=200, seed=config.seed).overall
+    rate = agreement(training, n_boot=200, seed=config.seed).overall
     info = {
         "agreement": rate.rate,
         "agreement_ci": [rate.low, rate.high],
         "agreement_judgments": rate.judgments,
         "calibrations": [asdict(c) for c in calibrations],
-        "simulated": len(simulated),
+        ("labeling_app" if people else "simulated"): len(training),
         "human": len(human),
     }
     out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    shown = "n/a" if rate.rate is None else f"{rate.rate:.1%}"  # None: no item ranked by two
     print(
-        f"    {len(simulated)} simulated + {len(human)} human rankings; training-labeler agreement {rate.rate:.1%} "
+        f"    {len(training)} {'labeling-app' if people else 'simulated'} + {len(human)} human rankings; "
+        f"training-labeler agreement {shown} "
         f"on {rate.judgments} shared judgments; calibrated: "
         + "; ".join(
             f"{c.group} {c.agreement:.1%} (spread x{c.spread_scale:.2f}, noise {c.noise:.3f})" for c in calibrations
@@ -572,5 +592,10 @@ def eval_stage(
         seed=config.seed,
         out_dir=folder,
     )
-    run_eval(evaluation, judge=judge)
+    if config.labelers == "app":
+        from instructgpt.pipeline.people import evaluate_with_people
+
+        evaluate_with_people(config, evaluation, stage_name(round_number, "eval comparisons").replace("/", " "))
+    else:
+        run_eval(evaluation, judge=judge)
     return {"results": folder / "results.json", "report": folder / "report.html"}

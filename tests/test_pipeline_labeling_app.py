@@ -1,0 +1,203 @@
+"""``instructgpt pipeline --labelers app``: the SFT and rankings stages publish their tasks to the
+labeling app, stop with "N of M labelled" or wait, and continue from the labels people made.
+
+The app is the real one, served over HTTP by uvicorn on a free port of a SQLite file; the
+labelers are scripts that log in and submit the task forms as a browser would (no JavaScript).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+from test_pipeline_e2e import TINY
+
+from instructgpt.data.jsonl import read_records
+from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.people import AwaitingLabels
+from instructgpt.pipeline.plan import build_stages
+from instructgpt.pipeline.stages import run_stages
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The labeling app on a SQLite file with two labeler accounts; yields (base URL, database URL)."""
+    import uvicorn
+
+    from instructgpt.labeling import store
+    from instructgpt.labeling.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'labeling.db'}"
+    app = create_app(url)
+    with app.state.sessions.begin() as session:
+        for name in ("ann", "bob"):
+            store.create_user(session, name, PASSWORD, "labeler")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the app did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", url
+    server.should_exit = True
+    thread.join(30)
+    app.state.engine.dispose()
+
+
+class Labeler:
+    """A person with a browser: logs in, opens the next task of a project and submits its form."""
+
+    def __init__(self, base: str, username: str):
+        self.client = httpx.Client(base_url=base, follow_redirects=False, timeout=60)
+        page = self.client.get("/login").text
+        response = self.client.post(
+            "/login", data={"csrf_token": _field(page, "csrf_token"), "username": username, "password": PASSWORD}
+        )
+        assert response.status_code == 303, response.text
+
+    def label(self, limit: int | None = None) -> int:
+        """Do up to ``limit`` tasks (all, when None) across the labeler's projects; returns how many."""
+        done = 0
+        while limit is None or done < limit:
+            projects = re.findall(r'href="/projects/(\d+)/next"', self.client.get("/").text)
+            if not projects:
+                return done
+            task = self.client.get(f"/projects/{projects[0]}/next").headers["location"]
+            page = self.client.get(task).text
+            form = {"csrf_token": _field(page, "csrf_token"), "idempotency_key": _field(page, "idempotency_key")}
+            outputs = sorted(set(re.findall(r'name="rank_(\d+)"', page)), key=int)
+            shown = re.findall(r'<h3>Output \d+</h3><div class="pre">(.*?)</div>', page, re.S)
+            if outputs:  # a ranking board: output i in column i + 1 (no ties), rated 7 down to 1
+                form.update({f"rank_{i}": str(int(i) + 1) for i in outputs})
+                form.update({f"likert_{i}": str(max(1, 7 - int(i))) for i in outputs})
+            elif 'name="preferred"' in page:  # a comparison: the longer output is better
+                form["preferred"] = "1" if len(shown[0]) > len(shown[1]) else "2"
+            else:  # a demonstration
+                form["response"] = f"A careful answer, written by a person ({done})."
+            response = self.client.post(task, data=form)
+            assert response.status_code == 303, response.text
+            done += 1
+        return done
+
+
+def _field(html: str, name: str) -> str:
+    return re.search(rf'name="{name}" value="([^"]+)"', html).group(1)
+
+
+@pytest.mark.slow
+def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, capsys):
+    from instructgpt.models.tiny import save_tiny
+
+    base, database_url = served
+    lean = dict(TINY, sft_epochs=1, ppo_init_from_pretrain_mix=False, sft_select_by_rm=False, human_rankings=0)
+    config = PipelineConfig(
+        out_dir=tmp_path / "run",
+        model=save_tiny(str(tmp_path / "tiny")),
+        labelers="app",
+        label_database_url=database_url,
+        label_project="test run",
+        label_labelers=("ann", "bob"),
+        label_poll_seconds=0.2,
+        **lean,
+    )
+    stages = build_stages(config)
+    assert [s.name for s in stages][:4] == ["prepare", "sft", "samples", "rankings"]
+
+    with pytest.raises(AwaitingLabels, match=r"0 of 16 prompts labelled in project 'test run demonstrations'"):
+        run_stages(stages[:4], config.out_dir)
+    ann, bob = Labeler(base, "ann"), Labeler(base, "bob")
+    assert ann.label(5) == 5
+    capsys.readouterr()
+    with pytest.raises(AwaitingLabels, match="5 of 16 prompts labelled"):  # a re-run picks up where the labels stand
+        run_stages(build_stages(config)[:4], config.out_dir)
+    assert "'test run demonstrations': 5 of 16 prompts labelled; ann 5/8, bob 0/8" in capsys.readouterr().out
+
+    # The rest are labelled while the pipeline waits: it trains SFT on them, samples, publishes
+    # the samples for ranking and waits again until those are ranked too.
+    stop = threading.Event()
+
+    def keep_labelling() -> None:
+        while not stop.is_set():
+            if not (ann.label() + bob.label()):
+                time.sleep(0.1)
+
+    people = threading.Thread(target=keep_labelling, daemon=True)
+    people.start()
+    waiting = replace(config, label_wait_minutes=10.0)
+    try:
+        outputs = run_stages(build_stages(waiting)[:4], config.out_dir)
+    finally:
+        stop.set()
+        people.join(60)
+
+    demonstrations = read_records(config.out_dir / "sft" / "train.jsonl", "demonstrations")
+    assert len(demonstrations) == 16 and {d.labeler_id for d in demonstrations} == {"ann", "bob"}
+    samples = (config.out_dir / "samples" / "train.jsonl").read_text().splitlines()
+    rankings = read_records(outputs["rankings"]["train"], "rankings")
+    assert len(rankings) == len(samples) and {r.labeler_id for r in rankings} == {"ann", "bob"}
+    assert all(r.ranks == list(range(len(r.responses))) for r in rankings)  # the scripted labelers' order
+    log = capsys.readouterr().out
+    assert f"'test run rankings': {len(samples)} of {len(samples)} prompts labelled" in log
+
+    # Done: a re-run skips every stage.
+    run_stages(build_stages(config)[:4], config.out_dir)
+    assert capsys.readouterr().out.count("(done, skipped)") == 4
+
+
+def test_app_labels_are_checked_before_anything_runs(served, tmp_path):
+    from instructgpt.cli.pipeline import main
+    from instructgpt.config import ConfigError
+
+    _, database_url = served
+    argv = ["--out-dir", str(tmp_path), "--labelers", "app", "--label-database-url", database_url]
+    assert main([*argv, "--label-overlap", "0"]) == 2
+    with pytest.raises(ConfigError, match="give exports or labelers=app"):
+        PipelineConfig(labelers="app", round_human_rankings=(tmp_path / "x.jsonl",)).validate()
+
+
+def test_an_unknown_labeler_account_is_named(served, tmp_path):
+    from instructgpt.config import ConfigError
+    from instructgpt.data.schemas import Prompt
+    from instructgpt.pipeline.people import collect
+
+    _, database_url = served
+    config = PipelineConfig(labelers="app", label_database_url=database_url, label_labelers=("ann", "zed"))
+    prompt = Prompt(id="p1", text="Say hi.", user_id="u", source="api")
+    with pytest.raises(ConfigError, match="label_labelers: no account 'zed'"):
+        collect(config, "demonstration", "demonstrations", [prompt])
+
+
+def test_people_judge_the_evaluation_blind(served):
+    """The evaluation's pairs go to a comparison project; unjudged pairs tie and count as open
+    until people choose (here: the longer output), whatever order the app showed them in."""
+    from instructgpt.pipeline.people import AppJudge
+
+    base, database_url = served
+    config = PipelineConfig(
+        labelers="app", label_database_url=database_url, label_project="judge", label_labelers=("ann",)
+    )
+    prompts, a, b = ["Say hi.", "Count to two.", "Name a colour."], ["hello there", "1 2", ""], ["hi", "one two", "red"]
+    judge = AppJudge(config, "eval comparisons")
+    assert judge.compare(prompts, a, b) == ["tie", "tie", "b"] and judge.open == 2  # an empty output loses
+    assert Labeler(base, "ann").label() == 2
+    judged = AppJudge(config, "eval comparisons")
+    assert judged.compare(prompts, a, b) == ["a", "b", "b"] and judged.open == 0
+    assert judged.compare(prompts[:2], b[:2], a[:2]) == ["b", "a"]  # the same pairs, the other way round
+
+
+def test_the_simulated_panel_keeps_its_fingerprints():
+    simulated = {s.name: s.settings for s in build_stages(PipelineConfig(rounds=2))}
+    assert not any(k == "labelers" or k.startswith("label_") for settings in simulated.values() for k in settings)
+    config = PipelineConfig(labelers="app", ppo_init_from_pretrain_mix=True, rounds=2)
+    labelled = {s.name for s in build_stages(config) if "labelers" in s.settings}
+    assert labelled == {"sft", "sft_ppo_init", "rankings", "round-1/eval", "round-2/rankings", "eval"}
