@@ -7,6 +7,7 @@ labelers are scripts that log in and submit the task forms as a browser would (n
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -193,6 +194,44 @@ def test_people_judge_the_evaluation_blind(served):
     judged = AppJudge(config, "eval comparisons")
     assert judged.compare(prompts, a, b) == ["a", "b", "b"] and judged.open == 0
     assert judged.compare(prompts[:2], b[:2], a[:2]) == ["b", "a"]  # the same pairs, the other way round
+
+
+@pytest.mark.slow
+def test_the_evaluation_stops_for_people_and_a_rerun_reads_their_choices(served, tmp_path):
+    from instructgpt.evaluation.suite import EvalConfig
+    from instructgpt.models.tiny import save_tiny
+    from instructgpt.pipeline.people import evaluate_with_people
+
+    base, database_url = served
+    prompts = tmp_path / "test_prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"t{i}", "text": f"Tell me about the number {i}.", "user_id": "u", "source": "api"})
+            + "\n"
+            for i in range(3)
+        )
+    )
+    evaluation = EvalConfig(
+        models=(f"sft={save_tiny(str(tmp_path / 'sft'))}", f"ppo={save_tiny(str(tmp_path / 'ppo'), seed=1)}"),
+        prompts_file=prompts,
+        tasks=("winrate",),
+        task_limits=("winrate=3",),
+        win_max_new_tokens=6,
+        out_dir=tmp_path / "eval",
+    )
+    config = PipelineConfig(
+        labelers="app", label_database_url=database_url, label_project="run", label_labelers=("ann",)
+    )
+    with pytest.raises(AwaitingLabels, match=r"0 of \d+ prompts labelled in project 'run eval comparisons'"):
+        evaluate_with_people(config, evaluation, "eval comparisons")
+    assert Labeler(base, "ann").label() >= 1
+    evaluate_with_people(config, evaluation, "eval comparisons")  # the re-run: every pair judged
+
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["winrate"]["judge"] == "people" and results["winrate"]["per_model"]["ppo"]["n"] == 3
+    records = [json.loads(line) for line in (tmp_path / "eval" / "comparisons.jsonl").read_text().splitlines()]
+    judged = [r for r in records if r["response"].strip() and r["baseline_response"].strip()]
+    assert judged and all(r["outcome"] in ("win", "loss") for r in judged)  # people always chose one
 
 
 def test_the_simulated_panel_keeps_its_fingerprints():
