@@ -67,12 +67,12 @@ def test_every_trainer_checks_the_engine_before_it_loads_a_model(demos_file, tmp
 @pytest.mark.slow
 def test_the_documented_fsdp_config_on_a_cpu_stops_instead_of_training_ddp(demos_file, tmp_path):
     """``accelerate launch --config_file docs/accelerate/fsdp.yaml`` with 2 processes on this CPU machine: accelerate
-    forms MULTI_CPU (DDP over gloo); ``instructgpt sft`` says so, exits with status 2 and writes no model."""
+    forms MULTI_CPU (DDP over gloo); ``instructgpt sft`` says so, exits with an error and writes no model."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "fsdp.yaml")]
     command += ["--num_processes", "2", "--main_process_port", "29571", "-m", "instructgpt.cli.main", "sft"]
     command += ["--model", "not-a-model", "--data", str(demos_file), "--out-dir", str(tmp_path / "run")]
     command += ["--no-progress"]
     result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
     assert "accelerate config: asks for FSDP, but accelerate formed MULTI_CPU" in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 1  # the launcher's status for a process that exited with 2
     assert not (tmp_path / "run" / "final").exists()
