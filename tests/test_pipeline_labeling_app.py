@@ -43,7 +43,8 @@ def served(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -101,6 +102,7 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
 
     base, database_url = served
     lean = dict(TINY, sft_epochs=1, ppo_init_from_pretrain_mix=False, sft_select_by_rm=False, human_rankings=0)
+    lean.update(sft_demonstrations=8, sft_batch_size=8, rm_prompts=4, rm_eval_prompts=2)  # few tasks: a fast test
     config = PipelineConfig(
         out_dir=tmp_path / "run",
         model=save_tiny(str(tmp_path / "tiny")),
@@ -114,14 +116,14 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
     stages = build_stages(config)
     assert [s.name for s in stages][:4] == ["prepare", "sft", "samples", "rankings"]
 
-    with pytest.raises(AwaitingLabels, match=r"0 of 16 prompts labelled in project 'test run demonstrations'"):
+    with pytest.raises(AwaitingLabels, match=r"0 of 8 prompts labelled in project 'test run demonstrations'"):
         run_stages(stages[:4], config.out_dir)
     ann, bob = Labeler(base, "ann"), Labeler(base, "bob")
-    assert ann.label(5) == 5
+    assert ann.label(3) == 3
     capsys.readouterr()
-    with pytest.raises(AwaitingLabels, match="5 of 16 prompts labelled"):  # a re-run picks up where the labels stand
+    with pytest.raises(AwaitingLabels, match="3 of 8 prompts labelled"):  # a re-run picks up where the labels stand
         run_stages(build_stages(config)[:4], config.out_dir)
-    assert "'test run demonstrations': 5 of 16 prompts labelled; ann 5/8, bob 0/8" in capsys.readouterr().out
+    assert "'test run demonstrations': 3 of 8 prompts labelled; ann 3/4, bob 0/4" in capsys.readouterr().out
 
     # The rest are labelled while the pipeline waits: it trains SFT on them, samples, publishes
     # the samples for ranking and waits again until those are ranked too.
@@ -142,7 +144,7 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
         people.join(60)
 
     demonstrations = read_records(config.out_dir / "sft" / "train.jsonl", "demonstrations")
-    assert len(demonstrations) == 16 and {d.labeler_id for d in demonstrations} == {"ann", "bob"}
+    assert len(demonstrations) == 8 and {d.labeler_id for d in demonstrations} == {"ann", "bob"}
     samples = (config.out_dir / "samples" / "train.jsonl").read_text().splitlines()
     rankings = read_records(outputs["rankings"]["train"], "rankings")
     assert len(rankings) == len(samples) and {r.labeler_id for r in rankings} == {"ann", "bob"}
