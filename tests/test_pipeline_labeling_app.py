@@ -236,6 +236,50 @@ def test_the_evaluation_stops_for_people_and_a_rerun_reads_their_choices(served,
     assert judged and all(r["outcome"] in ("win", "loss") for r in judged)  # people always chose one
 
 
+def test_a_later_round_is_ranked_in_its_own_project(served, tmp_path):
+    from instructgpt.pipeline import rounds
+
+    base, database_url = served
+
+    def write(name: str, rows: list[dict]):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return path
+
+    texts = {"p1": "Say hi.", "p2": "Count to two.", "v1": "Name a colour."}
+    samples = {
+        split: write(f"{split}.jsonl", [{"prompt_id": p, "prompt": texts[p], "responses": ["a b", "c"]} for p in ids])
+        for split, ids in (("train", ("p1", "p2")), ("valid", ("v1",)))
+    }
+    results = {
+        "prepare": {
+            "rm_train": write(
+                "rm.jsonl", [{"id": p, "text": t, "user_id": "u", "source": "api"} for p, t in texts.items()]
+            )
+        },
+        "rankings": {"panel": tmp_path / "panel.json"},  # round 1's panel, uncalibrated here
+        "round-2/samples": samples,
+    }
+    (tmp_path / "panel.json").write_text(json.dumps({"calibrations": []}))
+    config = PipelineConfig(
+        out_dir=tmp_path,
+        rounds=2,
+        labelers="app",
+        label_database_url=database_url,
+        label_project="r",
+        label_labelers=("ann",),
+    )
+    folder = tmp_path / "round-2" / "rankings"
+    folder.mkdir(parents=True)
+    with pytest.raises(AwaitingLabels, match="0 of 2 prompts labelled in project 'r round-2 rankings'"):
+        rounds.rankings_stage(config, folder, results, 2)
+    assert Labeler(base, "ann").label() == 2
+    out = rounds.rankings_stage(config, folder, results, 2)
+    ranked = read_records(out["train"], "rankings")
+    assert [(r.prompt_id, r.labeler_id, r.ranks) for r in ranked] == [("p1", "ann", [0, 1]), ("p2", "ann", [0, 1])]
+    assert json.loads(out["panel"].read_text())["human"] == 2
+
+
 def test_the_simulated_panel_keeps_its_fingerprints():
     simulated = {s.name: s.settings for s in build_stages(PipelineConfig(rounds=2))}
     assert not any(k == "labelers" or k.startswith("label_") for settings in simulated.values() for k in settings)
