@@ -22,6 +22,18 @@ def _quiet_transformers():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and the CPU is shared); modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tokenizer():
     from instructgpt.models.tiny import tiny_tokenizer
 

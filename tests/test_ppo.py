@@ -11,14 +11,7 @@ from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.ppo import PPOConfig, train_ppo
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and the CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -19,13 +19,7 @@ from instructgpt.training.ppo import PPOConfig, TrainState, ppo_minibatch_step, 
 from instructgpt.training.ppo_io import load_models
 from instructgpt.training.precision import MasterWeights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class GradRecorder:
