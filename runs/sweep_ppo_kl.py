@@ -9,13 +9,14 @@ settings) into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plu
 *validation* split (user-disjoint from PPO training and from the test prompts), and the run's
 calibrated held-out simulated labelers judge each against SFT, as the eval stage does.
 
-A grid point is ``LR:BETA:TARGET[:INIT[:GAMMA[:PER]]]``: policy lr, initial beta, the adaptive controller's KL
+A grid point is ``LR:BETA:TARGET[:INIT[:GAMMA[:PER]]][:FIELD=VALUE...]``: policy lr, initial beta, the adaptive controller's KL
 target in nats per response (``-`` keeps beta fixed), and the model PPO starts from: ``mix`` (the
 run's separate SFT with 10% pretraining data, ``sft_ppo_init``) or ``sft`` (the SFT baseline
 chosen by ``select_sft``); default: the preset's. GAMMA > 0 trains PPO-ptx instead, with pretraining
 coefficient GAMMA and PER pretraining sequences per episode (default: the preset's ptx_per_episode),
 so the pretraining term's weight, which the paper gives (27.8) only for its own normalisation of
-the two terms, is chosen on validation prompts too. ``--inits`` also judges the pretraining-mix
+the two terms, is chosen on validation prompts too. Trailing ``FIELD=VALUE`` parts set any other
+PipelineConfig field (YAML values), e.g. ``1e-5:0.02:-:sft:0:2:ppo_missing_eos_penalty=1``. ``--inits`` also judges the pretraining-mix
 init itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's episodes
 per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an iteration.
 A finished point is not trained again. Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
@@ -58,11 +59,14 @@ def main(
     sweep = run_dir / "sweeps" / "ppo-kl"
     points = {}
     for point in grid:
-        lr, beta, target, *rest = point.split(":")
+        parts = point.split(":")
+        extra = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in parts if "=" in p)}
+        lr, beta, target, *rest = [p for p in parts if "=" not in p]
         start = rest[0] if rest else "mix" if config.ppo_init_from_pretrain_mix else "sft"
         gamma = float(rest[1]) if len(rest) > 1 else 0.0
         per_episode = float(rest[2]) if len(rest) > 2 else config.ptx_per_episode
         name = f"lr{lr}-beta{beta}-kl{target}-init-{start}" + (f"-ptx{gamma:g}x{per_episode:g}" if gamma else "")
+        name += "".join(f"-{k.removeprefix('ppo_')}{v}" for k, v in extra.items())
         varied = replace(
             config,
             ppo_init_from_pretrain_mix=INITS[start],
@@ -71,6 +75,7 @@ def main(
             ppo_kl_coef=float(beta),
             ppo_kl_target=None if target == "-" else float(target),
             ppo_kl_horizon=horizon or config.ppo_batch_size,
+            **extra,
         )
         varied.validate()
         folder = sweep / name

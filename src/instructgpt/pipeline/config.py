@@ -108,6 +108,10 @@ class PipelineConfig:
     """Policy learning rate."""
     ppo_response_tokens: int = 48
     """New tokens per PPO episode."""
+    ppo_missing_eos_penalty: float = 0.0
+    """Subtracted from the RM score of a PPO episode that hits ``ppo_response_tokens`` without EOS ("the missing-EOS
+    handling", which method.md leaves open). 0 keeps a cut-off response's score: the RM then favours longer
+    responses, and at a short cap they end cut off mid-sentence (README, "The paper in miniature")."""
     ppo_kl_coef: float = 0.02
     """beta of the per-token KL penalty to the reference (paper: 0.02, fixed); the start value when adaptive."""
     ppo_kl_target: float | None = None
@@ -204,6 +208,7 @@ class PipelineConfig:
         check(self.samples_per_prompt >= 2, "samples_per_prompt", "K must be at least 2")
         check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
         check(self.ppo_kl_coef >= 0, "ppo_kl_coef", "must be >= 0")
+        check(self.ppo_missing_eos_penalty >= 0, "ppo_missing_eos_penalty", "must be >= 0")
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
