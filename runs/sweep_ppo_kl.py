@@ -19,7 +19,8 @@ the two terms, is chosen on validation prompts too. Trailing ``FIELD=VALUE`` par
 PipelineConfig field (YAML values), e.g. ``1e-5:0.02:-:sft:0:2:ppo_missing_eos_penalty=1``. ``--inits`` also judges the pretraining-mix
 init itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's episodes
 per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an iteration.
-A finished point is not trained again. Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
+A finished point is not trained again; ``--train-only`` trains without judging (e.g. one process per point,
+then one run that judges them all). Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
 table: win rate against SFT with its 95% interval, and each run's last RM score and KL.
 """
 
@@ -52,6 +53,7 @@ def main(
     grid: tuple[str, ...] = DEFAULT_GRID,
     horizon: int | None = None,
     inits: bool = False,
+    train_only: bool = False,
 ) -> None:
     values = yaml.safe_load(preset_path(preset).read_text()) or {}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -85,6 +87,8 @@ def main(
             run.ppo_stage(varied, folder, {}, gamma)
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # resume state: GBs, never read again
         points[name] = folder / "final"
+    if train_only:  # e.g. one process per point (a process that trains several grows its memory)
+        return
     if inits:
         points["init-mix"] = run._load({}, run_dir, "sft_ppo_init")["model"]
     summary = evaluate(config, sweep, points, prompts)
