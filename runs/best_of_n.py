@@ -1,0 +1,102 @@
+"""How much preference the reward model can buy, without PPO: best-of-n on validation prompts (issue 18).
+
+    .venv/bin/python runs/best_of_n.py RUN_DIR [--preset miniature] [--prompts 64] [--n 1 2 4 8 16]
+
+RUN_DIR is a finished pipeline run of the preset. On the same ``--prompts`` PPO-*validation*
+prompts as ``runs/sweep_ppo_kl.py`` (never the test prompts), the SFT baseline samples
+``max(n)`` responses per prompt at temperature 1 (the PPO policy's starting distribution); the
+run's reward model scores them; for each n, the response with the highest RM score among the first
+n is judged against SFT's greedy response by the run's held-out simulated labelers, as the eval
+stage judges PPO. n = 1 is a plain temperature-1 sample (the control). The "oracle" row picks,
+among all max(n), the response the held-out panel itself scores highest (what a perfect RM would
+pick), so the table splits the gap between SFT and a preferred policy into what the RM misses and
+what optimisation against it would have to find. Best-of-n at KL = log n - (n - 1) / n nats from
+SFT is the standard yardstick for an RL policy at the same KL.
+
+Writes ``RUN_DIR/sweeps/best-of-n/summary.json`` (and the responses) and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import tyro
+import yaml
+
+from instructgpt.data.jsonl import read_records, write_jsonl_atomic
+from instructgpt.pipeline import run
+from instructgpt.pipeline.config import PipelineConfig, preset_path
+
+
+def main(
+    run_dir: tyro.conf.Positional[Path],
+    preset: str = "miniature",
+    prompts: int = 64,
+    n: tuple[int, ...] = (1, 2, 4, 8, 16),
+) -> None:
+    from instructgpt.evaluation.judges import LabelerJudge, blind_outcomes
+    from instructgpt.evaluation.metrics import win_rate
+    from instructgpt.models.generate import generate
+    from instructgpt.models.loader import load_model
+    from instructgpt.models.reward import load_reward_model, score_texts
+
+    values = yaml.safe_load(preset_path(preset).read_text()) or {}
+    config = PipelineConfig(
+        **{**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, "out_dir": run_dir}
+    )
+    valid = read_records(run_dir / "prepare" / "api" / "ppo" / "valid.jsonl", "prompts")
+    chosen = random.Random(config.seed).sample(valid, min(prompts, len(valid)))
+    texts = [p.text for p in chosen]
+    model, tokenizer = load_model(run._sft_baseline(config, {}))
+    common = dict(max_new_tokens=config.eval_tokens, batch_size=64, autocast=run._autocast_dtype())
+    greedy = generate(model, tokenizer, texts, temperature=0.0, **common)
+    most = max(n)
+    samples = generate(
+        model, tokenizer, [t for t in texts for _ in range(most)], temperature=1.0, seed=config.seed, **common
+    )
+    del model
+    rm, rm_tokenizer = load_reward_model(str(run._load({}, run_dir, "rm")["model"]))
+    scores = np.array(score_texts(rm, rm_tokenizer, [t for t in texts for _ in range(most)], samples)).reshape(-1, most)
+    drawn = [samples[i * most : (i + 1) * most] for i in range(len(texts))]
+    calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
+    panel = run._panel(config, calibrations).held_out
+    judge = LabelerJudge(panel, name="held-out simulated labelers")
+    picks = {f"best-of-{k}": [d[int(np.argmax(s[:k]))] for d, s in zip(drawn, scores)] for k in n}
+    picks["oracle-of-" + str(most)] = [d[_panel_best(panel, t, d)] for t, d in zip(texts, drawn)]
+    out = {"prompts": len(texts), "split": "ppo valid", "samples_per_prompt": most, "rows": {}}
+    print(f"\nagainst SFT greedy on {len(texts)} PPO-validation prompts (held-out simulated labelers, 95% Wilson)")
+    for name, responses in picks.items():
+        outcomes = blind_outcomes(judge, texts, responses, greedy, np.random.default_rng(config.seed))
+        rate = win_rate(outcomes).to_dict()
+        k = int(name.rsplit("-", 1)[1])
+        kl = math.log(k) - (k - 1) / k if name.startswith("best") else float("nan")
+        out["rows"][name] = {"win_rate": rate, "kl_nats": kl, "mean_rm_score": _mean_picked(scores, drawn, responses)}
+        print(f"  {name:<12} {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]   KL {kl:.2f}")
+    folder = run_dir / "sweeps" / "best-of-n"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"prompt": t, "greedy": g, "samples": d, "rm_scores": s.tolist()}
+        for t, g, d, s in zip(texts, greedy, drawn, scores)
+    ]
+    write_jsonl_atomic(folder / "responses.jsonl", rows)
+    (folder / "summary.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {folder / 'summary.json'}")
+
+
+def _panel_best(panel, prompt: str, responses: list[str]) -> int:
+    """The response with the highest mean score over the panel's labelers."""
+    measured = panel[0].scorer.measure([(prompt, responses)])[0]
+    return int(np.argmax(np.mean([labeler.scores(prompt, responses, measured) for labeler in panel], axis=0)))
+
+
+def _mean_picked(scores: np.ndarray, drawn: list[list[str]], picked: list[str]) -> float:
+    return float(np.mean([s[d.index(p)] for s, d, p in zip(scores, drawn, picked)]))
+
+
+if __name__ == "__main__":
+    sys.exit(tyro.cli(main))
