@@ -250,6 +250,7 @@ def test_value_model_starts_equal_to_the_reward_model(tmp_path):
             scores = models.reward_model.values(ids, mask).float()
         torch.testing.assert_close(values, scores, atol=atol, rtol=0.05 if atol else 0)
         assert float(models.value_model.normalization_bias) == 0.25
+        assert models.reward_model.normalize and models.value_model.normalize  # the bias joins the rewards
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])

@@ -1,10 +1,10 @@
 """Reward and value models in Hugging Face's layout: scores agree both ways (issue 21, point 1).
 
 Ours -> Hugging Face: ``AutoModelForSequenceClassification`` loads our folder with our head and
-scores every response as we do, less the saved normalisation bias (which its bias-free head
-cannot hold), also when the tokenizer pads with EOS. Hugging Face -> ours: a TRL-style or
-OpenRLHF-style reward model loads with its trained head. A model without a head is an error;
-folders of the older layout still load.
+scores every response exactly as we do, also when the tokenizer pads with EOS; the saved
+normalisation bias (which its bias-free head cannot hold) is added only where PPO asks for it.
+Hugging Face -> ours: a TRL-style or OpenRLHF-style reward model loads with its trained head and
+the same scores. A model without a head is an error; folders of the older layout still load.
 """
 
 import json
@@ -26,6 +26,7 @@ from instructgpt.models.reward import (
     score_texts,
 )
 from instructgpt.models.tiny import save_tiny, tiny_model, tiny_tokenizer
+from instructgpt.training.rm_data import score_sequences
 
 PROMPTS = ["Say hi.", "Count to three.", "Name a colour."]
 RESPONSES = ["hi", "one two three", "a rather longer answer: blue"]
@@ -67,7 +68,7 @@ def _ours(rm, tokenizer) -> torch.Tensor:
     return torch.tensor(score_texts(rm, tokenizer, PROMPTS, RESPONSES))
 
 
-def test_hugging_face_scores_our_folder_as_we_do_less_the_bias(tmp_path, tokenizer):
+def test_hugging_face_scores_our_folder_as_we_do(tmp_path, tokenizer):
     rm = _trained_like_rm(tokenizer, bias=-0.75)
     rm.save_pretrained(tmp_path / "rm", tokenizer, parent="sft")
     config = json.loads((tmp_path / "rm" / "config.json").read_text())
@@ -75,10 +76,38 @@ def test_hugging_face_scores_our_folder_as_we_do_less_the_bias(tmp_path, tokeniz
     assert (config["normalize_reward"], config["mean"], config["std"]) == (True, 0.75, 1.0)  # OpenRLHF's keys
     assert not (tmp_path / "rm" / HEAD_FILE).exists()
     ours = _ours(rm, tokenizer)
-    torch.testing.assert_close(_hf_scores(tmp_path / "rm") - 0.75, ours, rtol=1e-5, atol=1e-5)
+    hf = _hf_scores(tmp_path / "rm")
+    torch.testing.assert_close(hf, ours, rtol=1e-5, atol=1e-5)
     loaded, tok = load_reward_model(tmp_path / "rm")
-    torch.testing.assert_close(_ours(loaded, tok), ours)
+    torch.testing.assert_close(_ours(loaded, tok), hf, rtol=1e-5, atol=1e-5)
     assert float(loaded.normalization_bias) == -0.75 and loaded.parent == "sft"
+    # what PPO loads: the same scores plus the saved bias, as OpenRLHF's --normalize_reward gives
+    normalized, tok = load_reward_model(tmp_path / "rm", normalized=True)
+    torch.testing.assert_close(_ours(normalized, tok), hf - 0.75, rtol=1e-5, atol=1e-5)
+    rm.normalize = True
+    torch.testing.assert_close(_ours(rm, tokenizer), ours - 0.75)
+
+
+def test_transformers_keeps_the_score_head_bias_free():
+    """Why the bias stays outside the weights: Gemma's and Llama's ``score`` has no bias to load,
+    and it reads an RMSNorm's output (no constant feature). Should transformers add one, fold it in."""
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    for config in (
+        tiny_model(tiny_tokenizer()).config,
+        LlamaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=64,
+        ),
+    ):
+        config.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(config)
+        assert model.score.bias is None, type(model).__name__
+        assert "RMSNorm" in type(model.base_model.norm).__name__
 
 
 def test_pad_equal_to_eos_is_saved_apart_so_hugging_face_reads_the_final_eos(tmp_path):
@@ -114,7 +143,7 @@ def _save_trl_style(folder, tokenizer, head: torch.Tensor) -> None:
     from transformers import AutoModelForSequenceClassification
 
     config = tiny_model(tokenizer).config
-    config.num_labels = 1
+    config.num_labels, config.pad_token_id = 1, tokenizer.pad_token_id  # as TRL sets it
     torch.manual_seed(1)
     model = AutoModelForSequenceClassification.from_config(config)
     with torch.no_grad():
@@ -132,6 +161,30 @@ def test_trl_style_reward_model_loads_with_its_trained_head(tmp_path, tokenizer)
     torch.testing.assert_close(_ours(rm, tok), _hf_scores(tmp_path / "trl"), rtol=1e-5, atol=1e-4)
 
 
+def test_a_trl_style_model_saved_with_pad_equal_to_eos_is_read_where_hugging_face_reads(tmp_path):
+    """TRL pads with EOS when the tokenizer has no pad token: Hugging Face then reads the token
+    before each final EOS, and so do we (padded or packed), also after saving again."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    _save_trl_style(tmp_path / "trl", tokenizer, torch.randn(1, 32, generator=torch.Generator().manual_seed(4)) * 14)
+    hf = _hf_scores(tmp_path / "trl")
+    rm, tok = load_reward_model(tmp_path / "trl")
+    assert rm.skip_token_id == tok.pad_token_id == tokenizer.eos_token_id
+    torch.testing.assert_close(_ours(rm, tok), hf, rtol=1e-5, atol=1e-4)
+    ids = [render_prompt(tok, p, "auto") + response_ids(tok, p, r, "auto") for p, r in zip(PROMPTS, RESPONSES)]
+    packed = score_sequences(rm, ids, tok.pad_token_id, packing=True)
+    torch.testing.assert_close(packed, hf, rtol=1e-5, atol=1e-4)
+    rm.skip_token_id = None  # reading the final EOS gives other scores: the case above is not passed by luck
+    assert not torch.allclose(_ours(rm, tok), hf, atol=1e-3)
+    rm.skip_token_id = tokenizer.eos_token_id
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rm.save_pretrained(tmp_path / "again", tok)
+    torch.testing.assert_close(_hf_scores(tmp_path / "again"), hf, rtol=1e-5, atol=1e-4)
+    again, tok = load_reward_model(tmp_path / "again")
+    torch.testing.assert_close(_ours(again, tok), hf, rtol=1e-5, atol=1e-4)
+
+
 def test_openrlhf_value_head_name_and_its_normalization_are_read(tmp_path, tokenizer):
     """Older OpenRLHF names the head ``value_head`` and keeps ``(score - mean) / std`` in config.json."""
     _save_trl_style(tmp_path / "hf", tokenizer, torch.randn(1, 32, generator=torch.Generator().manual_seed(2)))
@@ -146,6 +199,8 @@ def test_openrlhf_value_head_name_and_its_normalization_are_read(tmp_path, token
     (folder / "config.json").write_text(json.dumps(config))
     tokenizer.save_pretrained(folder)
     rm, tok = load_reward_model(folder)
+    torch.testing.assert_close(_ours(rm, tok), expected, rtol=1e-5, atol=1e-5)  # transformers ignores mean, std
+    rm, tok = load_reward_model(folder, normalized=True)
     torch.testing.assert_close(_ours(rm, tok), (expected - 0.3) / 2.0, rtol=1e-5, atol=1e-5)
 
 
@@ -174,9 +229,9 @@ def test_older_folders_still_load_with_a_warning_and_convert_by_saving_again(tmp
         loaded, tok = load_reward_model(tmp_path / "old")
     ours = _ours(rm, tokenizer)
     torch.testing.assert_close(_ours(loaded, tok), ours)
-    assert loaded.parent == "sft"
+    assert loaded.parent == "sft" and float(loaded.normalization_bias) == 0.5
     loaded.save_pretrained(tmp_path / "new", tok)
-    torch.testing.assert_close(_hf_scores(tmp_path / "new") + 0.5, ours, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_hf_scores(tmp_path / "new"), ours, rtol=1e-5, atol=1e-5)
     fresh = _trained_like_rm(tokenizer)  # resume and cross-validation load weights in place, either layout
     for folder in ("old", "new"):
         with warnings.catch_warnings():
@@ -198,6 +253,6 @@ def test_a_value_model_with_lora_adapters_is_saved_merged(tmp_path, tokenizer):
     rm.save_pretrained(tmp_path / "value", tokenizer)
     assert hasattr(rm.trunk, "merge_and_unload")  # the live model keeps its adapters
     ours = _ours(rm, tokenizer)
-    torch.testing.assert_close(_hf_scores(tmp_path / "value") + 0.25, ours, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_hf_scores(tmp_path / "value"), ours, rtol=1e-5, atol=1e-5)
     loaded, tok = load_reward_model(tmp_path / "value")
     torch.testing.assert_close(_ours(loaded, tok), ours, rtol=1e-5, atol=1e-5)

@@ -60,7 +60,7 @@ def test_train_eval_normalize(tmp_path, capsys):
         )
         == 0
     )
-    model, tokenizer = load_reward_model(tmp_path / "norm")
+    model, tokenizer = load_reward_model(tmp_path / "norm", normalized=True)  # as PPO loads it
     scores = score_texts(model, tokenizer, ["Say hi.", "Say yo.", "Say hey."], ["hi", "yo", "hey"])
     assert abs(sum(scores)) < 1e-4
 

@@ -57,8 +57,8 @@ def test_rm_learns_a_separable_ranking_and_normalises(rankings, val_rankings, tm
     assert _values(tmp_path / "run", "rm/responses")[0] > 8  # K responses per prompt, 8 prompts per step
     meta = read_meta(tmp_path / "run" / "final")
     assert meta["kind"] == "rm" and meta["step"] == 24 and meta["parent"] == "tiny-random"
-    # normalisation: the best-ranked training responses score mean 0 with the saved model
-    loaded, tokenizer = load_reward_model(tmp_path / "run" / "final")
+    # normalisation: the best-ranked training responses score mean 0 with the saved bias, as PPO loads it
+    loaded, tokenizer = load_reward_model(tmp_path / "run" / "final", normalized=True)
     from instructgpt.data.jsonl import read_records
 
     best = [

@@ -166,7 +166,8 @@ def _normalize(config: NormalizeConfig) -> None:
     bias = normalize(model, tokenizer, pairs, settings)
     out = config.out or config.model
     model.save_pretrained(out, tokenizer)
-    print(f"normalization bias {bias:+.4f} ({len(pairs)} demonstrations score mean 0); saved to {out}")
+    print(f"normalization bias {bias:+.4f} ({len(pairs)} demonstrations score mean 0 with it, as PPO adds it)")
+    print(f"saved to {out}")
 
 
 def _select_sft(config: SelectSFTConfig) -> None:

@@ -18,13 +18,18 @@ Choices the paper leaves open:
   padding give the same score) and position ids are rebuilt from the mask, so a left-padded
   sequence sees the same positions as an unpadded one;
 - ``normalization_bias`` (method.md: "add a bias such that the labelers' demonstrations score
-  mean 0 before RL") is a buffer added to every score; it is saved with the model;
+  mean 0 before RL") is a buffer saved with the model and added to the scores only when
+  ``normalize`` is set: PPO loads its reward and value models so (``load_reward_model(...,
+  normalized=True)``), the reward RL sees; everywhere else a score is the head's output alone,
+  which is what Hugging Face computes from the saved folder (see below). Comparisons, accuracies
+  and best-of-n choices do not depend on the constant;
 - the head always runs in fp32, outside any autocast: under bf16 autocast the trunk computes
   in bf16, but a bf16 score (8 bits of mantissa) would round the small score differences the
   ranking loss is made of;
 - packed rows (several sequences in one row, positions restarting at 0, no attention mask;
   :func:`instructgpt.data.collate.pack`) are scored by :meth:`RewardModel.score_packed`, which
-  reads each sequence at its own last token.
+  reads each sequence at its own last token (callers drop trailing ``skip_token_id`` tokens:
+  :func:`instructgpt.training.rm_data.score_sequences`).
 
 Saved layout (a folder), the one TRL's ``RewardTrainer`` and OpenRLHF write: a Hugging Face
 sequence classifier with one label (``config.json`` + ``model.safetensors``, the trunk under
@@ -32,19 +37,25 @@ sequence classifier with one label (``config.json`` + ``model.safetensors``, the
 (``{"normalization_bias": ..., "parent": ...}``). ``AutoModelForSequenceClassification``
 loads it with our head; choices:
 
-- the normalisation bias cannot go into the model: Gemma's and Llama's ``score`` has no bias
-  and no config flag adds one, and nothing in transformers adds a constant to the logits. It is
-  kept in ``reward.json`` and in ``config.json`` the way OpenRLHF keeps it (``normalize_reward``,
-  ``mean = -bias``, ``std = 1``; OpenRLHF applies them under ``--normalize_reward``). A plain
-  ``AutoModelForSequenceClassification`` therefore scores ``ours - normalization_bias``: the same
-  ranking and the same differences, shifted by the saved constant;
+- the normalisation bias cannot go into the weights: Gemma's and Llama's ``score`` is a
+  bias-free ``Linear`` (transformers' ``GenericForSequenceClassification``; no config flag adds a
+  bias, a saved ``score.bias`` is dropped as unexpected), and it reads the output of an RMSNorm,
+  so no head weight or extra hidden feature gives a constant either. So a score is, by
+  construction, the head's output alone, as ``AutoModelForSequenceClassification`` computes it,
+  and the bias is applied the way OpenRLHF applies it, by a switch on the loaded model
+  (``normalize``; OpenRLHF's ``--normalize_reward``). It is kept in ``reward.json`` and in
+  ``config.json`` as OpenRLHF keeps it (``normalize_reward``, ``mean = -bias``, ``std = 1``);
 - Hugging Face reads the rightmost token that is not ``config.pad_token_id``. When the pad token
   is EOS, a response ending in EOS would be read one token early, so the reward model's tokenizer
   gets a pad token distinct from every EOS id (:func:`pad_apart_from_eos`: the tokenizer's unk
-  token, else BOS) and ``pad_token_id`` names it;
+  token, else BOS) and ``pad_token_id`` names it. A trained reward model saved with pad = EOS
+  (TRL's default when the tokenizer has no pad token) was trained and is scored by Hugging Face at
+  the token before a final EOS: it loads with ``skip_token_id`` = that id, so that we read the same
+  token, and saves again as it came;
 - loading accepts that layout from any source (TRL, OpenRLHF's ``score`` or older
-  ``value_head`` name, a head bias folded into ``normalization_bias``); a model with no head is
-  an error unless the caller asks for a new one (``new_head=True``, to train it);
+  ``value_head`` name; OpenRLHF's ``(score - mean) / std`` and a head bias, neither of which
+  transformers applies, are applied under ``normalize`` only); a model with no head is an error
+  unless the caller asks for a new one (``new_head=True``, to train it);
 - folders of the older layout (trunk as a base model + ``reward_head.safetensors``) still load,
   with a warning; ``load_reward_model(old)`` then ``save_pretrained(new, tokenizer)`` converts.
 """
@@ -70,7 +81,7 @@ HEAD_NAMES = ("score", "value_head")  # a scalar head's name: Hugging Face / TRL
 
 
 class RewardModel(nn.Module):
-    """``score(x, y) = head(trunk(x + y)[last real token]) + normalization_bias``."""
+    """``score(x, y) = head(trunk(x + y)[last real token])``, plus ``normalization_bias`` when ``normalize``."""
 
     trunk: Any  # a Hugging Face base model (or one wrapped by peft)
     head: nn.Linear
@@ -78,7 +89,12 @@ class RewardModel(nn.Module):
     normalization_bias: torch.Tensor  # a buffer, [] (fp32)
 
     def __init__(
-        self, trunk: nn.Module, normalization_bias: float = 0.0, seed: int = 0, head_init_std: float | None = None
+        self,
+        trunk: nn.Module,
+        normalization_bias: float = 0.0,
+        seed: int = 0,
+        head_init_std: float | None = None,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         self.trunk = trunk
@@ -87,6 +103,11 @@ class RewardModel(nn.Module):
         self.head = nn.Linear(hidden, 1, bias=False)
         init_head_(self.head.weight, trunk.config, seed, head_init_std)
         self.register_buffer("normalization_bias", torch.tensor(float(normalization_bias)))
+        # add the bias to every score (RL's reward); off: Hugging Face's score of the saved folder
+        self.normalize = normalize
+        # a token never read as the last one (Hugging Face's rule for a folder saved with pad = EOS: the
+        # rightmost token that is not its pad id); None: the last real token
+        self.skip_token_id: int | None = None
         self.parent: str | None = None  # the model this one started from, written to reward.json
 
     @classmethod
@@ -105,9 +126,10 @@ class RewardModel(nn.Module):
         return out.last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B]`` (fp32, normalisation bias included) of ``input_ids [B, T]``."""
+        """Scores ``[B]`` (fp32; the normalisation bias added when ``normalize``) of ``input_ids [B, T]``."""
         hidden = self.hidden_states(input_ids, attention_mask)  # [B, T, H]
-        last = last_token_index(attention_mask)  # [B]
+        readable = attention_mask if self.skip_token_id is None else attention_mask * (input_ids != self.skip_token_id)
+        last = last_token_index(readable)  # [B]
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
         return self.score_hidden(picked)
 
@@ -123,12 +145,13 @@ class RewardModel(nn.Module):
         return self.score_hidden(out.last_hidden_state[rows, cols])  # [S, H] -> [S]
 
     def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The head in fp32 (outside autocast) plus the normalisation bias: ``[..., H] -> [...]``."""
+        """The head in fp32 (outside autocast), plus the bias when ``normalize``: ``[..., H] -> [...]``."""
         with torch.autocast(hidden.device.type, enabled=False):
-            return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float() + self.normalization_bias
+            scores = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        return scores + self.normalization_bias if self.normalize else scores
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The head at every position ``[B, T]`` (fp32): PPO's value model reads these."""
+        """The head at every position ``[B, T]`` (fp32; plus the bias when ``normalize``): PPO's values."""
         return self.score_hidden(self.hidden_states(input_ids, attention_mask))
 
     def as_sequence_classifier(self, pad_token_id: int | None) -> Any:
@@ -166,10 +189,13 @@ class RewardModel(nn.Module):
         pad_token_id = self.config.pad_token_id
         if tokenizer is not None:
             tokenizer = copy.deepcopy(tokenizer)
-            pad_apart_from_eos(tokenizer)
+            if self.skip_token_id is None:
+                pad_apart_from_eos(tokenizer)
             tokenizer.save_pretrained(folder)
             pad_token_id = tokenizer.pad_token_id
-        if pad_token_id in eos_ids(self.config, tokenizer):
+        if self.skip_token_id is not None:  # saved as it came: Hugging Face reads the token we read
+            pad_token_id = self.skip_token_id
+        elif pad_token_id in eos_ids(self.config, tokenizer):
             warnings.warn(
                 f"pad_token_id {pad_token_id} is an EOS id: AutoModelForSequenceClassification will read "
                 "the token before a final EOS; save with the tokenizer, or give it a pad token apart from EOS "
@@ -260,6 +286,7 @@ def load_reward_model(
     seed: int = 0,
     head_init_std: float | None = None,
     new_head: bool = False,
+    normalized: bool = False,
 ) -> tuple[RewardModel, Any]:
     """Load ``(reward_model, tokenizer)`` from anything the model loader accepts.
 
@@ -269,25 +296,38 @@ def load_reward_model(
     with no head (an SFT checkpoint, ``gemma-3-270m``) raises :class:`ModelLoadError` unless
     ``new_head``: then it gets a fresh head (seeded, ``head_init_std``), ready to train. The
     tokenizer's pad token is set apart from EOS (:func:`pad_apart_from_eos`).
+
+    Its scores are those ``AutoModelForSequenceClassification`` gives for the folder; with
+    ``normalized`` (PPO's reward and value models) the saved normalisation is applied too: our
+    ``normalization_bias``, or OpenRLHF's ``(score - mean) / std`` (the ``1 / std`` folded into the head).
     """
     from instructgpt.models.loader import ensure_pad_token, load_tokenizer, resolve_model
 
     source = resolve_model(name)
     tokenizer = load_tokenizer(source)  # first: its errors say what to pass instead
-    if (Path(source) / HEAD_FILE).is_file():
+    older = (Path(source) / HEAD_FILE).is_file()
+    if older:
         model = _load_older_layout(Path(source), dtype)
     else:
-        model = _load_sequence_classifier(source, dtype, seed, head_init_std, new_head)
+        model = _load_sequence_classifier(source, dtype, seed, head_init_std, new_head, normalized)
+    model.normalize = normalized
+    saved_pad = model.config.pad_token_id  # the folder's config.json
     ensure_pad_token(tokenizer)
-    pad_apart_from_eos(tokenizer)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    if not (older or new_head) and saved_pad is not None and saved_pad in eos_ids(model.config, tokenizer):
+        model.skip_token_id = saved_pad  # trained reading the token before a final EOS: read that one too
+    else:
+        pad_apart_from_eos(tokenizer)
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
 def _load_sequence_classifier(
-    source: str, dtype: torch.dtype | None, seed: int, head_init_std: float | None, new_head: bool
+    source: str, dtype: torch.dtype | None, seed: int, head_init_std: float | None, new_head: bool, normalized: bool
 ) -> RewardModel:
-    """A reward model from a Hugging Face folder or id: the trunk, and the head when there is one."""
+    """A reward model from a Hugging Face folder or id: the trunk, and the head when there is one.
+
+    A foreign head's bias (which transformers drops) joins ``normalization_bias``; OpenRLHF's ``std``
+    is folded into the head only when ``normalized``, so that otherwise the head is the saved one."""
     from transformers import AutoModelForSequenceClassification
 
     from instructgpt.models.loader import ModelLoadError
@@ -306,6 +346,8 @@ def _load_sequence_classifier(
             f"RewardTrainer or OpenRLHF output), or train one from this model: instructgpt rm train --model {source}"
         )
     scale, shift = _saved_normalization(source, classifier.config)
+    if not normalized:  # the saved head as it is; the shift kept in its units (std applies under normalize only)
+        scale, shift = 1.0, shift / scale
     model = RewardModel(classifier.base_model, normalization_bias=shift, seed=seed, head_init_std=head_init_std)
     if head:
         model.head.weight.data.copy_(head["weight"].reshape(1, -1) * scale)

@@ -97,8 +97,9 @@ def load_models(config, device: torch.device, scheme: str | None = None):
         policy, tokenizer = load_quantized_lm(config.policy, device)
     else:
         policy, tokenizer = load_model(config.policy, dtype=trained_dtype)
-    value_model, _ = load_reward_model(config.reward_model, dtype=trained_dtype)
-    reward_model, _ = load_reward_model(config.reward_model, dtype=frozen_dtype)
+    # normalized: the saved bias joins the scores, so demonstrations score mean 0 before RL (method.md)
+    value_model, _ = load_reward_model(config.reward_model, dtype=trained_dtype, normalized=True)
+    reward_model, _ = load_reward_model(config.reward_model, dtype=frozen_dtype, normalized=True)
     if config.lora_rank > 0:
         lora = (config.lora_rank, config.lora_alpha, config.lora_target_modules, config.seed)
         policy, value_model = add_lora(policy, *lora), add_lora(value_model, *lora)  # the value head: trained whole

@@ -4,7 +4,8 @@ method.md, step 2: per prompt, the K ranked responses give C(K,2) comparisons, a
 form ONE batch element: each response gets one forward pass, the Eq. 1 loss
 (:func:`instructgpt.losses.ranking.ranking_loss`) is built from the K scores. 1 epoch, lr 9e-6
 with cosine decay to 10%, 64 prompts per batch. After training, a bias is set so that the
-labelers' demonstrations score mean 0 (:func:`normalize`), and saved with the model.
+labelers' demonstrations score mean 0 (:func:`normalize`), and saved with the model; PPO adds it
+to the scores (:func:`instructgpt.models.reward.load_reward_model` with ``normalized``).
 
 Choices the paper leaves open, all configurable:
 
@@ -338,7 +339,7 @@ def validation_metrics(
 
 @torch.no_grad()
 def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: RMConfig, accelerator=None) -> float:
-    """Set ``model.normalization_bias`` so that the (prompt, response) ``pairs`` score mean 0; returns it.
+    """Set ``model.normalization_bias`` so that the (prompt, response) ``pairs`` score mean 0 with it; returns it.
 
     Each process scores its share of the pairs; the sums are reduced, so all processes end with
     the same bias.
@@ -348,7 +349,7 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     autocast = resolve_precision(config.precision, next(model.parameters()).device)
     model.eval()
-    old = float(model.normalization_bias)
+    applied = float(model.normalization_bias) if model.normalize else 0.0  # what the scores below include
     total, count = torch.zeros(()), torch.zeros(())
     mine = pairs[rank::world]
     for start in range(0, len(mine), config.micro_batch_prompts * 4):
@@ -361,7 +362,7 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
         scores = score_sequences(
             model, sequences, tokenizer.pad_token_id, config.packing, config.pack_row_tokens, autocast
         )
-        total += (scores - old).sum().cpu()
+        total += (scores - applied).sum().cpu()
         count += len(sequences)
     if accelerator is not None:
         total, count = (accelerator.reduce(t.to(accelerator.device), "sum").cpu() for t in (total, count))

@@ -158,6 +158,9 @@ def score_sequences(
     autocast: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Scores ``[N]`` (fp32) of ``sequences`` in ONE forward of the trunk (packed or padded)."""
+    skip = getattr(reward_model, "skip_token_id", None)
+    if packing and skip is not None:  # read where the padded forward reads: before trailing skip tokens
+        sequences = [_drop_trailing(seq, skip) for seq in sequences]
     device = next(reward_model.parameters()).device
     with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
         if packing:
@@ -165,3 +168,15 @@ def score_sequences(
             return reward_model.score_packed(batch["input_ids"], batch["position_ids"], batch["rows"], batch["cols"])
         batch = {k: v.to(device) for k, v in pad_sequences(sequences, pad_id).items()}
         return reward_model(batch["input_ids"], batch["attention_mask"])
+
+
+def _drop_trailing(seq: Sequence[int], token: int) -> Sequence[int]:
+    """``seq`` without its trailing ``token`` ids (one token kept at least).
+
+    >>> _drop_trailing([5, 6, 1, 1], 1)
+    [5, 6]
+    """
+    end = len(seq)
+    while end > 1 and seq[end - 1] == token:
+        end -= 1
+    return seq[:end]
