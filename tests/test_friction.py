@@ -100,6 +100,22 @@ def test_prune_keeps_the_newest_checkpoints(tmp_path):
     assert len(list_checkpoints(tmp_path)) == 2
 
 
+def test_rm_training_keeps_the_newest_checkpoints(tmp_path):
+    from instructgpt.models.reward import RewardModel
+    from instructgpt.models.tiny import tiny_model, tiny_tokenizer
+    from instructgpt.training.checkpoint import list_checkpoints
+    from instructgpt.training.rm import RMConfig, train_rm
+    from tests.helpers.rm_run import TINY_DEFAULTS, write_rankings
+
+    rankings = write_rankings(tmp_path / "rankings.jsonl", 32)  # 4 steps of 8 prompts
+    config = RMConfig(data=(rankings,), out_dir=tmp_path / "run", save_every=1, **TINY_DEFAULTS)
+    tokenizer = tiny_tokenizer()
+    train_rm(config, RewardModel.from_causal_lm(tiny_model(tokenizer)), tokenizer)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000003", "step-000004"]
+    with pytest.raises(ConfigError, match="save_total_limit"):
+        RMConfig(data=(rankings,), save_total_limit=-1).validate()
+
+
 def test_package_ships_license_and_py_typed():
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert (ROOT / "src" / "instructgpt" / "py.typed").is_file()

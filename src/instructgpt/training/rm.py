@@ -132,6 +132,9 @@ class RMConfig(TrainerOptions):
     """Seed of the data order, the validation split and the head's initialisation."""
     save_every: int = 0
     """Save a resumable checkpoint every N steps (0: only at the end of each epoch)."""
+    save_total_limit: int = 2
+    """Keep only the newest N checkpoints under checkpoints/ (each ~3x the model: weights and Adam moments);
+    0 keeps every one."""
     max_steps: int = 0
     """Stop (with a checkpoint) after this many optimizer steps in total; 0 runs all epochs. The schedule is unchanged.
     """
@@ -142,6 +145,7 @@ class RMConfig(TrainerOptions):
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be at least 1")
+        check(self.save_total_limit >= 0, "save_total_limit", "must be >= 0 (0 keeps every checkpoint)")
         check(self.lr > 0, "lr", "must be positive")
         check(0 <= self.lr_final_fraction <= 1, "lr_final_fraction", "must be in [0, 1]")
         check(self.batch_size >= 1 and self.micro_batch_prompts >= 1, "batch_size", "batch sizes must be at least 1")
@@ -425,6 +429,8 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
         _meta(config, step, plan, accelerator.num_processes),
         {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
     )
+    if accelerator.is_main_process and config.save_total_limit > 0:
+        ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
 
 
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
