@@ -13,7 +13,9 @@ pick), so the table splits the gap between SFT and a preferred policy into what 
 what optimisation against it would have to find. Best-of-n at KL = log n - (n - 1) / n nats from
 SFT is the standard yardstick for an RL policy at the same KL.
 
-Writes ``RUN_DIR/sweeps/best-of-n/summary.json`` (and the responses) and prints a table.
+``--reward-model`` picks with another RM (e.g. one trained with other settings on the run's
+rankings). Writes ``RUN_DIR/sweeps/NAME/summary.json`` (``--name``, default ``best-of-n``; and the
+responses) and prints a table.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def main(
     preset: str = "miniature",
     prompts: int = 64,
     n: tuple[int, ...] = (1, 2, 4, 8, 16),
+    reward_model: Path | None = None,
+    name: str = "best-of-n",
 ) -> None:
     from instructgpt.evaluation.judges import LabelerJudge, blind_outcomes
     from instructgpt.evaluation.metrics import win_rate
@@ -60,7 +64,7 @@ def main(
         model, tokenizer, [t for t in texts for _ in range(most)], temperature=1.0, seed=config.seed, **common
     )
     del model
-    rm, rm_tokenizer = load_reward_model(str(run._load({}, run_dir, "rm")["model"]))
+    rm, rm_tokenizer = load_reward_model(str(reward_model or run._load({}, run_dir, "rm")["model"]))
     scores = np.array(score_texts(rm, rm_tokenizer, [t for t in texts for _ in range(most)], samples)).reshape(-1, most)
     drawn = [samples[i * most : (i + 1) * most] for i in range(len(texts))]
     calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
@@ -77,7 +81,7 @@ def main(
         kl = math.log(k) - (k - 1) / k if name.startswith("best") else float("nan")
         out["rows"][name] = {"win_rate": rate, "kl_nats": kl, "mean_rm_score": _mean_picked(scores, drawn, responses)}
         print(f"  {name:<12} {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]   KL {kl:.2f}")
-    folder = run_dir / "sweeps" / "best-of-n"
+    folder = run_dir / "sweeps" / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = [
         {"prompt": t, "greedy": g, "samples": d, "rm_scores": s.tolist()}
