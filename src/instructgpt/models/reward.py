@@ -49,9 +49,9 @@ loads it with our head; choices:
   is EOS, a response ending in EOS would be read one token early, so the reward model's tokenizer
   gets a pad token distinct from every EOS id (:func:`pad_apart_from_eos`: the tokenizer's unk
   token, else BOS) and ``pad_token_id`` names it. A trained reward model saved with pad = EOS
-  (TRL's default when the tokenizer has no pad token) was trained and is scored by Hugging Face at
-  the token before a final EOS: it loads with ``skip_token_id`` = that id, so that we read the same
-  token, and saves again as it came;
+  (common in TRL scripts: ``tokenizer.pad_token = tokenizer.eos_token``) was trained and is scored
+  by Hugging Face at the token before a final EOS: it loads with ``skip_token_id`` = that id, so
+  that we read the same token, and saves again as it came;
 - loading accepts that layout from any source (TRL, OpenRLHF's ``score`` or older
   ``value_head`` name; OpenRLHF's ``(score - mean) / std`` and a head bias, neither of which
   transformers applies, are applied under ``normalize`` only); a model with no head is an error
