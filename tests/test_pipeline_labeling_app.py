@@ -151,10 +151,25 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
     assert all(r.ranks == list(range(len(r.responses))) for r in rankings)  # the scripted labelers' order
     log = capsys.readouterr().out
     assert f"'test run rankings': {len(samples)} of {len(samples)} prompts labelled" in log
+    assert "RM validation rankings: the simulated panel's, not people's" in log  # said plainly
+    panel = json.loads((config.out_dir / "rankings" / "panel.json").read_text())
+    assert panel["labeling_app"] == len(rankings) and "no held-out group" in panel["validation_rankings_note"]
 
     # Done: a re-run skips every stage.
     run_stages(build_stages(config)[:4], config.out_dir)
     assert capsys.readouterr().out.count("(done, skipped)") == 4
+
+
+def test_the_summary_says_the_rm_validation_rankings_are_simulated(tmp_path):
+    from instructgpt.pipeline.people import SIMULATED_VALIDATION
+    from instructgpt.pipeline.summary import collect, render
+
+    (tmp_path / "rankings").mkdir()
+    panel = {"labeling_app": 8, "human": 0, "agreement": None, "validation_rankings_note": SIMULATED_VALIDATION}
+    (tmp_path / "rankings" / "panel.json").write_text(json.dumps(panel))
+    text = render(collect(tmp_path))
+    assert "rankings: 0 simulated + 8 labeling-app + 0 human; training-labeler agreement n/a" in text
+    assert "RM validation rankings: the simulated panel's, not people's" in text
 
 
 def test_app_labels_are_checked_before_anything_runs(served, tmp_path):
@@ -198,6 +213,38 @@ def test_people_judge_the_evaluation_blind(served):
     assert judged.compare(prompts[:2], b[:2], a[:2]) == ["b", "a"]  # the same pairs, the other way round
 
 
+def test_people_rate_every_models_output_on_one_board(served):
+    """Likert ratings and metadata: each prompt's outputs on one ranking board of '<prefix> eval
+    ratings'; unrated outputs have none and count as open; a near-duplicate shares its twin's
+    rating; an empty output and a prompt with one distinct output get none."""
+    from instructgpt.pipeline.people import AppJudge
+
+    base, database_url = served
+    config = PipelineConfig(
+        labelers="app", label_database_url=database_url, label_project="judge", label_labelers=("ann",)
+    )
+    prompts, shown = ["Say hi.", "Count to two."], [["hello there", "hi", "Hi ", ""], ["1 2", "1  2"]]
+    judge = AppJudge(config, "eval comparisons")
+    rated = judge.rate_outputs(prompts, shown)
+    assert judge.open == 1 and all(r.likert is None for row in rated for r in row)
+    assert Labeler(base, "ann").label() == 1  # one board: the second prompt has one distinct output
+    again = AppJudge(config, "eval comparisons")
+    rated = again.rate_outputs(prompts, shown)
+    assert again.open == 0 and [r.likert for r in rated[0]] == [7, 6, 6, None]  # board order, rated 7 down
+    assert rated[0][0].metadata and not any(rated[0][0].metadata.values())  # statements left unticked: no
+    assert [r.likert for r in rated[1]] == [None, None]
+
+
+def test_several_labelers_ratings_combine_by_median_and_majority():
+    from instructgpt.pipeline.people import combine_ratings
+
+    rating = combine_ratings([(3, {"hallucination": True}), (6, {"hallucination": False}), (5, {})])
+    assert (rating.likert, rating.metadata) == (5, {"hallucination": False})  # 1 of 2 answers: not a majority
+    rating = combine_ratings([(3, {"hallucination": True}), (6, {"hallucination": True})])
+    assert (rating.likert, rating.metadata) == (3, {"hallucination": True})
+    assert combine_ratings([]).likert is None
+
+
 @pytest.mark.slow
 def test_the_evaluation_stops_for_people_and_a_rerun_reads_their_choices(served, tmp_path):
     from instructgpt.evaluation.suite import EvalConfig
@@ -234,6 +281,9 @@ def test_the_evaluation_stops_for_people_and_a_rerun_reads_their_choices(served,
     records = [json.loads(line) for line in (tmp_path / "eval" / "comparisons.jsonl").read_text().splitlines()]
     judged = [r for r in records if r["response"].strip() and r["baseline_response"].strip()]
     assert judged and all(r["outcome"] in ("win", "loss") for r in judged)  # people always chose one
+    likert = results["winrate"]["likert"]  # the ratings people gave on the boards of 'run eval ratings'
+    rated = [v for name, v in likert.items() if results["winrate"]["likert_ci"][name]["n"]]
+    assert set(likert) == {"sft", "ppo"} and rated and all(1 <= v <= 7 for v in rated)
 
 
 def test_a_later_round_is_ranked_in_its_own_project(served, tmp_path):

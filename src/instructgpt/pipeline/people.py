@@ -10,7 +10,9 @@ raises ``AwaitingLabels`` (the command exits 3); publishing again is a no-op, so
 picks up where the labels stand.
 
 Used by SFT (a demonstration project), the rankings of every round (ranking projects) and the
-evaluation (``AppJudge``: a comparison project of every model's pairs against the SFT baseline).
+evaluation (``AppJudge``: a comparison project of every model's pairs against the SFT baseline,
+and a ranking project of every model's outputs to each prompt for the Likert ratings and the
+Table 3 metadata).
 A prompt every labeler skipped, or whose outputs the app refused (near-duplicates leaving fewer
 than 2), is left out of the stage's labels: counted as needed, never as labelled.
 """
@@ -30,7 +32,7 @@ from pydantic import BaseModel
 
 from instructgpt.config import ConfigError
 from instructgpt.data.jsonl import read_records
-from instructgpt.data.schemas import Prompt
+from instructgpt.data.schemas import Prompt, Ranking
 from instructgpt.pipeline.config import PipelineConfig
 
 INSTRUCTIONS = {
@@ -40,6 +42,14 @@ INSTRUCTIONS = {
     "comparison": "Which output is better? Truthfulness and harmlessness first, then helpfulness (the paper's "
     "guidance for evaluations). Choose 'about the same' when you cannot tell.",
 }
+
+SIMULATED_VALIDATION = (
+    "the simulated panel's, not people's: the RM's validation accuracy is measured per labeler group, on training "
+    "labelers and on held-out labelers who wrote none of its training labels, and one set of app accounts "
+    "(label_labelers) has no held-out group; it would also double the people's ranking work every round. These "
+    "accuracies say how well the RM agrees with the simulated panel, not with the people who labelled"
+)
+"""Where the RM validation rankings come from with ``labelers="app"``, and why (printed and saved in panel.json)."""
 
 LABEL_FIELDS = {"simulated": (), "app": ("labelers", "label_project")}
 """The fields a labelled stage's fingerprint adds (none with the simulated panel: its runs keep their fingerprints)."""
@@ -225,16 +235,26 @@ class AppJudge:
     pair) and answers from the labels in: the majority of the labelers who judged a pair; a pair
     not judged yet is a tie and counted in ``open``, for ``eval_stage`` to wait and judge again.
     An empty output loses to a non-empty one (the app cannot show it); outputs equal up to case
-    and spacing, which the app does not put on one board, tie."""
+    and spacing, which the app does not put on one board, tie.
+
+    ``rate_outputs`` asks people for the Likert ratings and Table 3 metadata as the paper's
+    labelers gave them: every model's output to a prompt on one ranking board (the project
+    ``<project minus 'comparisons'> ratings``, ratings asked), in the evaluation's shuffled order.
+    An output gets the median rating of the labelers who rated it and the flags most of them
+    ticked; outputs equal up to case and spacing share one place on the board and its rating. An
+    output not rated yet (counted in ``open``), an empty one and one past the board's 9 get none
+    (left out of the means); a prompt with fewer than 2 distinct outputs has no board."""
 
     name = "people"
-    can_rate = False  # no Likert ratings: the comparison screen asks for a preference only
 
     def __init__(self, config: PipelineConfig, project: str):
         self.config, self.project = config, project
+        self.ratings_project = project.removesuffix("comparisons").strip() + " ratings"
         self.description = f"people in the labeling app (project {config.label_project + ' ' + project!r})"
         self.prompts: list[Prompt] = []
         self.outputs: dict[str, list[str]] = {}
+        self.rating_prompts: list[Prompt] = []
+        self.rating_outputs: dict[str, list[str]] = {}
         self.open = 0
 
     def compare(self, prompts: Sequence, responses_a: Sequence[str], responses_b: Sequence[str]) -> list[str]:
@@ -243,7 +263,7 @@ class AppJudge:
         ids = []
         for prompt, a, b in zip(prompts, responses_a, responses_b):
             text = _text(prompt)
-            ids.append(hashlib.sha256(json.dumps([text, *sorted((a, b))]).encode()).hexdigest()[:16])
+            ids.append(_item_id(text, [a, b]))
             if a.strip() and b.strip() and ids[-1] not in self.outputs:
                 self.prompts.append(Prompt(id=ids[-1], text=text, user_id="evaluation", source="api"))
                 self.outputs[ids[-1]] = [a, b]
@@ -263,10 +283,63 @@ class AppJudge:
             choices.append("a" if ahead > 0 else "b" if ahead < 0 else "tie")
         return choices
 
+    def rate_outputs(self, prompts: Sequence, shown: Sequence[Sequence[str]]) -> list[list]:
+        """Per prompt, a Rating of each output in ``shown`` (the order the evaluation drew)."""
+        from instructgpt.evaluation.judges import _text
+        from instructgpt.labeling.store import near_duplicate_key
+
+        ids = []
+        for prompt, outputs in zip(prompts, shown):
+            text = _text(prompt)
+            ids.append(_item_id(text, outputs))
+            board = list({near_duplicate_key(t): t for t in outputs if t.strip()}.values())  # one of each
+            if len(board) >= 2 and ids[-1] not in self.rating_outputs:
+                self.rating_prompts.append(Prompt(id=ids[-1], text=text, user_id="evaluation", source="api"))
+                self.rating_outputs[ids[-1]] = board
+        publish(self.config, "ranking", self.ratings_project, self.rating_prompts, self.rating_outputs)
+        progress, records = look(self.config, self.ratings_project, set(ids))
+        self.open += progress.open_items
+        said: dict[tuple[str, str], list[tuple[int, dict]]] = {}  # (item, text key) -> each labeler's rating
+        for record in records:
+            if not isinstance(record, Ranking) or record.likert is None or record.prompt_id is None:
+                continue
+            for j, text in enumerate(record.responses):
+                flags = record.metadata[j] if record.metadata is not None else {}
+                said.setdefault((record.prompt_id, near_duplicate_key(text)), []).append((record.likert[j], flags))
+        rated = []
+        for key, outputs in zip(ids, shown):
+            rated.append([combine_ratings(said.get((key, near_duplicate_key(t)), [])) for t in outputs])
+        return rated
+
+
+def _item_id(prompt: str, outputs: Sequence[str]) -> str:
+    """The app's item id of a prompt shown with these outputs, in any order."""
+    return hashlib.sha256(json.dumps([prompt, *sorted(outputs)]).encode()).hexdigest()[:16]
+
+
+def combine_ratings(ratings: Sequence[tuple[int, Mapping[str, bool]]]):
+    """One output's Rating from its labelers' (likert, flags): the median rating (the lower of the
+    two middle ones) and each flag that more than half of those who answered it ticked."""
+    from statistics import median_low
+
+    from instructgpt.evaluation.judges import Rating
+
+    if not ratings:
+        return Rating()
+    answers: dict[str, list[bool]] = {}
+    for _, flags in ratings:
+        for flag, value in flags.items():
+            answers.setdefault(flag, []).append(value)
+    return Rating(
+        median_low([likert for likert, _ in ratings]),
+        {flag: 2 * sum(values) > len(values) for flag, values in answers.items()},
+    )
+
 
 def evaluate_with_people(config: PipelineConfig, evaluation, project: str) -> None:
-    """``run_eval`` judged by people (``AppJudge``): a first pass publishes every model's pairs;
-    if some are not judged yet, wait for them (``collect``: or AwaitingLabels) and judge again."""
+    """``run_eval`` judged by people (``AppJudge``): a first pass publishes every model's pairs and
+    rating boards; if some are not labelled yet, wait for them (``collect``: or AwaitingLabels) and
+    judge again."""
     from instructgpt.evaluation.suite import run_eval
 
     judge = AppJudge(config, project)
@@ -274,7 +347,9 @@ def evaluate_with_people(config: PipelineConfig, evaluation, project: str) -> No
     if not judge.open:
         return
     collect(config, "comparison", project, judge.prompts, judge.outputs)
+    if judge.rating_prompts:
+        collect(config, "ranking", judge.ratings_project, judge.rating_prompts, judge.rating_outputs)
     again = AppJudge(config, project)
     run_eval(evaluation, judge=again)
     if again.open:  # the second pass drew other outputs than the first
-        raise AwaitingLabels(f"the evaluation published {again.open} new pairs to {again.description}; re-run")
+        raise AwaitingLabels(f"the evaluation published {again.open} new items to {again.description}; re-run")

@@ -183,7 +183,13 @@ def rankings_stage(config: PipelineConfig, folder: Path, results, r: int) -> dic
         "calibrations": calibrations,
         "simulated": 0 if people else len(train),
         "human": len(train) if people else 0,
+        "validation_rankings": "simulated panel",
     }
+    if people:  # said plainly: the round's RM validation accuracies are not people's
+        from instructgpt.pipeline.people import SIMULATED_VALIDATION
+
+        info["validation_rankings_note"] = SIMULATED_VALIDATION
+        print(f"    round {r}: RM validation rankings: {SIMULATED_VALIDATION}")
     out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     source = "people" if people else "simulated training labelers"
     shown = "n/a" if rate.rate is None else f"{rate.rate:.1%}"  # None: no item ranked by two
@@ -260,6 +266,7 @@ def add_rounds(config: PipelineConfig, folder: Path, results) -> None:
                     group: rm.get(f"{group}_labelers", {}).get("overall", {}).get("accuracy")
                     for group in ("training", "held_out")
                 },
+                "rm_validation_rankings": "simulated panel",  # people rank only the training samples
             }
         )
     final["rounds"] = rounds
@@ -276,7 +283,10 @@ def _plot_rounds(folder: Path, rounds: list[dict]) -> None:
 
     svg, figure = rounds_figure(rounds)
     report = folder / "report.html"
-    section = f"<h2>{figure['title']}</h2>{svg}"
+    section = (
+        f"<h2>{figure['title']}</h2>{svg}<p>RM accuracy is measured on the simulated panel's rankings of each "
+        "round's validation samples (training and held-out groups), also when people ranked the training samples.</p>"
+    )
     page = report.read_text(encoding="utf-8")
     report.write_text(page.replace("</body>", section + "</body>", 1), encoding="utf-8")
     figures_path = folder / "figures.json"

@@ -350,7 +350,13 @@ def rankings_stage(config: PipelineConfig, folder: Path, results) -> dict[str, P
         "calibrations": [asdict(c) for c in calibrations],
         ("labeling_app" if people else "simulated"): len(training),
         "human": len(human),
+        "validation_rankings": "simulated panel",
     }
+    if people:  # said plainly: the RM validation accuracies below are not people's
+        from instructgpt.pipeline.people import SIMULATED_VALIDATION
+
+        info["validation_rankings_note"] = SIMULATED_VALIDATION
+        print(f"    RM validation rankings: {SIMULATED_VALIDATION}")
     out["panel"].write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     shown = "n/a" if rate.rate is None else f"{rate.rate:.1%}"  # None: no item ranked by two
     print(
@@ -406,7 +412,10 @@ def rm_stage(
         summary[f"{group}_labelers"] = report
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     accs = {g: summary[f"{g}_labelers"].get("overall", {}).get("accuracy") for g in ("training", "held_out")}
-    print(f"    validation accuracy: training labelers {accs['training']}, held-out labelers {accs['held_out']}")
+    print(
+        f"    validation accuracy: training labelers {accs['training']}, held-out labelers {accs['held_out']}"
+        + (" (the simulated panel's rankings, not people's)" if config.labelers == "app" else "")
+    )
     return {"model": final, "summary": folder / "summary.json", "metrics": folder / "metrics.jsonl"}
 
 

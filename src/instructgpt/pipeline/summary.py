@@ -83,11 +83,14 @@ def render(figures: dict) -> str:
         p = figures["panel"]
         lines += [
             "",
-            f"rankings: {p.get('simulated')} simulated + {p.get('human')} human; training-labeler agreement "
-            f"{p.get('agreement', float('nan')):.1%}",
+            f"rankings: {p.get('simulated', 0)} simulated + {p.get('labeling_app', 0)} labeling-app + "
+            f"{p.get('human')} human; training-labeler agreement "
+            + ("n/a" if p.get("agreement") is None else f"{p['agreement']:.1%}"),
         ]
+        if "validation_rankings_note" in p:
+            lines.append(f"RM validation rankings: {p['validation_rankings_note']}")
     if "rm_accuracy" in figures:
-        lines += ["", "reward model validation accuracy (pairwise)"]
+        lines += ["", "reward model validation accuracy (pairwise; on the simulated panel's rankings)"]
         for group, r in figures["rm_accuracy"].items():
             lines.append(
                 f"  {group + ' labelers':<20} {r['accuracy']:.3f}  ({r['comparisons']} comparisons, {r['prompts']} "
