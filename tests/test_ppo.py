@@ -155,3 +155,16 @@ def test_bf16_weights_trains_bf16_models_through_fp32_masters(prompts_file, tmp_
     assert len(changed) == len(before)
     saved = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())
     assert saved["weights"] == "ema"
+
+
+def test_checkpoints_beyond_save_total_limit_are_deleted_newest_kept(prompts_file, tmp_path):
+    """save_every 1 over 4 iterations writes 4 checkpoints; save_total_limit 2 keeps the last two, 0 keeps all."""
+    from instructgpt.training.checkpoint import list_checkpoints, read_meta
+
+    tokenizer = tiny_tokenizer()
+    for limit, kept in ((2, [3, 4]), (0, [1, 2, 3, 4])):
+        out = tmp_path / f"limit-{limit}"
+        train_ppo(
+            _config(prompts_file, out, episodes=16 * 4, save_every=1, save_total_limit=limit), tiny_models(tokenizer)
+        )
+        assert [read_meta(p)["step"] for p in list_checkpoints(out)] == kept

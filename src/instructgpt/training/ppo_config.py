@@ -132,6 +132,9 @@ class PPOConfig(TrainerOptions):
     """Seed of prompt order, minibatches, sampling and pretraining windows."""
     save_every: int = 0
     """Save a resumable checkpoint every N iterations (0: only at the end)."""
+    save_total_limit: int = 2
+    """Keep the newest N checkpoints (each holds the policy, the value model and both optimizers' states, about 5x
+    the model); 0 keeps every one."""
     max_iterations: int = 0
     """Stop (with a checkpoint) after this many iterations in total; 0 runs them all."""
     resume: bool = True
@@ -140,6 +143,7 @@ class PPOConfig(TrainerOptions):
     """Show a progress bar."""
 
     def validate(self) -> None:
+        check(self.save_total_limit >= 0, "save_total_limit", "must be >= 0 (0 keeps every checkpoint)")
         check(
             self.batch_size >= 1 and self.minibatch_size >= 1 and self.micro_batch_size >= 1,
             "batch_size",
