@@ -13,6 +13,7 @@ pick), so the table splits the gap between SFT and a preferred policy into what 
 what optimisation against it would have to find. Best-of-n at KL = log n - (n - 1) / n nats from
 SFT is the standard yardstick for an RL policy at the same KL.
 
+``--seed`` is the run's seed (default: the preset's), which fixes its simulated panel.
 ``--reward-model`` picks with another RM (e.g. one trained with other settings on the run's
 rankings). Writes ``RUN_DIR/sweeps/NAME/summary.json`` (``--name``, default ``best-of-n``; and the
 responses) and prints a table.
@@ -24,6 +25,7 @@ import json
 import math
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,7 @@ def main(
     n: tuple[int, ...] = (1, 2, 4, 8, 16),
     reward_model: Path | None = None,
     name: str = "best-of-n",
+    seed: int | None = None,
 ) -> None:
     from instructgpt.evaluation.judges import LabelerJudge, blind_outcomes
     from instructgpt.evaluation.metrics import win_rate
@@ -53,6 +56,8 @@ def main(
     config = PipelineConfig(
         **{**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, "out_dir": run_dir}
     )
+    if seed is not None:  # the run's --seed: it fixes the panel and the prompts' choice
+        config = replace(config, seed=seed)
     valid = read_records(run_dir / "prepare" / "api" / "ppo" / "valid.jsonl", "prompts")
     chosen = random.Random(config.seed).sample(valid, min(prompts, len(valid)))
     texts = [p.text for p in chosen]
