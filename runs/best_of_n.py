@@ -79,13 +79,13 @@ def main(
     picks["oracle-of-" + str(most)] = [d[_panel_best(panel, t, d)] for t, d in zip(texts, drawn)]
     out = {"prompts": len(texts), "split": "ppo valid", "samples_per_prompt": most, "rows": {}}
     print(f"\nagainst SFT greedy on {len(texts)} PPO-validation prompts (held-out simulated labelers, 95% Wilson)")
-    for name, responses in picks.items():
+    for row, responses in picks.items():
         outcomes = blind_outcomes(judge, texts, responses, greedy, np.random.default_rng(config.seed))
         rate = win_rate(outcomes).to_dict()
-        k = int(name.rsplit("-", 1)[1])
-        kl = math.log(k) - (k - 1) / k if name.startswith("best") else float("nan")
-        out["rows"][name] = {"win_rate": rate, "kl_nats": kl, "mean_rm_score": _mean_picked(scores, drawn, responses)}
-        print(f"  {name:<12} {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]   KL {kl:.2f}")
+        k = int(row.rsplit("-", 1)[1])
+        kl = math.log(k) - (k - 1) / k if row.startswith("best") else float("nan")
+        out["rows"][row] = {"win_rate": rate, "kl_nats": kl, "mean_rm_score": _mean_picked(scores, drawn, responses)}
+        print(f"  {row:<12} {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]   KL {kl:.2f}")
     folder = run_dir / "sweeps" / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = [
