@@ -3,25 +3,28 @@
     .venv/bin/python runs/sweep_ppo_kl.py RUN_DIR [--preset miniature] [--prompts 64] [--grid POINT ...]
 
 RUN_DIR is a finished pipeline run of the preset (its prepare, rankings, rm and SFT stages are
-reused). Each grid point trains plain PPO (the ``ppo`` stage's function with the point's
-settings) into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plus the run's own
-``ppo`` and ``ppo_ptx`` models, the preset's settings) answer the same ``--prompts`` prompts of the PPO
+reused). Each grid point trains plain PPO (the ``ppo`` stage's function with the point's settings)
+into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plus the run's own ``ppo`` and
+``ppo_ptx`` models, the preset's settings) answer the same ``--prompts`` prompts of the PPO
 *validation* split (user-disjoint from PPO training and from the test prompts), and the run's
 calibrated held-out simulated labelers judge each against SFT, as the eval stage does.
 
-A grid point is ``LR:BETA:TARGET[:INIT[:GAMMA[:PER]]][:FIELD=VALUE...]``: policy lr, initial beta, the adaptive controller's KL
-target in nats per response (``-`` keeps beta fixed), and the model PPO starts from: ``mix`` (the
-run's separate SFT with 10% pretraining data, ``sft_ppo_init``) or ``sft`` (the SFT baseline
-chosen by ``select_sft``); default: the preset's. GAMMA > 0 trains PPO-ptx instead, with pretraining
-coefficient GAMMA and PER pretraining sequences per episode (default: the preset's ptx_per_episode),
-so the pretraining term's weight, which the paper gives (27.8) only for its own normalisation of
-the two terms, is chosen on validation prompts too. Trailing ``FIELD=VALUE`` parts set any other
-PipelineConfig field (YAML values), e.g. ``1e-5:0.02:-:sft:0:2:ppo_missing_eos_penalty=1``. ``--inits`` also judges the pretraining-mix
-init itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's episodes
-per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an iteration.
-A finished point is not trained again; ``--train-only`` trains without judging (e.g. one process per point,
-then one run that judges them all). Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a
-table: win rate against SFT with its 95% interval, and each run's last RM score and KL.
+A grid point is ``LR:BETA:TARGET[:INIT[:GAMMA[:PER]]][:FIELD=VALUE...]``: policy lr, initial beta,
+the adaptive controller's KL target in nats per response (``-`` keeps beta fixed), and the model PPO
+starts from: ``mix`` (the run's separate SFT with 10% pretraining data, ``sft_ppo_init``) or ``sft``
+(the SFT baseline chosen by ``select_sft``); default: the preset's. GAMMA > 0 trains PPO-ptx
+instead, with pretraining coefficient GAMMA and PER pretraining sequences per episode (default: the
+preset's ptx_per_episode), so the pretraining term's weight, which the paper gives (27.8) only for
+its own normalisation of the two terms, is chosen on validation prompts too. Trailing
+``FIELD=VALUE`` parts set any other PipelineConfig field (YAML values), e.g.
+``1e-5:0.02:-:sft:0:2:ppo_missing_eos_penalty=1``. ``--inits`` also judges the pretraining-mix init
+itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's
+episodes per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an
+iteration. ``--reward-model`` trains every point against another RM (e.g. one trained with other
+settings on the run's rankings; its folder's parent names the points). A finished point is not
+trained again; ``--train-only`` trains without judging (e.g. one process per point, then one run
+that judges them all). Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a table: win rate
+against SFT with its 95% interval, and each run's last RM score and KL.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main(
     horizon: int | None = None,
     inits: bool = False,
     train_only: bool = False,
+    reward_model: Path | None = None,
 ) -> None:
     values = yaml.safe_load(preset_path(preset).read_text()) or {}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
@@ -69,6 +73,7 @@ def main(
         per_episode = float(rest[2]) if len(rest) > 2 else config.ptx_per_episode
         name = f"lr{lr}-beta{beta}-kl{target}-init-{start}" + (f"-ptx{gamma:g}x{per_episode:g}" if gamma else "")
         name += "".join(f"-{k.removeprefix('ppo_')}{v}" for k, v in extra.items())
+        name += f"-rm-{reward_model.parent.name}" if reward_model else ""
         varied = replace(
             config,
             ppo_init_from_pretrain_mix=INITS[start],
@@ -84,7 +89,7 @@ def main(
         if not (folder / "final" / "config.json").is_file():
             folder.mkdir(parents=True, exist_ok=True)
             print(f"== {name}: training {'PPO-ptx' if gamma else 'plain PPO'}", flush=True)
-            run.ppo_stage(varied, folder, {}, gamma)
+            run.ppo_stage(varied, folder, {"rm": {"model": reward_model}} if reward_model else {}, gamma)
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # resume state: GBs, never read again
         points[name] = folder / "final"
     if train_only:  # e.g. one process per point (a process that trains several grows its memory)
