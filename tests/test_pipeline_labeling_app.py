@@ -327,7 +327,8 @@ def test_a_later_round_is_ranked_in_its_own_project(served, tmp_path):
     out = rounds.rankings_stage(config, folder, results, 2)
     ranked = read_records(out["train"], "rankings")
     assert [(r.prompt_id, r.labeler_id, r.ranks) for r in ranked] == [("p1", "ann", [0, 1]), ("p2", "ann", [0, 1])]
-    assert json.loads(out["panel"].read_text())["human"] == 2
+    panel = json.loads(out["panel"].read_text())
+    assert panel["human"] == 2 and "not people's" in panel["validation_rankings_note"]  # said plainly
 
 
 def test_the_simulated_panel_keeps_its_fingerprints():
