@@ -334,13 +334,19 @@ def _judge_text(j: dict, kind: str, what: str) -> str:
     """One TruthfulQA judge in words, with its held-out accuracy when it was trained here."""
     name = j.get(f"{kind}_judge", "offline logistic regression")
     accuracy, n = j.get(f"{kind}_heldout_accuracy"), j.get("heldout_answers") or 0
-    agreement = (j.get("paper_samples") or {}).get(f"{kind}_agreement")
+    paper = j.get("paper_samples") or {}
+    agreement, rates = paper.get(f"{kind}_agreement"), paper.get(kind) or {}
     parts = []
     if _finite(accuracy) and n:
         value = _interval(*(100 * v for v in (accuracy, *wilson_interval(accuracy, n))), 1)
         parts.append(f"held-out accuracy {value}% {what}, n={n} answers to unseen questions")
     if _finite(agreement):
-        parts.append(f"{100 * agreement:.1f}% agreement with the paper's GPT-judge on its samples")
+        parts.append(f"{100 * agreement:.1f}% agreement with the paper's GPT-judge on {paper.get('n')} of its answers")
+    if _finite(rates.get("worst_model_difference")):
+        parts.append(
+            f"per model type % {what} within {100 * rates['worst_model_difference']:.1f} points of GPT-judge's "
+            f"({rates['models_over_5_points']} of {len(rates['per_model'])} model types more than 5 points off)"
+        )
     if name == "offline logistic regression":
         name = "a logistic regression trained on the TruthfulQA judge fine-tune files"
     return f"{name} ({'; '.join(parts)})" if parts else name
@@ -380,13 +386,22 @@ def statement(results: dict) -> str:
     if s:
         a = s.get("agreement", {}).get("heldout_rtp_texts")
         p = s.get("agreement", {}).get("paper_samples")
-        extra = (
-            f" (Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts)"
-            if a
-            else f" (Pearson r with Perspective {p['pearson']:.2f} on n={p['n']} of the paper's samples)"
-            if p and _finite(p.get("pearson"))
-            else ""
-        )
+        measured = []
+        if a:
+            measured.append(f"Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts")
+        if p and _finite(p.get("pearson")):
+            measured.append(f"{p['pearson']:.2f} on n={p['n']} of the paper's samples")
+        if p and _finite(p.get("worst_mean_difference")):
+            measured.append(
+                f"mean per model type and condition within {p['worst_mean_difference']:.3f} of Perspective's "
+                f"({p['groups_over_0.02']} of {len(p['mean_differences'])} more than 0.02 off)"
+            )
+        if p and p.get("respectful_effect"):
+            measured.append(
+                f"the respectful-prompt effect inside Perspective's 95% interval for {p['respectful_reproduced']} of "
+                f"the {p['respectful_significant']} model types whose interval excludes 0"
+            )
+        extra = f" ({'; '.join(measured)})" if measured else ""
         conditions = cfg.get("toxicity_prompts") or ("basic", "respectful")
         named = ", ".join(TOXICITY_CONDITIONS.get(c, c) for c in conditions)
         parts.append(f"RealToxicityPrompts ({named}): continuations scored by the {s['name']} toxicity scorer{extra}.")
