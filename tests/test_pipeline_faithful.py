@@ -236,3 +236,21 @@ def test_ppo_stage_passes_the_kl_controller_settings(tmp_path, monkeypatch):
     assert [(c.kl_coef, c.kl_target, c.kl_horizon) for c in seen] == [(0.02, None, 10_000), (0.05, 6.0, 512)]
     with pytest.raises(ConfigError, match="ppo_kl_target"):
         replace(base, ppo_kl_target=0.0).validate()
+
+
+def test_ppo_stage_passes_the_missing_eos_penalty(tmp_path, monkeypatch):
+    """The missing-EOS handling (open in method.md): 0 keeps a cut-off response's score; a penalty reaches PPO."""
+    from instructgpt.training import ppo
+
+    seen = []
+    monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
+    results = {"prepare": {"ppo_train": tmp_path / "ppo.jsonl"}, "rm": {"model": tmp_path / "rm"}}
+    results["sft"] = {"model": tmp_path / "sft"}
+    base = PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+    run.ppo_stage(base, tmp_path / "ppo", results, 0.0)
+    run.ppo_stage(replace(base, ppo_missing_eos_penalty=1.5), tmp_path / "ppo", results, 0.0)
+    assert [c.missing_eos_penalty for c in seen] == [0.0, 1.5]
+    settings = {stage.name: stage.settings for stage in plan.build_stages(replace(base, ppo_missing_eos_penalty=1.5))}
+    assert settings["ppo"]["ppo_missing_eos_penalty"] == 1.5  # in the fingerprint: changing it re-runs PPO
+    with pytest.raises(ConfigError, match="ppo_missing_eos_penalty"):
+        replace(base, ppo_missing_eos_penalty=-1.0).validate()
