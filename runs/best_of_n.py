@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import tyro
-import yaml
+from sweep_ppo_kl import run_config, validation_prompts  # runs/: the same config and prompts as the sweep
 
-from instructgpt.data.jsonl import read_records, write_jsonl_atomic
+from instructgpt.data.jsonl import write_jsonl_atomic
 from instructgpt.pipeline import run
-from instructgpt.pipeline.config import PipelineConfig, preset_path
 
 
 def main(
@@ -52,14 +49,8 @@ def main(
     from instructgpt.models.loader import load_model
     from instructgpt.models.reward import load_reward_model, score_texts
 
-    values = yaml.safe_load(preset_path(preset).read_text()) or {}
-    config = PipelineConfig(
-        **{**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, "out_dir": run_dir}
-    )
-    if seed is not None:  # the run's --seed: it fixes the panel and the prompts' choice
-        config = replace(config, seed=seed)
-    valid = read_records(run_dir / "prepare" / "api" / "ppo" / "valid.jsonl", "prompts")
-    chosen = random.Random(config.seed).sample(valid, min(prompts, len(valid)))
+    config = run_config(run_dir, preset, seed)
+    chosen = validation_prompts(config, prompts)
     texts = [p.text for p in chosen]
     model, tokenizer = load_model(run._sft_baseline(config, {}))
     common = dict(max_new_tokens=config.eval_tokens, batch_size=64, autocast=run._autocast_dtype())

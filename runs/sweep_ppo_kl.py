@@ -39,6 +39,7 @@ from pathlib import Path
 import tyro
 import yaml
 
+from instructgpt.config import parse
 from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig, preset_path
@@ -59,9 +60,7 @@ def main(
     train_only: bool = False,
     reward_model: Path | None = None,
 ) -> None:
-    values = yaml.safe_load(preset_path(preset).read_text()) or {}
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    config = PipelineConfig(**{**fields, "out_dir": run_dir})
+    config = run_config(run_dir, preset)
     sweep = run_dir / "sweeps" / "ppo-kl"
     points = {}
     for point in grid:
@@ -106,13 +105,24 @@ def main(
     print(f"wrote {sweep / 'summary.json'}")
 
 
+def run_config(run_dir: Path, preset: str, seed: int | None = None) -> PipelineConfig:
+    """The preset's pipeline config for the run in ``run_dir`` (``seed``: the run's ``--seed``, if not the preset's)."""
+    argv = ["--config", str(preset_path(preset)), "--out-dir", str(run_dir)]
+    return parse(PipelineConfig, argv + (["--seed", str(seed)] if seed is not None else []), "pipeline")
+
+
+def validation_prompts(config: PipelineConfig, count: int) -> list:
+    """``count`` prompts of the run's PPO validation split, the same for every script given the same seed."""
+    valid = read_records(config.out_dir / "prepare" / "api" / "ppo" / "valid.jsonl", "prompts")
+    return random.Random(config.seed).sample(valid, min(count, len(valid)))
+
+
 def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count: int) -> dict:
     from instructgpt.evaluation.judges import LabelerJudge
     from instructgpt.evaluation.suite import EvalConfig, run_eval
 
     out_dir = config.out_dir
-    valid = read_records(out_dir / "prepare" / "api" / "ppo" / "valid.jsonl", "prompts")
-    chosen = random.Random(config.seed).sample(valid, min(count, len(valid)))
+    chosen = validation_prompts(config, count)
     write_jsonl_atomic(sweep / "eval" / "valid_prompts.jsonl", chosen)
     calibrations = json.loads((out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
     judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")

@@ -126,8 +126,7 @@ def save_checkpoint(config, models, state, group: DataParallel = SINGLE) -> Path
     if group.main:
         with _masters_in_place(state):
             _save_checkpoint(config, models, state, folder, group.world)
-        if config.save_total_limit > 0:
-            ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
+        ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)  # a limit of 0 keeps every checkpoint
     group.barrier()
     return folder
 

@@ -429,7 +429,7 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
         _meta(config, step, plan, accelerator.num_processes),
         {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
     )
-    if accelerator.is_main_process and config.save_total_limit > 0:
+    if accelerator.is_main_process:  # a limit of 0 keeps every checkpoint
         ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
 
 
