@@ -110,12 +110,18 @@ class Args:
     """Seconds before a worker subprocess is killed."""
     seed: int = 0
     """Seed of the prompt subset, the reward head and both trainers."""
+    peer_allocator: str = "system"
+    """TRL's memory allocator: 'system' (glibc's defaults, as TRL comes) or 'tuned' (the large-tensor
+    settings our package applies on import, instructgpt.runtime, given to TRL's process as environment
+    variables), to separate what the allocator buys from what the trainer's design does."""
 
     def validate(self) -> None:
         if not 0 <= self.warmup < self.iterations:
             raise SystemExit("--warmup must be below --iterations")
         if self.batch_size % self.micro_batch_size:
             raise SystemExit("--batch-size must be a multiple of --micro-batch-size")
+        if self.peer_allocator not in ("system", "tuned"):
+            raise SystemExit("--peer-allocator must be 'system' or 'tuned'")
         unknown = sorted(set(self.trl_variants) - set(TRL_VARIANTS))
         if unknown:
             raise SystemExit(f"unknown --trl-variants {unknown}; known: {sorted(TRL_VARIANTS)}")
@@ -168,6 +174,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
                 "dtype": TRL_VARIANTS.get(side.removeprefix("trl-"), "float32"),
                 "run_dir": str(work / f"{side}-{repeat}"),
                 "master_weights": "bf16" if side == "ours-bf16" else "fp32",
+                "peer_allocator": args.peer_allocator,
             }
             python = sys.executable if side.startswith("ours") else str(args.trl_python)
             result = run_worker(python, spec, work, f"{side}-{repeat}", args.timeout)
@@ -490,6 +497,7 @@ def run_worker(python: str, spec: dict[str, Any], work_dir: Path, name: str, tim
         "TOKENIZERS_PARALLELISM": "false",
         "TRL_EXPERIMENTAL_SILENCE": "1",
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        **(_tuned_allocator() if spec["side"].startswith("trl-") and spec.get("peer_allocator") == "tuned" else {}),
     }
     started = time.perf_counter()
     with log_path.open("w", encoding="utf-8") as log:
@@ -512,6 +520,13 @@ def run_worker(python: str, spec: dict[str, Any], work_dir: Path, name: str, tim
         "log": str(log_path),
         "wall_s": wall,
     }
+
+
+def _tuned_allocator() -> dict[str, str]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from instructgpt.runtime import ENVIRONMENT
+
+    return ENVIRONMENT
 
 
 def _aggregate(results: list[dict], batch: int) -> dict[str, Any]:

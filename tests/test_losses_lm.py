@@ -71,3 +71,16 @@ def test_token_logprobs_in_bf16_close_to_fp32_and_weight_grad_optional():
     frozen = weight.detach()
     (grad,) = _grads((token_logprobs(hidden, frozen, targets, chunk_size=7) * coeffs).sum(), hidden)
     torch.testing.assert_close(grad, exact_grads[0])
+
+
+@pytest.mark.parametrize("chunk", [7, 64])  # several chunks (fp32 accumulation) and one (no fp32 round trip)
+def test_token_logprobs_bf16_weights_gradient_in_their_dtype(chunk):
+    hidden, weight, targets, _ = _inputs(n=20, h=16, v=40)
+    coeffs = torch.linspace(-1, 1, len(targets))
+    exact_grads = _grads((token_logprobs(hidden, weight, targets) * coeffs).sum(), hidden, weight)
+    low_hidden, low_weight = (t.detach().bfloat16().requires_grad_() for t in (hidden, weight))
+    low = token_logprobs(low_hidden, low_weight, targets, chunk_size=chunk)
+    grads = _grads((low * coeffs).sum(), low_hidden, low_weight)
+    assert [g.dtype for g in grads] == [torch.bfloat16, torch.bfloat16]
+    for a, b in zip(grads, exact_grads):
+        torch.testing.assert_close(a.float(), b, atol=0.1, rtol=0.05)

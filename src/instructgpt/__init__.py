@@ -1,9 +1,14 @@
 """instructgpt: the InstructGPT method (Ouyang et al. 2022) as a library and a CLI.
 
-The package is light on import: nothing heavy (torch, transformers) is imported here.
+The package is light on import: nothing heavy (torch, transformers) is imported here; importing it
+sets the process's memory allocator for large tensors (:mod:`instructgpt.runtime`).
 Stages live in submodules: ``instructgpt.data`` (formats, validation, importers, rendering),
 ``instructgpt.models`` (loading), ``instructgpt.losses`` (pure loss functions),
 ``instructgpt.training`` (the SFT trainer, schedules, checkpoints), ``instructgpt.cli``.
 """
 
 __version__ = "0.1.0"
+
+from instructgpt.runtime import tune_memory as _tune_memory
+
+_tune_memory()  # large tensors reused without page faults (instructgpt.runtime says why and how to opt out)

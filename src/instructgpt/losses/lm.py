@@ -149,7 +149,10 @@ class _TokenLogprobs(torch.autograd.Function):
                     grad_hidden[rows] = (grad @ weight_c).to(hidden.dtype)
                 if ctx.needs_input_grad[1]:
                     part = grad.T @ h  # [V, H]
-                    grad_weight = part.float() if grad_weight is None else grad_weight.add_(part)
+                    if grad_weight is None:  # one chunk: no fp32 round trip (the same values, two [V, H] copies fewer)
+                        grad_weight = part if len(t) == hidden.shape[0] else part.float()
+                    else:
+                        grad_weight = grad_weight.add_(part)
         return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None, None
 
 
