@@ -29,14 +29,24 @@ META = "meta.json"
 TRAINER_STATE = "trainer_state.pt"
 
 
-def save_checkpoint(folder: Path, model: Any, tokenizer: Any, meta: dict, trainer_state: dict | None = None) -> Path:
-    """Write a checkpoint atomically to ``folder`` (replacing an older one of the same name)."""
+def save_checkpoint(
+    folder: Path,
+    model: Any,
+    tokenizer: Any,
+    meta: dict,
+    trainer_state: dict | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a checkpoint atomically to ``folder`` (replacing an older one of the same name).
+
+    ``weights``: the state dict to write instead of ``model``'s own (a sharded model's gathered weights).
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     with_umask(staging, folder=True)
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, safe_serialization=True, state_dict=weights)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if trainer_state is not None:
@@ -96,29 +106,61 @@ def load_weights(model: Any, folder: Path) -> None:
 
 
 def save_on_main(
-    accelerator: Any, folder: Path, model: Any, tokenizer: Any, meta: dict, trainer_state: dict | None = None
+    accelerator: Any,
+    folder: Path,
+    model: Any,
+    tokenizer: Any,
+    meta: dict,
+    trainer_state: dict | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Every process waits; the main one writes the checkpoint (data-parallel runs save once)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_checkpoint(folder, model, tokenizer, meta, trainer_state)
+        save_checkpoint(folder, model, tokenizer, meta, trainer_state, weights)
     accelerator.wait_for_everyone()
 
 
-def resumable_state(optimizer: Any, scheduler: Any, step: int) -> dict:
-    """The trainer state a checkpoint keeps for an exact resume."""
-    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+def resumable_state(optimizer: Any, scheduler: Any, step: int, sharded_model: Any = None) -> dict:
+    """The trainer state a checkpoint keeps for an exact resume (every process must call it).
+
+    ``sharded_model``: the FSDP-sharded model whose ``optimizer`` this is: its state is gathered, keyed by name.
+    """
+    if sharded_model is None:
+        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step}
+    from instructgpt.training import sharding
+
+    optimizer_state = sharding.gathered_optimizer_state(sharded_model, optimizer)
+    layout = {"optimizer_layout": sharding.OPTIMIZER_LAYOUT}
+    return {"optimizer": optimizer_state, **layout, "scheduler": scheduler.state_dict(), "step": step}
 
 
-def load_trainer_state(folder: Path | None, optimizer: Any, scheduler: Any, verbose: bool = True) -> int:
+def load_trainer_state(
+    folder: Path | None, optimizer: Any, scheduler: Any, verbose: bool = True, sharded_model: Any = None
+) -> int:
     """Restore the optimizer and scheduler of checkpoint ``folder``; returns its step (0 without one).
 
-    Weights are loaded separately, before the model is wrapped or cast.
+    Weights are loaded separately, before the model is wrapped or cast. ``sharded_model``: the FSDP-sharded
+    model whose ``optimizer`` this is; its checkpoints hold the gathered state keyed by parameter name.
     """
     if folder is None:
         return 0
+    from instructgpt.config import check
+    from instructgpt.training import sharding
+
     state = torch.load(Path(folder) / TRAINER_STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    layout = state.get("optimizer_layout")
+    wanted = sharding.OPTIMIZER_LAYOUT if sharded_model is not None else None
+    check(
+        layout == wanted,
+        "resume",
+        f"{folder} was written {'under FSDP' if layout else 'data-parallel'} and this run is "
+        f"{'under FSDP' if wanted else 'data-parallel'}: resume it as it was launched, or start over with --no-resume",
+    )
+    if sharded_model is not None:
+        sharding.load_optimizer_state(sharded_model, optimizer, state["optimizer"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if verbose:
         print(f"resuming from {folder} (step {state['step']})")

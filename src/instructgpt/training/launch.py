@@ -9,10 +9,11 @@ refuses (:mod:`instructgpt.cli.main`; :func:`require_single_process` in the Pyth
 trainer whose process group is not the launch's, or whose batch does not split over it, stops
 before it loads a model (:func:`check_launch`).
 
-Sharded engines (an accelerate config with ``distributed_type: FSDP`` or ``DEEPSPEED``) are refused
-by every trainer (:func:`check_engine`): none prepares its model, clips, checkpoints or resumes
-through them yet. accelerate itself gives no warning where it cannot honour such a config: on a
-machine without CUDA it trains with plain DDP instead (``--cpu``), or starts each process alone.
+Sharded engines (an accelerate config with ``distributed_type: FSDP`` or ``DEEPSPEED``): SFT and the
+RM train under FSDP (:mod:`instructgpt.training.sharding`, on CPUs too); every other engine and
+trainer is refused (:func:`check_engine`). accelerate itself gives no warning where it cannot honour
+such a config: on a machine without CUDA it trains with plain DDP instead (``--cpu``), or starts
+each process alone.
 """
 
 from __future__ import annotations
@@ -72,29 +73,43 @@ def requested_engines(environ: Mapping[str, str]) -> list[str]:
     return [name for variable, name in SHARDED_ENGINES.items() if environ.get(variable, "").lower() in ("1", "true")]
 
 
-def check_engine(accelerator: Any, trainer: str, environ: Mapping[str, str] | None = None) -> None:
-    """Stop a run under a sharded engine (FSDP, DeepSpeed ZeRO): asked for and not formed, or formed at all.
+def check_engine(
+    accelerator: Any, trainer: str, environ: Mapping[str, str] | None = None, sharded: tuple[str, ...] = ()
+) -> str | None:
+    """The sharded engine this run trains under (``"FSDP"``), or None for plain data parallelism; stop otherwise.
 
-    Asked for and not formed is accelerate's silent fallback (plain DDP, or each process alone, on a
-    machine without CUDA GPUs). Formed, the trainers would clip, save and resume unsharded state
-    (``clip_grad_norm_`` on local shards, ``save_pretrained`` of one rank's shard, bf16-weights' fp32
-    masters copied from sharded parameters), so they refuse it too until that path is written and tested.
+    ``sharded``: the engines ``trainer`` runs (SFT and the RM: FSDP, :mod:`instructgpt.training.sharding`, which
+    shards the model itself wherever accelerate formed a process group: accelerate forms FSDP only on CUDA, and
+    plain DDP from the same config on a CPU). Any other engine stops the run, whether accelerate formed it or
+    fell back without a word (DDP, or each process alone, without CUDA): the trainer would clip, save and
+    resume unsharded state (``clip_grad_norm_`` on local shards, ``save_pretrained`` of one rank's shard).
     """
+    environ = os.environ if environ is None else environ
     formed = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    for engine in requested_engines(os.environ if environ is None else environ):
-        check(
-            formed == engine,
-            "accelerate config",
-            f"asks for {engine}, but accelerate formed {formed} ({engine} through accelerate needs CUDA GPUs; "
-            "it would have trained without it). Launch data-parallel instead: torchrun --nproc_per_node N or "
-            "accelerate launch --multi_gpu --num_processes N (docs/distributed.md)",
-        )
-    check(
-        formed not in SHARDED_ENGINES.values(),
-        "accelerate config",
-        f"{trainer} does not run under {formed} yet (clipping, checkpoints and bf16-weights' fp32 masters are not "
-        "sharded); launch it data-parallel: accelerate launch --multi_gpu --num_processes N (docs/distributed.md)",
+    for engine in requested_engines(environ):
+        if engine in sharded:
+            check(
+                formed != "NO",
+                "accelerate config",
+                f"asks for {engine}, but accelerate formed no process group (NO): {engine} shards over 2 or more "
+                "processes; launch with --num_processes N (N >= 2), or without the config",
+            )
+            return engine
+        check(False, "accelerate config", _unsupported(trainer, engine, formed, sharded))
+    check(formed not in SHARDED_ENGINES.values(), "accelerate config", _unsupported(trainer, formed, formed, sharded))
+    return None
+
+
+def _unsupported(trainer: str, engine: str, formed: str, sharded: tuple[str, ...]) -> str:
+    """Why ``trainer`` stops under ``engine``, and what accelerate formed in its place."""
+    runs = f"it runs under {', '.join(sharded)} or " if sharded else "it runs "
+    message = (
+        f"{trainer} does not run under {engine} yet; {runs}data-parallel: torchrun --nproc_per_node N or "
+        "accelerate launch --multi_gpu --num_processes N (docs/distributed.md)"
     )
+    if formed != engine:
+        message += f". (Here accelerate formed {formed}: {engine} through accelerate needs CUDA GPUs.)"
+    return message
 
 
 def is_data_parallel(module: torch.nn.Module) -> bool:

@@ -12,7 +12,8 @@ no weight decay; Adam eps 1e-8; bf16 autocast (fp32 master weights) where the ha
 natively; the pretraining mix is a fraction of training *sequences*; a validation split of 5%.
 
 Distribution is accelerate's: the same loop runs on one process or data-parallel (DDP over
-gloo on CPU, NCCL on GPU). Every process builds the same deterministic plan
+gloo on CPU, NCCL on GPU), or fully sharded under an accelerate FSDP config
+(:mod:`instructgpt.training.sharding`). Every process builds the same deterministic plan
 (:mod:`instructgpt.training.batching`); dropout is re-seeded from ``(seed, step, rank)`` at each
 step, so a run killed and resumed from a checkpoint ends with exactly the weights of an
 uninterrupted run.
@@ -20,6 +21,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -34,6 +36,7 @@ from instructgpt.data.collate import collate, pack
 from instructgpt.data.render import TEMPLATES, Example, render_all
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
+from instructgpt.training import sharding
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.launch import check_engine, check_launch, check_resumed_together, is_data_parallel
 from instructgpt.training.lm import CausalLMLoss, resolve_precision, sparse_tied_embedding, warn_if_emulated
@@ -152,7 +155,9 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
     """Run SFT; returns the folder of the final model (``out_dir/final``)."""
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
-    check_engine(accelerator, "sft")
+    fsdp = check_engine(accelerator, "sft", sharded=("FSDP",)) and sharding.fsdp_settings(os.environ)
+    if fsdp:
+        sharding.check_options(config.precision, config.lora_rank)
     check_launch(accelerator, config.batch_size)
     if model is None:
         model, tokenizer = _load_model(config, accelerator.device)
@@ -169,6 +174,8 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
         warn_if_emulated(config.precision, accelerator.device)  # (bf16 autocast warns in resolve_precision)
     precision = None if master else resolve_precision(config.precision, accelerator.device)
     wrapped = CausalLMLoss(model, config.residual_dropout, config.loss_chunk_size, precision)
+    if fsdp:  # sharded here, not by accelerator.prepare (sharding.py)
+        sharding.shard(wrapped, model, fsdp, accelerator.device)
     optimizer = torch.optim.AdamW(
         master.masters if master else [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -178,10 +185,11 @@ def train_sft(config: SFTConfig, model: Any = None, tokenizer: Any = None) -> Pa
         fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
-    start = _resume_state(last, optimizer, scheduler, accelerator)
+    start = ckpt.load_trainer_state(last, optimizer, scheduler, accelerator.is_main_process, model if fsdp else None)
     check_resumed_together(accelerator, start)
-    wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
-    if not is_data_parallel(wrapped):  # under DDP (even of one process) the embedding's gradient stays dense
+    if not fsdp:
+        wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
+    if not (is_data_parallel(wrapped) or fsdp):  # under DDP (even of one process) or FSDP it stays dense
         sparse_tied_embedding(model)
     log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-sft", config, start)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
@@ -229,25 +237,18 @@ def sft_step(
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed * 1_000_003 + step * 1009 + accelerator.process_index)  # dropout
-    micro = shard_and_split(
-        indices,
-        lengths,
-        accelerator.process_index,
-        accelerator.num_processes,
-        config.micro_batch_size,
-        config.micro_batch_tokens,
-        config.packing,
-    )
+    micro = _micro_batches(indices, lengths, config, accelerator, sharding.is_sharded(wrapped))
     targets = sum(sum(examples[i].loss_mask[1:]) for i in indices)  # response tokens in the global batch
-    scale = accelerator.num_processes / max(targets, 1)  # DDP averages over processes: undo it
+    scale = accelerator.num_processes / max(targets, 1)  # DDP and FSDP average over processes: undo it
     wrapped.train()
     loss_sum = torch.zeros(())
-    for k, chunk in enumerate(micro):
+    for k, (chunk, counted) in enumerate(micro):
         chosen = [examples[i] for i in chunk]
         batch = pack(chosen, config.pack_row_tokens, pad_id) if config.packing else collate(chosen, pad_id)
         sync = k == len(micro) - 1 and not master  # with masters, all_reduce_grads reduces once below
-        with accelerator.no_sync(wrapped) if not sync else nullcontext():
-            loss = wrapped(**{n: t.to(accelerator.device) for n, t in batch.items()}, token_weight=scale)
+        with sharding.no_sync(accelerator, wrapped) if not sync else nullcontext():
+            batch = {n: t.to(accelerator.device) for n, t in batch.items()}
+            loss = wrapped(**batch, token_weight=scale if counted else 0.0)
             accelerator.backward(loss)
         if master:
             master.accumulate_grads()
@@ -272,17 +273,32 @@ def sft_step(
     }
 
 
+def _micro_batches(indices, lengths, config, accelerator, sharded: bool) -> list[tuple[list[int], bool]]:
+    """This process's micro-batches of the global batch ``indices``, each with whether its loss counts.
+
+    Under FSDP every forward and backward gathers and reduces over all processes, so each runs as many
+    micro-batches as the busiest one: the others add a repeat of one sequence whose loss counts for nothing.
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    args = (config.micro_batch_size, config.micro_batch_tokens, config.packing)
+    micro = shard_and_split(indices, lengths, rank, world, *args)
+    most = max(len(shard_and_split(indices, lengths, r, world, *args)) for r in range(world)) if sharded else 0
+    return [(chunk, True) for chunk in micro] + [(micro[-1][:1], False)] * (most - len(micro))
+
+
 @torch.no_grad()
 def evaluate_loss(wrapped, examples: list[Example], config: SFTConfig, accelerator, pad_id: int) -> float:
     """Mean response-token cross-entropy over ``examples`` (each process takes its share)."""
     wrapped.eval()
     mine = list(range(accelerator.process_index, len(examples), accelerator.num_processes))
+    most = -(-len(examples) // accelerator.num_processes) if sharding.is_sharded(wrapped) else len(mine)
     total, count = torch.zeros(()), torch.zeros(())
-    for start in range(0, len(mine), config.micro_batch_size):
+    for start in range(0, max(len(mine), most), config.micro_batch_size):  # FSDP: as many forwards on each
         chunk = [examples[i] for i in mine[start : start + config.micro_batch_size]]
-        batch = collate(chunk, pad_id)
-        total += wrapped(**{n: t.to(accelerator.device) for n, t in batch.items()}, token_weight=1.0).cpu()
-        count += batch["loss_mask"][:, 1:].sum()
+        batch = collate(chunk or examples[:1], pad_id)
+        weight = 1.0 if chunk else 0.0
+        total += wrapped(**{n: t.to(accelerator.device) for n, t in batch.items()}, token_weight=weight).cpu()
+        count += batch["loss_mask"][:, 1:].sum() * weight
     total, count = (accelerator.reduce(t.to(accelerator.device), "sum") for t in (total, count))
     return (total / count.clamp(min=1)).item()
 
@@ -328,19 +344,17 @@ def _default_pretrain_path() -> Path:
     return find_data_root() / "pretrain" / "derived" / "ptx_documents.jsonl.gz"
 
 
-def _resume_state(last: Path | None, optimizer, scheduler, accelerator) -> int:
-    return ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
-
-
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
     folder = config.out_dir / "checkpoints" / f"step-{step:06d}"
+    sharded = model if sharding.is_sharded(model) else None
     ckpt.save_on_main(
         accelerator,
         folder,
         checkpoint_model(model, config),
         tokenizer,
-        _meta(config, step, plan, accelerator.num_processes),
-        {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
+        _meta(config, step, plan, accelerator.num_processes, sharding.engine_of(model)),
+        {**ckpt.resumable_state(optimizer, scheduler, step, sharded), **trainable_for_resume(model, config)},
+        sharding.gathered_weights(model) if sharded else None,
     )
     if accelerator.is_main_process:  # a limit of 0 keeps every checkpoint
         ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
@@ -349,8 +363,9 @@ def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, pla
 def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
     if stop == plan.total_steps:
         final = checkpoint_model(model, config)
-        meta = _meta(config, stop, plan, accelerator.num_processes)
-        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, meta)
+        meta = _meta(config, stop, plan, accelerator.num_processes, sharding.engine_of(model))
+        weights = sharding.gathered_weights(model) if sharding.is_sharded(model) else None
+        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, meta, weights=weights)
     return config.out_dir / "final"
 
 
@@ -364,13 +379,14 @@ def _load_model(config: SFTConfig, device: torch.device) -> tuple[Any, Any]:
     return load_model(config.model)
 
 
-def _meta(config: SFTConfig, step: int, plan: BatchPlan, processes: int) -> dict:
+def _meta(config: SFTConfig, step: int, plan: BatchPlan, processes: int, engine: str | None) -> dict:
     return {
         "kind": "sft",
         "step": step,
         "epoch": step / plan.steps_per_epoch,
         "parent": config.model,
         "processes": processes,  # data-parallel ranks that trained it
+        "sharding": engine,  # "FSDP", or None: every process held the whole model
         "config": to_dict(config),
     }
 
