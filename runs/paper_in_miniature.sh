@@ -19,11 +19,15 @@
 # and the "ptx - ppo" row, and the wall time of every stage.
 #
 # Usage: bash runs/paper_in_miniature.sh [RUN_DIR] [extra pipeline flags]
-#        (RUN_DIR defaults to runs/paper-in-miniature; PYTHON overrides the interpreter)
+#        (RUN_DIR defaults to runs/paper-in-miniature; PYTHON overrides the interpreter, else
+#        scripts/setup.sh installs into .venv first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/paper-in-miniature}"
 shift || true
+if [ -z "${PYTHON:-}" ]; then
+    bash scripts/setup.sh  # the package and its pinned dependencies in .venv, as the quickstart does
+fi
 python="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 start=$(date +%s)

@@ -106,9 +106,8 @@ class HFBackend:
         self.eos_id, self.pad_id = eos_id, pad_id
         self.batch_size, self.dtype = batch_size, dtype
         self.decode = decode
-        """auto, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`;
-        auto compiles a static-cache step where that was measured to pay: native-bf16 CPUs, models >= 50M
-        parameters; compile paid once per process)."""
+        """auto, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`,
+        whose docstring says what ``auto`` picks and the measurements behind it)."""
 
     def sync_weights(self, policy: Any) -> None:
         self.model = policy  # samples from the trained module itself
