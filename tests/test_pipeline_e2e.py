@@ -34,6 +34,7 @@ TINY = dict(
     eval_prompts=4,
     eval_items=2,
     eval_tokens=8,
+    eval_batch_size=3,  # 4 prompts: a full batch and a partial one
     training_labelers=3,
     held_out_labelers=2,
 )
@@ -62,6 +63,7 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     assert [c["epoch"] for c in selection["candidates"]] == [1, 2] and all(c["n"] == 2 for c in selection["candidates"])
     results = json.loads(outputs["eval"]["results"].read_text())
     assert results["config"]["models"][2] == f"sft={selection['chosen']}"  # the chosen epoch is the SFT baseline
+    assert results["config"]["batch_size"] == 3  # the pipeline's eval_batch_size reaches the evaluation
     assert set(results["per_model"]) == {"pretrained", "prompted", "sft", "ppo", "ppo-ptx"}
     assert set(results["winrate"]["per_model"]) >= {"pretrained", "prompted", "ppo", "ppo-ptx"}
     html = outputs["eval"]["report"].read_text()

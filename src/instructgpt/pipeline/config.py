@@ -194,6 +194,11 @@ class PipelineConfig:
     """Items per automatic benchmark (TruthfulQA, RealToxicityPrompts, CrowS-Pairs, ...)."""
     eval_tokens: int = 48
     """New tokens per evaluation sample."""
+    eval_batch_size: int = 64
+    """Prompts decoded (and sequences scored) together in the evaluation. Not a method choice: on a CPU a decode
+    step costs about the same for 8 rows as for 64 (2-core Intel AMX, Gemma 3 270M, bf16: 79 ms at 16 rows, 139 ms
+    at 64), so larger batches finish the evaluation's generations several times sooner. Greedy answers may differ in
+    the last bit with the batch's padding, sampled ones with the batch (the random stream is per batch)."""
     eval_tasks: tuple[str, ...] = ("winrate", "truthfulqa", "toxicity", "bias", "nlp")
     """Evaluations to run (see instructgpt eval --help)."""
     # --- the simulated labeler panel
@@ -213,6 +218,7 @@ class PipelineConfig:
         check(self.ppo_missing_eos_penalty >= 0, "ppo_missing_eos_penalty", "must be >= 0")
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
+        check(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
         check(

@@ -150,6 +150,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "eval_prompts",
             "eval_items",
             "eval_tokens",
+            "eval_batch_size",
             "eval_tasks",
             *LABEL_FIELDS[config.labelers],
             uses=round_evals(config),

@@ -117,6 +117,7 @@ def _round_eval(config: PipelineConfig, stage, r: int) -> Stage:
         "eval_prompts",
         "eval_items",
         "eval_tokens",
+        "eval_batch_size",
         "round_eval_tasks",
         *LABEL_FIELDS[config.labelers],
         branch=True,  # only the final evaluation reads it: re-judging leaves the next round's training alone

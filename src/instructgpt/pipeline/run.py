@@ -598,6 +598,7 @@ def eval_stage(
         limit=config.eval_items,
         task_limits=(f"winrate={config.eval_prompts}",),
         win_max_new_tokens=config.eval_tokens,
+        batch_size=config.eval_batch_size,
         ppo_metrics=tuple(f"{n.replace('_', '-')}={trained[n]['metrics']}" for n in ("ppo_ptx", "ppo") if n in trained),
         rm_metrics=(f"rm={trained['rm']['summary']}",),
         seed=config.seed,
