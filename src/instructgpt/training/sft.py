@@ -274,16 +274,15 @@ def sft_step(
 
 
 def _micro_batches(indices, lengths, config, accelerator, sharded: bool) -> list[tuple[list[int], bool]]:
-    """This process's micro-batches of the global batch ``indices``, each with whether its loss counts.
-
-    Under FSDP every forward and backward gathers and reduces over all processes, so each runs as many
-    micro-batches as the busiest one: the others add a repeat of one sequence whose loss counts for nothing.
-    """
+    """This process's micro-batches of the global batch ``indices``, each with whether its loss counts
+    (under FSDP, as many as the busiest process's: :func:`~instructgpt.training.sharding.even_micro_batches`)."""
     rank, world = accelerator.process_index, accelerator.num_processes
     args = (config.micro_batch_size, config.micro_batch_tokens, config.packing)
-    micro = shard_and_split(indices, lengths, rank, world, *args)
-    most = max(len(shard_and_split(indices, lengths, r, world, *args)) for r in range(world)) if sharded else 0
-    return [(chunk, True) for chunk in micro] + [(micro[-1][:1], False)] * (most - len(micro))
+
+    def split(r: int) -> list[list[int]]:
+        return shard_and_split(indices, lengths, r, world, *args)
+
+    return sharding.even_micro_batches(split, rank, world, sharded)
 
 
 @torch.no_grad()

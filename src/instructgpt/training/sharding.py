@@ -12,11 +12,17 @@ Choices, and where this departs from ``accelerator.prepare``:
   itself runs over gloo, so the trainers shard the model themselves on CPUs and GPUs alike: one
   path, tested on CPU. accelerate still launches the processes and forms the group; the model
   and optimizer are not passed to ``accelerator.prepare``.
-- **The loss module is the root unit.** SFT's :class:`~instructgpt.training.lm.CausalLMLoss` runs
-  the decoder trunk and then the tied unembedding outside the Hugging Face model's ``forward``;
-  with the loss module as the root, the embedding, the final norm and the head stay gathered for
-  the whole forward that uses them. Each decoder layer is its own unit (the config's
-  ``fsdp_transformer_layer_cls_to_wrap``, checked against the model).
+- **The root unit holds everything a forward uses outside the decoder layers.** SFT's
+  :class:`~instructgpt.training.lm.CausalLMLoss` runs the decoder trunk and then the tied
+  unembedding outside the Hugging Face model's ``forward``, so the loss module is the root: the
+  embedding, the final norm and the head stay gathered for the whole forward that uses them. The
+  RM's root is the :class:`~instructgpt.models.reward.RewardModel` itself (trunk and scalar head),
+  with ``score_packed`` registered as a forward (:func:`register_fsdp_forward_method`), so that
+  training, validation and the normalisation all score through it. Each decoder layer is its own
+  unit (the config's ``fsdp_transformer_layer_cls_to_wrap``, checked against the model).
+- **Every process runs as many forwards as the busiest** (:func:`even_micro_batches`): each forward
+  gathers over all processes, so a process with fewer micro-batches adds repeats whose loss counts
+  for nothing (without them the collectives hang).
 - **Checkpoints hold gathered weights**: the same ``model.safetensors`` as a data-parallel run
   (rank 0 writes it), and the optimizer state gathered and keyed by parameter name
   (``torch.distributed.checkpoint.state_dict``'s full state dict), which every rank reads back
@@ -30,7 +36,7 @@ Choices, and where this departs from ``accelerator.prepare``:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -105,14 +111,23 @@ def check_options(precision: str, lora_rank: int) -> None:
     )
 
 
-def shard(root: torch.nn.Module, model: torch.nn.Module, settings: FSDPSettings, device: torch.device) -> None:
-    """``fully_shard`` each decoder layer of ``model``, then ``root`` (the loss module holding ``model``), in place.
+def shard(
+    root: torch.nn.Module,
+    model: torch.nn.Module,
+    settings: FSDPSettings,
+    device: torch.device,
+    forward_methods: tuple[str, ...] = (),
+) -> None:
+    """``fully_shard`` each decoder layer of ``model``, then ``root`` (the loss module holding ``model``, or
+    ``model`` itself), in place.
 
     The mesh is every process of the default group on ``device``'s type (gloo on CPU, NCCL on CUDA).
+    ``forward_methods``: methods of ``root`` that callers run instead of ``forward`` (the RM's ``score_packed``);
+    they gather and free the root's parameters as ``forward`` does.
     """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     from instructgpt.models.dropout import _decoder_layers
 
@@ -128,6 +143,8 @@ def shard(root: torch.nn.Module, model: torch.nn.Module, settings: FSDPSettings,
     for layer in layers:
         fully_shard(layer, mesh=mesh, reshard_after_forward=settings.reshard_after_forward)
     fully_shard(root, mesh=mesh, reshard_after_forward=settings.reshard_after_forward)
+    for method in forward_methods:
+        register_fsdp_forward_method(root, method)
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
@@ -142,19 +159,43 @@ def engine_of(model: torch.nn.Module) -> str | None:
     return "FSDP" if is_sharded(model) else None
 
 
+def even_micro_batches(
+    split: Callable[[int], list[list[int]]], rank: int, world: int, sharded: bool, filler: list[int] | None = None
+) -> list[tuple[list[int], bool]]:
+    """Process ``rank``'s micro-batches (``split(rank)``), each with whether its loss counts.
+
+    Under FSDP (``sharded``) every forward and backward gathers and reduces over all processes, so each runs
+    as many micro-batches as the busiest one: the others add a repeat of one item of their last micro-batch
+    (or ``filler`` where they have none) whose loss counts for nothing. Otherwise ``split(rank)`` as it is.
+    """
+    micro = split(rank)
+    most = max(len(split(r)) for r in range(world)) if sharded else len(micro)
+    repeat = micro[-1][:1] if micro else (filler or [])
+    return [(chunk, True) for chunk in micro] + [(repeat, False)] * (most - len(micro))
+
+
+def root_unit(module: torch.nn.Module) -> torch.nn.Module | None:
+    """The outermost module :func:`shard` made a unit in ``module`` (``module`` itself, or the one it holds)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next((m for m in module.modules() if isinstance(m, FSDPModule)), None)
+
+
 @contextmanager
 def no_sync(accelerator: Any, module: torch.nn.Module) -> Iterator[None]:
     """Skip the gradient reduction of this backward: ``accelerator.no_sync`` for DDP, and for a sharded
-    module its own switch (accelerate flips it only where it formed FSDP itself, i.e. on CUDA)."""
-    if not is_sharded(module):
+    module (or one holding it) its root unit's switch (accelerate flips it only where it formed FSDP itself,
+    i.e. on CUDA)."""
+    root = root_unit(module)
+    if root is None:
         with accelerator.no_sync(module):
             yield
         return
-    module.set_requires_gradient_sync(False)
+    root.set_requires_gradient_sync(False)
     try:
         yield
     finally:
-        module.set_requires_gradient_sync(True)
+        root.set_requires_gradient_sync(True)
 
 
 def _full_options() -> Any:
