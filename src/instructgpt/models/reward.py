@@ -148,7 +148,8 @@ class RewardModel(nn.Module):
         """The head in fp32 (outside autocast), plus the bias when ``normalize``: ``[..., H] -> [...]``."""
         with torch.autocast(hidden.device.type, enabled=False):
             scores = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
-        return scores + self.normalization_bias if self.normalize else scores
+        # a new tensor, not a view of the head's output: FSDP2 warns where a sharded module returns a view
+        return scores + self.normalization_bias if self.normalize else scores.clone()
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The head at every position ``[B, T]`` (fp32; plus the bias when ``normalize``): PPO's values."""
@@ -175,13 +176,20 @@ class RewardModel(nn.Module):
         return classifier
 
     def save_pretrained(
-        self, folder: str | os.PathLike, tokenizer: Any = None, parent: str | None = None, **_: Any
+        self,
+        folder: str | os.PathLike,
+        tokenizer: Any = None,
+        parent: str | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        **_: Any,
     ) -> Path:
         """Write the model as a Hugging Face sequence classifier, the tokenizer and ``reward.json``.
 
         The tokenizer is saved with a pad token distinct from EOS (:func:`pad_apart_from_eos`, on
         a copy) and ``config.pad_token_id`` names it; without a tokenizer the trunk's
-        ``pad_token_id`` is written. Extra keyword arguments (``safe_serialization``, as
+        ``pad_token_id`` is written. ``state_dict``: this model's weights to write instead of its own
+        parameters (keyed as ``self.state_dict()``: an FSDP-sharded model's gathered weights, rank 0's);
+        the normalisation bias is still this model's. Extra keyword arguments (``safe_serialization``, as
         :mod:`instructgpt.training.checkpoint` passes) are ignored: the weights are always safetensors.
         """
         folder = Path(folder)
@@ -202,7 +210,16 @@ class RewardModel(nn.Module):
                 "(pad_apart_from_eos) before training",
                 stacklevel=2,
             )
-        self.as_sequence_classifier(pad_token_id).save_pretrained(folder)
+        classifier = self.as_sequence_classifier(pad_token_id)
+        if state_dict is not None:  # trunk.* -> model.*, head.* -> score.*, as the classifier names them
+            names = {"trunk.": f"{classifier.base_model_prefix}.", "head.": "score."}
+            state_dict = {
+                names[prefix] + name.removeprefix(prefix): tensor
+                for name, tensor in state_dict.items()
+                for prefix in names
+                if name.startswith(prefix)
+            }
+        classifier.save_pretrained(folder, state_dict=state_dict)
         meta = {"normalization_bias": float(self.normalization_bias), "parent": parent or self.parent}
         (folder / REWARD_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
