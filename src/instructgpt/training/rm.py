@@ -27,13 +27,16 @@ Choices the paper leaves open, all configurable:
   demonstrations file is given (``demonstrations``);
 - an incomplete last batch of an epoch is dropped (:class:`~instructgpt.training.batching.BatchPlan`).
 
-Distribution is accelerate's, as for SFT: the same loop on one process or data-parallel; every
-process builds the same deterministic plan, so a killed run resumed from its last checkpoint
-ends with exactly the weights of an uninterrupted one (the RM has no dropout).
+Distribution is accelerate's, as for SFT: the same loop on one process or data-parallel, or fully
+sharded under an accelerate FSDP config (:mod:`instructgpt.training.sharding`: the reward model is
+the root unit, each decoder layer a unit). Every process builds the same deterministic plan, so a
+killed run resumed from its last checkpoint ends with exactly the weights of an uninterrupted one
+(the RM has no dropout).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -48,6 +51,7 @@ from instructgpt.data.render import TEMPLATES
 from instructgpt.losses.ranking import NORMALIZERS, ranking_accuracy, ranking_loss
 from instructgpt.models.loader import DEFAULT_MODEL
 from instructgpt.training import checkpoint as ckpt
+from instructgpt.training import sharding
 from instructgpt.training.batching import BatchPlan, shard_and_split
 from instructgpt.training.launch import check_engine, check_launch, check_resumed_together
 from instructgpt.training.lm import resolve_precision, warn_if_emulated
@@ -194,7 +198,9 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
     """Train the reward model; returns the folder of the final, normalised model (``out_dir/final``)."""
     config.validate()
     accelerator = make_accelerator(config.report_to, config.out_dir, cpu=not torch.cuda.is_available())
-    check_engine(accelerator, "rm train")
+    fsdp = check_engine(accelerator, "rm train", sharded=("FSDP",)) and sharding.fsdp_settings(os.environ)
+    if fsdp:
+        sharding.check_options(config.precision, config.lora_rank)
     check_launch(accelerator, config.batch_size)
     if model is None:
         model, tokenizer = _load_model(config, accelerator.device)
@@ -215,6 +221,8 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         warn_if_emulated(config.precision, accelerator.device)
     autocast = None if master else resolve_precision(config.precision, accelerator.device)
     objective = RankingObjective(model, tokenizer.pad_token_id, config, autocast)
+    if fsdp:  # sharded here, not by accelerator.prepare; the reward model is the root (sharding.py)
+        sharding.shard(model, model, fsdp, accelerator.device, forward_methods=("score_packed",))
     optimizer = torch.optim.AdamW(
         master.masters if master else [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -224,9 +232,11 @@ def train_rm(config: RMConfig, model: Any = None, tokenizer: Any = None) -> Path
         fused=True,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(plan.total_steps, config.lr_final_fraction))
-    start = ckpt.load_trainer_state(last, optimizer, scheduler, verbose=accelerator.is_main_process)
+    start = ckpt.load_trainer_state(last, optimizer, scheduler, accelerator.is_main_process, model if fsdp else None)
     check_resumed_together(accelerator, start)
-    wrapped, optimizer = accelerator.prepare(objective, optimizer)
+    wrapped = objective
+    if not fsdp:
+        wrapped, optimizer = accelerator.prepare(objective, optimizer)
     log = MetricsLog(config.out_dir, accelerator.is_main_process, accelerator, "instructgpt-rm", config, start)
     stop = min(plan.total_steps, config.max_steps or plan.total_steps)
     if val and start == 0:
@@ -271,26 +281,20 @@ def rm_step(
     (:class:`MasterWeights`), gradients are accumulated, reduced and the step taken in fp32.
     """
     started = time.perf_counter()
-    micro = shard_and_split(
-        indices,
-        lengths,
-        accelerator.process_index,
-        accelerator.num_processes,
-        config.micro_batch_prompts,
-        config.micro_batch_tokens,
-        True,
-    )
-    weight = accelerator.num_processes / len(indices)  # mean over the batch's prompts; DDP averages over processes
+    micro = _micro_batches(indices, lengths, config, accelerator, sharding.is_sharded(wrapped))
+    weight = accelerator.num_processes / len(indices)  # mean over the batch's prompts; DDP and FSDP average too
     wrapped.train()
     sums = torch.zeros(5)  # loss, correct, comparisons, responses, tokens
-    for k, chunk in enumerate(micro):
+    for k, (chunk, counted) in enumerate(micro):
         chosen = [groups[i] for i in chunk]
         sync = k == len(micro) - 1 and not master  # with masters, all_reduce_grads reduces once below
-        with accelerator.no_sync(wrapped) if not sync else nullcontext():
-            loss, scores = wrapped(chosen, weight)
+        with sharding.no_sync(accelerator, wrapped) if not sync else nullcontext():
+            loss, scores = wrapped(chosen, weight if counted else 0.0)
             accelerator.backward(loss)
         if master:
             master.accumulate_grads()
+        if not counted:  # FSDP's repeat, run only to keep the processes' collectives in step
+            continue
         _, prompt_index, ranks = flatten(chosen)
         correct, total = ranking_accuracy(scores.detach().cpu(), prompt_index, ranks, len(chosen))
         responses, tokens = sum(g.k for g in chosen), sum(g.tokens for g in chosen)
@@ -316,6 +320,19 @@ def rm_step(
         "rm/tokens_per_s": tokens / elapsed,
         "time/step_s": elapsed,
     }
+
+
+def _micro_batches(indices, lengths, config: RMConfig, accelerator, sharded: bool) -> list[tuple[list[int], bool]]:
+    """This process's micro-batches (whole prompts) of the global batch ``indices``, each with whether its loss
+    counts (under FSDP, as many as the busiest process's: :func:`~instructgpt.training.sharding.even_micro_batches`).
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    args = (config.micro_batch_prompts, config.micro_batch_tokens, True)
+
+    def split(r: int) -> list[list[int]]:
+        return shard_and_split(indices, lengths, r, world, *args)
+
+    return sharding.even_micro_batches(split, rank, world, sharded)
 
 
 def validation_metrics(
@@ -346,7 +363,7 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
     """Set ``model.normalization_bias`` so that the (prompt, response) ``pairs`` score mean 0 with it; returns it.
 
     Each process scores its share of the pairs; the sums are reduced, so all processes end with
-    the same bias.
+    the same bias. Under FSDP every process runs as many forwards as the busiest (a repeat that is not counted).
     """
     from instructgpt.data.render import render_prompt, response_ids
 
@@ -356,9 +373,12 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
     applied = float(model.normalization_bias) if model.normalize else 0.0  # what the scores below include
     total, count = torch.zeros(()), torch.zeros(())
     mine = pairs[rank::world]
-    for start in range(0, len(mine), config.micro_batch_prompts * 4):
+    most = -(-len(pairs) // world) if sharding.is_sharded(model) else len(mine)
+    for start in range(0, max(len(mine), most), config.micro_batch_prompts * 4):
+        chunk = mine[start : start + config.micro_batch_prompts * 4]
+        counted = bool(chunk)
         sequences = []
-        for prompt, response in mine[start : start + config.micro_batch_prompts * 4]:
+        for prompt, response in chunk or pairs[:1]:
             ids = render_prompt(tokenizer, prompt, config.template, config.separator)
             sequences.append(
                 ids + response_ids(tokenizer, prompt, response, config.template)[: config.max_response_tokens]
@@ -366,8 +386,9 @@ def normalize(model: Any, tokenizer: Any, pairs: list[tuple[Any, str]], config: 
         scores = score_sequences(
             model, sequences, tokenizer.pad_token_id, config.packing, config.pack_row_tokens, autocast
         )
-        total += (scores - applied).sum().cpu()
-        count += len(sequences)
+        if counted:
+            total += (scores - applied).sum().cpu()
+            count += len(sequences)
     if accelerator is not None:
         total, count = (accelerator.reduce(t.to(accelerator.device), "sum").cpu() for t in (total, count))
     bias = -(total / count.clamp(min=1)).item()
@@ -421,13 +442,15 @@ def _resume_weights(config: RMConfig, model: Any, last: Path | None) -> None:
 
 def _save(config, accelerator, model, tokenizer, optimizer, scheduler, step, plan) -> None:
     folder = config.out_dir / "checkpoints" / f"step-{step:06d}"
+    sharded = model if sharding.is_sharded(model) else None
     ckpt.save_on_main(
         accelerator,
         folder,
         checkpoint_model(model, config),
         tokenizer,
-        _meta(config, step, plan, accelerator.num_processes),
-        {**ckpt.resumable_state(optimizer, scheduler, step), **trainable_for_resume(model, config)},
+        _meta(config, step, plan, accelerator.num_processes, sharding.engine_of(model)),
+        {**ckpt.resumable_state(optimizer, scheduler, step, sharded), **trainable_for_resume(model, config)},
+        sharding.gathered_weights(model) if sharded else None,
     )
     if accelerator.is_main_process:  # a limit of 0 keeps every checkpoint
         ckpt.prune_checkpoints(config.out_dir, config.save_total_limit)
@@ -437,8 +460,9 @@ def _finish(config, accelerator, model, tokenizer, stop, plan) -> Path:
     if stop == plan.total_steps:
         model.parent = config.model
         final = checkpoint_model(model, config)  # with LoRA: the merged copy, saved as any reward model
-        meta = _meta(config, stop, plan, accelerator.num_processes)
-        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, meta)
+        meta = _meta(config, stop, plan, accelerator.num_processes, sharding.engine_of(model))
+        weights = sharding.gathered_weights(model) if sharding.is_sharded(model) else None
+        ckpt.save_on_main(accelerator, config.out_dir / "final", final, tokenizer, meta, weights=weights)
     return config.out_dir / "final"
 
 
@@ -455,13 +479,14 @@ def _load_model(config: RMConfig, device: torch.device) -> tuple[Any, Any]:
     return RewardModel.from_causal_lm(lm, seed=config.seed, head_init_std=config.head_init_std), tokenizer
 
 
-def _meta(config: RMConfig, step: int, plan: BatchPlan, processes: int) -> dict:
+def _meta(config: RMConfig, step: int, plan: BatchPlan, processes: int, engine: str | None) -> dict:
     return {
         "kind": "rm",
         "step": step,
         "epoch": step / plan.steps_per_epoch,
         "parent": config.model,
         "processes": processes,  # data-parallel ranks that trained it
+        "sharding": engine,  # "FSDP", or None: every process held the whole model
         "config": to_dict(config),
     }
 

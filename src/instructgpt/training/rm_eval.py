@@ -39,18 +39,27 @@ def evaluate_groups(
 ) -> dict[str, Any]:
     """``{"overall": metrics, "per_k": {K: metrics}}``; metrics: accuracy, log_loss, loss, prompts, comparisons.
 
-    Each process scores its share of the groups; the sums are reduced over processes.
+    Each process scores its share of the groups; the sums are reduced over processes. Under FSDP (a sharded
+    ``reward_model``) every process runs as many forwards as the busiest (repeats that are not counted).
     """
+    from instructgpt.training.sharding import even_micro_batches, is_sharded
+
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     reward_model.eval()
     max_k = max((g.k for g in groups), default=2)
     sums = torch.zeros(max_k + 1, len(_FIELDS), dtype=torch.float64)  # [K, fields]
-    mine = list(range(rank, len(groups), world))
     lengths = [g.tokens for g in groups]
-    for chunk in shard_and_split(mine, lengths, 0, 1, micro_batch_prompts, micro_batch_tokens, True) if mine else []:
+
+    def split(r: int) -> list[list[int]]:
+        mine = list(range(r, len(groups), world))
+        return shard_and_split(mine, lengths, 0, 1, micro_batch_prompts, micro_batch_tokens, True) if mine else []
+
+    for chunk, counted in even_micro_batches(split, rank, world, is_sharded(reward_model), filler=[0]):
         chosen = [groups[i] for i in chunk]
         sequences, prompt_index, ranks = flatten(chosen)
         scores = score_sequences(reward_model, sequences, pad_id, packing, row_tokens, autocast).cpu()
+        if not counted:  # FSDP's repeat, run only to keep the processes' collectives in step
+            continue
         losses = ranking_loss(scores, prompt_index, ranks, len(chosen), "comparisons")  # [P]: mean per comparison
         correct, total = ranking_accuracy(scores, prompt_index, ranks, len(chosen))
         for p, group in enumerate(chosen):
