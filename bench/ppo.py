@@ -524,9 +524,9 @@ def run_worker(python: str, spec: dict[str, Any], work_dir: Path, name: str, tim
 
 def _tuned_allocator() -> dict[str, str]:
     sys.path.insert(0, str(ROOT / "src"))
-    from instructgpt.runtime import ENVIRONMENT
+    from instructgpt.runtime import ENVIRONMENTS, requested_mode
 
-    return ENVIRONMENT
+    return ENVIRONMENTS[requested_mode()]  # the mode our side runs in ($INSTRUCTGPT_MALLOC)
 
 
 def _aggregate(results: list[dict], batch: int) -> dict[str, Any]:

@@ -11,4 +11,4 @@ __version__ = "0.1.0"
 
 from instructgpt.runtime import tune_memory as _tune_memory
 
-_tune_memory()  # large tensors reused without page faults (instructgpt.runtime says why and how to opt out)
+_tune_memory()  # huge pages for large tensors ($INSTRUCTGPT_MALLOC; instructgpt.runtime says why and the modes)
