@@ -174,8 +174,9 @@ def even_micro_batches(
     return [(chunk, True) for chunk in micro] + [(repeat, False)] * (most - len(micro))
 
 
-def root_unit(module: torch.nn.Module) -> torch.nn.Module | None:
-    """The outermost module :func:`shard` made a unit in ``module`` (``module`` itself, or the one it holds)."""
+def root_unit(module: torch.nn.Module) -> Any:
+    """The outermost module :func:`shard` made a unit in ``module`` (``module`` itself, or the one it holds; an
+    ``FSDPModule``), or None."""
     from torch.distributed.fsdp import FSDPModule
 
     return next((m for m in module.modules() if isinstance(m, FSDPModule)), None)
@@ -215,7 +216,7 @@ def gathered_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     state = get_model_state_dict(model, options=_full_options())
     kept = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
     tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - kept
-    return {name: tensor for name, tensor in state.items() if name not in tied}
+    return {name: tensor for name, tensor in state.items() if name not in tied and isinstance(tensor, torch.Tensor)}
 
 
 def gathered_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
