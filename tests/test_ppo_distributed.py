@@ -83,7 +83,7 @@ def test_two_processes_match_one(inputs, tmp_path, precision, ptx_coef, extra, w
     """2 ranks x 8 prompts and 2 micro-batches per minibatch = 1 process x 16 prompts and 4 micro-batches.
 
     The samples are the same (each prompt reads its own row of the iteration's uniforms): the scores are equal
-    exactly. Measured over the 4 iterations, 2 processes against 1: fp32, policy weights 1.7e-8, value 1.1e-7,
+    exactly (bf16-weights: in the first iteration, see below). Measured over the 4 iterations, 2 processes against 1: fp32, policy weights 1.7e-8, value 1.1e-7,
     gradient norms 1e-7 relative; bf16-weights (fp32 masters), policy 4.2e-4 (PPO-ptx) and 9.4e-4 (PPO), value
     1.8e-3 and 2.0e-3, gradient norms < 1%. With one episode per minibatch (4 iterations, fp32): policy 1.1e-7,
     value 7.6e-8. For scale, one bf16-weights process against itself with 4 instead of 2 episodes per
@@ -99,10 +99,14 @@ def test_two_processes_match_one(inputs, tmp_path, precision, ptx_coef, extra, w
     iterations = options.get("episodes", 64) // 16
     assert [r["step"] for r in read_metrics(ddp)] == list(range(1, iterations + 1))  # rank 0 alone logs
     assert [read_meta(p)["step"] for p in list_checkpoints(ddp)] == [iterations]
-    assert _metric(ddp, "objective/score") == _metric(one, "objective/score")  # the same responses
+    # the same responses: in fp32 every iteration; in bf16-weights the first (the same weights), after which the
+    # two runs' bf16 weights differ in the last bit (sums in another order) and a sampled token may flip
+    # (measured on a 2-core Intel AMX CPU: one response of 16 at iteration 4 of the PPO run)
+    same = iterations if precision == "fp32" else 1
+    assert _metric(ddp, "objective/score")[:same] == _metric(one, "objective/score")[:same]
     norms = ["ppo/policy/grad_norm", "ppo/val/grad_norm"] + (["ppo/policy/ppo_grad_norm"] if ptx_coef else [])
     for key in norms:
-        torch.testing.assert_close(_metric(ddp, key), _metric(one, key), rtol=norm_rtol, atol=0, msg=key)
+        torch.testing.assert_close(_metric(ddp, key)[:same], _metric(one, key)[:same], rtol=norm_rtol, atol=0, msg=key)
     # the KL controller saw the global KL: beta moved alike
     torch.testing.assert_close(_metric(ddp, "objective/kl_coef"), _metric(one, "objective/kl_coef"), rtol=1e-4, atol=0)
     assert len(set(_metric(ddp, "objective/kl_coef"))) > 1
