@@ -73,8 +73,8 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
     [
         ("fp32", 0.0, {}, 1e-6, 1e-5, 29611),
         ("fp32", 2.0, {}, 1e-6, 1e-5, 29612),
-        ("bf16-weights", 0.0, {}, 4e-3, 2e-2, 29613),
-        ("bf16-weights", 2.0, {}, 4e-3, 2e-2, 29614),
+        ("bf16-weights", 0.0, {}, 6e-3, 2e-2, 29613),
+        ("bf16-weights", 2.0, {}, 6e-3, 2e-2, 29614),
         # one episode per minibatch: rank 1 has none, and adds zeros (and its pretraining sequence)
         ("fp32", 2.0, dict(minibatch_size=1, micro_batch_size=1, ptx_per_episode=2.0, episodes=32), 1e-6, 1e-5, 29615),
     ],
@@ -83,13 +83,17 @@ def test_two_processes_match_one(inputs, tmp_path, precision, ptx_coef, extra, w
     """2 ranks x 8 prompts and 2 micro-batches per minibatch = 1 process x 16 prompts and 4 micro-batches.
 
     The samples are the same (each prompt reads its own row of the iteration's uniforms): the scores are equal
-    exactly (bf16-weights: in the first iteration, see below). Measured over the 4 iterations, 2 processes against 1: fp32, policy weights 1.7e-8, value 1.1e-7,
-    gradient norms 1e-7 relative; bf16-weights (fp32 masters), policy 4.2e-4 (PPO-ptx) and 9.4e-4 (PPO), value
+    exactly (bf16-weights: in the first iteration, see below). Measured over the 4 iterations, 2 processes
+    against 1 (AMD EPYC): fp32, policy weights 1.7e-8, value 1.1e-7, gradient norms 1e-7 relative;
+    bf16-weights (fp32 masters), policy 4.2e-4 (PPO-ptx) and 9.4e-4 (PPO), value
     1.8e-3 and 2.0e-3, gradient norms < 1%. With one episode per minibatch (4 iterations, fp32): policy 1.1e-7,
     value 7.6e-8. For scale, one bf16-weights process against itself with 4 instead of 2 episodes per
     micro-batch: policy 5.3e-4 and 8.7e-4, value 1.7e-3 and 1.9e-3 (bf16 sums in another order). With the
     gradients not summed over the ranks (each rank stepping on its half), policy 8.5e-3, value 1.1e-2 in both
-    precisions, and the policy gradient norm off by 3.0: the tolerances catch it."""
+    precisions, and the policy gradient norm off by 3.0: the tolerances catch it (the norm already in the first
+    iteration). On a 2-core Intel AMX CPU one bf16-weights response of 16 flipped at iteration 4 of the PPO run
+    (the two runs' bf16 weights differ in the last bit after 3 updates), and the policies ended 4.3e-3 apart: hence
+    6e-3 for bf16-weights, with the exact comparisons on the first iteration."""
     options = dict(precision=precision, ptx_coef=ptx_coef, **extra)
     _torchrun(port, inputs, tmp_path / "ddp", **options)
     ppo_run.main([*map(str, inputs), str(tmp_path / "one"), *(f"{k}={v!r}" for k, v in options.items())])
