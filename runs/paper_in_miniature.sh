@@ -10,9 +10,10 @@
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
 # How long: about 80 minutes on a quiet 2-core AMD EPYC with avx512_bf16 (0.36 TFLOP/s bf16; from the
-# stage times in README "The paper in miniature"; 97 with the earlier pretraining-mix PPO init); far less
-# on a GPU. It is `instructgpt pipeline --preset miniature`
-# (src/instructgpt/pipeline/presets/miniature.yaml), so a re-run skips finished stages.
+# stage times in README "The paper in miniature"; 97 with the earlier pretraining-mix PPO init); about 36
+# minutes on a 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16); far less on a GPU. It is
+# `instructgpt pipeline --preset miniature` (src/instructgpt/pipeline/presets/miniature.yaml), so a
+# re-run skips finished stages.
 #
 # What to look for: the table printed at the end (also eval/report.html and eval/results.json
 # under the run folder): win rates with 95% Wilson intervals and ties, RM accuracies, NLP scores
