@@ -9,6 +9,7 @@ batch. Everything else stops, with the engine asked for and what accelerate form
 """
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -170,11 +171,26 @@ def _launch_fsdp(demos_file: Path, out: Path, port: int, processes: int = 2, *pa
 def _launch_helper(helper: str, data: Path, out: Path, port: int, processes: int, *pairs: str) -> str:
     """``accelerate launch --config_file docs/accelerate/fsdp.yaml`` of a tiny run (``helper``: tests/helpers)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "fsdp.yaml")]
-    command += ["--num_processes", str(processes), "--main_process_port", str(port)]
+    command += ["--num_processes", str(processes), "--main_process_port", str(_usable_port(port))]
     command += ["-m", helper, str(data), str(out), *pairs]
-    result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    try:
+        result = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as hung:  # say where it stopped (a full-suite run once hung here, once only)
+        raise AssertionError(f"launch timed out; stderr tail: {str(hung.stderr or '')[-3000:]}") from hung
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def _usable_port(port: int) -> int:
+    """``port`` when nothing listens there, else a free one: a rendezvous on a port a leftover process still holds
+    waits for ever."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
 
 
 def _compare_with_one_process(
