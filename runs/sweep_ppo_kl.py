@@ -136,6 +136,7 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
         tasks=("winrate",),
         task_limits=(f"winrate={count}",),
         win_max_new_tokens=config.eval_tokens,
+        batch_size=config.eval_batch_size,
         seed=config.seed,
         out_dir=sweep / "eval",
     )

@@ -254,3 +254,22 @@ def test_ppo_stage_passes_the_missing_eos_penalty(tmp_path, monkeypatch):
     assert settings["ppo"]["ppo_missing_eos_penalty"] == 1.5  # in the fingerprint: changing it re-runs PPO
     with pytest.raises(ConfigError, match="ppo_missing_eos_penalty"):
         replace(base, ppo_missing_eos_penalty=-1.0).validate()
+
+
+def test_ppo_stage_passes_gae_lambda_and_value_lr(tmp_path, monkeypatch):
+    """GAE lambda (open in method.md) and the value lr (paper: 9e-6) reach PPO and its fingerprint."""
+    from instructgpt.training import ppo
+
+    seen = []
+    monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
+    results = {"prepare": {"ppo_train": tmp_path / "ppo.jsonl"}, "rm": {"model": tmp_path / "rm"}}
+    results["sft"] = {"model": tmp_path / "sft"}
+    base = PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+    varied = replace(base, ppo_gae_lambda=1.0, ppo_value_lr=3e-5)
+    run.ppo_stage(base, tmp_path / "ppo", results, 0.0)
+    run.ppo_stage(varied, tmp_path / "ppo", results, 0.0)
+    assert [(c.lam, c.value_lr) for c in seen] == [(0.95, 9e-6), (1.0, 3e-5)]
+    settings = {stage.name: stage.settings for stage in plan.build_stages(varied)}
+    assert (settings["ppo"]["ppo_gae_lambda"], settings["ppo"]["ppo_value_lr"]) == (1.0, 3e-5)
+    with pytest.raises(ConfigError, match="ppo_gae_lambda"):
+        replace(base, ppo_gae_lambda=1.5).validate()

@@ -114,6 +114,12 @@ class PipelineConfig:
     """Subtracted from the RM score of a PPO episode that hits ``ppo_response_tokens`` without EOS ("the missing-EOS
     handling", which method.md leaves open). 0 keeps a cut-off response's score: the RM then favours longer
     responses, and at a short cap they end cut off mid-sentence (README, "The paper in miniature")."""
+    ppo_gae_lambda: float = 0.95
+    """GAE lambda of PPO (not given by the paper; 0.95 is common). With gamma = 1 the RM score reaches the token t
+    steps before a response's end weighted lambda^t (0.95^40 = 0.13), the rest of that token's advantage being the
+    value model's own differences; 1 gives every token the episode's return minus its value."""
+    ppo_value_lr: float = 9e-6
+    """Learning rate of the value model (paper: 9e-6)."""
     ppo_kl_coef: float = 0.02
     """beta of the per-token KL penalty to the reference (paper: 0.02, fixed); the start value when adaptive."""
     ppo_kl_target: float | None = None
@@ -215,6 +221,8 @@ class PipelineConfig:
         check(self.samples_per_prompt >= 2, "samples_per_prompt", "K must be at least 2")
         check(self.ppo_batch_size % self.ppo_minibatch_size == 0, "ppo_minibatch_size", "must divide ppo_batch_size")
         check(self.ppo_kl_coef >= 0, "ppo_kl_coef", "must be >= 0")
+        check(0 <= self.ppo_gae_lambda <= 1, "ppo_gae_lambda", "must be in [0, 1]")
+        check(self.ppo_value_lr > 0, "ppo_value_lr", "must be positive")
         check(self.ppo_missing_eos_penalty >= 0, "ppo_missing_eos_penalty", "must be >= 0")
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
