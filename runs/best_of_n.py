@@ -14,8 +14,9 @@ what optimisation against it would have to find. Best-of-n at KL = log n - (n - 
 SFT is the standard yardstick for an RL policy at the same KL.
 
 ``--seed`` is the run's seed (default: the preset's), which fixes its simulated panel.
-``--reward-model`` picks with another RM (e.g. one trained with other settings on the run's
-rankings). Writes ``RUN_DIR/sweeps/NAME/summary.json`` (``--name``, default ``best-of-n``; and the
+``--reward-model`` picks with other RMs instead (e.g. trained with other settings, or on K = 9
+rankings; several: every one picks from the same samples, its rows prefixed by its folder's run
+name). Writes ``RUN_DIR/sweeps/NAME/summary.json`` (``--name``, default ``best-of-n``; and the
 responses) and prints a table.
 """
 
@@ -39,7 +40,7 @@ def main(
     preset: str = "miniature",
     prompts: int = 64,
     n: tuple[int, ...] = (1, 2, 4, 8, 16),
-    reward_model: Path | None = None,
+    reward_model: tuple[Path, ...] = (),
     name: str = "best-of-n",
     seed: int | None = None,
 ) -> None:
@@ -60,13 +61,22 @@ def main(
         model, tokenizer, [t for t in texts for _ in range(most)], temperature=1.0, seed=config.seed, **common
     )
     del model
-    rm, rm_tokenizer = load_reward_model(str(reward_model or run._load({}, run_dir, "rm")["model"]))
-    scores = np.array(score_texts(rm, rm_tokenizer, [t for t in texts for _ in range(most)], samples)).reshape(-1, most)
     drawn = [samples[i * most : (i + 1) * most] for i in range(len(texts))]
+    pickers = reward_model or (Path(run._load({}, run_dir, "rm")["model"]),)
+    all_scores = {}
+    for path in pickers:
+        rm, rm_tokenizer = load_reward_model(str(path))
+        flat = score_texts(rm, rm_tokenizer, [t for t in texts for _ in range(most)], samples)
+        all_scores["" if len(pickers) == 1 else f"{path.parent.parent.name}:"] = np.array(flat).reshape(-1, most)
+        del rm
     calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
     panel = run._panel(config, calibrations).held_out
     judge = LabelerJudge(panel, name="held-out simulated labelers")
-    picks = {f"best-of-{k}": [d[int(np.argmax(s[:k]))] for d, s in zip(drawn, scores)] for k in n}
+    picks = {
+        f"{label}best-of-{k}": [d[int(np.argmax(s[:k]))] for d, s in zip(drawn, scores)]
+        for label, scores in all_scores.items()
+        for k in n
+    }
     picks["oracle-of-" + str(most)] = [d[_panel_best(panel, t, d)] for t, d in zip(texts, drawn)]
     out = {"prompts": len(texts), "split": "ppo valid", "samples_per_prompt": most, "rows": {}}
     print(f"\nagainst SFT greedy on {len(texts)} PPO-validation prompts (held-out simulated labelers, 95% Wilson)")
@@ -74,14 +84,15 @@ def main(
         outcomes = blind_outcomes(judge, texts, responses, greedy, np.random.default_rng(config.seed))
         rate = win_rate(outcomes).to_dict()
         k = int(row.rsplit("-", 1)[1])
-        kl = math.log(k) - (k - 1) / k if row.startswith("best") else float("nan")
-        out["rows"][row] = {"win_rate": rate, "kl_nats": kl, "mean_rm_score": _mean_picked(scores, drawn, responses)}
-        print(f"  {row:<12} {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]   KL {kl:.2f}")
+        kl = math.log(k) - (k - 1) / k if "best" in row else float("nan")
+        mean_scores = {label or "rm": _mean_picked(scores, drawn, responses) for label, scores in all_scores.items()}
+        out["rows"][row] = {"win_rate": rate, "kl_nats": kl, "mean_rm_score": mean_scores}
+        print(f"  {row:<24} {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]   KL {kl:.2f}")
     folder = run_dir / "sweeps" / name
     folder.mkdir(parents=True, exist_ok=True)
     rows = [
-        {"prompt": t, "greedy": g, "samples": d, "rm_scores": s.tolist()}
-        for t, g, d, s in zip(texts, greedy, drawn, scores)
+        {"prompt": t, "greedy": g, "samples": d, "rm_scores": {k or "rm": s[i].tolist() for k, s in all_scores.items()}}
+        for i, (t, g, d) in enumerate(zip(texts, greedy, drawn))
     ]
     write_jsonl_atomic(folder / "responses.jsonl", rows)
     (folder / "summary.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

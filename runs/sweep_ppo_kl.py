@@ -21,7 +21,8 @@ its own normalisation of the two terms, is chosen on validation prompts too. Tra
 itself against SFT (iteration 0 of every ``mix`` point). The adaptive horizon is the point's
 episodes per iteration (``--horizon``, default: ppo_batch_size), so beta can move by up to 20% an
 iteration. ``--reward-model`` trains every point against another RM (e.g. one trained with other
-settings on the run's rankings; its folder's parent names the points). A finished point is not
+settings on the run's rankings; its folder's parent names the points, or for a pipeline run's RM,
+``RUN/rm/final``, the run's folder). A finished point is not
 trained again; ``--train-only`` trains without judging (e.g. one process per point, then one run
 that judges them all). Writes ``RUN_DIR/sweeps/ppo-kl/summary.json`` and prints a table: win rate
 against SFT with its 95% interval, and each run's last RM score and KL.
@@ -72,7 +73,7 @@ def main(
         per_episode = float(rest[2]) if len(rest) > 2 else config.ptx_per_episode
         name = f"lr{lr}-beta{beta}-kl{target}-init-{start}" + (f"-ptx{gamma:g}x{per_episode:g}" if gamma else "")
         name += "".join(f"-{k.removeprefix('ppo_')}{v}" for k, v in extra.items())
-        name += f"-rm-{reward_model.parent.name}" if reward_model else ""
+        name += f"-rm-{_rm_label(reward_model)}" if reward_model else ""
         varied = replace(
             config,
             ppo_init_from_pretrain_mix=INITS[start],
@@ -103,6 +104,11 @@ def main(
         interval = f"{w['rate']:.2f} [{w['low']:.2f}, {w['high']:.2f}]"
         print(f"  {name:<32} {interval}   last score {row['score']:+.2f}, KL {row['kl']:.2f}")
     print(f"wrote {sweep / 'summary.json'}")
+
+
+def _rm_label(path: Path) -> str:
+    """The name of an RM in point names: its folder's parent, or the run folder of a pipeline RM (RUN/rm/final)."""
+    return path.parent.parent.name if path.parent.name == "rm" else path.parent.name
 
 
 def run_config(run_dir: Path, preset: str, seed: int | None = None) -> PipelineConfig:

@@ -217,18 +217,20 @@ def test_paper_sized_presets_ptx_and_ppo_init(name):
     assert quick.ptx_per_episode == 1.0 and not quick.ppo_init_from_pretrain_mix  # the quickstart keeps its 20 minutes
 
 
-def test_ppo_stage_passes_the_kl_controller_settings(tmp_path, monkeypatch):
-    """beta fixed at the paper's 0.02 by default; --ppo-kl-target makes it adaptive (a choice the paper leaves open)."""
+def _captured_ppo(tmp_path, monkeypatch):
+    """(the PPOConfigs ppo_stage passes to a stubbed train_ppo, the stage results it reads, a base config)."""
     from instructgpt.training import ppo
 
     seen = []
     monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
-    results = {
-        "prepare": {"ppo_train": tmp_path / "ppo.jsonl"},
-        "rm": {"model": tmp_path / "rm"},
-        "sft": {"model": tmp_path / "sft"},
-    }
-    base = PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+    results = {"prepare": {"ppo_train": tmp_path / "ppo.jsonl"}, "rm": {"model": tmp_path / "rm"}}
+    results["sft"] = {"model": tmp_path / "sft"}
+    return seen, results, PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+
+
+def test_ppo_stage_passes_the_kl_controller_settings(tmp_path, monkeypatch):
+    """beta fixed at the paper's 0.02 by default; --ppo-kl-target makes it adaptive (a choice the paper leaves open)."""
+    seen, results, base = _captured_ppo(tmp_path, monkeypatch)
     run.ppo_stage(base, tmp_path / "ppo", results, 0.0)
     run.ppo_stage(
         replace(base, ppo_kl_coef=0.05, ppo_kl_target=6.0, ppo_kl_horizon=512), tmp_path / "ppo", results, 0.0
@@ -240,13 +242,7 @@ def test_ppo_stage_passes_the_kl_controller_settings(tmp_path, monkeypatch):
 
 def test_ppo_stage_passes_the_missing_eos_penalty(tmp_path, monkeypatch):
     """The missing-EOS handling (open in method.md): 0 keeps a cut-off response's score; a penalty reaches PPO."""
-    from instructgpt.training import ppo
-
-    seen = []
-    monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
-    results = {"prepare": {"ppo_train": tmp_path / "ppo.jsonl"}, "rm": {"model": tmp_path / "rm"}}
-    results["sft"] = {"model": tmp_path / "sft"}
-    base = PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+    seen, results, base = _captured_ppo(tmp_path, monkeypatch)
     run.ppo_stage(base, tmp_path / "ppo", results, 0.0)
     run.ppo_stage(replace(base, ppo_missing_eos_penalty=1.5), tmp_path / "ppo", results, 0.0)
     assert [c.missing_eos_penalty for c in seen] == [0.0, 1.5]
@@ -258,13 +254,7 @@ def test_ppo_stage_passes_the_missing_eos_penalty(tmp_path, monkeypatch):
 
 def test_ppo_stage_passes_gae_lambda_and_value_lr(tmp_path, monkeypatch):
     """GAE lambda (open in method.md) and the value lr (paper: 9e-6) reach PPO and its fingerprint."""
-    from instructgpt.training import ppo
-
-    seen = []
-    monkeypatch.setattr(ppo, "train_ppo", lambda c: seen.append(c) or c.out_dir / "final")
-    results = {"prepare": {"ppo_train": tmp_path / "ppo.jsonl"}, "rm": {"model": tmp_path / "rm"}}
-    results["sft"] = {"model": tmp_path / "sft"}
-    base = PipelineConfig(out_dir=tmp_path / "run", sft_select_by_rm=False)
+    seen, results, base = _captured_ppo(tmp_path, monkeypatch)
     varied = replace(base, ppo_gae_lambda=1.0, ppo_value_lr=3e-5)
     run.ppo_stage(base, tmp_path / "ppo", results, 0.0)
     run.ppo_stage(varied, tmp_path / "ppo", results, 0.0)
