@@ -66,7 +66,7 @@ def main(
     points = {}
     for point in grid:
         parts = point.split(":")
-        extra = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in parts if "=" in p)}
+        extra = {k: _value(v) for k, v in (p.split("=", 1) for p in parts if "=" in p)}
         lr, beta, target, *rest = [p for p in parts if "=" not in p]
         start = rest[0] if rest else "mix" if config.ppo_init_from_pretrain_mix else "sft"
         gamma = float(rest[1]) if len(rest) > 1 else 0.0
@@ -104,6 +104,14 @@ def main(
         interval = f"{w['rate']:.2f} [{w['low']:.2f}, {w['high']:.2f}]"
         print(f"  {name:<32} {interval}   last score {row['score']:+.2f}, KL {row['kl']:.2f}")
     print(f"wrote {sweep / 'summary.json'}")
+
+
+def _value(text: str):
+    """A grid point's FIELD=VALUE value: a number where it reads as one (YAML reads 5e-5 as a string), else YAML."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def _rm_label(path: Path) -> str:
