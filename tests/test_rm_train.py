@@ -146,3 +146,12 @@ def test_two_processes_match_one(rankings, tmp_path, precision, lr, loss_rtol, n
     for (name, a), b in zip(ddp.named_parameters(), single.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=weight_atol, msg=lambda m, name=name: f"{name}: {m}")
     torch.testing.assert_close(ddp.normalization_bias, single.normalization_bias, rtol=0, atol=max(weight_atol, 1e-6))
+
+
+def test_missing_demonstrations_fail_before_training(tmp_path):
+    """The normalisation set is read after training: a missing file is named at the start, not after the steps."""
+    from instructgpt.config import ConfigError
+
+    config = RMConfig(model="unused", data=(tmp_path / "r.jsonl",), demonstrations=(tmp_path / "sft" / "train.jsonl",))
+    with pytest.raises(ConfigError, match="demonstrations.*sft/train.jsonl"):
+        config.validate()

@@ -163,6 +163,8 @@ class RMConfig(TrainerOptions):
         check(self.normalizer in NORMALIZERS, "normalizer", f"must be one of {NORMALIZERS}")
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.max_prompt_tokens >= 1 and self.max_response_tokens >= 1, "max_prompt_tokens", "limits must be >= 1")
+        missing = [str(path) for path in self.demonstrations if not Path(path).exists()]
+        check(not missing, "demonstrations", f"not found: {', '.join(missing)} (read after training)")
         self.validate_options()
         check(
             not (self.lora_rank > 0 and self.precision == "bf16-weights"),
