@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import tyro
-from sweep_ppo_kl import run_config, validation_prompts  # runs/: the same config and prompts as the sweep
+from sweep_ppo_kl import rm_label, run_config, validation_prompts  # runs/: the same config and prompts as the sweep
 
 from instructgpt.data.jsonl import write_jsonl_atomic
 from instructgpt.pipeline import run
@@ -55,19 +55,18 @@ def main(
     texts = [p.text for p in chosen]
     model, tokenizer = load_model(run._sft_baseline(config, {}))
     common = dict(max_new_tokens=config.eval_tokens, batch_size=64, autocast=run._autocast_dtype())
-    greedy = generate(model, tokenizer, texts, temperature=0.0, **common)
     most = max(n)
-    samples = generate(
-        model, tokenizer, [t for t in texts for _ in range(most)], temperature=1.0, seed=config.seed, **common
-    )
+    repeated = [t for t in texts for _ in range(most)]
+    greedy = generate(model, tokenizer, texts, temperature=0.0, **common)
+    samples = generate(model, tokenizer, repeated, temperature=1.0, seed=config.seed, **common)
     del model
     drawn = [samples[i * most : (i + 1) * most] for i in range(len(texts))]
     pickers = reward_model or (Path(run._load({}, run_dir, "rm")["model"]),)
     all_scores = {}
     for path in pickers:
         rm, rm_tokenizer = load_reward_model(str(path))
-        flat = score_texts(rm, rm_tokenizer, [t for t in texts for _ in range(most)], samples)
-        all_scores["" if len(pickers) == 1 else f"{path.parent.parent.name}:"] = np.array(flat).reshape(-1, most)
+        flat = score_texts(rm, rm_tokenizer, repeated, samples)
+        all_scores["" if len(pickers) == 1 else f"{rm_label(path)}:"] = np.array(flat).reshape(-1, most)
         del rm
     calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
     panel = run._panel(config, calibrations).held_out

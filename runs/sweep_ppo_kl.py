@@ -40,7 +40,7 @@ from pathlib import Path
 import tyro
 import yaml
 
-from instructgpt.config import parse
+from instructgpt.config import from_dict, parse
 from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig, preset_path
@@ -66,14 +66,14 @@ def main(
     points = {}
     for point in grid:
         parts = point.split(":")
-        extra = {k: _value(v) for k, v in (p.split("=", 1) for p in parts if "=" in p)}
+        extra = typed_fields(dict(p.split("=", 1) for p in parts if "=" in p), point)
         lr, beta, target, *rest = [p for p in parts if "=" not in p]
         start = rest[0] if rest else "mix" if config.ppo_init_from_pretrain_mix else "sft"
         gamma = float(rest[1]) if len(rest) > 1 else 0.0
         per_episode = float(rest[2]) if len(rest) > 2 else config.ptx_per_episode
         name = f"lr{lr}-beta{beta}-kl{target}-init-{start}" + (f"-ptx{gamma:g}x{per_episode:g}" if gamma else "")
         name += "".join(f"-{k.removeprefix('ppo_')}{v}" for k, v in extra.items())
-        name += f"-rm-{_rm_label(reward_model)}" if reward_model else ""
+        name += f"-rm-{rm_label(reward_model)}" if reward_model else ""
         varied = replace(
             config,
             ppo_init_from_pretrain_mix=INITS[start],
@@ -106,15 +106,14 @@ def main(
     print(f"wrote {sweep / 'summary.json'}")
 
 
-def _value(text: str):
-    """A grid point's FIELD=VALUE value: a number where it reads as one (YAML reads 5e-5 as a string), else YAML."""
-    try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError:
-        return yaml.safe_load(text)
+def typed_fields(texts: dict[str, str], source: str) -> dict:
+    """PipelineConfig fields from a grid point's FIELD=VALUE texts, typed as a preset's YAML values are
+    (:func:`instructgpt.config.from_dict`: 5e-5 is a float, unknown fields are named)."""
+    typed = from_dict(PipelineConfig, {k: yaml.safe_load(v) for k, v in texts.items()}, source=source)
+    return {k: getattr(typed, k) for k in texts}
 
 
-def _rm_label(path: Path) -> str:
+def rm_label(path: Path) -> str:
     """The name of an RM in point names: its folder's parent, or the run folder of a pipeline RM (RUN/rm/final)."""
     return path.parent.parent.name if path.parent.name == "rm" else path.parent.name
 
