@@ -9,9 +9,10 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: about 80 minutes on a quiet 2-core AMD EPYC with avx512_bf16 (0.36 TFLOP/s bf16; from the
-# stage times in README "The paper in miniature"; 97 with the earlier pretraining-mix PPO init); about 36
-# minutes on a 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16); far less on a GPU. It is
+# How long: about 55 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
+# in miniature", 2026-12-05: PPO and PPO-ptx 64 episodes an iteration, 29 of the 55 minutes); the
+# earlier preset (16 episodes an iteration) took about 80 minutes on a 2-core AMD EPYC with avx512_bf16
+# (0.36 TFLOP/s bf16) and 36 on the Xeon, so expect well over 100 on such an EPYC; far less on a GPU. It is
 # `instructgpt pipeline --preset miniature` (src/instructgpt/pipeline/presets/miniature.yaml), so a
 # re-run skips finished stages.
 #
