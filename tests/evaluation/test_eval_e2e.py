@@ -296,3 +296,22 @@ def test_run_eval_feeds_a_chat_model_every_task_as_a_chat_turn(tmp_path, data_ro
     head, tail = turn.split("CONTEXT")
     assert all(text.startswith(head) and text.endswith(tail) for text in rendered), rendered[0][:80]
     assert sum(text == head + tail for text in rendered) == 4  # the bias sentences: replies to an empty user turn
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_weights_loads_models_in_bf16_without_autocast_where_native(tiny_models, monkeypatch, native):
+    """precision="bf16-weights": each model the suite loads is held in bf16 and runs without autocast where bf16
+    is native (fp32 elsewhere); a model handed in memory keeps its dtype and runs under bf16 autocast instead."""
+    import torch
+
+    from instructgpt.evaluation import suite
+
+    monkeypatch.setattr("instructgpt.training.lm.bf16_native", lambda device: native)
+    model, _ = suite._load(tiny_models[0], suite._weights_dtype("bf16-weights"))
+    assert next(model.parameters()).dtype == (torch.bfloat16 if native else torch.float32)
+    with suite._autocast(model, "bf16-weights"):
+        assert not torch.is_autocast_enabled("cpu")
+    in_memory = model.float()
+    with suite._autocast(in_memory, "bf16-weights"):
+        assert torch.is_autocast_enabled("cpu") == native
+    assert suite._weights_dtype("auto") is None and suite._weights_dtype("bf16") is None

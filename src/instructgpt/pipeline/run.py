@@ -206,7 +206,11 @@ def _fast_precision() -> str:
 
 
 def _autocast_dtype():
-    """bf16 autocast where bf16 is native (2.9x faster sampling on this CPU), else None (fp32)."""
+    """bf16 where bf16 is native, else None (fp32): the autocast dtype of forward passes, or the dtype the samples
+    stage loads its model in. bf16 autocast samples 2.9x faster than fp32 on a CPU with native bf16; a model held in
+    bf16 (no autocast) 1.25-1.4x faster again (2-core Intel Xeon with AMX, 128 prompts x 64 tokens, batch 64:
+    21.3-22.4 s against 25.9-30.2 s), as every element-wise op of the trunk (RMSNorm, rotary, GELU) then runs in one
+    dtype instead of PyTorch's slower mixed-dtype loops. The matmuls see the same bf16 weights either way."""
     import torch
 
     from instructgpt.training.lm import resolve_precision
@@ -274,7 +278,8 @@ def _sample_from(config, path: Path, chosen_by_split, plans, source: int, round_
     from instructgpt.models.generate import generate
     from instructgpt.models.loader import load_model
 
-    model, tokenizer = load_model(path)
+    dtype = _autocast_dtype()
+    model, tokenizer = load_model(path, dtype=dtype)  # bf16 weights where native: see _autocast_dtype
     batch = 64
     for split, chosen in chosen_by_split.items():
         owners = [i for i, plan in enumerate(plans[split]) for s, n in plan if s == source for _ in range(n)]
@@ -290,7 +295,6 @@ def _sample_from(config, path: Path, chosen_by_split, plans, source: int, round_
                 temperature=1.0,
                 batch_size=batch,
                 seed=seed + (round_number - 1) * 1_000_003 + source * 200_003,
-                autocast=_autocast_dtype(),
             )
             progress.update(1)
         for i, text in zip(owners, samples):
@@ -603,6 +607,7 @@ def eval_stage(
         task_limits=(f"winrate={config.eval_prompts}",),
         win_max_new_tokens=config.eval_tokens,
         batch_size=config.eval_batch_size,
+        precision="bf16-weights",  # bf16 where native, else fp32 (EvalConfig.precision)
         ppo_metrics=tuple(f"{n.replace('_', '-')}={trained[n]['metrics']}" for n in ("ppo_ptx", "ppo") if n in trained),
         rm_metrics=(f"rm={trained['rm']['summary']}",),
         seed=config.seed,
