@@ -19,7 +19,7 @@ def test_every_preset_parses_and_validates(name):
         assert config.eval_prompts > quick.eval_prompts and config.rm_eval_prompts > quick.rm_eval_prompts
         assert (
             config.eval_prompts >= 128 and config.rm_eval_prompts * 5 >= 500
-        )  # issue 18: >= 128 test prompts, >= 500 RM validation comparisons (K = 9: up to 36 each)
+        )  # issue 18: >= 128 test prompts, >= 500 RM validation comparisons (K = 4: up to 6 each)
         assert config.api_split_fractions == (0.65, 0.25, 0.10) and abs(sum(config.api_split_fractions) - 1) < 1e-9
 
 
