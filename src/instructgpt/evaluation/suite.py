@@ -526,8 +526,9 @@ def _weights_dtype(precision: str):
 
     from instructgpt.training.lm import resolve_precision
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_precision("auto", device) if precision == "bf16-weights" else None
+    if precision != "bf16-weights":
+        return None
+    return resolve_precision(precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _evaluate_source(model, tokenizer, names, inputs, config, auto, per_model, responses, progress, quiet) -> None:

@@ -278,8 +278,7 @@ def _sample_from(config, path: Path, chosen_by_split, plans, source: int, round_
     from instructgpt.models.generate import generate
     from instructgpt.models.loader import load_model
 
-    dtype = _autocast_dtype()
-    model, tokenizer = load_model(path, dtype=dtype)  # bf16 weights where native: see _autocast_dtype
+    model, tokenizer = load_model(path, dtype=_autocast_dtype())  # bf16 weights where native: see _autocast_dtype
     batch = 64
     for split, chosen in chosen_by_split.items():
         owners = [i for i, plan in enumerate(plans[split]) for s, n in plan if s == source for _ in range(n)]
