@@ -19,7 +19,7 @@ def _prompts(tokenizer):
     return [[tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
-def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=False, decode="auto"):
+def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=False, decode="auto", end_id=None):
     policy = tiny_model(tokenizer, seed=0)
     reward_model = RewardModel.from_causal_lm(tiny_model(tokenizer, seed=1))
     value_model = copy.deepcopy(reward_model)
@@ -44,6 +44,7 @@ def _rollout(tokenizer, max_new_tokens=12, seed=0, temperature=1.0, recompute=Fa
         tokenizer.pad_token_id,
         temperature,
         recompute_logprobs=recompute,
+        end_id=end_id,
     )
     return batch, policy, reward_model, prompts
 
@@ -126,6 +127,25 @@ def test_batch_layout_eos_and_padding(tokenizer):
         score = reward_model(alone, torch.ones_like(alone))
         torch.testing.assert_close(batch.scores[row : row + 1], score, atol=1e-5, rtol=1e-5)
     assert (batch.logprobs[batch.response_mask] < 0).all()
+
+
+def test_a_cut_off_episode_is_scored_with_eos_appended_as_the_rm_was_trained(tokenizer):
+    """end_id: the RM reads an episode without EOS as prompt + response + EOS (every ranked response's form in
+    RM training); an episode that ended is scored as it is; the episode's own tokens do not change."""
+    eos = tokenizer.eos_token_id
+    as_is, _, reward_model, prompts = _rollout(tokenizer, max_new_tokens=6, seed=3)
+    marked, _, _, _ = _rollout(tokenizer, max_new_tokens=6, seed=3, end_id=eos)
+    assert torch.equal(marked.input_ids, as_is.input_ids) and torch.equal(marked.ended_with_eos, as_is.ended_with_eos)
+    assert (~marked.ended_with_eos).any()  # the case under test occurs
+    for row, prompt in enumerate(prompts):
+        response = marked.response_ids[row, : int(marked.response_mask[row].sum())].tolist()
+        scored = torch.tensor([prompt + response + ([] if marked.ended_with_eos[row] else [eos])])
+        expected = reward_model(scored, torch.ones_like(scored))
+        torch.testing.assert_close(marked.scores[row : row + 1], expected, atol=1e-5, rtol=1e-5)
+        if marked.ended_with_eos[row]:
+            assert marked.scores[row] == as_is.scores[row]
+        else:
+            assert marked.scores[row] != as_is.scores[row]
 
 
 def test_length_limit_without_eos(tokenizer):

@@ -114,6 +114,10 @@ class PipelineConfig:
     """Subtracted from the RM score of a PPO episode that hits ``ppo_response_tokens`` without EOS ("the missing-EOS
     handling", which method.md leaves open). 0 keeps a cut-off response's score: the RM then favours longer
     responses, and at a short cap they end cut off mid-sentence (README, "The paper in miniature")."""
+    ppo_score_unfinished: str = "end-marker"
+    """How the RM reads a PPO episode cut off without EOS: 'end-marker' (EOS appended, as every ranked sample was
+    rendered in the RM's training, cut-off ones included) or 'as-is' (at its last sampled token, as before
+    2026-12-05; ``PPOConfig.score_unfinished``)."""
     ppo_gae_lambda: float = 0.95
     """GAE lambda of PPO (not given by the paper; 0.95 is common). With gamma = 1 the RM score reaches the token t
     steps before a response's end weighted lambda^t (0.95^40 = 0.13), the rest of that token's advantage being the
@@ -224,6 +228,8 @@ class PipelineConfig:
         check(0 <= self.ppo_gae_lambda <= 1, "ppo_gae_lambda", "must be in [0, 1]")
         check(self.ppo_value_lr > 0, "ppo_value_lr", "must be positive")
         check(self.ppo_missing_eos_penalty >= 0, "ppo_missing_eos_penalty", "must be >= 0")
+        unfinished = ("end-marker", "as-is")
+        check(self.ppo_score_unfinished in unfinished, "ppo_score_unfinished", f"must be one of {unfinished}")
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")

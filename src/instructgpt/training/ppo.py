@@ -24,7 +24,8 @@ are clipped to norm 1 per model, and in PPO-ptx the PPO gradient's norm alone se
 applied to the sum (``ptx_clip="ppo-norm"``): the PPO part is clipped exactly as in plain PPO and
 the pretraining part stays ``ptx_coef`` times it, as in Eq. 2; no weight decay; Adam betas
 (0.9, 0.95) and eps 1e-5; no top-k/top-p; a response that hits max_new_tokens without EOS keeps
-its score unless missing_eos_penalty > 0 (subtracted); the EMA is updated after every policy
+its score unless missing_eos_penalty > 0 (subtracted), and the reward model reads it with EOS appended, the
+form its training data had (``score_unfinished``); the EMA is updated after every policy
 optimizer step, with no bias correction; no dropout during PPO (the probability ratio must start
 at 1); each pretraining sequence is a random window of ptx_seq_len tokens of the corpus (every
 token a target); the pretraining loss is the mean token NLL of the minibatch's pretraining sequences.
@@ -243,6 +244,7 @@ def ppo_iteration(
         config.forward_batch_size,
         config.loss_chunk_size,
         config.recompute_logprobs,
+        models.tokenizer.eos_token_id if config.score_unfinished == "end-marker" else None,
     )
     batch = group.gather(share, models.tokenizer.pad_token_id)  # every rank: the global batch, in its order
     scores = apply_missing_eos_penalty(batch.scores, batch.ended_with_eos, config.missing_eos_penalty)

@@ -94,6 +94,11 @@ class PPOConfig(TrainerOptions):
     """Nucleus sampling; 1: off (not given by the paper)."""
     missing_eos_penalty: float = 0.0
     """Subtracted from the score of a response that hits max_new_tokens without EOS (the paper does not say)."""
+    score_unfinished: Literal["end-marker", "as-is"] = "end-marker"
+    """How the reward model reads a response that hit max_new_tokens without EOS (the paper does not say).
+    'end-marker': with EOS appended, the form every ranked response had in the RM's training, cut-off samples
+    included (:mod:`instructgpt.rollout.collect`); 'as-is': at its last sampled token, a position the RM never
+    saw scored (on the miniature preset's RM the two readings of cut-off SFT samples correlate 0.23)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm, per model; 0 disables (not given by the paper)."""
     ptx_clip: Literal["ppo-norm", "total"] = "ppo-norm"
@@ -175,6 +180,7 @@ class PPOConfig(TrainerOptions):
         check(self.template in TEMPLATES, "template", f"must be one of {TEMPLATES}")
         check(self.ptx_seq_len >= 2, "ptx_seq_len", "must be at least 2")
         check(self.ptx_clip in ("ppo-norm", "total"), "ptx_clip", "must be 'ppo-norm' or 'total'")
+        check(self.score_unfinished in ("end-marker", "as-is"), "score_unfinished", "must be 'end-marker' or 'as-is'")
 
     @property
     def iterations(self) -> int:
