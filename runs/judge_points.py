@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import tyro
-from sweep_ppo_kl import run_config, validation_prompts  # runs/: the same config and prompts as the sweep
+from sweep_ppo_kl import judge_against_sft, run_config  # runs/: the same config, prompts and judging as the sweep
 
-from instructgpt.data.jsonl import write_jsonl_atomic
 from instructgpt.pipeline import run
 
 
@@ -37,30 +36,10 @@ def main(
     out: Path | None = None,
     seed: int | None = None,
 ) -> None:
-    from instructgpt.evaluation.judges import LabelerJudge
-    from instructgpt.evaluation.suite import EvalConfig, run_eval
-
     config = run_config(run_dir, preset, seed)
     out = out or run_dir / "sweeps" / "judge-points"
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "valid_prompts.jsonl", validation_prompts(config, prompts))
-    calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
-    panel = run._panel(config, calibrations).held_out
-    evaluation = EvalConfig(
-        models=(f"sft={run._sft_baseline(config, {})}", *models),
-        baseline="sft",
-        judge="none",
-        prompts_file=out / "valid_prompts.jsonl",
-        tasks=("winrate",),
-        task_limits=(f"winrate={prompts}",),
-        win_max_new_tokens=config.eval_tokens,
-        win_temperature=temperature,
-        batch_size=config.eval_batch_size,
-        precision="bf16-weights",
-        seed=config.seed,
-        out_dir=out,
-    )
-    rates = run_eval(evaluation, judge=LabelerJudge(panel, name="held-out simulated labelers"))["winrate"]["per_model"]
+    named = dict(model.split("=", 1) for model in models)
+    rates, panel = judge_against_sft(config, out, named, prompts, win_temperature=temperature, precision="bf16-weights")
     lines = (out / "responses.jsonl").read_text(encoding="utf-8").splitlines()
     means = mean_scores(run_dir, panel, [json.loads(line) for line in lines if line.strip()])
     summary = {"prompts": prompts, "split": "ppo valid", "temperature": temperature, "models": {}}

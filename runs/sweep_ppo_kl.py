@@ -135,30 +135,11 @@ def validation_prompts(config: PipelineConfig, count: int) -> list:
 
 
 def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count: int) -> dict:
-    from instructgpt.evaluation.judges import LabelerJudge
-    from instructgpt.evaluation.suite import EvalConfig, run_eval
-
     out_dir = config.out_dir
-    chosen = validation_prompts(config, count)
-    write_jsonl_atomic(sweep / "eval" / "valid_prompts.jsonl", chosen)
-    calibrations = json.loads((out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
-    judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")
     models = {"preset": out_dir / "ppo" / "final", "preset-ptx": out_dir / "ppo_ptx" / "final", **points}
     models = {name: path for name, path in models.items() if (Path(path) / "config.json").is_file()}
-    evaluation = EvalConfig(
-        models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f}" for n, f in models.items())),
-        baseline="sft",
-        judge="none",
-        prompts_file=sweep / "eval" / "valid_prompts.jsonl",
-        tasks=("winrate",),
-        task_limits=(f"winrate={count}",),
-        win_max_new_tokens=config.eval_tokens,
-        batch_size=config.eval_batch_size,
-        seed=config.seed,
-        out_dir=sweep / "eval",
-    )
-    results = run_eval(evaluation, judge=judge)
-    rates = results["winrate"]["per_model"]
+    rates, _ = judge_against_sft(config, sweep / "eval", models, count)
+    chosen = (sweep / "eval" / "valid_prompts.jsonl").read_text(encoding="utf-8").splitlines()
     out = {"prompts": len(chosen), "split": "ppo valid", "points": {}}
     for name, model in models.items():
         log = Path(model).parent / "metrics.jsonl"
@@ -172,6 +153,35 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
             "kl_curve": [m["objective/kl"] for m in metrics],
         }
     return out
+
+
+def judge_against_sft(config: PipelineConfig, out: Path, models: dict, count: int, **settings) -> tuple[dict, list]:
+    """Win rates against the run's SFT baseline of ``models`` (name -> folder) on ``count`` PPO-validation
+    prompts, judged by the run's held-out panel as the eval stage judges; ``settings``: other EvalConfig fields
+    (e.g. ``win_temperature``). Writes the prompts, answers and comparisons under ``out``; returns the per-model
+    rates and the held-out panel."""
+    from instructgpt.evaluation.judges import LabelerJudge
+    from instructgpt.evaluation.suite import EvalConfig, run_eval
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out / "valid_prompts.jsonl", validation_prompts(config, count))
+    calibrations = json.loads((config.out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
+    panel = run._panel(config, calibrations).held_out
+    evaluation = EvalConfig(
+        models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f}" for n, f in models.items())),
+        baseline="sft",
+        judge="none",
+        prompts_file=out / "valid_prompts.jsonl",
+        tasks=("winrate",),
+        task_limits=(f"winrate={count}",),
+        win_max_new_tokens=config.eval_tokens,
+        batch_size=config.eval_batch_size,
+        seed=config.seed,
+        out_dir=out,
+        **settings,
+    )
+    results = run_eval(evaluation, judge=LabelerJudge(panel, name="held-out simulated labelers"))
+    return results["winrate"]["per_model"], panel
 
 
 if __name__ == "__main__":

@@ -63,11 +63,11 @@ def with_end_marker(
     batch = input_ids.shape[0]
     ids = torch.cat([input_ids, input_ids.new_full((batch, 1), end_id)], 1)
     mask = torch.cat([attention_mask, attention_mask.new_zeros((batch, 1))], 1)
-    positions = torch.arange(ids.shape[1] - 1, device=ids.device)
-    after_last = (attention_mask.bool() * (positions + 1)).amax(-1)  # [B]: index after the last real token
-    rows = torch.nonzero(~ended.to(torch.bool), as_tuple=True)[0]
-    ids[rows, after_last[rows]] = end_id
-    mask[rows, after_last[rows]] = 1
+    positions = torch.arange(1, ids.shape[1], device=ids.device)
+    after_last = (attention_mask.bool() * positions).amax(-1)  # [B]: index after the last real token
+    unfinished = ~ended.bool()
+    ids[unfinished, after_last[unfinished]] = end_id
+    mask[unfinished, after_last[unfinished]] = 1
     return ids, mask
 
 
@@ -133,7 +133,7 @@ def collect_rollout(
         out["ref_logprobs"][rows, :width] = ref.cpu()
         out["values"][rows, :width] = response_values(value_model, *args, dtype=dtype).cpu()
         scored = (part.input_ids, part.attention_mask)
-        if end_id is not None:
+        if end_id is not None and not part.ended_with_eos.all():
             scored = with_end_marker(*scored, part.ended_with_eos, end_id)
         scores[rows] = sequence_scores(reward_model, *scored, dtype).cpu()
         if recompute:
