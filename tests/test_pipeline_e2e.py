@@ -53,8 +53,8 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
         "rankings",
         "rm",
         "select_sft",
-        "ppo_ptx",
         "ppo",
+        "ppo_ptx",
         "eval",
     ]
     selection = json.loads(

@@ -192,8 +192,8 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
         "rankings",
         "rm",
         "select_sft",
-        "ppo_ptx",
         "ppo",
+        "ppo_ptx",
         "eval",
     ]
     config = PipelineConfig(ppo_init_from_pretrain_mix=True)
@@ -268,3 +268,32 @@ def test_ppo_stage_passes_gae_lambda_and_value_lr(tmp_path, monkeypatch):
     assert (settings["ppo"]["ppo_gae_lambda"], settings["ppo"]["ppo_value_lr"]) == (1.0, 3e-5)
     with pytest.raises(ConfigError, match="ppo_gae_lambda"):
         replace(base, ppo_gae_lambda=1.5).validate()
+
+
+def test_a_changed_ptx_setting_reruns_ppo_ptx_and_the_evaluation_but_not_plain_ppo(tmp_path, monkeypatch):
+    """Plain PPO depends on the RM and the PPO init, not on PPO-ptx: tuning gamma re-trains only PPO-ptx."""
+    calls = []
+
+    def fake(name):
+        def stage_fn(config, folder, results, *args, **kwargs):
+            label = name if name != "ppo" else ("ppo_ptx" if args[0] > 0 else "ppo")
+            calls.append(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "out.txt").write_text(label)
+            return {"model": folder / "out.txt"}
+
+        return stage_fn
+
+    for fn in ("prepare_prompts", "train_sft_stage", "sample_stage", "rankings_stage", "rm_stage", "select_sft_stage"):
+        monkeypatch.setattr(run, fn, fake(fn))
+    monkeypatch.setattr(run, "ppo_stage", fake("ppo"))
+    monkeypatch.setattr(plan, "final_eval", fake("eval"))
+    config = PipelineConfig(out_dir=tmp_path / "run")
+    plan.run_pipeline(config)
+    assert calls[-3:] == ["ppo", "ppo_ptx", "eval"]
+    calls.clear()
+    plan.run_pipeline(replace(config, ptx_coef=0.1))
+    assert calls == ["ppo_ptx", "eval"]
+    calls.clear()
+    plan.run_pipeline(replace(config, ptx_coef=0.1, ppo_lr=2e-5))  # a PPO setting re-trains both
+    assert calls == ["ppo", "ppo_ptx", "eval"]

@@ -44,6 +44,24 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
 
         return Stage(name, title, execute, pick(*names), branch=branch, uses=uses)
 
+    # Plain PPO depends on the RM and the PPO init, not on PPO-ptx: in a one-round run it is a branch
+    # trained before PPO-ptx, so a changed ptx_coef / ptx_per_episode re-runs PPO-ptx and the
+    # evaluation only. With rounds, round r+1 continues from both policies: it stays on the main chain.
+    plain_first = config.rounds == 1
+    plain_ppo = (
+        [
+            stage(
+                "ppo",
+                "plain PPO (ptx_coef = 0)",
+                lambda c, f, r: run.ppo_stage(c, f, r, 0.0),
+                *run.PPO_FIELDS,
+                branch=plain_first,
+                uses=("sft_ppo_init",),
+            )
+        ]
+        if config.run_plain_ppo
+        else []
+    )
     return [
         stage(
             "prepare",
@@ -119,6 +137,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             if config.sft_select_by_rm
             else []
         ),
+        *(plain_ppo if plain_first else []),
         stage(
             "ppo_ptx",
             "PPO-ptx against the reward model",
@@ -128,19 +147,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "ptx_per_episode",
             uses=("sft_ppo_init",),
         ),
-        *(
-            [
-                stage(
-                    "ppo",
-                    "plain PPO (ptx_coef = 0)",
-                    lambda c, f, r: run.ppo_stage(c, f, r, 0.0),
-                    *run.PPO_FIELDS,
-                    uses=("sft_ppo_init",),
-                )
-            ]
-            if config.run_plain_ppo
-            else []
-        ),
+        *([] if plain_first else plain_ppo),
         *round_stages(config, stage),
         stage(
             "eval",
@@ -153,7 +160,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "eval_batch_size",
             "eval_tasks",
             *LABEL_FIELDS[config.labelers],
-            uses=round_evals(config),
+            uses=(*round_evals(config), *(("ppo",) if plain_first else ())),
         ),
     ]
 

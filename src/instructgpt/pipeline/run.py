@@ -13,8 +13,9 @@ Stages (each skipped when its outputs exist for the same settings; see ``stages.
 6. ``rm``       step 2: the K-wise reward model, normalised on the demonstrations, evaluated
 7. ``select_sft`` (``sft_select_by_rm``) the SFT baseline: the epoch whose responses to RM
                 validation prompts get the highest mean RM score
-8. ``ppo``      step 3: PPO-ptx (and plain PPO) against the RM, initialised from the PPO-init
-                model (else the SFT baseline)
+8. ``ppo``, ``ppo_ptx`` step 3: plain PPO and PPO-ptx against the RM, initialised from the
+                PPO-init model (else the SFT baseline); plain PPO is a branch that only the
+                evaluation reads, so a changed ptx setting re-trains PPO-ptx alone
 9. ``eval``     win rates against the SFT baseline judged by held-out labelers, public
                 benchmarks, the report (one HTML page + JSON of every figure)
 
