@@ -72,8 +72,8 @@ def main(
         parts = point.split(":")
         extra = typed_fields(dict(p.split("=", 1) for p in parts if "=" in p), point)
         lr, beta, target, *rest = [p for p in parts if "=" not in p]
-        start = rest[0] if rest else "mix" if config.ppo_init_from_pretrain_mix else "sft"
         gamma = float(rest[1]) if len(rest) > 1 else 0.0
+        start = rest[0] if rest else "mix" if config.mix_init(gamma > 0) else "sft"
         per_episode = float(rest[2]) if len(rest) > 2 else config.ptx_per_episode
         name = f"lr{lr}-beta{beta}-kl{target}-init-{start}" + (f"-ptx{gamma:g}x{per_episode:g}" if gamma else "")
         name += "".join(f"-{k.removeprefix('ppo_')}{v}" for k, v in extra.items())
@@ -81,6 +81,7 @@ def main(
         varied = replace(
             config,
             ppo_init_from_pretrain_mix=INITS[start],
+            ptx_init_from_pretrain_mix=INITS[start],
             ptx_per_episode=per_episode,
             ppo_lr=float(lr),
             ppo_kl_coef=float(beta),

@@ -172,11 +172,16 @@ def test_ppo_init_run_mixes_pretraining_and_initialises_both_ppo_stages(tmp_path
     run.ppo_stage(
         replace(config, ppo_init_from_pretrain_mix=False, sft_select_by_rm=False), tmp_path / "ppo", results, 27.8
     )
+    ptx_only = replace(config, ppo_init_from_pretrain_mix=False, ptx_init_from_pretrain_mix=True)
+    for ptx_coef in (0.278, 0.0):  # the miniature preset's split: PPO-ptx from the mix init, plain PPO from SFT
+        run.ppo_stage(ptx_only, tmp_path / "ppo", results, ptx_coef)
     assert [Path(c.policy) for c in seen] == [
         init["model"],
         init["model"],
         tmp_path / "sft-epoch-2",
         tmp_path / "sft-final",
+        init["model"],
+        tmp_path / "sft-epoch-2",
     ]
     assert {c.reward_model for c in seen} == {
         str(tmp_path / "rm")
@@ -199,6 +204,8 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
     config = PipelineConfig(ppo_init_from_pretrain_mix=True)
     assert names(config)[:3] == ["prepare", "sft", "sft_ppo_init"]  # a branch before the RM: tuning the RM keeps it
     assert "select_sft" not in names(PipelineConfig(sft_select_by_rm=False))
+    uses = {s.name: s.uses for s in plan.build_stages(PipelineConfig(ptx_init_from_pretrain_mix=True))}
+    assert "sft_ppo_init" in uses and uses["ppo_ptx"] == ("sft_ppo_init",) and uses["ppo"] == ()  # only its reader
     settings = {s.name: s.settings for s in plan.build_stages(config)}
     assert settings["sft_ppo_init"]["ppo_init_epochs"] == 2 and settings["sft_ppo_init"]["ppo_init_pretrain_mix"] == 0.1
     assert settings["select_sft"]["sft_select_prompts"] == 16 and "sft_epochs" in settings["sft"]
@@ -213,6 +220,7 @@ def test_paper_sized_presets_ptx_and_ppo_init(name):
     config = parse(PipelineConfig, ["--config", str(preset_path(name))], "pipeline")
     paper = name == "large"
     assert (config.ptx_coef, config.ptx_per_episode) == ((27.8, 8) if paper else (0.278, 0.5))
+    assert (config.mix_init(False), config.mix_init(True)) == ((True, True) if paper else (False, True))
     if not paper:
         assert config.ppo_response_tokens == config.eval_tokens == config.sample_tokens == 64
         assert (config.ppo_batch_size, config.ppo_minibatch_size, config.ppo_missing_eos_penalty) == (64, 16, 1.0)

@@ -73,6 +73,19 @@ class PipelineConfig:
     mixed in, as the paper does ('an SFT run of 2 epochs with 10% pretraining data mixed in'); the SFT baseline,
     samples, RM and value model are unchanged. On in the miniature and large presets; off in the quickstart (one more
     SFT run would break its 20 minutes), where PPO starts from the SFT baseline."""
+    ptx_init_from_pretrain_mix: bool | None = None
+    """PPO-ptx's own init (policy and KL reference): the pretraining-mix SFT run (True) or the SFT baseline (False);
+    None follows ``ppo_init_from_pretrain_mix``, so both start alike, as in the paper. The miniature preset sets True
+    with plain PPO from the SFT baseline: from the SFT baseline, whose pretraining NLL SFT raised by 0.6 nats, the
+    pretraining term spends PPO-ptx's steps undoing SFT (README, "PPO-ptx's start"), and each init is the better one
+    measured on validation prompts for its stage. The two policies then differ in init as well as in gamma."""
+
+    def mix_init(self, ptx: bool) -> bool:
+        """Whether PPO (``ptx`` False) or PPO-ptx (``ptx`` True) starts from the pretraining-mix SFT run."""
+        if ptx and self.ptx_init_from_pretrain_mix is not None:
+            return self.ptx_init_from_pretrain_mix
+        return self.ppo_init_from_pretrain_mix
+
     ppo_init_epochs: int = 2
     """Epochs of the PPO-init SFT run (paper: 2)."""
     ppo_init_pretrain_mix: float = 0.1

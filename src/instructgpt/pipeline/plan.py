@@ -56,7 +56,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                 lambda c, f, r: run.ppo_stage(c, f, r, 0.0),
                 *run.PPO_FIELDS,
                 branch=plain_first,
-                uses=("sft_ppo_init",),
+                uses=("sft_ppo_init",) if config.mix_init(False) else (),
             )
         ]
         if config.run_plain_ppo
@@ -93,7 +93,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                     branch=True,  # only PPO reads it: toggling it leaves samples, rankings and the RM alone
                 )
             ]
-            if config.ppo_init_from_pretrain_mix
+            if config.mix_init(False) or config.mix_init(True)
             else []
         ),
         stage(
@@ -145,7 +145,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             *run.PPO_FIELDS,
             "ptx_coef",
             "ptx_per_episode",
-            uses=("sft_ppo_init",),
+            "ptx_init_from_pretrain_mix",
+            uses=("sft_ppo_init",) if config.mix_init(True) else (),
         ),
         *([] if plain_first else plain_ppo),
         *round_stages(config, stage),

@@ -498,10 +498,10 @@ def _sft_baseline(config: PipelineConfig, results) -> Path:
     return Path(_load(results, config.out_dir, "select_sft" if config.sft_select_by_rm else "sft")["model"])
 
 
-def _ppo_init(config: PipelineConfig, results) -> Path:
-    """The model PPO's policy and frozen KL reference start from (method.md step 3): the SFT run
-    with pretraining data mixed in when ``ppo_init_from_pretrain_mix``, else the SFT baseline."""
-    if config.ppo_init_from_pretrain_mix:
+def _ppo_init(config: PipelineConfig, results, ptx: bool = False) -> Path:
+    """The model PPO's (``ptx``: PPO-ptx's) policy and frozen KL reference start from (method.md step 3):
+    the SFT run with pretraining data mixed in when ``config.mix_init(ptx)``, else the SFT baseline."""
+    if config.mix_init(ptx):
         return Path(_load(results, config.out_dir, "sft_ppo_init")["model"])
     return _sft_baseline(config, results)
 
@@ -515,7 +515,7 @@ def ppo_stage(
 
     data = _load(results, config.out_dir, "prepare")
     ppo = PPOConfig(
-        policy=str(policy or _ppo_init(config, results)),
+        policy=str(policy or _ppo_init(config, results, ptx_coef > 0)),
         reward_model=str(_load(results, config.out_dir, stage_name(round_number, "rm"))["model"]),
         prompts=(data["ppo_train"],),
         out_dir=folder,
