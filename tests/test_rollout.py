@@ -156,6 +156,27 @@ def test_length_limit_without_eos(tokenizer):
             assert batch.response_mask[row].all()
 
 
+def test_a_stop_token_ends_a_row_like_eos_but_is_not_eos(tokenizer):
+    """stop_ids: a row ends at its first stop token (kept, like EOS), the other rows are unchanged up to their own
+    first stop, and ended_with_eos stays False for a row that stopped on one."""
+    policy, prompts = tiny_model(tokenizer, seed=0), _prompts(tokenizer)
+    settings = SamplingSettings(12, temperature=0.0)
+
+    def greedy(stop_ids=()):
+        backend = HFBackend(policy, settings, tokenizer.eos_token_id, tokenizer.pad_token_id, 2, stop_ids=stop_ids)
+        return backend.generate(prompts, torch.Generator())
+
+    free = greedy()
+    stop = int(free.response_ids[0, 2])  # a token row 0 produces: the case under test occurs
+    stopped = greedy((stop,))
+    for row in range(len(prompts)):
+        tokens = free.response_ids[row][free.response_mask[row]].tolist()
+        cut = tokens[: tokens.index(stop) + 1] if stop in tokens else tokens
+        assert stopped.response_ids[row][stopped.response_mask[row]].tolist() == cut
+        assert bool(stopped.ended_with_eos[row]) == (cut[-1] == tokenizer.eos_token_id)
+    assert not stopped.ended_with_eos[0] and stopped.response_mask[0].sum() <= 3
+
+
 def test_sampling_is_reproducible_with_the_same_generator(tokenizer):
     a, _, _, _ = _rollout(tokenizer, seed=5)
     b, _, _, _ = _rollout(tokenizer, seed=5)

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from instructgpt.evaluation.scoring import continuation_logprobs, shared_context_logprobs
+from instructgpt.evaluation.metrics import first_line
+from instructgpt.evaluation.scoring import complete, continuation_logprobs, newline_ids, shared_context_logprobs
 from instructgpt.models.tiny import tiny_model
+from instructgpt.rollout.generation import HFBackend
 
 
 def naive(model, tokenizer, context, continuation):
@@ -92,12 +94,14 @@ def test_one_rendering_for_generation_multiple_choice_and_sentences(style, monke
 
     fed = []
 
-    def generate(input_ids, attention_mask, **kwargs):  # records what generation is fed
-        fed.append([t for t, m in zip(input_ids[0].tolist(), attention_mask[0].tolist()) if m])
-        return torch.cat([input_ids, torch.tensor([tokenizer("\n")["input_ids"][-1:]])], dim=1)
+    original = HFBackend.generate
 
-    monkeypatch.setattr(model, "generate", generate)
-    complete(model, tokenizer, [context], template="auto")
+    def generate(self, prompt_ids, random):  # records what generation is fed
+        fed.extend(prompt_ids)
+        return original(self, prompt_ids, random)
+
+    monkeypatch.setattr(HFBackend, "generate", generate)
+    complete(model, tokenizer, [context], max_new_tokens=2, template="auto")
     assert fed == [render_context(tokenizer, context, "chat")]
 
 
@@ -110,3 +114,36 @@ def test_raw_rendering_is_bos_and_the_text(tokenizer):
     )
     assert render_context(tokenizer, "", "raw") == [tokenizer.bos_token_id]
     assert render_continuation(tokenizer, " world", "auto") == " world"
+
+
+def test_complete_equals_transformers_generate_stopped_at_a_newline(tokenizer):
+    """The rollout backend's greedy one-line answers are transformers ``generate``'s (one prompt at a time, no
+    padding, ``stop_strings=["\\n"]``), whatever the batching; a row stops at a token holding a newline."""
+    model = tiny_model(tokenizer)
+    newline = newline_ids(tokenizer)
+    assert newline and all("\n" in tokenizer.decode([i]) for i in newline)
+    contexts = ["Q: Why?\nA:", "English:", "The cat sat on the", "x", "A much longer context:", "one two three four"]
+    with torch.no_grad():  # the (tied) newline row along the mean final hidden state: some answers stop early
+        ids = [[tokenizer.bos_token_id] + tokenizer(c, add_special_tokens=False)["input_ids"] for c in contexts]
+        mean = torch.cat([model.model(torch.tensor([i])).last_hidden_state[0] for i in ids]).mean(0)
+        model.get_output_embeddings().weight[list(newline)] = 0.3 * mean / mean.norm() ** 2
+    raw = []
+    for context in contexts:
+        ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer(context, add_special_tokens=False)["input_ids"]])
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=10,
+            do_sample=False,
+            stop_strings=["\n"],
+            tokenizer=tokenizer,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        raw.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    expected = [first_line(text) for text in raw]
+    assert 0 < sum("\n" in text for text in raw) < len(raw)  # some answers stop at a newline, some run to the limit
+    for batch_size in (1, 2, 5):
+        assert (
+            complete(model, tokenizer, contexts, max_new_tokens=10, batch_size=batch_size, template="raw") == expected
+        )

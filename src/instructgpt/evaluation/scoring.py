@@ -202,35 +202,28 @@ def complete(
     the first newline.
 
     Under ``raw`` the context is fed as is (no separator appended), since the automatic
-    evaluations' contexts already end where the answer starts ("...\\nA:", "English:"). Generation stops at the first
-    newline (like the API's ``stop="\\n"`` the paper used), which also saves most of the decoding.
+    evaluations' contexts already end where the answer starts ("...\\nA:", "English:"). A row stops
+    at its first token that holds a newline (like the API's ``stop="\\n"`` the paper used, which
+    also saves most of the decoding) or at EOS. Decoding is the rollout's
+    (:func:`instructgpt.models.generate.generate_ids`: one vocabulary projection per step, no
+    ``[B, V]`` scores kept), in batches of similar lengths, under the autocast in force (if any).
     """
-    from instructgpt.data.collate import collate
-    from instructgpt.data.render import Example
+    from instructgpt.models.generate import generate_ids
 
-    model.eval()
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together: less padding
-    texts: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids = [render_context(tokenizer, prompts[i], template) for i in rows]
-        batch = collate([Example(i, [False] * len(i)) for i in ids], tokenizer.pad_token_id, padding_side="left")
-        out = model.generate(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            stop_strings=["\n"],
-            tokenizer=tokenizer,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        for row, text in zip(
-            rows, tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        ):
-            texts[row] = first_line(text)
-    return texts
+    device = next(model.parameters()).device.type
+    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    ids = [render_context(tokenizer, p, template) for p in prompts]
+    responses = generate_ids(
+        model, tokenizer, ids, max_new_tokens, 0.0, batch_size, autocast=autocast, stop_ids=newline_ids(tokenizer)
+    )
+    return [first_line(tokenizer.decode(r, skip_special_tokens=True)) for r in responses]
+
+
+def newline_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Every token whose text holds a newline (32 of Gemma 3's 262,144), computed once per tokenizer."""
+    cached = getattr(tokenizer, "_instructgpt_newline_ids", None)
+    if cached is None:
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        cached = tuple(i for i, piece in enumerate(pieces) if "\n" in piece)
+        tokenizer._instructgpt_newline_ids = cached
+    return cached

@@ -18,7 +18,9 @@ batch (PPO's data-parallel ranks each sample a share of one table).
   samples with one random number per row (no ``[B, V]`` multinomial). It is written as a loop rather than through
   ``model.generate`` because PPO needs the log-probability of each sampled token under the
   policy (``generate``'s scores would keep a ``[B, V]`` tensor per step: 8 GB for 64 rows, 128
-  tokens and a 262k vocabulary) and an explicit random generator (exact resume).
+  tokens and a 262k vocabulary) and an explicit random generator (exact resume). ``stop_ids``
+  end a row as EOS does (the evaluations' greedy one-line answers stop at any token holding a
+  newline: :func:`instructgpt.evaluation.scoring.complete`).
   (:func:`instructgpt.models.generate.generate` wraps it for plain text sampling.)
 - :class:`VLLMBackend`: vLLM, used when ``vllm`` is installed and a GPU is present
   (``backend="auto"``). The policy's weights are pushed into the engine before each rollout.
@@ -101,9 +103,13 @@ class HFBackend:
         batch_size: int = 64,
         dtype: torch.dtype | None = None,
         decode: str = "auto",
+        stop_ids: Sequence[int] = (),
     ):
         self.model, self.settings = model, settings
         self.eos_id, self.pad_id = eos_id, pad_id
+        self.stop_ids = tuple(stop_ids)
+        """Tokens besides EOS that end a row (e.g. every token containing a newline, for answers cut at the first
+        line); a row that ends on one has ``ended_with_eos`` False."""
         self.batch_size, self.dtype = batch_size, dtype
         self.decode = decode
         """auto, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`,
@@ -198,7 +204,9 @@ class HFBackend:
             input_ids[row, width - len(ids) :] = torch.tensor(ids, device=device)
             attention_mask[row, width - len(ids) :] = 1
         softcap = getattr(lm.config, "final_logit_softcapping", None)
+        stops = torch.tensor([self.eos_id, *self.stop_ids], device=device)
         done = torch.zeros(len(prompt_ids), dtype=torch.bool, device=device)  # [B]
+        ended_with_eos = torch.zeros_like(done)  # [B]
         tokens, logprobs, entropies, masks = [], [], [], []
         was_training = lm.training
         lm.eval()
@@ -222,7 +230,8 @@ class HFBackend:
                     masks.append(~done)
                     logprobs.append(torch.where(done, 0.0, step.logprob))
                     entropies.append(torch.where(done, 0.0, step.entropy))
-                    done = done | (token == self.eos_id)
+                    ended_with_eos = ended_with_eos | (token == self.eos_id) & ~done
+                    done = done | torch.isin(token, stops)
                     if bool(done.all()):
                         break
                     step_ids = token[:, None]
@@ -233,7 +242,7 @@ class HFBackend:
             response_mask=torch.stack(masks, 1),
             logprobs=torch.stack(logprobs, 1),
             entropy=torch.stack(entropies, 1),
-            ended_with_eos=done,
+            ended_with_eos=ended_with_eos,
         )
 
 
