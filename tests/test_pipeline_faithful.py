@@ -295,6 +295,7 @@ def test_a_changed_ptx_setting_reruns_ppo_ptx_and_the_evaluation_but_not_plain_p
 
     for fn in ("prepare_prompts", "train_sft_stage", "sample_stage", "rankings_stage", "rm_stage", "select_sft_stage"):
         monkeypatch.setattr(run, fn, fake(fn))
+    monkeypatch.setattr(run, "sft_ppo_init_stage", fake("sft_ppo_init"))
     monkeypatch.setattr(run, "ppo_stage", fake("ppo"))
     monkeypatch.setattr(plan, "final_eval", fake("eval"))
     config = PipelineConfig(out_dir=tmp_path / "run")
@@ -306,3 +307,13 @@ def test_a_changed_ptx_setting_reruns_ppo_ptx_and_the_evaluation_but_not_plain_p
     calls.clear()
     plan.run_pipeline(replace(config, ptx_coef=0.1, ppo_lr=2e-5))  # a PPO setting re-trains both
     assert calls == ["ppo", "ppo_ptx", "eval"]
+    mixed = replace(config, ptx_coef=0.1, ppo_lr=2e-5, ppo_init_from_pretrain_mix=True)
+    calls.clear()
+    plan.run_pipeline(mixed)  # PPO-ptx follows the plain init (None): both start elsewhere now
+    assert calls == ["sft_ppo_init", "ppo", "ppo_ptx", "eval"]
+    calls.clear()
+    plan.run_pipeline(replace(mixed, ptx_init_from_pretrain_mix=True))  # the same init, spelled out: nothing to do
+    assert calls == []
+    calls.clear()
+    plan.run_pipeline(replace(mixed, ppo_init_from_pretrain_mix=False, ptx_init_from_pretrain_mix=True))
+    assert calls == ["ppo", "eval"]  # only plain PPO's init changed

@@ -26,7 +26,12 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Path]]:
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:
-    c = asdict(config)
+    # each PPO stage's fingerprint holds the init it resolves to, not how the config spells it: making
+    # ptx_init_from_pretrain_mix explicit, or changing the plain PPO init beside it, keeps a trained PPO-ptx
+    c = asdict(config) | {
+        "ppo_starts_from_pretrain_mix": config.mix_init(False),
+        "ptx_starts_from_pretrain_mix": config.mix_init(True),
+    }
 
     def pick(*names: str) -> dict[str, Any]:
         return {n: c[n] for n in ("model", "seed", *names)}
@@ -55,6 +60,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                 "plain PPO (ptx_coef = 0)",
                 lambda c, f, r: run.ppo_stage(c, f, r, 0.0),
                 *run.PPO_FIELDS,
+                "ppo_starts_from_pretrain_mix",
                 branch=plain_first,
                 uses=("sft_ppo_init",) if config.mix_init(False) else (),
             )
@@ -145,7 +151,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             *run.PPO_FIELDS,
             "ptx_coef",
             "ptx_per_episode",
-            "ptx_init_from_pretrain_mix",
+            "ptx_starts_from_pretrain_mix",
             uses=("sft_ppo_init",) if config.mix_init(True) else (),
         ),
         *([] if plain_first else plain_ppo),

@@ -57,7 +57,6 @@ PPO_FIELDS = (
     "ppo_kl_target",
     "ppo_kl_horizon",
     "ppo_ema_decay",
-    "ppo_init_from_pretrain_mix",
 )
 
 
