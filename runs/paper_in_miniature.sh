@@ -9,8 +9,9 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: about 55 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
-# in miniature", 2026-12-05: PPO and PPO-ptx 64 episodes an iteration, 29 of the 55 minutes); the
+# How long: 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
+# in miniature", 2026-12-05/06, with the pretraining-mix init: PPO and PPO-ptx 64 episodes an iteration, about 30
+# of them; 71.5-73.7 on a day that machine measured 1.1-1.4 TFLOP/s); the
 # earlier preset (16 episodes an iteration) took about 80 minutes on a 2-core AMD EPYC with avx512_bf16
 # (0.36 TFLOP/s bf16) and 36 on the Xeon, so expect well over 100 on such an EPYC; far less on a GPU. It is
 # `instructgpt pipeline --preset miniature` (src/instructgpt/pipeline/presets/miniature.yaml), so a
