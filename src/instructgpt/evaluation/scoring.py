@@ -209,21 +209,31 @@ def complete(
     ``[B, V]`` scores kept), in batches of similar lengths, under the autocast in force (if any).
     """
     from instructgpt.models.generate import generate_ids
+    from instructgpt.rollout.forward import active_autocast
 
-    device = next(model.parameters()).device.type
-    autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     ids = [render_context(tokenizer, p, template) for p in prompts]
     responses = generate_ids(
-        model, tokenizer, ids, max_new_tokens, 0.0, batch_size, autocast=autocast, stop_ids=newline_ids(tokenizer)
+        model,
+        tokenizer,
+        ids,
+        max_new_tokens,
+        0.0,
+        batch_size,
+        autocast=active_autocast(model),
+        stop_ids=newline_ids(tokenizer),
     )
     return [first_line(tokenizer.decode(r, skip_special_tokens=True)) for r in responses]
 
 
+_NEWLINE_IDS: dict[int, tuple[int, ...]] = {}
+
+
 def newline_ids(tokenizer: Any) -> tuple[int, ...]:
-    """Every token whose text holds a newline (32 of Gemma 3's 262,144), computed once per tokenizer."""
-    cached = getattr(tokenizer, "_instructgpt_newline_ids", None)
-    if cached is None:
+    """Every token whose decoded text holds a newline (32 of Gemma 3's 262,144). Decoding the whole vocabulary
+    takes seconds, so it is done once per vocabulary (keyed by its tokens), not once per loaded tokenizer: the
+    evaluation loads one tokenizer per model, all of the same vocabulary."""
+    key = hash(tuple(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))))
+    if key not in _NEWLINE_IDS:
         pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        cached = tuple(i for i, piece in enumerate(pieces) if "\n" in piece)
-        tokenizer._instructgpt_newline_ids = cached
-    return cached
+        _NEWLINE_IDS[key] = tuple(i for i, piece in enumerate(pieces) if "\n" in piece)
+    return _NEWLINE_IDS[key]

@@ -371,8 +371,9 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
 def win_responses(model: Any, tokenizer: Any, prompts: Sequence[str], prompted: bool, config: EvalConfig) -> list[str]:
     """Responses to the test prompts, rendered as in training (or after the few-shot prefix)."""
     from instructgpt.models.generate import generate
+    from instructgpt.rollout.forward import active_autocast
 
-    autocast = _active_autocast(model)  # generate() opens its own autocast context: hand it the one in force
+    autocast = active_autocast(model)  # generate() opens its own autocast context: hand it the one in force
     if prompted:
         texts = [PROMPTED_PREFIX.format(prompt=p) for p in prompts]
         out = generate(
@@ -399,14 +400,6 @@ def win_responses(model: Any, tokenizer: Any, prompts: Sequence[str], prompted: 
         seed=config.seed,
         autocast=autocast,
     )
-
-
-def _active_autocast(model: Any):
-    """The autocast dtype in force on the model's device, or None."""
-    import torch
-
-    device = next(model.parameters()).device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
 def evaluate_model(

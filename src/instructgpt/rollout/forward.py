@@ -46,6 +46,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+def active_autocast(model: Any) -> torch.dtype | None:
+    """The autocast dtype in force on the model's device, or None (to hand to code that opens its own context)."""
+    device = next(model.parameters()).device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
 def response_hidden(
     model: Any,
     input_ids: torch.Tensor,  # [B, P + R]
