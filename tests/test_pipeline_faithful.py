@@ -298,7 +298,7 @@ def test_a_changed_ptx_setting_reruns_ppo_ptx_and_the_evaluation_but_not_plain_p
     monkeypatch.setattr(run, "sft_ppo_init_stage", fake("sft_ppo_init"))
     monkeypatch.setattr(run, "ppo_stage", fake("ppo"))
     monkeypatch.setattr(plan, "final_eval", fake("eval"))
-    config = PipelineConfig(out_dir=tmp_path / "run")
+    config = PipelineConfig(out_dir=tmp_path / "run", stage_processes=False)  # the patched stage functions run here
     plan.run_pipeline(config)
     assert calls[-3:] == ["ppo", "ppo_ptx", "eval"]
     calls.clear()

@@ -97,7 +97,8 @@ def _field(html: str, name: str) -> str:
 
 
 @pytest.mark.slow
-def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, capsys):
+def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, capfd):
+    # capfd: each stage runs in its own process, which writes to the file descriptors
     from instructgpt.models.tiny import save_tiny
 
     base, database_url = served
@@ -120,10 +121,10 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
         run_stages(stages[:4], config.out_dir)
     ann, bob = Labeler(base, "ann"), Labeler(base, "bob")
     assert ann.label(3) == 3
-    capsys.readouterr()
+    capfd.readouterr()
     with pytest.raises(AwaitingLabels, match="3 of 8 prompts labelled"):  # a re-run picks up where the labels stand
         run_stages(build_stages(config)[:4], config.out_dir)
-    assert "'test run demonstrations': 3 of 8 prompts labelled; ann 3/4, bob 0/4" in capsys.readouterr().out
+    assert "'test run demonstrations': 3 of 8 prompts labelled; ann 3/4, bob 0/4" in capfd.readouterr().out
 
     # The rest are labelled while the pipeline waits: it trains SFT on them, samples, publishes
     # the samples for ranking and waits again until those are ranked too.
@@ -149,7 +150,7 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
     rankings = read_records(outputs["rankings"]["train"], "rankings")
     assert len(rankings) == len(samples) and {r.labeler_id for r in rankings} == {"ann", "bob"}
     assert all(r.ranks == list(range(len(r.responses))) for r in rankings)  # the scripted labelers' order
-    log = capsys.readouterr().out
+    log = capfd.readouterr().out
     assert f"'test run rankings': {len(samples)} of {len(samples)} prompts labelled" in log
     assert "RM validation rankings: the simulated panel's, not people's" in log  # said plainly
     panel = json.loads((config.out_dir / "rankings" / "panel.json").read_text())
@@ -157,7 +158,7 @@ def test_people_label_in_the_app_and_the_pipeline_continues(served, tmp_path, ca
 
     # Done: a re-run skips every stage.
     run_stages(build_stages(config)[:4], config.out_dir)
-    assert capsys.readouterr().out.count("(done, skipped)") == 4
+    assert capfd.readouterr().out.count("(done, skipped)") == 4
 
 
 def test_the_summary_says_the_rm_validation_rankings_are_simulated(tmp_path):

@@ -104,7 +104,8 @@ def test_two_rounds_end_to_end_and_resume_after_a_kill_in_round_two(tmp_path, ca
 
     model = save_tiny(str(tmp_path / "tiny"))
     lean = dict(TINY, sft_epochs=1, ppo_init_from_pretrain_mix=False, eval_tasks=("winrate",), human_rankings=4)
-    config = PipelineConfig(out_dir=tmp_path / "run", model=model, rounds=2, **lean)
+    # in this process: the patched ppo_stage below must be the one that runs
+    config = PipelineConfig(out_dir=tmp_path / "run", model=model, rounds=2, stage_processes=False, **lean)
 
     ppo_stage = run.ppo_stage
 

@@ -39,9 +39,13 @@ def main(argv: list[str]) -> int:
     if preset is not None:
         rest = ["--config", preset, *rest]
     from instructgpt.pipeline.people import AwaitingLabels
+    from instructgpt.pipeline.process import AWAITING, StageFailed
 
     try:
         return _command(PipelineConfig, rest, "pipeline", run_pipeline)
     except AwaitingLabels as waiting:  # people have tasks to finish (labelers=app, or exports): a pause, not an error
         print(f"waiting for labels: {waiting}", file=sys.stderr)
-        return 3
+        return AWAITING
+    except StageFailed as failed:  # the stage's own error is printed above, by its process
+        print(f"error: {failed}", file=sys.stderr)
+        return 1

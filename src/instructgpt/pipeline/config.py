@@ -32,6 +32,11 @@ class PipelineConfig:
     keep_checkpoints: bool = False
     """Keep each finished stage's resume checkpoints (<stage>/checkpoints; GBs each); by default they are deleted once
     the stage is done."""
+    stage_processes: bool = True
+    """Run each stage in a fresh Python process (``pipeline/process.py``), so that every stage starts with clean
+    memory and allocator state; False runs every stage in this process (tests that patch stage functions,
+    debugging). Measured on a 2-core AMX Xeon (2026-12-06): the quickstart's eval stage took 612 s after the
+    training stages in one process against 204 s on its own."""
     # --- data
     hh_prompts: int = 600
     """hh-rlhf first human turns added to the unlabelled prompt pool."""

@@ -40,6 +40,11 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
 
     def stage(name: str, title: str, fn, *names: str, branch: bool = False, uses: tuple[str, ...] = ()) -> Stage:
         def execute(folder: Path) -> dict[str, Path]:
+            if config.stage_processes:  # a fresh process runs this same function (process.py says why)
+                from instructgpt.pipeline.process import run_in_process
+
+                results[name] = run_in_process(config, name, folder)
+                return results[name]
             results[name] = fn(config, folder, results)
             if (
                 not config.keep_checkpoints

@@ -82,7 +82,7 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
     ran_before = False  # once a main-chain stage runs, every later stage runs on its new outputs
     ran_branches: set[str] = set()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / PLAN_JSON, {"stages": [stage.name for stage in stages]})
+    write_json(out_dir / PLAN_JSON, {"stages": [stage.name for stage in stages]})
     for number, stage in enumerate(stages, 1):
         folder = out_dir / stage.name
         used = [u for u in stage.uses if u in keys]
@@ -111,14 +111,15 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
             "outputs": {k: str(v) for k, v in outputs.items()},
             "seconds": timings[stage.name],
         }
-        _write_json(folder / STAGE_JSON, record)
+        write_json(folder / STAGE_JSON, record)
         results[stage.name] = outputs
         release_memory()
         log(f"    {stage.name} finished in {timings[stage.name]:.0f} s")
     return results
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (a temporary file, then a rename)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)

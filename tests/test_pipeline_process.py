@@ -1,0 +1,48 @@
+"""Each pipeline stage in its own process (``PipelineConfig.stage_processes``): the child runs the
+same stage function on the same configuration, hands back its outputs, and failures stop the
+pipeline with the stage's own error."""
+
+import json
+
+import pytest
+
+from instructgpt.models.tiny import save_tiny
+from instructgpt.pipeline.config import PipelineConfig
+from instructgpt.pipeline.plan import build_stages, run_pipeline
+from instructgpt.pipeline.process import StageFailed
+from instructgpt.pipeline.stages import run_stages
+
+
+def _prepare_only(config: PipelineConfig) -> dict:
+    return run_stages(build_stages(config)[:1], config.out_dir)["prepare"]
+
+
+def test_a_stage_in_its_own_process_writes_what_it_writes_in_this_one(tmp_path):
+    model = save_tiny(str(tmp_path / "tiny"))
+    settings = dict(model=model, hh_prompts=40, max_prompt_tokens=200, round_human_rankings=(tmp_path / "h.jsonl",))
+    here = _prepare_only(PipelineConfig(out_dir=tmp_path / "here", stage_processes=False, **settings))
+    child = _prepare_only(PipelineConfig(out_dir=tmp_path / "child", **settings))
+    assert set(child) == set(here) and all(child[k].is_file() for k in child)
+    for key in here:  # same records, paths under its own run folder
+        assert child[key] == tmp_path / "child" / here[key].relative_to(tmp_path / "here")
+        assert child[key].read_text() == here[key].read_text()
+    record = json.loads((tmp_path / "child" / "prepare" / "stage.json").read_text())
+    assert record["outputs"] == {k: str(v) for k, v in child.items()}  # the parent writes stage.json
+    assert sorted(p.name for p in (tmp_path / "child" / "prepare").iterdir() if p.is_file()) == ["stage.json"]
+
+
+def test_a_stage_that_fails_in_its_process_stops_the_pipeline_with_its_error(tmp_path, capfd):
+    config = PipelineConfig(out_dir=tmp_path / "run", model=str(tmp_path / "no-such-model"))
+    with pytest.raises(StageFailed, match="stage 'prepare' failed in its process"):
+        run_pipeline(config)
+    err = capfd.readouterr().err
+    assert "no-such-model" in err and "Traceback" not in err  # the child's one-line error, not a traceback
+    assert not (tmp_path / "run" / "prepare" / "stage.json").exists()  # not marked done: a re-run runs it
+
+
+def test_the_cli_reports_a_failed_stage_in_one_line(tmp_path, capfd):
+    from instructgpt.cli.pipeline import main
+
+    assert main(["--out-dir", str(tmp_path / "run"), "--model", str(tmp_path / "missing")]) == 1
+    err = capfd.readouterr().err
+    assert "error: stage 'prepare' failed in its process (exit status 1)" in err
