@@ -3,6 +3,7 @@ same stage function on the same configuration, hands back its outputs, and failu
 pipeline with the stage's own error."""
 
 import json
+import platform
 
 import pytest
 
@@ -46,3 +47,39 @@ def test_the_cli_reports_a_failed_stage_in_one_line(tmp_path, capfd):
     assert main(["--out-dir", str(tmp_path / "run"), "--model", str(tmp_path / "missing")]) == 1
     err = capfd.readouterr().err
     assert "error: stage 'prepare' failed in its process (exit status 1)" in err
+
+
+def test_stage_allocators_set_the_mode_of_the_named_stages_processes_only(monkeypatch):
+    from instructgpt.config import ConfigError
+    from instructgpt.pipeline.process import child_environment
+    from instructgpt.runtime import MODE_ENV, OPT_OUT
+
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    monkeypatch.delenv(OPT_OUT, raising=False)
+    config = PipelineConfig(stage_allocators=("ppo=heap", "ppo_ptx=heap"))
+    assert child_environment(config, "ppo")[MODE_ENV] == "heap"
+    assert child_environment(config, "round-2/ppo_ptx")[MODE_ENV] == "heap"
+    assert MODE_ENV not in child_environment(config, "sft")
+    monkeypatch.setenv(MODE_ENV, "system")  # the user's choice wins
+    assert child_environment(config, "ppo")[MODE_ENV] == "system"
+    monkeypatch.delenv(MODE_ENV)
+    monkeypatch.setenv(OPT_OUT, "1")
+    assert MODE_ENV not in child_environment(config, "ppo")
+    with pytest.raises(ConfigError, match="stage_allocators"):
+        PipelineConfig(stage_allocators=("ppo=fast",)).validate()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator modes need glibc")
+def test_a_stage_process_runs_in_the_allocator_mode_it_was_given(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from instructgpt.pipeline.process import child_environment
+    from instructgpt.runtime import MODE_ENV, OPT_OUT
+
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    monkeypatch.delenv(OPT_OUT, raising=False)
+    env = child_environment(PipelineConfig(stage_allocators=("ppo=heap",)), "ppo")
+    probe = "import instructgpt.runtime as r; print(r.tune_memory())"
+    mode = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert mode.stdout.strip() == "heap"

@@ -15,6 +15,7 @@ from typing import Literal
 
 from instructgpt.config import check
 from instructgpt.models.loader import DEFAULT_MODEL
+from instructgpt.runtime import MODES
 
 PRESETS = ("quickstart", "miniature", "large")
 
@@ -37,6 +38,13 @@ class PipelineConfig:
     memory and allocator state; False runs every stage in this process (tests that patch stage functions,
     debugging). Measured on a 2-core AMX Xeon (2026-12-06): the quickstart's eval stage took 612 s after the
     training stages in one process against 204 s on its own."""
+    stage_allocators: tuple[str, ...] = ("ppo=heap", "ppo_ptx=heap")
+    """``STAGE=MODE`` pairs: the memory allocator mode (``instructgpt.runtime``: thp, heap, system) the named
+    stage's process runs in, with stage_processes (``round-r/`` stages by their base name); other stages, and
+    every stage while $INSTRUCTGPT_MALLOC or $INSTRUCTGPT_SYSTEM_MALLOC is set, run in the process default (thp).
+    The PPO stages in ``heap`` by default: the quickstart's plain PPO stage alone took 88-90 s in it against
+    103-105 s in thp (iterations 19.7-20.2 against 23.7 s, the same scores; peak RSS 13.0-13.1 against 12.1-12.2
+    GB; 2-core AMX Xeon, 2026-12-06); ``()`` runs every stage in thp."""
     # --- data
     hh_prompts: int = 600
     """hh-rlhf first human turns added to the unlabelled prompt pool."""
@@ -251,6 +259,11 @@ class PipelineConfig:
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
+        for pair in self.stage_allocators:
+            stage, _, mode = pair.partition("=")
+            check(
+                bool(stage) and mode in MODES, "stage_allocators", f"{pair!r}: expected STAGE=MODE, MODE one of {MODES}"
+            )
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
         check(

@@ -19,6 +19,7 @@ Usage (what the parent runs): ``python -m instructgpt.pipeline.process CONFIG_JS
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -27,6 +28,7 @@ from pathlib import Path
 from instructgpt.config import from_dict, to_dict
 from instructgpt.pipeline.config import PipelineConfig
 from instructgpt.pipeline.stages import write_json
+from instructgpt.runtime import MODE_ENV, OPT_OUT
 
 AWAITING = 3
 """The child's exit status when the stage awaits labels (the CLI's, too)."""
@@ -47,7 +49,7 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
     sys.stdout.flush()
     sys.stderr.flush()
     command = [sys.executable, "-m", "instructgpt.pipeline.process", str(spec), name, str(folder), str(answer)]
-    with subprocess.Popen(command) as child:
+    with subprocess.Popen(command, env=child_environment(config, name)) as child:
         try:
             status = child.wait()
         except KeyboardInterrupt:  # the child got the same Ctrl-C: let it stop (and checkpoint) on its own
@@ -61,6 +63,17 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
     spec.unlink(missing_ok=True)
     answer.unlink(missing_ok=True)
     return {key: Path(value) for key, value in outputs.items()}
+
+
+def child_environment(config: PipelineConfig, name: str) -> dict[str, str]:
+    """This process's environment, with the allocator mode ``stage_allocators`` names for the stage
+    (``round-2/ppo`` as ``ppo``), unless the user chose one ($INSTRUCTGPT_MALLOC, or the opt-out)."""
+    env = dict(os.environ)
+    modes = dict(pair.split("=", 1) for pair in config.stage_allocators)
+    mode = modes.get(name.rsplit("/", 1)[-1])
+    if mode and not env.get(MODE_ENV) and env.get(OPT_OUT, "") in ("", "0"):
+        env[MODE_ENV] = mode
+    return env
 
 
 def main(argv: list[str]) -> int:
