@@ -83,3 +83,27 @@ def test_a_stage_process_runs_in_the_allocator_mode_it_was_given(tmp_path, monke
     probe = "import instructgpt.runtime as r; print(r.tune_memory())"
     mode = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert mode.stdout.strip() == "heap"
+
+
+def test_a_stage_process_killed_by_a_signal_is_reported_as_such(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+
+    from instructgpt.pipeline import process
+
+    class Killed:  # a child the kernel killed (as its out-of-memory killer does)
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self):
+            return -signal.SIGKILL
+
+    monkeypatch.setattr(subprocess, "Popen", Killed)
+    with pytest.raises(StageFailed, match="killed by signal SIGKILL.*memory runs out"):
+        process.run_in_process(PipelineConfig(out_dir=tmp_path), "ppo", tmp_path / "ppo")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -58,11 +59,23 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
     if status == AWAITING:
         raise AwaitingLabels(json.loads(answer.read_text(encoding="utf-8"))["waiting"])
     if status != 0 or not answer.is_file():
-        raise StageFailed(f"stage {name!r} failed in its process (exit status {status}); its error is printed above")
+        raise StageFailed(f"stage {name!r} failed in its process ({_how(status)}); {_where(status)}")
     outputs = json.loads(answer.read_text(encoding="utf-8"))["outputs"]
     spec.unlink(missing_ok=True)
     answer.unlink(missing_ok=True)
     return {key: Path(value) for key, value in outputs.items()}
+
+
+def _how(status: int) -> str:
+    if status < 0:
+        return f"killed by signal {signal.Signals(-status).name}"
+    return f"exit status {status}"
+
+
+def _where(status: int) -> str:
+    if status == -signal.SIGKILL:  # what the kernel's out-of-memory killer sends
+        return "the kernel kills a process this way when memory runs out; a re-run resumes from its checkpoint"
+    return "its error is printed above"
 
 
 def child_environment(config: PipelineConfig, name: str) -> dict[str, str]:
