@@ -85,6 +85,11 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
         "ppo-ptx",
     }
     assert results["per_model"]["prompted"]["same_as"] == "pretrained"  # same weights: automatic tasks ran once
+    assert list(figures["peak_rss_gib"]) == list(outputs)  # each stage's own process, its peak memory
+    assert all(0 < gib < 16 for gib in figures["peak_rss_gib"].values())
+    from instructgpt.pipeline.summary import render
+
+    assert "peak GiB" in render(figures).splitlines()[2]
     capsys.readouterr()
     run_pipeline(config)
     assert capsys.readouterr().out.count("(done, skipped)") == len(outputs)

@@ -29,7 +29,10 @@ def test_a_stage_in_its_own_process_writes_what_it_writes_in_this_one(tmp_path):
         assert child[key].read_text() == here[key].read_text()
     record = json.loads((tmp_path / "child" / "prepare" / "stage.json").read_text())
     assert record["outputs"] == {k: str(v) for k, v in child.items()}  # the parent writes stage.json
-    assert sorted(p.name for p in (tmp_path / "child" / "prepare").iterdir() if p.is_file()) == ["stage.json"]
+    files = sorted(p.name for p in (tmp_path / "child" / "prepare").iterdir() if p.is_file())
+    assert files == ["process.json", "stage.json"]  # the hand-over files are gone
+    process = json.loads((tmp_path / "child" / "prepare" / "process.json").read_text())
+    assert process["exit_status"] == 0 and 0.05 < process["peak_rss_gib"] < 8  # the child's own peak, measured
 
 
 def test_a_stage_that_fails_in_its_process_stops_the_pipeline_with_its_error(tmp_path, capfd):
@@ -101,9 +104,8 @@ def test_a_stage_process_killed_by_a_signal_is_reported_as_such(tmp_path, monkey
         def __exit__(self, *exc):
             return False
 
-        def wait(self):
-            return -signal.SIGKILL
-
     monkeypatch.setattr(subprocess, "Popen", Killed)
+    monkeypatch.setattr(process, "_wait", lambda child: (-signal.SIGKILL, 23.9))
     with pytest.raises(StageFailed, match="killed by signal SIGKILL.*memory runs out"):
         process.run_in_process(PipelineConfig(out_dir=tmp_path), "ppo", tmp_path / "ppo")
+    assert json.loads((tmp_path / "ppo" / "process.json").read_text()) == {"peak_rss_gib": 23.9, "exit_status": -9}

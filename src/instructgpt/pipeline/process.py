@@ -35,6 +35,10 @@ AWAITING = 3
 """The child's exit status when the stage awaits labels (the CLI's, too)."""
 
 
+PROCESS_JSON = "process.json"
+"""``<stage>/process.json``: the stage process's peak resident memory (GiB) and exit status, for the summary."""
+
+
 class StageFailed(RuntimeError):
     """A stage's process exited with an error (its traceback is in the output above)."""
 
@@ -52,10 +56,11 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
     command = [sys.executable, "-m", "instructgpt.pipeline.process", str(spec), name, str(folder), str(answer)]
     with subprocess.Popen(command, env=child_environment(config, name)) as child:
         try:
-            status = child.wait()
+            status, peak = _wait(child)
         except KeyboardInterrupt:  # the child got the same Ctrl-C: let it stop (and checkpoint) on its own
             child.wait()
             raise
+    write_json(folder / PROCESS_JSON, {"peak_rss_gib": round(peak, 2), "exit_status": status})
     if status == AWAITING:
         raise AwaitingLabels(json.loads(answer.read_text(encoding="utf-8"))["waiting"])
     if status != 0 or not answer.is_file():
@@ -64,6 +69,14 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
     spec.unlink(missing_ok=True)
     answer.unlink(missing_ok=True)
     return {key: Path(value) for key, value in outputs.items()}
+
+
+def _wait(child: subprocess.Popen) -> tuple[int, float]:
+    """Wait for ``child``: its exit status (negative: the signal that killed it) and its peak resident
+    memory in GiB (the kernel's account of that process alone)."""
+    _, raw, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(raw)
+    return child.returncode, usage.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def _how(status: int) -> str:

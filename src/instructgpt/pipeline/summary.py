@@ -2,7 +2,8 @@
 
 Reads only what the stages wrote (``stages.json``, the latest plan's stage names;
 ``<stage>/stage.json``, ``rm/summary.json``, ``rankings/panel.json``, ``eval/results.json``) and
-prints, as plain text (and with ``--json`` as JSON): the wall time of every stage; the win rate of
+prints, as plain text (and with ``--json`` as JSON): the wall time of every stage (and the peak
+resident memory of each that ran in its own process, ``<stage>/process.json``); the win rate of
 each model against the baseline with its 95% Wilson interval and win / tie / loss counts; the reward
 model's validation accuracy on the training labelers' and on the held-out labelers' rankings; and
 the NLP scores (the alignment tax of PPO-ptx against PPO); with iterated rounds, each round's win
@@ -34,6 +35,9 @@ def collect(run_dir: Path) -> dict:
         record = _read(run_dir / stage / "stage.json")
         if record is not None:
             out["seconds"][stage] = round(record["seconds"], 1)
+            process = _read(run_dir / stage / "process.json")  # a stage that ran in its own process
+            if process is not None:
+                out.setdefault("peak_rss_gib", {})[stage] = process["peak_rss_gib"]
     out["total_seconds"] = round(sum(out["seconds"].values()), 1)
     panel = _read(run_dir / "rankings" / "panel.json")
     if panel:
@@ -76,8 +80,12 @@ def collect(run_dir: Path) -> dict:
 def render(figures: dict) -> str:
     """The figures as a few plain-text tables."""
     width = max([12, *map(len, figures["seconds"])])
-    lines = [f"run: {figures['run_dir']}", "", f"{'stage':<{width}} seconds"]
-    lines += [f"{stage:<{width}} {seconds:>7.0f}" for stage, seconds in figures["seconds"].items()]
+    peaks = figures.get("peak_rss_gib", {})
+    lines = [f"run: {figures['run_dir']}", "", f"{'stage':<{width}} seconds" + ("  peak GiB" if peaks else "")]
+    lines += [
+        f"{stage:<{width}} {seconds:>7.0f}" + (f"  {peaks[stage]:>8.1f}" if stage in peaks else "")
+        for stage, seconds in figures["seconds"].items()
+    ]
     lines.append(f"{'total':<{width}} {figures['total_seconds']:>7.0f}  ({figures['total_seconds'] / 60:.1f} min)")
     if "panel" in figures:
         p = figures["panel"]
