@@ -9,7 +9,8 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
+# How long: 69.9 minutes whole from scratch on 2026-12-06 (a process per stage, on a Xeon with AMX whose
+# bf16 peak measured only 0.74-1.47 TFLOP/s that day); 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
 # in miniature", 2026-12-05/06, with the pretraining-mix init: PPO and PPO-ptx 64 episodes an iteration, about 30
 # of them; 71.5-73.7 on a day that machine measured 1.1-1.4 TFLOP/s); the
 # earlier preset (16 episodes an iteration) took about 80 minutes on a 2-core AMD EPYC with avx512_bf16

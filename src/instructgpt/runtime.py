@@ -20,8 +20,7 @@ only; elsewhere it does nothing):
   above), but the heap fragments when tensor sizes vary from step to step: the miniature preset's
   SFT stage (packed batches of varying length) grew to 24 GB resident in 42 steps and was killed
   by the kernel on a 24 GB machine (2026-12-05, Intel AMX), where glibc's defaults stay under 15 GB.
-  Hence not the default; the pipeline runs its PPO stages' processes in it
-  (``PipelineConfig.stage_allocators``).
+  Hence not the default; a pipeline stage can run in it (``PipelineConfig.stage_allocators``).
 - ``system``: glibc's and PyTorch's defaults (also ``INSTRUCTGPT_SYSTEM_MALLOC=1``).
 """
 

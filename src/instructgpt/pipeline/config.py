@@ -38,13 +38,14 @@ class PipelineConfig:
     memory and allocator state; False runs every stage in this process (tests that patch stage functions,
     debugging). Measured on a 2-core AMX Xeon (2026-12-06): the quickstart's eval stage took 612 s after the
     training stages in one process against 204 s on its own."""
-    stage_allocators: tuple[str, ...] = ("ppo=heap", "ppo_ptx=heap")
-    """``STAGE=MODE`` pairs: the memory allocator mode (``instructgpt.runtime``: thp, heap, system) the named
-    stage's process runs in, with stage_processes (``round-r/`` stages by their base name); other stages, and
-    every stage while $INSTRUCTGPT_MALLOC or $INSTRUCTGPT_SYSTEM_MALLOC is set, run in the process default (thp).
-    The PPO stages in ``heap`` by default: the quickstart's plain PPO stage alone took 88-90 s in it against
-    103-105 s in thp (iterations 19.7-20.2 against 23.7 s, the same scores; peak RSS 13.0-13.1 against 12.1-12.2
-    GB; 2-core AMX Xeon, 2026-12-06); ``()`` runs every stage in thp."""
+    stage_allocators: tuple[str, ...] = ()
+    """``STAGE=MODE`` pairs (e.g. ``ppo=heap``): the memory allocator mode (``instructgpt.runtime``: thp, heap,
+    system) the named stage's process runs in, with stage_processes (``round-r/`` stages by their base name);
+    other stages, and every stage while $INSTRUCTGPT_MALLOC or $INSTRUCTGPT_SYSTEM_MALLOC is set, run in the
+    process default (thp). Measured (2-core AMX Xeon, 2026-12-06): the quickstart's plain PPO stage alone took
+    88-90 s in heap against 103-105 s in thp (the same scores; peak RSS 13.0-13.1 against 12.1-12.2 GB), but the
+    miniature's PPO stages in heap gained nothing measurable (iterations 84-140 s, as in thp on earlier days) and
+    reached 18.1-18.6 GB resident on a 23 GB machine: hence opt-in."""
     # --- data
     hh_prompts: int = 600
     """hh-rlhf first human turns added to the unlabelled prompt pool."""
