@@ -13,7 +13,7 @@ output goes to the same terminal; a failure exits non-zero and the parent stops 
 when a stage raises in process. Labels still awaited (``labelers: app``) come back as
 :class:`~instructgpt.pipeline.people.AwaitingLabels`.
 
-Usage (what the parent runs): ``python -m instructgpt.pipeline.process CONFIG_JSON STAGE FOLDER OUTPUTS_JSON``.
+The child's side is ``child.py`` (``python -m instructgpt.pipeline.child CONFIG_JSON STAGE FOLDER OUTPUTS_JSON``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from instructgpt.config import from_dict, to_dict
+from instructgpt.config import to_dict
 from instructgpt.pipeline.config import PipelineConfig
 from instructgpt.pipeline.stages import write_json
 from instructgpt.runtime import MODE_ENV, OPT_OUT
@@ -53,7 +52,7 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
     answer.unlink(missing_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    command = [sys.executable, "-m", "instructgpt.pipeline.process", str(spec), name, str(folder), str(answer)]
+    command = [sys.executable, "-m", "instructgpt.pipeline.child", str(spec), name, str(folder), str(answer)]
     with subprocess.Popen(command, env=child_environment(config, name)) as child:
         try:
             status, peak = _wait(child)
@@ -100,28 +99,3 @@ def child_environment(config: PipelineConfig, name: str) -> dict[str, str]:
     if mode and not env.get(MODE_ENV) and env.get(OPT_OUT, "") in ("", "0"):
         env[MODE_ENV] = mode
     return env
-
-
-def main(argv: list[str]) -> int:
-    from instructgpt.cli.stages import _quiet, _run
-    from instructgpt.pipeline.people import AwaitingLabels
-    from instructgpt.pipeline.plan import build_stages
-
-    spec, name, folder, answer = argv
-    values = json.loads(Path(spec).read_text(encoding="utf-8"))
-    config = replace(from_dict(PipelineConfig, values, source=spec), stage_processes=False)
-    stages = {stage.name: stage for stage in build_stages(config)}
-    _quiet()
-    outputs: dict[str, Path] = {}
-    try:  # known user errors (config, data, model loading) as one line, as the CLI prints them
-        status = _run(lambda: outputs.update(stages[name].run(Path(folder))))
-    except AwaitingLabels as waiting:
-        write_json(Path(answer), {"waiting": str(waiting)})
-        return AWAITING
-    if status == 0:
-        write_json(Path(answer), {"outputs": {k: str(v) for k, v in outputs.items()}})
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
