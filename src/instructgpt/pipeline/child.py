@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         write_json(Path(answer), {"waiting": str(waiting)})
         return AWAITING
     if status == 0:
-        write_json(Path(answer), {"outputs": {k: str(v) for k, v in outputs.items()}})
+        write_json(Path(answer), {"outputs": outputs})
     return status
 
 

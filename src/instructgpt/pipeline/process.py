@@ -48,7 +48,7 @@ def run_in_process(config: PipelineConfig, name: str, folder: Path) -> dict[str,
 
     folder.mkdir(parents=True, exist_ok=True)
     spec, answer = folder / "process-config.json", folder / "process-outputs.json"
-    write_json(spec, json.loads(json.dumps(to_dict(config), default=str)))
+    write_json(spec, to_dict(config))
     answer.unlink(missing_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()

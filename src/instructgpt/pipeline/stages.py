@@ -119,7 +119,7 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (a temporary file, then a rename)."""
+    """Write ``data`` as JSON atomically (a temporary file, then a rename); Paths and other objects as strings."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
