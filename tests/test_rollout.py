@@ -218,3 +218,70 @@ def test_filter_logits():
     assert probs[0, 0] < 0.7
     assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
     assert not torch.isinf(filter_logits(logits)).any()
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_fused_decoding_records_the_training_forward(tokenizer, dtype):
+    """The written-out Gemma 3 step (merged projections, static cache, attention over every slot):
+    its log-probabilities and entropies are those of a training forward of the sampled tokens (fp32,
+    and under bf16 autocast, where both sides round to bf16 in different places)."""
+    from instructgpt.rollout.decoding import decode_path
+
+    policy = tiny_model(tokenizer, layers=3)  # sliding, full, full: both rotary bases
+    assert decode_path("auto", policy, torch.device("cpu"), 64) == "fused"
+    backend = HFBackend(
+        policy, SamplingSettings(20, 0.7), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=2, dtype=dtype
+    )
+    prompts = _prompts(tokenizer)
+    out = backend.generate(prompts, torch.Generator().manual_seed(0))
+    input_ids, attention_mask = assemble(prompts, out.response_ids, out.response_mask, tokenizer.pad_token_id)
+    width = max(len(p) for p in prompts)
+    args = (input_ids, attention_mask, width, out.response_mask)
+    tolerance = 1e-4 if dtype is None else 1e-2  # bf16: 3.3e-3 measured (the eager loop: 3.8e-3)
+    forward = response_logprobs(policy, *args, temperature=0.7, dtype=dtype)
+    torch.testing.assert_close(out.logprobs, forward, atol=tolerance, rtol=tolerance)
+    entropy = response_entropy(policy, *args, temperature=0.7, dtype=dtype)
+    torch.testing.assert_close(out.entropy, entropy, atol=tolerance, rtol=tolerance)
+
+
+def test_fused_step_equals_the_models_forward_step_by_step(tokenizer):
+    """Fed the same tokens, the fused decoder's hidden states equal transformers' cached forward
+    (fp32) at every step, left padding included."""
+    from instructgpt.rollout.decoding import EagerDecoder, text_config
+    from instructgpt.rollout.forward import trunk
+    from instructgpt.rollout.fused_decode import FusedDecoder, FusedWeights
+
+    policy = tiny_model(tokenizer, layers=3)
+    body, config = trunk(policy), text_config(policy)
+    prompts = _prompts(tokenizer)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((3, width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p) :], mask[row, width - len(p) :] = torch.tensor(p), 1
+    steps = torch.randint(5, 50, (12, 3), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fused = FusedDecoder(FusedWeights.of(body, config, None, 3), body, mask, width + len(steps))
+        eager = EagerDecoder(body, config, mask)
+        torch.testing.assert_close(fused(ids), eager(ids))
+        for token in steps:
+            torch.testing.assert_close(fused(token[:, None]), eager(token[:, None]), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_decoding_is_used_only_where_it_computes_the_same(tokenizer):
+    """LoRA-wrapped projections, a context past the sliding window, or another architecture decode as before."""
+    from peft import LoraConfig, get_peft_model
+
+    from instructgpt.rollout.decoding import decode_path
+    from instructgpt.rollout.forward import causal_lm
+
+    cpu = torch.device("cpu")
+    policy = tiny_model(tokenizer, layers=2)  # sliding window 64
+    assert decode_path("auto", policy, cpu, 64) == "fused"
+    assert decode_path("auto", policy, cpu, 65) == "eager"
+    assert decode_path("fused", policy, cpu, 65) == "eager"
+    assert decode_path("eager", policy, cpu, 64) == "eager"
+    lora = get_peft_model(tiny_model(tokenizer), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert decode_path("auto", causal_lm(lora), cpu, 64) == "eager"
+    with pytest.raises(ValueError, match="decode must be"):
+        decode_path("fast", policy, cpu, 64)

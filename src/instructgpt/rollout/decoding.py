@@ -216,16 +216,22 @@ def static_length(width: int, max_new_tokens: int) -> int:
 
 
 def decode_path(setting: str, lm: Any, device: torch.device, length: int) -> str:
-    """``"eager"``, ``"static"`` or ``"compiled"``: how to decode ``length`` cache slots (see the module docstring).
+    """``"eager"``, ``"static"``, ``"compiled"`` or ``"fused"``: how to decode ``length`` cache slots (see the
+    module docstring).
 
     ``"eager"``: always eager. ``"static"``: the static cache with the step uncompiled (tests,
     debugging). ``"compiled"``: compiled wherever it can run (a CPU with a C++ compiler or CUDA, a model
-    transformers marks compilable, a context within every sliding window), else eager.
-    ``"auto"``: eager (see the module docstring for the measurement).
+    transformers marks compilable, a context within every sliding window), else eager. ``"fused"``: the
+    written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it applies, else eager.
+    ``"auto"``: fused where it applies, else eager.
     """
-    if setting not in ("auto", "compiled", "static", "eager"):
-        raise ValueError(f"decode must be auto, compiled, static or eager, not {setting!r}")
+    if setting not in ("auto", "compiled", "static", "eager", "fused"):
+        raise ValueError(f"decode must be auto, fused, compiled, static or eager, not {setting!r}")
     config = text_config(lm)
+    if setting in ("auto", "fused"):
+        from instructgpt.rollout.fused_decode import fused_usable
+
+        return "fused" if fused_usable(lm.base_model, config, length) else "eager"
     window = getattr(config, "sliding_window", None)
     fits = not (window and any("sliding" in t for t in getattr(config, "layer_types", None) or ()) and length > window)
     if setting == "eager" or not fits or not getattr(lm, "_can_compile_fullgraph", False):
@@ -234,9 +240,7 @@ def decode_path(setting: str, lm: Any, device: torch.device, length: int) -> str
         return "static"
     if device.type not in ("cpu", "cuda") or (device.type == "cpu" and not _have_compiler()):
         return "eager"
-    if setting == "compiled":
-        return "compiled"
-    return "eager"  # auto: the compiled step did not pay on a quiet CPU (module docstring)
+    return "compiled"
 
 
 def text_config(lm: Any) -> Any:

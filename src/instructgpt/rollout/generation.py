@@ -50,6 +50,7 @@ from instructgpt.rollout.decoding import (
     static_length,
     text_config,
 )
+from instructgpt.rollout.fused_decode import FusedDecoder, FusedWeights
 from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
 from instructgpt.rollout.sampling import RandomSource, VocabProjection, sample_next
 
@@ -112,7 +113,8 @@ class HFBackend:
         line); a row that ends on one has ``ended_with_eos`` False."""
         self.batch_size, self.dtype = batch_size, dtype
         self.decode = decode
-        """auto, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`,
+        self._fused: FusedWeights | None = None
+        """auto, fused, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`,
         whose docstring says what ``auto`` picks and the measurements behind it)."""
 
     def sync_weights(self, policy: Any) -> None:
@@ -126,6 +128,7 @@ class HFBackend:
             check_uniform_table(random, len(prompt_ids), self.settings.max_new_tokens)
             random = random.to(next(causal_lm(self.model).parameters()).device, torch.float64)  # one copy, not per step
         projection = _projection_weight(self.model, self.dtype)  # once per call: the policy changes between calls
+        self._fused = None  # the fused step's weight layout, built by the first batch that decodes that way
         parts = [
             self._generate_batch(
                 prompt_ids[s : s + self.batch_size],
@@ -151,6 +154,14 @@ class HFBackend:
         width = max(len(p) for p in prompt_ids)
         length = static_length(width, self.settings.max_new_tokens)
         path = decode_path(self.decode, lm, device, length)
+        if path == "fused":  # attends to every slot (fused_decode), so exactly as many as needed
+            length = width + self.settings.max_new_tokens
+            if self._fused is None:
+                self._fused = FusedWeights.of(trunk(self.model), text_config(lm), self.dtype, self.batch_size)
+            weights = self._fused
+            return self._sample(
+                prompt_ids, random, weight, lambda mask: FusedDecoder(weights, trunk(self.model), mask, length)
+            )
         if path == "eager":
             return self._sample(
                 prompt_ids, random, weight, lambda mask: EagerDecoder(trunk(self.model), text_config(lm), mask)
