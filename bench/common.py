@@ -85,6 +85,29 @@ def matmul_peak(
     }
 
 
+def read_bandwidth(megabytes: int = 512, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """Achieved bytes/s of reading a ``megabytes`` bf16 tensor once (a sum; median of ``repeats``): the rate
+    at which a decode step can stream weights it cannot keep in cache."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    data = torch.ones(megabytes * 2**19, dtype=torch.bfloat16, device=device)
+    data.sum()
+    sync()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        data.sum()
+        sync()
+        seconds.append(time.perf_counter() - started)
+    return {
+        "megabytes": megabytes,
+        "device": device,
+        "seconds": seconds,
+        "bytes_per_s": data.numel() * 2 / median(seconds),
+    }
+
+
 def model_dims(model: Any) -> dict[str, int]:
     """Parameter counts for the FLOP model: total, embedding (tied output counted once), non-embedding."""
     embedding = model.get_input_embeddings().weight

@@ -20,6 +20,11 @@ top-p. EOS does not stop either side (ours: an EOS id no token has; transformers
   cache, the vocabulary projection; 2 per multiply-add) at this machine's measured matmul rate in
   the same precision (:func:`bench.common.matmul_peak`), times the steps. The prompt pass is not
   counted, so the bound is optimistic (fraction_of_bound understates how close a side is).
+- ``memory bound``: the bytes a decode step must read (every linear weight, the unembedding, the
+  key/value cache at the mean context) at this machine's read bandwidth measured in the same run
+  (:func:`bench.common.read_bandwidth`). At batch 64 on a 2-core CPU a step streams about 0.5 GB
+  of bf16 weights, so this, not the FLOP bound, is often the larger; ``fraction_of_roofline`` is
+  the step time against the larger of the two.
 
 Each side runs in its own subprocess (its own peak RSS); runs alternate ours / transformers,
 ``--repeats`` times; one warm-up generation precedes each timed one (transformers: 2 tokens; ours: the
@@ -49,6 +54,7 @@ from bench.common import (
     median,
     peak_rss_mib,
     ratio,
+    read_bandwidth,
     resolved_precision,
     run_and_write,
     run_worker,
@@ -70,7 +76,8 @@ class Args:
     precision: str = "auto"
     """auto (bf16 where native, else fp32), bf16 or fp32: the dtype of the model's weights on both sides."""
     decode: str = "auto"
-    """Our backend's decode loop: auto, compiled, static or eager (HFBackend's setting)."""
+    """Our backend's decode loop: auto (fused where it applies), fused, compiled, static or eager (HFBackend's
+    setting)."""
     repeats: int = 2
     """Timed generations per side and batch size (alternating sides)."""
     max_prompt_tokens: int = 48
@@ -95,6 +102,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     precision = resolved_precision(args.precision)
     peak = matmul_peak("bfloat16" if precision == "bf16" else "float32", device=device)
+    bandwidth = read_bandwidth(device=device)
     model = "tiny" if args.quick else args.model
     new_tokens = 8 if args.quick else args.new_tokens
     rows = []
@@ -116,7 +124,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
                 )
                 print(f"  batch {batch} {side} repeat {repeat}: {_line(result)}", flush=True)
                 runs[side].append(result)
-        rows.append(_row(batch, new_tokens, runs, peak["flops_per_s"]))
+        rows.append(_row(batch, new_tokens, runs, peak["flops_per_s"], bandwidth["bytes_per_s"]))
     memory = "peak_gpu_mib" if device == "cuda" else "peak_rss_mib"
     headers = [
         "batch",
@@ -125,6 +133,8 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
         "ms/step",
         "bound ms/step",
         "fraction of bound",
+        "memory bound ms/step",
+        "fraction of roofline",
         memory.replace("_", " "),
         "speedup",
     ]
@@ -136,6 +146,8 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
             r[side]["ms_per_step"],
             r["bound_ms_per_step"],
             r[side]["fraction_of_bound"],
+            r["memory_bound_ms_per_step"],
+            r[side]["fraction_of_roofline"],
             r[side][memory],
             r["speedup_vs_transformers"] if side == "ours" else None,
         ]
@@ -143,8 +155,8 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
         for side in ("ours", "transformers")
     ]
     print(
-        f"\n{device}, {precision}, matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s\n"
-        + format_table(headers, table)
+        f"\n{device}, {precision}, matmul peak {peak['flops_per_s'] / 1e12:.3f} TFLOP/s, "
+        f"read bandwidth {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s\n" + format_table(headers, table)
     )
     last = rows[-1]
     return {
@@ -154,22 +166,31 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
             "batch": last["batch"],
             "speedup_vs_transformers": last["speedup_vs_transformers"],
             "fraction_of_bound": last["ours"]["fraction_of_bound"],
+            "fraction_of_roofline": last["ours"]["fraction_of_roofline"],
         },
         "args": jsonable(args),
         "machine": {**machine(), "cpu_flags": cpu_flags()},
         "matmul_peak": peak,
+        "read_bandwidth": bandwidth,
         "rows": rows,
     }
 
 
-def _row(batch: int, new_tokens: int, runs: dict[str, list[dict]], peak_flops: float) -> dict[str, Any]:
+def _row(
+    batch: int, new_tokens: int, runs: dict[str, list[dict]], peak_flops: float, bytes_per_s: float
+) -> dict[str, Any]:
     flops = median([r.get("flops_per_step") for r in runs["ours"] + runs["transformers"]])
+    traffic = median([r.get("bytes_per_step") for r in runs["ours"] + runs["transformers"]])
     bound_ms = None if flops is None else 1000 * flops / peak_flops
+    memory_ms = None if traffic is None else 1000 * traffic / bytes_per_s
+    roofline_ms = None if bound_ms is None or memory_ms is None else max(bound_ms, memory_ms)
     row: dict[str, Any] = {
         "batch": batch,
         "new_tokens": new_tokens,
         "flops_per_decode_step": flops,
         "bound_ms_per_step": bound_ms,
+        "bytes_per_decode_step": traffic,
+        "memory_bound_ms_per_step": memory_ms,
         "runs": runs,
     }
     for side, results in runs.items():
@@ -180,6 +201,7 @@ def _row(batch: int, new_tokens: int, runs: dict[str, list[dict]], peak_flops: f
             "tokens_per_s": ratio(batch * new_tokens, seconds),
             "ms_per_step": ms,
             "fraction_of_bound": ratio(bound_ms, ms),
+            "fraction_of_roofline": ratio(roofline_ms, ms),
             "peak_rss_mib": median([r.get("peak_rss_mib") for r in results]),
             "peak_gpu_mib": median([r.get("peak_gpu_mib") for r in results]),
         }
@@ -263,6 +285,20 @@ def decode_step_flops(model: Any, batch: int, context: int) -> float:
     return 2.0 * batch * (linear + attention)
 
 
+def decode_step_bytes(model: Any, batch: int, context: int) -> float:
+    """Bytes one decode step must read: every linear weight (the unembedding included, once) in its
+    dtype, and the key/value cache of ``context`` positions for ``batch`` rows in the weights' dtype."""
+    import torch
+
+    config = getattr(model.config, "text_config", model.config)
+    weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    weight_bytes = sum(w.numel() * w.element_size() for w in weights.values())
+    head_dim = getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    element = next(model.parameters()).element_size()
+    cache = 2 * batch * context * config.num_key_value_heads * head_dim * config.num_hidden_layers * element
+    return float(weight_bytes + cache)
+
+
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -344,6 +380,7 @@ def _result(model: Any, spec: dict[str, Any], prompts: list[list[int]], seconds:
         "peak_rss_mib": peak_rss_mib(),
         "peak_gpu_mib": gpu,
         "flops_per_step": decode_step_flops(model, spec["batch"], context),
+        "bytes_per_step": decode_step_bytes(model, spec["batch"], context),
     }
 
 

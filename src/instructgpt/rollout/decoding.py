@@ -23,21 +23,18 @@ eval stage's several policies) reuses it. Cache lengths are rounded up to a mult
 :data:`LENGTH_BUCKET` and a new batch size or length is compiled once more with symbolic sizes
 (torch's automatic dynamic shapes), after which no shape recompiles.
 
-:func:`decode_path` chooses (``HFBackend``'s setting ``decode``, default ``"auto"``): compiled
-where it can run (a CPU, a C++ compiler for inductor, a model transformers marks compilable, a
-context that fits every sliding window) when asked for (``"compiled"``); ``"auto"`` decodes
-eagerly until the compiled step is measured to pay on a quiet machine. Measured on a quiet 2-core
-AMD EPYC with AVX512-BF16 (2026-12-04; Gemma 3 270M SFT model, the samples stage's workload: 4
-batches of 64 prompts x 64 new tokens, bf16 autocast): eager 60.7 s (this module's one-query
-attention and the packed vocabulary projection), compiled 48.4 s for the 3 warm batches (16.1 s
-each against eager's 15.2 s) plus 54.8 s for the first (about 38 s of compile), the previous eager
-decoder 68.4 s. The compiled step's earlier 2.7x per decode step was measured while a training
-job shared the CPU, which inflates eager per-op overhead. Not measured on an AMX CPU, where the
-matmuls are faster and the per-op overhead a larger share.
-``"static"`` runs the static cache with the step uncompiled (what the fast tests exercise).
-The unit tests therefore decode eagerly under ``auto``; tests that want the
-compiled path ask for ``"compiled"``. If compiling fails at run
-time the backend warns once and falls back to eager for the rest of the process.
+:func:`decode_path` chooses (``HFBackend``'s setting ``decode``, default ``"auto"``): ``"auto"``
+decodes with the written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it
+computes what the model's forward does, else eagerly. ``"compiled"`` asks for the static cache
+with the step compiled (where it can run: a CPU, a C++ compiler for inductor, a model transformers
+marks compilable, a context that fits every sliding window); it is not the default: measured on a
+quiet 2-core AMD EPYC with AVX512-BF16 (2026-12-04; Gemma 3 270M SFT model, the samples stage's
+workload: 4 batches of 64 prompts x 64 new tokens, bf16 autocast), eager 60.7 s (this module's
+one-query attention and the packed vocabulary projection), compiled 48.4 s for the 3 warm batches
+(16.1 s each against eager's 15.2 s) plus 54.8 s for the first (about 38 s of compile).
+``"static"`` runs the static cache with the step uncompiled (tests, debugging), ``"eager"`` the
+model's own forward with a growing cache. If compiling fails at run time the backend warns once
+and falls back to eager for the rest of the process.
 
 Numerics: the compiled step fuses element-wise work (RMSNorm, rotary, GELU) and may order
 reductions differently from eager, so its hidden states differ from the eager forward's by
@@ -55,6 +52,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from instructgpt.rollout.forward import cache_argument
 
 LENGTH_BUCKET = 64
 """Static cache lengths are rounded up to a multiple of this (fewer distinct shapes)."""
@@ -128,13 +127,6 @@ def _register_one_query_attention() -> None:
 
     AttentionInterface.register(ONE_QUERY_ATTENTION, one_query_attention)
     AttentionMaskInterface.register(ONE_QUERY_ATTENTION, sdpa_mask)
-
-
-def cache_argument(body: Any) -> str:
-    """transformers 5 renamed ``past_key_values`` to ``cache``; accept both."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
 class EagerDecoder:

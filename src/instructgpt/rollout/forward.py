@@ -36,6 +36,13 @@ def unembedding(model: Any) -> torch.Tensor:
     return causal_lm(model).get_output_embeddings().weight
 
 
+def cache_argument(body: Any) -> str:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; accept both."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens ``[B, T]`` (left padding gets 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

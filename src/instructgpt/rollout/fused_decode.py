@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from instructgpt.rollout.decoding import cache_argument
+from instructgpt.rollout.forward import cache_argument
 from instructgpt.rollout.sampling import _packable
 
 
@@ -59,7 +59,9 @@ class Projection:
     def of(cls, weights: list[torch.Tensor], dtype: torch.dtype, rows: int) -> Projection:
         """The row-wise concatenation of ``weights`` (``[out_i, in]`` each) in ``dtype``; ``rows``: the batch size
         the packed layout is blocked for."""
-        weight = torch.cat([w.detach().to(dtype) for w in weights]) if len(weights) > 1 else weights[0].detach().to(dtype)
+        weight = (
+            torch.cat([w.detach().to(dtype) for w in weights]) if len(weights) > 1 else weights[0].detach().to(dtype)
+        )
         if _packable(weight):
             return cls(weight, torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows))
         return cls(weight)
@@ -194,7 +196,8 @@ class FusedDecoder:
         self.filled = 0
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        """``[B, P]`` prompt ids on the first call, ``[B, 1]`` after; the last position's final hidden state ``[B, H]``."""
+        """``[B, P]`` prompt ids on the first call, ``[B, 1]`` after -> the last position's final hidden state
+        ``[B, H]``."""
         if self.filled:
             return self.step(ids[:, 0])
         from transformers import DynamicCache
@@ -223,14 +226,16 @@ class FusedDecoder:
         rotary = {t: self._rotary(t) for t in {layer.layer_type for layer in w.layers}}
         x = self.body.embed_tokens(ids)  # [B, H] in the weights' dtype, scaled by sqrt(H)
         for layer, keys, values in zip(w.layers, self.keys, self.values):
-            x = x + self._attention(layer, _rms(x, layer.norms[0], w.eps, w.dtype), rotary[layer.layer_type],
-                                    keys, values, slot).to(x.dtype)
+            x = x + self._attention(
+                layer, _rms(x, layer.norms[0], w.eps, w.dtype), rotary[layer.layer_type], keys, values, slot
+            ).to(x.dtype)
             h = _rms(x, layer.norms[2], w.eps, w.dtype)
             x = x + _rms(layer.down(layer.up.times(h, layer.gate.gelu(h))), layer.norms[3], w.eps, w.dtype).to(x.dtype)
         return _rms(x, w.final_norm, w.eps, x.dtype)
 
     def _attention(self, layer: LayerWeights, h, rotary, keys, values, slot: int) -> torch.Tensor:
-        """Post-attention-normed attention output ``[B, H]`` for normed input ``h``; writes this token's key and value."""
+        """The post-attention-normed attention output ``[B, H]`` for the normed input ``h``; writes this token's key
+        and value into the cache."""
         w = self.weights
         rows, qk_heads = h.shape[0], w.heads + w.kv_heads
         qkv = layer.qkv(h)  # [B, (Hq + 2 Hkv) D]

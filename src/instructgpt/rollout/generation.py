@@ -50,8 +50,8 @@ from instructgpt.rollout.decoding import (
     static_length,
     text_config,
 )
-from instructgpt.rollout.fused_decode import FusedDecoder, FusedWeights
 from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
+from instructgpt.rollout.fused_decode import FusedDecoder, FusedWeights
 from instructgpt.rollout.sampling import RandomSource, VocabProjection, sample_next
 
 
@@ -113,9 +113,9 @@ class HFBackend:
         line); a row that ends on one has ``ended_with_eos`` False."""
         self.batch_size, self.dtype = batch_size, dtype
         self.decode = decode
+        """auto, fused, compiled, static or eager: the trunk's decode loop
+        (:func:`instructgpt.rollout.decoding.decode_path`, whose docstring says what ``auto`` picks and why)."""
         self._fused: FusedWeights | None = None
-        """auto, fused, compiled, static or eager: the trunk's decode loop (:func:`instructgpt.rollout.decoding.decode_path`,
-        whose docstring says what ``auto`` picks and the measurements behind it)."""
 
     def sync_weights(self, policy: Any) -> None:
         self.model = policy  # samples from the trained module itself
