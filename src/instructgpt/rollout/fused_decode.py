@@ -120,8 +120,12 @@ class FusedWeights:
         layers = []
         for layer, layer_type in zip(body.layers, config.layer_types):
             attn, mlp = layer.self_attn, layer.mlp
-            norms = (layer.input_layernorm, layer.post_attention_layernorm)
-            norms += (layer.pre_feedforward_layernorm, layer.post_feedforward_layernorm)
+            norms = (
+                layer.input_layernorm,
+                layer.post_attention_layernorm,
+                layer.pre_feedforward_layernorm,
+                layer.post_feedforward_layernorm,
+            )
             layers.append(
                 LayerWeights(
                     qkv=Projection.of([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], dtype, rows),
@@ -211,8 +215,8 @@ class FusedDecoder:
             use_cache=True,
         )
         for layer, keys, values in zip(cache.layers, self.keys, self.values):
-            keys[:, :, : self.width] = layer.keys
-            values[:, :, : self.width] = layer.values
+            keys[:, :, : self.width] = layer.keys  # type: ignore[union-attr,assignment]  # [B, Hkv, P, D]
+            values[:, :, : self.width] = layer.values  # type: ignore[union-attr,assignment]
         self.filled, self.positions = self.width, self.positions[:, -1]
         return out.last_hidden_state[:, -1]
 
