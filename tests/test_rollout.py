@@ -285,3 +285,25 @@ def test_fused_decoding_is_used_only_where_it_computes_the_same(tokenizer):
     assert decode_path("auto", causal_lm(lora), cpu, 64) == "eager"
     with pytest.raises(ValueError, match="decode must be"):
         decode_path("fast", policy, cpu, 64)
+
+
+def test_fused_prompt_pass_runs_once_per_distinct_prompt(tokenizer):
+    """K samples of a prompt in one batch share one prompt pass (the model sees 2 rows, not 5), and each row
+    samples what it would alone: the same tokens as a batch of distinct prompts with the same uniforms."""
+    policy = tiny_model(tokenizer, layers=3)
+    prompts = _prompts(tokenizer)
+    repeated = [prompts[0], prompts[1], prompts[0], prompts[1], prompts[0]]
+    seen = []
+    handle = policy.model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    uniforms = torch.rand(5, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    backend = HFBackend(policy, SamplingSettings(12), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=5)
+    out = backend.generate(repeated, uniforms)
+    handle.remove()
+    assert seen[0][0] == 2
+    for row in range(5):
+        alone = backend.generate([repeated[row]], uniforms[row : row + 1])
+        width = int(alone.response_mask.sum())
+        assert torch.equal(out.response_ids[row, :width], alone.response_ids[0, :width])
+        torch.testing.assert_close(out.logprobs[row, :width], alone.logprobs[0, :width], atol=1e-5, rtol=1e-5)

@@ -21,7 +21,8 @@ arithmetic with fewer, larger operations:
 
 The weights are laid out once per ``generate`` call (:meth:`FusedWeights.of`; the policy changes
 between calls); the prompt pass is transformers' own forward, whose keys and values seed the
-cache.
+cache, run once per distinct prompt of the batch (the ``samples`` stage draws K samples of each
+prompt in one batch: K - 1 of every K prompt passes are copies).
 
 Where it applies (:func:`fused_usable`): a Gemma 3 text trunk whose projections are plain
 ``nn.Linear`` without bias (no LoRA adapters, no quantised layers), no attention logit
@@ -204,21 +205,35 @@ class FusedDecoder:
         ``[B, H]``."""
         if self.filled:
             return self.step(ids[:, 0])
+        hidden = self.prompt_pass(ids)
+        self.filled, self.positions = self.width, self.positions[:, -1]
+        return hidden
+
+    def prompt_pass(self, ids: torch.Tensor) -> torch.Tensor:
+        """transformers' forward over the distinct prompts of ``ids`` ``[B, P]`` (K samples of one prompt share
+        one pass), its keys and values copied into every row's cache; the last position's hidden state ``[B, H]``."""
         from transformers import DynamicCache
 
+        rows = torch.cat([ids, self.mask], dim=1)
+        distinct, owner = torch.unique(rows, dim=0, return_inverse=True)  # owner: row -> its distinct prompt
+        if len(distinct) == len(rows):
+            distinct, owner = rows, None
+        width = ids.shape[1]
+        mask = distinct[:, width:]
         cache = DynamicCache(config=self.body.config)
         out = self.body(
-            input_ids=ids,
-            attention_mask=self.mask,
-            position_ids=self.positions,
+            input_ids=distinct[:, :width],
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
             **{cache_argument(self.body): cache},
             use_cache=True,
         )
         for layer, keys, values in zip(cache.layers, self.keys, self.values):
-            keys[:, :, : self.width] = layer.keys  # type: ignore[union-attr,assignment]  # [B, Hkv, P, D]
-            values[:, :, : self.width] = layer.values  # type: ignore[union-attr,assignment]
-        self.filled, self.positions = self.width, self.positions[:, -1]
-        return out.last_hidden_state[:, -1]
+            prompt_keys, prompt_values = layer.keys, layer.values  # type: ignore[union-attr]  # [U, Hkv, P, D]
+            keys[:, :, :width] = prompt_keys if owner is None else prompt_keys[owner]  # type: ignore[index]
+            values[:, :, :width] = prompt_values if owner is None else prompt_values[owner]  # type: ignore[index]
+        last = out.last_hidden_state[:, -1]
+        return last if owner is None else last[owner]
 
     @torch.autocast("cpu", enabled=False)
     def step(self, ids: torch.Tensor) -> torch.Tensor:
