@@ -230,8 +230,8 @@ class FusedDecoder:
         )
         for layer, keys, values in zip(cache.layers, self.keys, self.values):
             prompt_keys, prompt_values = layer.keys, layer.values  # type: ignore[union-attr]  # [U, Hkv, P, D]
-            keys[:, :, :width] = prompt_keys if owner is None else prompt_keys[owner]  # type: ignore[index]
-            values[:, :, :width] = prompt_values if owner is None else prompt_values[owner]  # type: ignore[index]
+            keys[:, :, :width] = prompt_keys if owner is None else prompt_keys[owner]  # type: ignore[index,assignment]
+            values[:, :, :width] = prompt_values if owner is None else prompt_values[owner]  # type: ignore[index,assignment]
         last = out.last_hidden_state[:, -1]
         return last if owner is None else last[owner]
 
