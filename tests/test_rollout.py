@@ -269,7 +269,8 @@ def test_fused_step_equals_the_models_forward_step_by_step(tokenizer):
 
 
 def test_fused_decoding_is_used_only_where_it_computes_the_same(tokenizer):
-    """LoRA-wrapped projections, a context past the sliding window, or another architecture decode as before."""
+    """LoRA-wrapped projections, a context past the sliding window, or a GPU (not measured there) decode as
+    before."""
     from peft import LoraConfig, get_peft_model
 
     from instructgpt.rollout.decoding import decode_path
@@ -281,6 +282,7 @@ def test_fused_decoding_is_used_only_where_it_computes_the_same(tokenizer):
     assert decode_path("auto", policy, cpu, 65) == "eager"
     assert decode_path("fused", policy, cpu, 65) == "eager"
     assert decode_path("eager", policy, cpu, 64) == "eager"
+    assert decode_path("auto", policy, torch.device("cuda"), 64) == "eager"  # measured on CPUs only
     lora = get_peft_model(tiny_model(tokenizer), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     assert decode_path("auto", causal_lm(lora), cpu, 64) == "eager"
     with pytest.raises(ValueError, match="decode must be"):

@@ -25,7 +25,7 @@ eval stage's several policies) reuses it. Cache lengths are rounded up to a mult
 
 :func:`decode_path` chooses (``HFBackend``'s setting ``decode``, default ``"auto"``): ``"auto"``
 decodes with the written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it
-computes what the model's forward does, else eagerly. ``"compiled"`` asks for the static cache
+computes what the model's forward does, on a CPU (not yet measured on a GPU), else eagerly. ``"compiled"`` asks for the static cache
 with the step compiled (where it can run: a CPU, a C++ compiler for inductor, a model transformers
 marks compilable, a context that fits every sliding window); it is not the default: measured on a
 quiet 2-core AMD EPYC with AVX512-BF16 (2026-12-04; Gemma 3 270M SFT model, the samples stage's
@@ -215,15 +215,17 @@ def decode_path(setting: str, lm: Any, device: torch.device, length: int) -> str
     debugging). ``"compiled"``: compiled wherever it can run (a CPU with a C++ compiler or CUDA, a model
     transformers marks compilable, a context within every sliding window), else eager. ``"fused"``: the
     written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it applies, else eager.
-    ``"auto"``: fused where it applies, else eager.
+    ``"auto"``: fused where it applies on a CPU (where it was measured), else eager.
     """
     if setting not in ("auto", "compiled", "static", "eager", "fused"):
         raise ValueError(f"decode must be auto, fused, compiled, static or eager, not {setting!r}")
     config = text_config(lm)
-    if setting in ("auto", "fused"):
+    if setting == "fused" or (setting == "auto" and device.type == "cpu"):  # auto: measured on CPUs only
         from instructgpt.rollout.fused_decode import fused_usable
 
         return "fused" if fused_usable(lm.base_model, config, length) else "eager"
+    if setting == "auto":
+        return "eager"
     window = getattr(config, "sliding_window", None)
     fits = not (window and any("sliding" in t for t in getattr(config, "layer_types", None) or ()) and length > window)
     if setting == "eager" or not fits or not getattr(lm, "_can_compile_fullgraph", False):
