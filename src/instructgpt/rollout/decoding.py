@@ -25,8 +25,8 @@ eval stage's several policies) reuses it. Cache lengths are rounded up to a mult
 
 :func:`decode_path` chooses (``HFBackend``'s setting ``decode``, default ``"auto"``): ``"auto"``
 decodes with the written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it
-computes what the model's forward does, on a CPU (not yet measured on a GPU), else eagerly. ``"compiled"`` asks for the static cache
-with the step compiled (where it can run: a CPU, a C++ compiler for inductor, a model transformers
+computes what the model's forward does, on a CPU (not yet measured on a GPU), else eagerly.
+``"compiled"`` asks for the static cache with the step compiled (where it can run: a CPU, a C++ compiler for inductor, a model transformers
 marks compilable, a context that fits every sliding window); it is not the default: measured on a
 quiet 2-core AMD EPYC with AVX512-BF16 (2026-12-04; Gemma 3 270M SFT model, the samples stage's
 workload: 4 batches of 64 prompts x 64 new tokens, bf16 autocast), eager 60.7 s (this module's
