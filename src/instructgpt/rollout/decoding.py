@@ -26,15 +26,16 @@ eval stage's several policies) reuses it. Cache lengths are rounded up to a mult
 :func:`decode_path` chooses (``HFBackend``'s setting ``decode``, default ``"auto"``): ``"auto"``
 decodes with the written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it
 computes what the model's forward does, on a CPU (not yet measured on a GPU), else eagerly.
-``"compiled"`` asks for the static cache with the step compiled (where it can run: a CPU, a C++ compiler for inductor, a model transformers
-marks compilable, a context that fits every sliding window); it is not the default: measured on a
-quiet 2-core AMD EPYC with AVX512-BF16 (2026-12-04; Gemma 3 270M SFT model, the samples stage's
-workload: 4 batches of 64 prompts x 64 new tokens, bf16 autocast), eager 60.7 s (this module's
-one-query attention and the packed vocabulary projection), compiled 48.4 s for the 3 warm batches
-(16.1 s each against eager's 15.2 s) plus 54.8 s for the first (about 38 s of compile).
-``"static"`` runs the static cache with the step uncompiled (tests, debugging), ``"eager"`` the
-model's own forward with a growing cache. If compiling fails at run time the backend warns once
-and falls back to eager for the rest of the process.
+``"compiled"`` asks for the static cache with the step compiled (where it can run: a CPU, a C++
+compiler for inductor, a model transformers marks compilable, a context that fits every sliding
+window); it is not the default: measured on a quiet 2-core AMD EPYC with AVX512-BF16
+(2026-12-04; Gemma 3 270M SFT model, the samples stage's workload: 4 batches of 64 prompts x 64
+new tokens, bf16 autocast), eager 60.7 s (this module's one-query attention and the packed
+vocabulary projection), compiled 48.4 s for the 3 warm batches (16.1 s each against eager's
+15.2 s) plus 54.8 s for the first (about 38 s of compile). ``"static"`` runs the static cache
+with the step uncompiled (tests, debugging), ``"eager"`` the model's own forward with a growing
+cache. If compiling fails at run time the backend warns once and falls back to eager for the
+rest of the process.
 
 Numerics: the compiled step fuses element-wise work (RMSNorm, rotary, GELU) and may order
 reductions differently from eager, so its hidden states differ from the eager forward's by
