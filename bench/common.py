@@ -48,6 +48,20 @@ def current_rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def timed(work: Any, repeats: int, warmup: int, sync: Any) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``work`` after ``warmup`` untimed ones, each followed by ``sync``."""
+    for _ in range(warmup):
+        work()
+    sync()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        sync()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def matmul_peak(
     dtype_name: str = "bfloat16", size: int = 4096, repeats: int = 5, warmup: int = 2, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -65,15 +79,7 @@ def matmul_peak(
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    for _ in range(warmup):
-        a @ b
-    sync()
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        sync()
-        seconds.append(time.perf_counter() - started)
+    seconds = timed(lambda: a @ b, repeats, warmup, sync)
     best = median(seconds)
     return {
         "dtype": dtype_name,
@@ -92,14 +98,7 @@ def read_bandwidth(megabytes: int = 512, repeats: int = 5, device: str = "cpu") 
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     data = torch.ones(megabytes * 2**19, dtype=torch.bfloat16, device=device)
-    data.sum()
-    sync()
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        data.sum()
-        sync()
-        seconds.append(time.perf_counter() - started)
+    seconds = timed(data.sum, repeats, 1, sync)
     return {
         "megabytes": megabytes,
         "device": device,

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from instructgpt.rollout.forward import cache_argument
+from instructgpt.rollout.forward import cache_argument, position_ids
 from instructgpt.rollout.sampling import _packable
 
 
@@ -197,7 +197,7 @@ class FusedDecoder:
         self.bias = torch.full((rows, length), float("-inf"), device=attention_mask.device)  # [B, L] additive mask
         self.bias[:, : self.width].masked_fill_(attention_mask.bool(), 0.0)
         self.mask = attention_mask
-        self.positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]: counted over real tokens
+        self.positions = position_ids(attention_mask)[:, -1]  # [B]: the last prompt token's, counted over real tokens
         self.filled = 0
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
@@ -206,7 +206,7 @@ class FusedDecoder:
         if self.filled:
             return self.step(ids[:, 0])
         hidden = self.prompt_pass(ids)
-        self.filled, self.positions = self.width, self.positions[:, -1]
+        self.filled = self.width
         return hidden
 
     def prompt_pass(self, ids: torch.Tensor) -> torch.Tensor:
@@ -218,13 +218,13 @@ class FusedDecoder:
         distinct, owner = torch.unique(rows, dim=0, return_inverse=True)  # owner: row -> its distinct prompt
         if len(distinct) == len(rows):
             distinct, owner = rows, None
-        width = ids.shape[1]
+        width = self.width
         mask = distinct[:, width:]
         cache = DynamicCache(config=self.body.config)
         out = self.body(
             input_ids=distinct[:, :width],
             attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            position_ids=position_ids(mask),
             **{cache_argument(self.body): cache},
             use_cache=True,
         )

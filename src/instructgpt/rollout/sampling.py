@@ -233,13 +233,11 @@ def _compiled_chunk_stats():
 
 def _shifted(raw: torch.Tensor, temperature: float, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunk's max logit ``[B, 1]`` and fp32 ``logits - max`` (a new tensor: ``raw`` is kept for the draw)."""
-    if temperature == 1.0 and not softcap:  # one fp32 copy, reduced and shifted in place (a mixed bf16 - fp32
-        logits = raw.to(torch.float32, copy=True)  # subtraction, or a max over bf16, is 2-4x slower on a CPU)
-        top = logits.amax(-1, keepdim=True)
-        return top, logits.sub_(top)
-    logits = _scale(raw, temperature, softcap)
+    logits = _scale(raw, temperature, softcap)  # one fp32 copy, reduced and shifted in place (a mixed bf16 - fp32
+    if logits is raw:  # subtraction, or a max over bf16, is 2-4x slower on a CPU)
+        logits = logits.clone()
     top = logits.amax(-1, keepdim=True)
-    return top, logits - top
+    return top, logits.sub_(top)
 
 
 def _scale(raw: torch.Tensor, temperature: float, softcap: float | None) -> torch.Tensor:
