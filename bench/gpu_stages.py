@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,15 @@ def main(args: Args) -> None:
         policy = _save_policy(work / "policy", args)
         data = _write_data(work, args)
         results = {}
+        errors = {}
         for stage in args.stages:
             started = time.perf_counter()
-            results[stage] = RUNNERS[stage](policy, data, work, args)
+            try:
+                results[stage] = RUNNERS[stage](policy, data, work, args)
+            except Exception as error:  # noqa: BLE001 - a stage that fails is reported; the others still run
+                traceback.print_exc()
+                errors[stage] = f"{type(error).__name__}: {error}"
+                continue
             results[stage]["wall_s"] = time.perf_counter() - started
             results[stage]["mfu"] = results[stage]["flops_per_s"] / peak["flops_per_s"]
             print(f"{stage}: {json.dumps(_brief(results[stage]))}", flush=True)
@@ -130,6 +137,7 @@ def main(args: Args) -> None:
         "dims": data["dims"],
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
         "stages": results,
+        "errors": errors,
     }
     rows = [
         [s, f"{r['step_s']:.3f}", f"{r['tokens_per_s']:.0f}", f"{100 * r['mfu']:.1f}%", f"{r['peak_memory_mib']:.0f}"]
@@ -138,6 +146,8 @@ def main(args: Args) -> None:
     print(format_table(["stage", "step s (median)", "tokens/s", "MFU", "peak MiB"], rows))
     write_json(args.out, report)
     print(f"wrote {args.out}")
+    if errors:
+        raise SystemExit(f"stages failed: {errors}")
 
 
 def _precision(device: str) -> str:
@@ -267,7 +277,7 @@ def run_ppo_ptx(policy: str, data: dict, work: Path, args: Args) -> dict[str, An
     from instructgpt.training.ppo import PPOConfig, train_ppo
 
     if "rm" not in data:
-        raise SystemExit("ppo-ptx needs the rm stage first (--stages ... rm ppo-ptx)")
+        raise RuntimeError("ppo-ptx needs the rm stage first (--stages ... rm ppo-ptx)")
     config = PPOConfig(
         policy=policy,
         reward_model=data["rm"],

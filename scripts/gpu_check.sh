@@ -40,18 +40,19 @@ part() {  # part NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   echo "$name: exit $? after $(( $(date +%s) - started )) s"
 }
 
-part pytest 130 "$python" -m pytest -q -p no:cacheprovider --timeout 60 \
+part pytest 120 "$python" -m pytest -v --tb=short --maxfail 5 -p no:cacheprovider --timeout 60 \
   tests/test_sft.py tests/test_rm_train.py tests/test_ppo.py tests/test_ppo_step.py tests/test_sampling.py tests/test_rollout.py \
   "tests/test_fsdp.py::test_the_documented_fsdp_config_trains_sft_sharded_on_cuda"
-tail -n 15 "$out/pytest.log"
+echo "passed $(grep -c ' PASSED' "$out/pytest.log"), failed $(grep -c ' FAILED' "$out/pytest.log")"
+grep -E "^(FAILED|ERROR)" "$out/pytest.log" | head -n 20
 
-part gpu-stages 150 "$python" bench/gpu_stages.py --out "$out/gpu-stages.json"
+part gpu-stages 140 "$python" bench/gpu_stages.py --out "$out/gpu-stages.json"
 grep -v "it/s\]" "$out/gpu-stages.log" | tail -n 12
 
-part generate 110 "$python" bench/generate.py --model gemma-3-270m-random --batch-sizes 16 64 256 --repeats 1 \
+part generate 120 "$python" bench/generate.py --model gemma-3-270m-random --batch-sizes 64 256 --repeats 1 \
   --out "$out/generate.json"
 tail -n 12 "$out/generate.log"
 
-part generate-compiled 120 "$python" bench/generate.py --model gemma-3-270m-random --decode compiled \
+part generate-compiled 170 "$python" bench/generate.py --model gemma-3-270m-random --decode compiled \
   --batch-sizes 64 256 --repeats 1 --out "$out/generate-compiled.json"
 tail -n 10 "$out/generate-compiled.log"

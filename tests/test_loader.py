@@ -70,3 +70,35 @@ def test_embedded_model_is_dequantised_once_and_cached_as_safetensors():
     ids = tokenizer("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0]) or out.shape[1] == ids["input_ids"].shape[1] + 3
+
+
+KERNELS_PROBE = """
+import json, os, sys
+import instructgpt
+from instructgpt.models.loader import load_model
+from instructgpt.models.tiny import save_tiny
+model, _ = load_model(save_tiny(sys.argv[1]))
+model.train()  # transformers kernelizes again here when hub kernels are on
+print(json.dumps({"env": os.environ.get("USE_HUB_KERNELS"), "use_kernels": getattr(model, "use_kernels", False)}))
+"""
+
+
+def test_hub_kernels_stay_off_unless_asked_for(tmp_path):
+    """transformers 5.x fetches Hub kernels on load and train() (on CUDA: a download at run time, an error offline)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    run = subprocess.run(
+        [sys.executable, "-c", KERNELS_PROBE, str(tmp_path / "m")], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"env": "NO", "use_kernels": False}
+    asked = subprocess.run(
+        [sys.executable, "-c", "import os, instructgpt; print(os.environ['USE_HUB_KERNELS'])"],
+        env={**env, "USE_HUB_KERNELS": "YES"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert asked.stdout.strip() == "YES"  # a user's own setting is kept

@@ -78,3 +78,21 @@ def tune_memory() -> str:
     except (OSError, AttributeError):
         pass
     return _applied
+
+
+HUB_KERNELS_ENV = "USE_HUB_KERNELS"
+
+
+def keep_hub_kernels_off() -> bool:
+    """Leave transformers' Hub kernels off unless ``$USE_HUB_KERNELS`` asks for them; True when off.
+
+    transformers 5.x kernelizes every model it loads by default where the ``kernels`` package is
+    installed (a dependency of transformers itself since 5.2x): on a CUDA device, ``from_pretrained``
+    and every ``model.train()`` fetch kernels such as ``kernels-community/rotary`` from the Hugging
+    Face Hub. That is a download at run time, which this project never does, and offline it raises
+    (first seen on the GPU check, 2026-12-06: every CUDA trainer stopped at its first ``train()``).
+    So the package sets ``USE_HUB_KERNELS=NO`` on import unless the variable is already set; a user
+    with network access and trusted kernels can set ``USE_HUB_KERNELS=YES``.
+    """
+    os.environ.setdefault(HUB_KERNELS_ENV, "NO")
+    return os.environ[HUB_KERNELS_ENV].upper() in ("0", "NO", "FALSE", "OFF")
