@@ -41,6 +41,20 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+def compute_device() -> str:
+    """'cuda' where a CUDA GPU is visible (our trainers and TRL's train there), else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def peak_gpu_mib() -> float | None:
+    """This process's peak CUDA memory allocated by PyTorch, in MiB; None without CUDA."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
 def current_rss_mib() -> float:
     """This process's resident set now, in MiB."""
     import psutil

@@ -77,6 +77,7 @@ from common import (
     jsonable,
     machine,
     median,
+    peak_gpu_mib,
     peak_rss_mib,
     ratio,
     resolved_precision,
@@ -547,6 +548,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "validation": scored,
         "rss_after_load_mib": after_load,
         "peak_rss_mib": peak,
+        "peak_gpu_mib": peak_gpu_mib(),
         "threads": torch.get_num_threads(),
     }
 
@@ -655,6 +657,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         "validation": validation_accuracy(_trl_scorer(model, tokenizer), val_groups),
         "rss_after_load_mib": after_load,
         "peak_rss_mib": peak,
+        "peak_gpu_mib": peak_gpu_mib(),
         "threads": torch.get_num_threads(),
         "pairs": len(pairs),
     }
@@ -729,6 +732,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "step_wall_s": sum(s["step_s"] for s in steps),
         "train_wall_s": run["train_s"],
         "peak_rss_mib": run["peak_rss_mib"],
+        "peak_gpu_mib": run.get("peak_gpu_mib"),
         "val_accuracy_before": run.get("validation_before", {}).get("accuracy"),
         "val_accuracy": run["validation"]["accuracy"],
         "val_log_loss": run["validation"]["log_loss"],
@@ -743,6 +747,7 @@ KEYS = (
     "step_wall_s",
     "train_wall_s",
     "peak_rss_mib",
+    "peak_gpu_mib",
     "val_accuracy_before",
     "val_accuracy",
     "val_log_loss",
@@ -769,7 +774,7 @@ def summarize(sides: dict[str, list]) -> dict[str, Any]:
     out["step_wall_ratio_each_run"] = [t["step_wall_s"] / o["step_wall_s"] for o, t in pairs]
     out["trl_over_ours"] = {
         key: ratio(out["trl"][key], out["ours"][key])
-        for key in ("sequences", "tokens", "step_wall_s", "train_wall_s", "peak_rss_mib")
+        for key in ("sequences", "tokens", "step_wall_s", "train_wall_s", "peak_rss_mib", "peak_gpu_mib")
     }
     out["accuracy"] = paired(
         {r["seed"]: r["validation"]["accuracy"] for r in sides["ours"] if "error" not in r},

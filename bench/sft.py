@@ -54,6 +54,7 @@ from typing import Any
 
 from common import (
     cli_or_worker,
+    compute_device,
     current_rss_mib,
     format_table,
     jsonable,
@@ -61,6 +62,7 @@ from common import (
     matmul_peak,
     median,
     model_dims,
+    peak_gpu_mib,
     peak_rss_mib,
     ratio,
     resolved_precision,
@@ -207,7 +209,7 @@ def run_benchmark(args: Args, work: Path) -> dict[str, Any]:
         f"data: {data['examples']} demonstrations, {data['tokens']} tokens "
         f"(mean {data['mean_len']:.0f}, max {data['max_len']})"
     )
-    peak = matmul_peak(PEAK_DTYPE[args.precision], args.peak_size, args.peak_repeats)
+    peak = matmul_peak(PEAK_DTYPE[args.precision], args.peak_size, args.peak_repeats, device=compute_device())
     print(
         f"{args.precision} matmul peak ({args.peak_size}^3, {peak['threads']} threads): "
         f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s"
@@ -438,6 +440,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "passes": {"trunk": 3, "head": 3},
         "rss_after_load_mib": after_load,
         "peak_rss_mib": peak,
+        "peak_gpu_mib": peak_gpu_mib(),
         "threads": torch.get_num_threads(),
     }
 
@@ -529,6 +532,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
         "passes": {"trunk": 4 if variant.gradient_checkpointing else 3, "head": 4},
         "rss_after_load_mib": after_load,
         "peak_rss_mib": peak,
+        "peak_gpu_mib": peak_gpu_mib(),
         "threads": torch.get_num_threads(),
     }
 
@@ -648,6 +652,7 @@ def summarize_run(run: dict[str, Any], warmup: int, peak: dict[str, Any]) -> dic
         "actual_mfu": actual / seconds / peak["flops_per_s"],
         "useful_mfu": useful / seconds / peak["flops_per_s"],
         "peak_rss_mib": run["peak_rss_mib"],
+        "peak_gpu_mib": run.get("peak_gpu_mib"),
         "rss_after_load_mib": run["rss_after_load_mib"],
         "cpu_utilisation": sum(s["cpu_s"] for s in measured) / seconds / run["threads"],
         "measured_steps": len(measured),
@@ -667,6 +672,7 @@ SUMMARY_KEYS = (
     "actual_mfu",
     "useful_mfu",
     "peak_rss_mib",
+    "peak_gpu_mib",
     "rss_after_load_mib",
     "cpu_utilisation",
 )
