@@ -49,7 +49,7 @@ def test_rm_learns_a_separable_ranking_and_normalises(rankings, val_rankings, tm
     config = _config(rankings, tmp_path / "run", val_data=(val_rankings,), epochs=4, normalize=True, eval_every=6)
     after = _train(config)
     changed = [
-        n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)
+        n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b.cpu())
     ]
     assert len(changed) == len(list(before.parameters()))
     accuracy = _values(tmp_path / "run", "rm/val_accuracy")

@@ -47,7 +47,7 @@ def test_sft_learns_and_changes_parameters(demos_file, tmp_path):
     before = tiny_model(tiny_tokenizer())
     after = _train(_config(demos_file, tmp_path / "run", epochs=4, val_fraction=0.125))
     changed = [
-        n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)
+        n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b.cpu())
     ]
     assert len(changed) == len(list(before.parameters()))
     losses = _losses(tmp_path / "run")
@@ -204,7 +204,7 @@ def test_bf16_weights_trains_like_fp32_and_ends_with_fp32_masters(demos_file, tm
     assert all(t.dtype == torch.float32 for t in saved.values())
     for name, param in low.named_parameters():  # the fp32 masters, not rounded bf16 copies
         if name in saved:
-            assert torch.equal(saved[name], param.detach()), name
+            assert torch.equal(saved[name], param.detach().cpu()), name
 
 
 def test_master_weights_keep_updates_smaller_than_bf16_resolution(tokenizer):
