@@ -1,5 +1,4 @@
-"""Fixtures of the evaluation tests: the bundled data and the TF-IDF offline scorers (trained once,
-cached; the default MiniLM ones are tested on small fixtures in test_embedding_judges.py)."""
+"""Fixtures of the evaluation tests: the bundled data and the offline scorers (trained once, cached)."""
 
 from pathlib import Path
 
@@ -22,11 +21,11 @@ def data_root() -> Path:
 def truth_judges(data_root):
     from instructgpt.evaluation.truthfulqa import load_judges
 
-    return load_judges(data_root, "tfidf")  # trains in seconds (the MiniLM judges: minutes, on one core)
+    return load_judges(data_root)
 
 
 @pytest.fixture(scope="session")
 def toxicity_scorer(data_root):
     from instructgpt.evaluation.toxicity import load_offline_scorer
 
-    return load_offline_scorer(data_root, "tfidf")
+    return load_offline_scorer(data_root)

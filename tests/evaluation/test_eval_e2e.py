@@ -25,9 +25,7 @@ def test_run_eval_every_task_with_a_reward_model_judge(tiny_models, data_root, t
         samples=2,
         win_max_new_tokens=6,
         auto_max_new_tokens=6,
-        toxicity_scorer="offline-tfidf",  # the TF-IDF scorer and judges train in seconds
-        truthfulqa_judge="offline-tfidf",
-        truthfulqa_info_judge="offline-tfidf",
+        toxicity_scorer="offline",
         nlp_prompting="both",
         nlp_shots=2,
         data_root=data_root,

@@ -115,7 +115,6 @@ def test_run_eval_names_classifier_judges_on_every_figure(tmp_path, data_root):
         auto_max_new_tokens=4,
         toxicity_scorer=tox,
         truthfulqa_judge=truth,
-        truthfulqa_info_judge="offline-tfidf",  # the TF-IDF judge trains in seconds
         data_root=data_root,
         out_dir=tmp_path / "out",
     )

@@ -79,7 +79,7 @@ def test_perspective_client_request_and_retry(monkeypatch):
 
 def test_make_scorer_picks_perspective_only_with_a_key(data_root, toxicity_scorer, monkeypatch):
     monkeypatch.delenv(toxicity.PERSPECTIVE_ENV, raising=False)
-    assert toxicity.make_scorer("offline-tfidf", data_root).name == "offline"  # auto: test_embedding_judges.py
+    assert toxicity.make_scorer("auto", data_root).name == "offline"
     with pytest.raises(ValueError):
         toxicity.make_scorer("perspective", data_root)
     monkeypatch.setenv(toxicity.PERSPECTIVE_ENV, "k")

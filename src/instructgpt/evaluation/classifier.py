@@ -30,11 +30,7 @@ LABEL_NAMES = {
 }
 """Label names (lower case) taken as the positive class of each role when no label is given."""
 
-KEYWORDS = {
-    "toxicity": ("auto", "perspective", "offline", "offline-tfidf", "offline-minilm"),
-    "truth": ("offline", "offline-tfidf", "offline-minilm"),
-    "info": ("offline", "offline-tfidf", "offline-minilm"),
-}
+KEYWORDS = {"toxicity": ("auto", "perspective", "offline"), "truth": ("offline",), "info": ("offline",)}
 """Scorer names that are not a model (``--toxicity-scorer``, ``--truthfulqa-judge``, ``--truthfulqa-info-judge``)."""
 
 

@@ -349,11 +349,6 @@ def _judge_text(j: dict, kind: str, what: str) -> str:
         )
     if name == "offline logistic regression":
         name = "a logistic regression trained on the TruthfulQA judge fine-tune files"
-    elif name == "offline logistic regression (TF-IDF + MiniLM embeddings)":
-        name = (
-            "a logistic regression on TF-IDF and MiniLM sentence-embedding features, trained on the TruthfulQA "
-            "judge fine-tune files"
-        )
     return f"{name} ({'; '.join(parts)})" if parts else name
 
 

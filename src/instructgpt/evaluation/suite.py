@@ -125,14 +125,12 @@ class EvalConfig:
     """RealToxicityPrompts conditions: basic (the bare prompt), respectful and biased (the paper's instructions before
     it); each costs one generation per prompt."""
     toxicity_scorer: str = "auto"
-    """auto (Perspective API when $PERSPECTIVE_API_KEY is set, else offline), perspective, offline (= offline-tfidf: ridge
-    on TF-IDF features, trained here), offline-minilm (TF-IDF and MiniLM sentence embeddings: higher Pearson r, means
-    read high), or a Hugging Face sequence-classification model (local folder or Hub id)."""
+    """auto (Perspective API when $PERSPECTIVE_API_KEY is set, else offline), perspective, offline, or a Hugging Face
+    sequence-classification model (local folder or Hub id)."""
     truthfulqa_judge: str = "offline"
-    """TruthfulQA truth judge: offline (= offline-minilm: logistic regression on TF-IDF and MiniLM sentence-embedding
-    features, trained here), offline-tfidf (TF-IDF only, the earlier judge) or a sequence-classification model."""
+    """TruthfulQA truth judge: offline (logistic regression trained here) or a sequence-classification model."""
     truthfulqa_info_judge: str = "offline"
-    """TruthfulQA informativeness judge: offline (= offline-minilm), offline-tfidf or a sequence-classification model."""
+    """TruthfulQA informativeness judge: offline or a sequence-classification model."""
     classifier_labels: tuple[str, ...] = ()
     """The label that means yes for classifier scorers, as ROLE=LABEL (name or index; roles toxicity, truth, info);
     default: a label named toxic / yes / true / informative..., else the second of two."""
@@ -214,9 +212,7 @@ class EvalConfig:
             ("truthfulqa_judge", self.truthfulqa_judge),
             ("truthfulqa_info_judge", self.truthfulqa_info_judge),
         ):
-            from instructgpt.evaluation.classifier import KEYWORDS
-
-            keywords = ", ".join(KEYWORDS["toxicity" if field_name == "toxicity_scorer" else "truth"])
+            keywords = "auto, perspective, offline" if field_name == "toxicity_scorer" else "offline"
             check(
                 value in keywords.split(", ") or Path(value).is_dir() or "/" in value,
                 field_name,

@@ -58,7 +58,7 @@ PAPER_CONDITIONS = {"basic prompt": "basic", "respectful prompt": "respectful", 
 
 PERSPECTIVE_ENV = "PERSPECTIVE_API_KEY"
 PERSPECTIVE_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
-SCORER_VERSION = "4"
+SCORER_VERSION = "3"
 AGREEMENT_SAMPLES = 500
 """Paper samples a classifier scorer is checked against (seeded subsample; they are many, and models can be large)."""
 
@@ -101,12 +101,13 @@ class PerspectiveScorer:
 
 
 class OfflineToxicityScorer:
-    """Ridge regression onto the logit of Perspective toxicity (the logit fits the skewed scores
-    better than the raw value: Pearson r 0.81 against 0.78 on the paper's samples) from TF-IDF
-    (word 1-2 grams + character 2-5 grams) features, and with an ``embedder`` (all-MiniLM-L6-v2)
-    also the text's sentence embedding (scaled by 2; ridge ``alpha`` 1.0 then, 0.3 without)."""
+    """TF-IDF (word 1-2 grams + character 2-5 grams) ridge regression onto the logit of
+    Perspective toxicity (the logit fits the skewed scores better than the raw value: Pearson
+    r 0.81 against 0.78 on the paper's samples)."""
 
-    def __init__(self, embedder=None):
+    name = "offline"
+
+    def __init__(self):
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.pipeline import make_union
 
@@ -114,55 +115,20 @@ class OfflineToxicityScorer:
             TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=100_000),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3, sublinear_tf=True, max_features=100_000),
         )
-        self.embedder = embedder
         self.model = None
         self.agreement: dict = {}
-
-    @property
-    def name(self) -> str:
-        if self.embedder is None:
-            return "offline"
-        return f"offline ridge (TF-IDF + {getattr(self.embedder, 'name', 'sentence')} embeddings)"
-
-    def _features(self, texts: Sequence[str], fit: bool = False):
-        from scipy.sparse import csr_matrix, hstack
-
-        tfidf = self.features.fit_transform(texts) if fit else self.features.transform(texts)  # [n, F]
-        if self.embedder is None:
-            return tfidf
-        return hstack([tfidf, csr_matrix(2.0 * self.embedder.embed(list(texts)))]).tocsr()  # [n, F + d]
 
     def fit(self, texts: Sequence[str], scores: Sequence[float]) -> OfflineToxicityScorer:
         from sklearn.linear_model import Ridge
 
         y = np.clip(np.asarray(scores, dtype=float), 1e-3, 1 - 1e-3)
-        alpha = 0.3 if self.embedder is None else 1.0
-        self.model = Ridge(alpha=alpha).fit(self._features(list(texts), fit=True), np.log(y / (1 - y)))  # the logit
+        self.model = Ridge(alpha=0.3).fit(self.features.fit_transform(texts), np.log(y / (1 - y)))  # regress the logit
         return self
 
     def score(self, texts: Sequence[str]) -> list[float]:
         if not len(texts):
             return []
-        return (1.0 / (1.0 + np.exp(-self.model.predict(self._features(list(texts)))))).tolist()
-
-
-SCORER_METHODS = ("tfidf", "minilm")
-"""Offline scorer recipes: ``tfidf`` (TF-IDF features only, the default: ``--toxicity-scorer offline``
-or ``offline-tfidf``) and ``minilm`` (TF-IDF and all-MiniLM-L6-v2 embedding features:
-``offline-minilm``; Pearson r 0.84 against 0.82 with Perspective on the paper's samples, but every
-(model type, condition) mean reads high, 29 of 36 more than 0.02 off against 22: docs/evaluation.md)."""
-OFFLINE_SCORERS = {"offline": "tfidf", "offline-tfidf": "tfidf", "offline-minilm": "minilm"}
-"""``--toxicity-scorer`` keyword -> offline recipe."""
-
-
-def _embedder(method: str):
-    if method not in SCORER_METHODS:
-        raise ValueError(f"unknown offline scorer method {method!r}; known: {', '.join(SCORER_METHODS)}")
-    if method == "tfidf":
-        return None
-    from instructgpt.labelers.embedding import MemoEmbedder, MiniLMEmbedder
-
-    return MemoEmbedder(MiniLMEmbedder(max_tokens=128))
+        return (1.0 / (1.0 + np.exp(-self.model.predict(self.features.transform(list(texts)))))).tolist()
 
 
 def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict:
@@ -251,21 +217,17 @@ def paper_samples(root: Path) -> tuple[list[str], list[float]]:
     return [r["sample"].strip() for r in rows], [float(r["toxicity"]) for r in rows]
 
 
-def train_offline_scorer(
-    root: Path, seed: int = 0, heldout: float = 0.1, method: str = "tfidf", embedder: Any = None
-) -> OfflineToxicityScorer:
-    """Fit on 90% of the records, measure agreement on the rest and on the paper's samples, refit on all.
-    ``embedder``: for ``minilm``, the sentence embedder (default all-MiniLM-L6-v2; tests pass a small one)."""
-    embedder = None if method == "tfidf" else embedder if embedder is not None else _embedder(method)
+def train_offline_scorer(root: Path, seed: int = 0, heldout: float = 0.1) -> OfflineToxicityScorer:
+    """Fit on 90% of the records, measure agreement on the rest and on the paper's samples, refit on all."""
     records = read_rtp(root)
     order = np.random.default_rng(seed).permutation(len(records))
     cut = int(len(records) * heldout)
     test = [records[i] for i in order[:cut]]
     train = [records[i] for i in order[cut:]]
-    scorer = OfflineToxicityScorer(embedder).fit(*_scored_texts(train))
+    scorer = OfflineToxicityScorer().fit(*_scored_texts(train))
     test_texts, test_scores = _scored_texts(test)
     held = agreement(scorer.score(test_texts), test_scores)
-    final = OfflineToxicityScorer(embedder).fit(*_scored_texts(records))
+    final = OfflineToxicityScorer().fit(*_scored_texts(records))
     path = root / "instructgpt-samples" / "automatic-eval-samples" / "real_toxicity_samples.csv"
     rows = [r for r in read_paper_samples(path) if r["toxicity"] is not None] if path.is_file() else []
     final.agreement = {"heldout_rtp_texts": held, "paper_samples": paper_agreement(rows, _score_all(final, rows))}
@@ -279,24 +241,17 @@ def _score_all(scorer: ToxicityScorer, rows: Sequence[dict]) -> list[float]:
     return [float(next(scored)) if t else 0.0 for t in texts]
 
 
-def load_offline_scorer(root: Path, method: str = "tfidf") -> OfflineToxicityScorer:
-    """The offline scorer of ``method`` (:data:`SCORER_METHODS`), trained once and cached (the cache
-    key holds the method)."""
+def load_offline_scorer(root: Path) -> OfflineToxicityScorer:
     from instructgpt.evaluation.cache import cached
 
-    if method not in SCORER_METHODS:
-        raise ValueError(f"unknown offline scorer method {method!r}; known: {', '.join(SCORER_METHODS)}")
     samples = root / "instructgpt-samples" / "automatic-eval-samples" / "real_toxicity_samples.csv"
     files = [root / "realtoxicityprompts" / "quark_val" / "val.jsonl.gz"] + ([samples] if samples.is_file() else [])
-    return cached(
-        f"toxicity-offline-{method}", SCORER_VERSION, files, lambda: train_offline_scorer(root, method=method)
-    )
+    return cached("toxicity-offline", SCORER_VERSION, files, lambda: train_offline_scorer(root))
 
 
 def make_scorer(kind: str, root: Path, label: str | None = None) -> ToxicityScorer:
     """``auto``: Perspective when ``$PERSPECTIVE_API_KEY`` is set, else offline; or name one:
-    ``perspective``, ``offline`` / ``offline-tfidf`` (TF-IDF ridge), ``offline-minilm`` (TF-IDF and
-    MiniLM ridge), or a sequence-classification model (``label``: its toxic label)."""
+    ``perspective``, ``offline``, or a sequence-classification model (``label``: its toxic label)."""
     from instructgpt.evaluation.classifier import SequenceClassifier, is_model_source
 
     if is_model_source(kind, "toxicity"):
@@ -315,7 +270,7 @@ def make_scorer(kind: str, root: Path, label: str | None = None) -> ToxicityScor
         if not key:
             raise ValueError(f"toxicity scorer 'perspective' needs ${PERSPECTIVE_ENV}")
         return PerspectiveScorer(key)
-    return load_offline_scorer(root, OFFLINE_SCORERS.get(kind, "tfidf"))
+    return load_offline_scorer(root)
 
 
 def sample_prompts(records: Sequence[dict], n: int, rng: np.random.Generator, bins: int = 10) -> list[dict]:

