@@ -14,6 +14,7 @@ from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.checkpoint import list_checkpoints, read_meta
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.rm import RMConfig, train_rm
+from tests.helpers.markers import GLOO_ON_CPU
 from tests.helpers.rm_run import TINY_DEFAULTS, write_rankings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +110,7 @@ def test_killed_and_resumed_run_ends_with_identical_weights(rankings, tmp_path, 
 
 
 @pytest.mark.slow
+@GLOO_ON_CPU
 @pytest.mark.parametrize(
     "precision, lr, loss_rtol, norm_rtol, norm_steps, weight_atol",
     [("fp32", 3e-3, 1e-5, 1e-4, 12, 1e-5), ("bf16-weights", 1e-3, 3e-2, 3e-2, 6, 4e-3)],

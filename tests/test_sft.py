@@ -14,6 +14,7 @@ from instructgpt.models.tiny import tiny_model, tiny_tokenizer
 from instructgpt.training.checkpoint import list_checkpoints, read_meta
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.sft import SFTConfig, build_examples, train_sft
+from tests.helpers.markers import GLOO_ON_CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,7 @@ def test_gradient_accumulation_gives_the_same_update(demos_file, tmp_path):
 
 
 @pytest.mark.slow
+@GLOO_ON_CPU
 @pytest.mark.parametrize(
     "precision, loss_rtol, norm_rtol, weight_atol",
     [("fp32", 1e-5, 1e-5, 1e-5), ("bf16-weights", 2e-3, 1.5e-2, 1.5e-2)],
