@@ -46,7 +46,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench.common import format_table, machine, matmul_peak, model_dims, peak_rss_mib, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    compute_device,
+    format_table,
+    jsonable,
+    machine,
+    matmul_peak,
+    model_dims,
+    peak_gpu_mib,
+    peak_rss_mib,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
@@ -100,18 +110,16 @@ QUICK = dict(
 def main(args: Args) -> None:
     import dataclasses
 
-    import torch
-
     if args.quick:
         args = dataclasses.replace(args, **QUICK)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = compute_device()
     precision = _precision(device)
     peak = matmul_peak("bfloat16" if precision != "fp32" else "float32", 1024 if args.quick else 4096, 5, device=device)
     print(f"{device}: {precision}; matmul peak {peak['flops_per_s'] / 1e12:.2f} TFLOP/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-stages-") as tmp:
         work = Path(tmp)
-        policy = _save_policy(work / "policy", args)
-        data = _write_data(work, args)
+        policy, dims = _save_policy(work / "policy", args)
+        data = {**_write_data(work, args), "dims": dims}
         results = {}
         errors = {}
         for stage in args.stages:
@@ -135,7 +143,7 @@ def main(args: Args) -> None:
         "machine": machine(),
         "model": "gemma-3-270m-random" if not args.quick else "tiny",
         "dims": data["dims"],
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()},
+        "args": jsonable(args),
         "stages": results,
         "errors": errors,
     }
@@ -158,7 +166,8 @@ def _precision(device: str) -> str:
     return "bf16-weights" if resolve_precision("auto", torch.device(device)) is not None else "fp32"
 
 
-def _save_policy(folder: Path, args: Args) -> str:
+def _save_policy(folder: Path, args: Args) -> tuple[str, dict[str, int]]:
+    """The random policy folder, and its dimensions for the FLOP counts."""
     import torch
 
     from instructgpt.models.tiny import random_gemma_270m, tiny_model, tiny_tokenizer
@@ -167,13 +176,12 @@ def _save_policy(folder: Path, args: Args) -> str:
     model = tiny_model(tokenizer, seed=args.seed) if args.quick else random_gemma_270m(tokenizer, seed=args.seed)
     model.to(torch.bfloat16).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(folder), model_dims(model)
 
 
 def _write_data(work: Path, args: Args) -> dict[str, Any]:
     """Demonstrations, rankings and prompts from Alpaca (lengths in characters = byte tokens)."""
     from instructgpt.data.importers import find_data_root, instruction_prompt
-    from instructgpt.models.loader import load_model
 
     root = find_data_root()
     records = json.loads((root / "alpaca" / "alpaca_5000.json").read_text(encoding="utf-8"))
@@ -203,13 +211,11 @@ def _write_data(work: Path, args: Args) -> dict[str, Any]:
     prompts = [
         {"id": f"q{i}", "text": p[:128], "user_id": f"u{i % 8}", "source": "api"} for i, (p, _) in enumerate(items)
     ]
-    lm, _ = load_model(str(work / "policy"))
     return {
         "demos": demos,
         "rankings": _jsonl(work / "rankings.jsonl", rankings),
         "prompts": _jsonl(work / "prompts.jsonl", prompts[: args.ppo_batch * args.ppo_iterations]),
         "pretrain": root / "pretrain" / "derived" / "ptx_documents.jsonl.gz",
-        "dims": model_dims(lm),
     }
 
 
@@ -362,9 +368,8 @@ def _reset_memory() -> None:
 
 
 def _peak_memory_mib() -> float:
-    import torch
-
-    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_rss_mib()
+    gpu = peak_gpu_mib()
+    return peak_rss_mib() if gpu is None else gpu
 
 
 def _brief(result: dict) -> dict:
