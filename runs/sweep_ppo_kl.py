@@ -48,6 +48,7 @@ from instructgpt.config import from_dict, parse
 from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig, preset_path
+from instructgpt.pipeline.plan import with_base_model
 
 DEFAULT_GRID = ("3e-5:0.02:-:sft", "2e-5:0.02:-:sft", "1e-5:0.05:-:sft", "1e-5:0.02:-:mix", "3e-5:0.1:3:mix")
 """Around the miniature preset (lr 1e-5, beta 0.02 fixed, from the SFT baseline): a higher lr, a
@@ -126,7 +127,9 @@ def rm_label(path: Path) -> str:
 def run_config(run_dir: Path, preset: str, seed: int | None = None) -> PipelineConfig:
     """The preset's pipeline config for the run in ``run_dir`` (``seed``: the run's ``--seed``, if not the preset's)."""
     argv = ["--config", str(preset_path(preset)), "--out-dir", str(run_dir)]
-    return parse(PipelineConfig, argv + (["--seed", str(seed)] if seed is not None else []), "pipeline")
+    return with_base_model(
+        parse(PipelineConfig, argv + (["--seed", str(seed)] if seed is not None else []), "pipeline")
+    )
 
 
 def validation_prompts(config: PipelineConfig, count: int) -> list:

@@ -13,6 +13,8 @@ from instructgpt.pipeline.summary import collect, render
 def test_every_preset_parses_and_validates(name):
     config = parse(PipelineConfig, ["--config", str(preset_path(name))], "pipeline")
     assert config.out_dir.name  # every preset names its own run folder
+    assert config.trim_vocabulary == (name != "large")  # the CPU presets trim the vocabulary; the default does not
+    assert not PipelineConfig().trim_vocabulary
     if name == "miniature":  # bigger than the quickstart where the paper's claims need it
         quick = PipelineConfig()
         assert config.sft_epochs > quick.sft_epochs and config.ppo_iterations > quick.ppo_iterations

@@ -105,3 +105,33 @@ def random_gemma_270m(tokenizer: Any, seed: int = 0) -> Any:
     )
     torch.manual_seed(seed)
     return Gemma3ForCausalLM(config).eval()
+
+
+def tiny_bpe_tokenizer(texts: list[str], vocab_size: int = 400) -> Any:
+    """A Gemma-style BPE trained on ``texts``: spaces as '▁', merges, the 256 byte tokens as fallback for the rest.
+
+    Unlike :func:`tiny_tokenizer` it has merges, so a trimmed vocabulary (``models/vocabulary.py``) has something to
+    drop; its special tokens come first, as Gemma's do.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    def gemma_like(model: Any) -> Any:
+        core = Tokenizer(model)
+        core.normalizer = normalizers.Replace(" ", "▁")
+        core.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")
+        core.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+        return core
+
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    trained = gemma_like(models.BPE(unk_token="<unk>"))
+    trained.train_from_iterator(texts, trainer)
+    state = __import__("json").loads(trained.to_str())["model"]
+    vocab = dict(state["vocab"])
+    for n in range(256):
+        vocab.setdefault(f"<0x{n:02X}>", len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in state["merges"]]
+    core = gemma_like(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )

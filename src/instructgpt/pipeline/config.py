@@ -28,6 +28,13 @@ class PipelineConfig:
     """Run folder; one sub-folder per stage. A re-run skips finished stages and resumes the others."""
     model: str = DEFAULT_MODEL
     """Pretrained base model: 'gemma-3-270m' (embedded), a local Hugging Face folder, a .gguf file, or a Hub id."""
+    trim_vocabulary: bool = False
+    """Trim the base model's vocabulary to the tokens of the bundled data before any stage (``models/vocabulary.py``;
+    built once and cached): Gemma 3 keeps 66,250 of its 262,144 tokens, the data tokenizes exactly as before, and the
+    model's next-token distribution becomes the base model's conditioned on the kept tokens (0.3% of the probability
+    mass dropped on a demonstration). Every stage, the pretrained and prompted baselines included, uses the trimmed
+    model. A departure from the paper, for speed: the vocabulary projection is the largest product of SFT's loss,
+    PPO's log-probabilities and every sampled token (README, "A trimmed vocabulary")."""
     seed: int = 0
     """Seed of every sampling, split and data order in the run."""
     keep_checkpoints: bool = False

@@ -8,7 +8,7 @@ and ``run.py`` do not import each other.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,18 @@ from instructgpt.pipeline.stages import Stage, run_stages
 def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Path]]:
     """Run every stage; returns the outputs of each, by stage name."""
     config.validate()
-    return run_stages(build_stages(config), config.out_dir)
+    return run_stages(build_stages(with_base_model(config)), config.out_dir)
+
+
+def with_base_model(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with ``model`` naming the folder every stage loads: the base model with its vocabulary trimmed to
+    the bundled data where ``trim_vocabulary`` asks for it (built once, cached), else ``config`` as it is."""
+    if not config.trim_vocabulary:
+        return config
+    from instructgpt.data.importers import find_data_root
+    from instructgpt.models.vocabulary import trimmed_model
+
+    return replace(config, model=str(trimmed_model(config.model, find_data_root())))
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:
