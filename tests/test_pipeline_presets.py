@@ -99,3 +99,16 @@ def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_
     config.sft_residual_dropout = 1.0
     with pytest.raises(ConfigError, match="sft_residual_dropout"):
         config.validate()
+
+
+def test_summary_names_the_base_model_and_its_trimmed_vocabulary(tmp_path):
+    model = tmp_path / "model-vocab"
+    model.mkdir()
+    (model / "vocabulary.json").write_text(json.dumps({"source": "/cache/gemma", "kept_ids": [0, 1, 2]}))
+    (tmp_path / "run" / "prepare").mkdir(parents=True)
+    (tmp_path / "run" / "prepare" / "process-config.json").write_text(json.dumps({"model": str(model)}))
+    figures = collect(tmp_path / "run")
+    assert figures["vocabulary"] == {"source": "/cache/gemma", "kept": 3}
+    assert "base model: /cache/gemma, vocabulary trimmed to the bundled data's 3 tokens" in render(figures)
+    (model / "vocabulary.json").unlink()
+    assert "base model: " + str(model) in render(collect(tmp_path / "run"))

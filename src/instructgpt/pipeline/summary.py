@@ -2,7 +2,8 @@
 
 Reads only what the stages wrote (``stages.json``, the latest plan's stage names;
 ``<stage>/stage.json``, ``rm/summary.json``, ``rankings/panel.json``, ``eval/results.json``) and
-prints, as plain text (and with ``--json`` as JSON): the wall time of every stage (and the peak
+prints, as plain text (and with ``--json`` as JSON): the base model (and its trimmed vocabulary's size, where the
+run trimmed it), the wall time of every stage (and the peak
 resident memory of each that ran in its own process, ``<stage>/process.json``); the win rate of
 each model against the baseline with its 95% Wilson interval and win / tie / loss counts; the reward
 model's validation accuracy on the training labelers' and on the held-out labelers' rankings; and
@@ -39,6 +40,12 @@ def collect(run_dir: Path) -> dict:
             if process is not None:
                 out.setdefault("peak_rss_gib", {})[stage] = process["peak_rss_gib"]
     out["total_seconds"] = round(sum(out["seconds"].values()), 1)
+    config = _read(run_dir / "prepare" / "process-config.json")  # the configuration the stages ran with
+    if config and config.get("model"):
+        out["model"] = config["model"]
+        trimmed = _read(Path(config["model"]) / "vocabulary.json")  # models/vocabulary.py
+        if trimmed:
+            out["vocabulary"] = {"source": trimmed["source"], "kept": len(trimmed["kept_ids"])}
     panel = _read(run_dir / "rankings" / "panel.json")
     if panel:
         out["panel"] = panel
@@ -87,6 +94,11 @@ def render(figures: dict) -> str:
         for stage, seconds in figures["seconds"].items()
     ]
     lines.append(f"{'total':<{width}} {figures['total_seconds']:>7.0f}  ({figures['total_seconds'] / 60:.1f} min)")
+    if "vocabulary" in figures:
+        v = figures["vocabulary"]
+        lines += ["", f"base model: {v['source']}, vocabulary trimmed to the bundled data's {v['kept']:,} tokens"]
+    elif "model" in figures:
+        lines += ["", f"base model: {figures['model']}"]
     if "panel" in figures:
         p = figures["panel"]
         lines += [
