@@ -130,3 +130,16 @@ def test_the_pipeline_loads_the_trimmed_model_when_asked(base, tmp_path, monkeyp
     trimmed = Path(with_base_model(PipelineConfig(model=str(base), trim_vocabulary=True)).model)
     assert trimmed.parent == tmp_path / "cache" / "models"
     assert json.loads((trimmed / TRIM_JSON).read_text())["source"] == str(base)
+
+
+def test_the_command_line_trims_to_given_files_and_names_a_missing_one(base, tmp_path, monkeypatch, capsys):
+    from instructgpt.cli.main import main
+
+    monkeypatch.setenv("INSTRUCTGPT_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "mine.txt"
+    text.write_text(" ".join(CORPUS))
+    assert main(["vocabulary", "--model", str(base), "--data", str(text)]) == 0
+    folder = Path(capsys.readouterr().out.splitlines()[0])
+    assert len(_kept(folder)) < len(json.loads((base / "tokenizer.json").read_text())["model"]["vocab"])
+    assert main(["vocabulary", "--model", str(base), "--data", str(tmp_path / "missing.txt")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err

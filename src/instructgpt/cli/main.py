@@ -6,6 +6,7 @@
     instructgpt rm train|eval|normalize|select-sft   step 2: the reward model on K-wise rankings
     instructgpt ppo [--preset ppo|ppo-ptx] [flags]   step 3: PPO / PPO-ptx against a reward model
     instructgpt generate --model M --prompt TEXT...   sample responses from any model the loader accepts
+    instructgpt vocabulary --model M [--data PATH...]   trim a model's vocabulary to the tokens of some text
     instructgpt eval --models NAME=MODEL... [--judge J] [--tasks T...]   win rates, benchmarks; HTML report
     instructgpt data validate FILE...   check record files (file:line: field: reason)
     instructgpt data import SOURCE --out F   turn a bundled dataset into records
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("instructgpt.cli.stages", "quickstart"),
     "sft": ("instructgpt.cli.stages", "sft"),
     "generate": ("instructgpt.cli.stages", "generate"),
+    "vocabulary": ("instructgpt.cli.stages", "vocabulary"),
     "rm": ("instructgpt.cli.rm", "main"),
     "ppo": ("instructgpt.cli.ppo", "main"),
     "data": ("instructgpt.cli.data", "main"),

@@ -107,3 +107,30 @@ def quickstart(argv: list[str]) -> int:
     from instructgpt.quickstart import QuickstartConfig, run_quickstart
 
     return _command(QuickstartConfig, argv, "quickstart", run_quickstart)
+
+
+@dataclass
+class VocabularyConfig:
+    """Trim a model's vocabulary to the tokens of some text (src/instructgpt/models/vocabulary.py); prints the folder
+    of the trimmed model, built once and cached: pass it as --model to any command."""
+
+    model: str = "gemma-3-270m"
+    """Model: 'gemma-3-270m', a local Hugging Face folder, a .gguf file (a BPE tokenizer with a tokenizer.json)."""
+    data: tuple[Path, ...] = ()
+    """Files, or folders searched for JSON, JSON-lines and text files (gzipped or not), whose text must tokenize as
+    before (checked); default: the bundled data root, as the pipeline's --trim-vocabulary uses."""
+
+
+def vocabulary(argv: list[str]) -> int:
+    return _command(VocabularyConfig, argv, "vocabulary", _vocabulary)
+
+
+def _vocabulary(config: VocabularyConfig) -> None:
+    import json
+
+    from instructgpt.data.importers import find_data_root
+    from instructgpt.models.vocabulary import TRIM_JSON, trimmed_model
+
+    folder = trimmed_model(config.model, list(config.data) or find_data_root())
+    record = json.loads((folder / TRIM_JSON).read_text(encoding="utf-8"))
+    print(f"{folder}\n{len(record['kept_ids']):,} tokens kept; {record['corpus_texts']:,} corpus texts tokenize as before")

@@ -34,11 +34,12 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from instructgpt.files import with_umask
+from instructgpt.models.loader import ModelLoadError, cache_dir, resolve_model
 
 TRIM_JSON = "vocabulary.json"
 """Written beside a trimmed model: the source, the corpus digest and the kept original ids."""
@@ -50,13 +51,26 @@ TEXT_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".md")
 """Files (also gzipped) whose text joins the corpus; other files (zip archives) are skipped."""
 
 
-class VocabularyError(RuntimeError):
+class VocabularyError(ModelLoadError):
     """A tokenizer or model this module cannot trim; the message says why."""
 
 
-def corpus_files(root: Path) -> list[Path]:
-    """The text files below ``root`` (sorted, so the corpus digest does not depend on the file system's order)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name.removesuffix(".gz").endswith(TEXT_SUFFIXES))
+def corpus_files(sources: Path | Sequence[Path]) -> list[Path]:
+    """The text files of ``sources`` (files, or folders searched recursively), sorted within each folder so the corpus
+    digest does not depend on the file system's order."""
+    files = []
+    for source in [sources] if isinstance(sources, Path) else sources:
+        if source.is_dir():
+            files += sorted(p for p in source.rglob("*") if p.is_file() and _is_text(p))
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {source}")
+    return files
+
+
+def _is_text(path: Path) -> bool:
+    return path.name.removesuffix(".gz").endswith(TEXT_SUFFIXES)
 
 
 def corpus_texts(files: Iterable[Path]) -> Iterator[str]:
@@ -86,12 +100,12 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def corpus_digest(files: Iterable[Path], root: Path) -> str:
-    """A digest of the files' names (relative to ``root``) and contents."""
+def corpus_digest(files: Iterable[Path]) -> str:
+    """A digest of the files' contents, in order (the same text in another folder trims to the same model)."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        digest.update(path.read_bytes())
+        content = path.read_bytes()
+        digest.update(f"{len(content)}:".encode() + content)
     return digest.hexdigest()
 
 
@@ -271,18 +285,17 @@ def _trim_configs(folder: Path, kept: list[int], old_size: int) -> None:
         path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
-def trimmed_model(model: str, data_root: Path) -> Path:
-    """The folder of ``model`` (anything ``load_model`` accepts) trimmed to the text under ``data_root``; built once
-    and cached beside the converted models (``loader.cache_dir()``), keyed by the source and the corpus digest."""
-    from instructgpt.models.loader import cache_dir, resolve_model
-
+def trimmed_model(model: str, data: Path | Sequence[Path]) -> Path:
+    """The folder of ``model`` (anything ``load_model`` accepts) trimmed to the text of ``data`` (files, or folders
+    searched for JSON, JSON-lines and text files, gzipped or not); built once and cached beside the converted models
+    (``loader.cache_dir()``), keyed by the source and the corpus digest."""
     source = Path(resolve_model(model))
     if not (source / "tokenizer.json").is_file():
         raise VocabularyError(f"{model}: no local folder with a tokenizer.json to trim (Hub ids: download first)")
     if (source / TRIM_JSON).is_file():
         return source  # trimmed already
-    files = corpus_files(data_root)
-    digest = corpus_digest(files, data_root)
+    files = corpus_files(data)
+    digest = corpus_digest(files)
     source_key = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
     target = cache_dir() / "models" / f"{source.name}-vocab-{source_key}{digest[:12]}"
     if (target / TRIM_JSON).is_file():
