@@ -133,4 +133,5 @@ def _vocabulary(config: VocabularyConfig) -> None:
 
     folder = trimmed_model(config.model, list(config.data) or find_data_root())
     record = json.loads((folder / TRIM_JSON).read_text(encoding="utf-8"))
-    print(f"{folder}\n{len(record['kept_ids']):,} tokens kept; {record['corpus_texts']:,} corpus texts tokenize as before")
+    kept, texts = len(record["kept_ids"]), record["corpus_texts"]
+    print(f"{folder}\n{kept:,} tokens kept; {texts:,} corpus texts tokenize as before")
