@@ -127,8 +127,10 @@ def test_the_pipeline_loads_the_trimmed_model_when_asked(base, tmp_path, monkeyp
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "t.txt").write_text(" ".join(CORPUS))
     assert with_base_model(PipelineConfig(model=str(base))).model == str(base)
-    trimmed = Path(with_base_model(PipelineConfig(model=str(base), trim_vocabulary=True)).model)
+    trimmed = Path(with_base_model(PipelineConfig(model=str(base), trim_vocabulary=True)).model)  # in a child process
     assert trimmed.parent == tmp_path / "cache" / "models"
+    here = with_base_model(PipelineConfig(model=str(base), trim_vocabulary=True, stage_processes=False))
+    assert Path(here.model) == trimmed
     assert json.loads((trimmed / TRIM_JSON).read_text())["source"] == str(base)
 
 

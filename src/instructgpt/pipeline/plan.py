@@ -8,6 +8,8 @@ and ``run.py`` do not import each other.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from instructgpt.pipeline import run
 from instructgpt.pipeline.config import PipelineConfig
 from instructgpt.pipeline.people import LABEL_FIELDS
+from instructgpt.pipeline.process import StageFailed
 from instructgpt.pipeline.rounds import add_rounds, round_evals, round_stages
 from instructgpt.pipeline.stages import Stage, run_stages
 
@@ -31,9 +34,18 @@ def with_base_model(config: PipelineConfig) -> PipelineConfig:
     if not config.trim_vocabulary:
         return config
     from instructgpt.data.importers import find_data_root
-    from instructgpt.models.vocabulary import trimmed_model
 
-    return replace(config, model=str(trimmed_model(config.model, find_data_root())))
+    if not config.stage_processes:
+        from instructgpt.models.vocabulary import trimmed_model
+
+        return replace(config, model=str(trimmed_model(config.model, find_data_root())))
+    # in a child, as the stages run: building it loads the base model, and the pipeline's process would otherwise
+    # keep ~4 GB resident through every stage (and hand that high-water mark to each stage process it starts)
+    command = [sys.executable, "-m", "instructgpt.cli.main", "vocabulary", "--model", config.model]
+    done = subprocess.run([*command, "--data", str(find_data_root())], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise StageFailed(f"trimming the vocabulary of {config.model} failed (its error is above)")
+    return replace(config, model=done.stdout.splitlines()[0])
 
 
 def build_stages(config: PipelineConfig) -> list[Stage]:
