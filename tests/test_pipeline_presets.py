@@ -6,6 +6,7 @@ import pytest
 
 from instructgpt.config import ConfigError, parse
 from instructgpt.pipeline.config import PRESETS, PipelineConfig, preset_path
+from instructgpt.pipeline.stages import Stage, run_stages
 from instructgpt.pipeline.summary import collect, render
 
 
@@ -105,8 +106,7 @@ def test_summary_names_the_base_model_and_its_trimmed_vocabulary(tmp_path):
     model = tmp_path / "model-vocab"
     model.mkdir()
     (model / "vocabulary.json").write_text(json.dumps({"source": "/cache/gemma", "kept_ids": [0, 1, 2]}))
-    (tmp_path / "run" / "prepare").mkdir(parents=True)
-    (tmp_path / "run" / "prepare" / "process-config.json").write_text(json.dumps({"model": str(model)}))
+    run_stages([Stage("prepare", "p", lambda folder: {}, {"model": str(model), "seed": 0})], tmp_path / "run")
     figures = collect(tmp_path / "run")
     assert figures["vocabulary"] == {"source": "/cache/gemma", "kept": 3}
     assert "base model: /cache/gemma, vocabulary trimmed to the bundled data's 3 tokens" in render(figures)

@@ -24,7 +24,7 @@ from typing import Any
 STAGE_JSON = "stage.json"
 PLAN_JSON = "stages.json"
 """``<out_dir>/stages.json``: the stage names of the latest invocation's plan, in order, so that a
-summary leaves out the folders of stages a changed configuration no longer has."""
+summary leaves out the folders of stages a changed configuration no longer has, and the base model they load."""
 
 
 @dataclass
@@ -82,7 +82,10 @@ def run_stages(stages: list[Stage], out_dir: Path, log: Callable[[str], None] = 
     ran_before = False  # once a main-chain stage runs, every later stage runs on its new outputs
     ran_branches: set[str] = set()
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / PLAN_JSON, {"stages": [stage.name for stage in stages]})
+    plan = {"stages": [stage.name for stage in stages]}
+    if stages and "model" in stages[0].settings:  # the base model the stages load (a trimmed copy's folder, maybe)
+        plan["model"] = stages[0].settings["model"]
+    write_json(out_dir / PLAN_JSON, plan)
     for number, stage in enumerate(stages, 1):
         folder = out_dir / stage.name
         used = [u for u in stage.uses if u in keys]

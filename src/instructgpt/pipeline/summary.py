@@ -40,10 +40,9 @@ def collect(run_dir: Path) -> dict:
             if process is not None:
                 out.setdefault("peak_rss_gib", {})[stage] = process["peak_rss_gib"]
     out["total_seconds"] = round(sum(out["seconds"].values()), 1)
-    config = _read(run_dir / "prepare" / "process-config.json")  # the configuration the stages ran with
-    if config and config.get("model"):
-        out["model"] = config["model"]
-        trimmed = _read(Path(config["model"]) / "vocabulary.json")  # models/vocabulary.py
+    if plan and plan.get("model"):
+        out["model"] = plan["model"]
+        trimmed = _read(Path(plan["model"]) / "vocabulary.json")  # models/vocabulary.py
         if trimmed:
             out["vocabulary"] = {"source": trimmed["source"], "kept": len(trimmed["kept_ids"])}
     panel = _read(run_dir / "rankings" / "panel.json")
