@@ -113,6 +113,8 @@ def tiny_bpe_tokenizer(texts: list[str], vocab_size: int = 400) -> Any:
     Unlike :func:`tiny_tokenizer` it has merges, so a trimmed vocabulary (``models/vocabulary.py``) has something to
     drop; its special tokens come first, as Gemma's do.
     """
+    import json
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -126,7 +128,7 @@ def tiny_bpe_tokenizer(texts: list[str], vocab_size: int = 400) -> Any:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     trained = gemma_like(models.BPE(unk_token="<unk>"))
     trained.train_from_iterator(texts, trainer)
-    state = __import__("json").loads(trained.to_str())["model"]
+    state = json.loads(trained.to_str())["model"]
     vocab = dict(state["vocab"])
     for n in range(256):
         vocab.setdefault(f"<0x{n:02X}>", len(vocab))

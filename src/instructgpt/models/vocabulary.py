@@ -27,6 +27,7 @@ piece it would have used was dropped.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -109,16 +110,22 @@ def corpus_digest(files: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-def kept_ids(tokenizer_json: dict, texts: list[str]) -> list[int]:
-    """The original ids to keep (sorted) for ``texts``, from a ``tokenizer.json`` (the module docstring says which)."""
+def encode(tokenizer_json: dict, texts: list[str]) -> list[list[int]]:
+    """The ids of every text under the tokenizer ``tokenizer_json`` describes, without special tokens."""
     from tokenizers import Tokenizer
 
+    encodings = Tokenizer.from_str(json.dumps(tokenizer_json)).encode_batch(texts, add_special_tokens=False)
+    return [e.ids for e in encodings]
+
+
+def kept_ids(tokenizer_json: dict, texts: list[str], encoded: list[list[int]] | None = None) -> list[int]:
+    """The original ids to keep (sorted) for ``texts``, from a ``tokenizer.json`` (the module docstring says which);
+    ``encoded``: the texts' ids, where the caller has them already."""
     model = tokenizer_json["model"]
     if model.get("type") != "BPE":
         raise VocabularyError(f"only BPE tokenizers can be trimmed; this one is {model.get('type')!r}")
     vocab: dict[str, int] = model["vocab"]
-    tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
-    used = {i for encoding in tokenizer.encode_batch(texts, add_special_tokens=False) for i in encoding.ids}
+    used = {i for ids in (encoded if encoded is not None else encode(tokenizer_json, texts)) for i in ids}
     piece = {i: p for p, i in vocab.items()}
     ranks = {tuple(_pair(m)): rank for rank, m in enumerate(model["merges"])}
     kept = set(used)
@@ -163,7 +170,7 @@ def _pair(merge: list[str] | str) -> list[str]:
 def trimmed_tokenizer_json(tokenizer_json: dict, kept: list[int]) -> dict:
     """``tokenizer_json`` with only the ``kept`` ids (renumbered in order) and the merges among them."""
     new_id = {old: new for new, old in enumerate(kept)}
-    out = json.loads(json.dumps(tokenizer_json))
+    out = copy.deepcopy(tokenizer_json)
     model = out["model"]
     vocab = {p: new_id[i] for p, i in model["vocab"].items() if i in new_id}
     model["vocab"] = vocab
@@ -190,13 +197,10 @@ def _remap_ids(node: Any, new_id: dict[int, int]) -> None:
             _remap_ids(value, new_id)
 
 
-def check_same_tokens(tokenizer_json: dict, trimmed_json: dict, kept: list[int], texts: list[str]) -> None:
-    """Raise unless every text encodes to the same tokens with both tokenizers (the trimmed ids mapped back)."""
-    from tokenizers import Tokenizer
-
-    before = Tokenizer.from_str(json.dumps(tokenizer_json)).encode_batch(texts, add_special_tokens=False)
-    after = Tokenizer.from_str(json.dumps(trimmed_json)).encode_batch(texts, add_special_tokens=False)
-    differ = [n for n, (a, b) in enumerate(zip(before, after)) if a.ids != [kept[i] for i in b.ids]]
+def check_same_tokens(before: list[list[int]], trimmed_json: dict, kept: list[int], texts: list[str]) -> None:
+    """Raise unless every text encodes with the trimmed tokenizer to its ids ``before`` (trimmed ids mapped back)."""
+    after = encode(trimmed_json, texts)
+    differ = [n for n, (a, b) in enumerate(zip(before, after)) if a != [kept[i] for i in b]]
     if differ:
         raise VocabularyError(
             f"{len(differ)} of {len(texts)} corpus texts tokenize differently after trimming "
@@ -207,9 +211,10 @@ def check_same_tokens(tokenizer_json: dict, trimmed_json: dict, kept: list[int],
 def trim_model(source: Path, target: Path, texts: list[str], digest: str) -> Path:
     """Write the ``source`` model folder with its vocabulary trimmed to ``texts`` into ``target`` (atomically)."""
     tokenizer_json = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
-    kept = kept_ids(tokenizer_json, texts)
+    before = encode(tokenizer_json, texts)  # once: what the kept tokens come from, and what trimming must reproduce
+    kept = kept_ids(tokenizer_json, texts, before)
     trimmed = trimmed_tokenizer_json(tokenizer_json, kept)
-    check_same_tokens(tokenizer_json, trimmed, kept, texts)
+    check_same_tokens(before, trimmed, kept, texts)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     with_umask(staging, folder=True)
