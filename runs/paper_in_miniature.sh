@@ -9,7 +9,9 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: 69.9 minutes whole from scratch on 2026-12-06 (a process per stage, on a Xeon with AMX whose
+# How long: 50.3 minutes whole from scratch on 2026-12-06 evening with 12 PPO iterations and the trimmed vocabulary
+# (2-core Xeon with AMX, bf16 peak 1.71 TFLOP/s; README "12 PPO iterations"). Before the trimmed vocabulary:
+# 69.9 minutes whole from scratch on 2026-12-06 (a process per stage, on a Xeon with AMX whose
 # bf16 peak measured only 0.74-1.47 TFLOP/s that day); 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
 # in miniature", 2026-12-05/06, with the pretraining-mix init: PPO and PPO-ptx 64 episodes an iteration, about 30
 # of them; 71.5-73.7 on a day that machine measured 1.1-1.4 TFLOP/s); the
