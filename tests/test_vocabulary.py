@@ -11,6 +11,7 @@ from instructgpt.models.tiny import tiny_bpe_tokenizer, tiny_model
 from instructgpt.models.vocabulary import (
     TRIM_JSON,
     VocabularyError,
+    encode,
     kept_ids,
     merged_symbols,
     trim_model,
@@ -95,7 +96,7 @@ def test_merged_symbols_end_in_the_token_bpe_builds():
 
 def test_every_byte_token_and_special_token_is_kept(base):
     tokenizer_json = json.loads((base / "tokenizer.json").read_text())
-    kept = set(kept_ids(tokenizer_json, ["cat"]))
+    kept = set(kept_ids(tokenizer_json, encode(tokenizer_json, ["cat"])))
     vocab = tokenizer_json["model"]["vocab"]
     assert {vocab[f"<0x{n:02X}>"] for n in range(256)} <= kept
     assert {t["id"] for t in tokenizer_json["added_tokens"]} <= kept
@@ -103,7 +104,7 @@ def test_every_byte_token_and_special_token_is_kept(base):
 
 def test_only_bpe_tokenizers_are_trimmed():
     with pytest.raises(VocabularyError, match="only BPE"):
-        kept_ids({"model": {"type": "Unigram"}}, ["text"])
+        kept_ids({"model": {"type": "Unigram"}}, [[0]])
 
 
 def test_trimmed_model_is_built_once_per_corpus_and_named_by_it(base, tmp_path, monkeypatch):

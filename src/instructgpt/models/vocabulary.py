@@ -118,14 +118,14 @@ def encode(tokenizer_json: dict, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in encodings]
 
 
-def kept_ids(tokenizer_json: dict, texts: list[str], encoded: list[list[int]] | None = None) -> list[int]:
-    """The original ids to keep (sorted) for ``texts``, from a ``tokenizer.json`` (the module docstring says which);
-    ``encoded``: the texts' ids, where the caller has them already."""
+def kept_ids(tokenizer_json: dict, encoded: list[list[int]]) -> list[int]:
+    """The original ids to keep (sorted) for texts whose ids under ``tokenizer_json`` are ``encoded``
+    (:func:`encode`; the module docstring says which)."""
     model = tokenizer_json["model"]
     if model.get("type") != "BPE":
         raise VocabularyError(f"only BPE tokenizers can be trimmed; this one is {model.get('type')!r}")
     vocab: dict[str, int] = model["vocab"]
-    used = {i for ids in (encoded if encoded is not None else encode(tokenizer_json, texts)) for i in ids}
+    used = {i for ids in encoded for i in ids}
     piece = {i: p for p, i in vocab.items()}
     ranks = {tuple(_pair(m)): rank for rank, m in enumerate(model["merges"])}
     kept = set(used)
@@ -212,7 +212,7 @@ def trim_model(source: Path, target: Path, texts: list[str], digest: str) -> Pat
     """Write the ``source`` model folder with its vocabulary trimmed to ``texts`` into ``target`` (atomically)."""
     tokenizer_json = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
     before = encode(tokenizer_json, texts)  # once: what the kept tokens come from, and what trimming must reproduce
-    kept = kept_ids(tokenizer_json, texts, before)
+    kept = kept_ids(tokenizer_json, before)
     trimmed = trimmed_tokenizer_json(tokenizer_json, kept)
     check_same_tokens(before, trimmed, kept, texts)
     target.parent.mkdir(parents=True, exist_ok=True)
