@@ -205,10 +205,11 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
     assert names(config)[:3] == ["prepare", "sft", "sft_ppo_init"]  # a branch before the RM: tuning the RM keeps it
     assert "select_sft" not in names(PipelineConfig(sft_select_by_rm=False))
     uses = {s.name: s.uses for s in plan.build_stages(PipelineConfig(ptx_init_from_pretrain_mix=True))}
-    assert "sft_ppo_init" in uses and uses["ppo_ptx"] == ("sft_ppo_init",) and uses["ppo"] == ()  # only its reader
+    assert "sft_ppo_init" in uses and uses["ppo_ptx"] == ("sft_ppo_init",)  # only its readers
+    assert uses["ppo"] == ("select_sft",)
     settings = {s.name: s.settings for s in plan.build_stages(config)}
     assert settings["sft_ppo_init"]["ppo_init_epochs"] == 2 and settings["sft_ppo_init"]["ppo_init_pretrain_mix"] == 0.1
-    assert settings["select_sft"]["sft_select_prompts"] == 16 and "sft_epochs" in settings["sft"]
+    assert settings["select_sft"]["sft_select_prompts"] == 100 and "sft_epochs" in settings["sft"]
 
 
 @pytest.mark.parametrize("name", ["miniature", "large"])
@@ -315,5 +316,14 @@ def test_a_changed_ptx_setting_reruns_ppo_ptx_and_the_evaluation_but_not_plain_p
     plan.run_pipeline(replace(mixed, ptx_init_from_pretrain_mix=True))  # the same init, spelled out: nothing to do
     assert calls == []
     calls.clear()
+    mixed = replace(mixed, sft_select_tokens=9)
+    plan.run_pipeline(mixed)  # both policies start from the mix: a new SFT baseline re-runs only the evaluation
+    assert calls == ["select_sft_stage", "eval"]
+    calls.clear()
     plan.run_pipeline(replace(mixed, ppo_init_from_pretrain_mix=False, ptx_init_from_pretrain_mix=True))
     assert calls == ["ppo", "eval"]  # only plain PPO's init changed
+    calls.clear()
+    plan.run_pipeline(
+        replace(mixed, ppo_init_from_pretrain_mix=False, ptx_init_from_pretrain_mix=True, sft_select_prompts=7)
+    )
+    assert calls == ["select_sft_stage", "ppo", "eval"]  # a new SFT baseline: its readers, not PPO-ptx from the mix

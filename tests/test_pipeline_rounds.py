@@ -22,7 +22,7 @@ def test_one_round_is_the_pipeline_as_before():
     plain_first = ["prepare", "sft", "samples", "rankings", "rm", "select_sft", "ppo", "ppo_ptx", "eval"]
     assert [s.name for s in stages] == plain_first  # one round: plain PPO is a branch, trained before PPO-ptx
     assert not any(k.startswith("round_") for s in stages for k in s.settings)  # fingerprints unchanged
-    assert [s.uses for s in stages if s.name == "eval"] == [("ppo",)]
+    assert [s.uses for s in stages if s.name == "eval"] == [("ppo", "select_sft")]  # the SFT baseline: a branch too
 
 
 def test_round_stages_follow_round_one_in_their_folders():

@@ -85,10 +85,14 @@ class PipelineConfig:
     of the evaluation and the PPO init (select_sft/selection.json). Selection needs an RM, so the samples and the RM
     come from the final SFT model (the paper does not give this order). With one epoch there is nothing to choose and
     nothing is scored."""
-    sft_select_prompts: int = 16
-    """RM validation prompts answered by each SFT checkpoint in the selection (few: it samples once per checkpoint)."""
-    sft_select_tokens: int = 32
-    """New tokens per greedy response in the SFT checkpoint selection."""
+    sft_select_prompts: int = 100
+    """RM validation prompts answered by each SFT checkpoint in the selection. Until 2026-12-06 16 (with 32 tokens):
+    the miniature's epochs then differed in mean score by 0.05-0.11 against a paired standard error of 0.16-0.25
+    (seed 0 of the 12-iteration run chose epoch 1 on a difference of 0.07 +- 0.25), a choice by noise; 100 prompts
+    halve the error for about a minute of decoding at eval_batch_size."""
+    sft_select_tokens: int = 64
+    """New tokens per greedy response in the SFT checkpoint selection (the evaluation's length in the miniature: the
+    RM scores the answers the judges will read, not their first half)."""
     ppo_init_from_pretrain_mix: bool = False
     """Initialise PPO (policy and frozen KL reference) from a separate SFT run from the base model with pretraining data
     mixed in, as the paper does ('an SFT run of 2 epochs with 10% pretraining data mixed in'); the SFT baseline,

@@ -81,6 +81,11 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     # trained before PPO-ptx, so a changed ptx_coef / ptx_per_episode re-runs PPO-ptx and the
     # evaluation only. With rounds, round r+1 continues from both policies: it stays on the main chain.
     plain_first = config.rounds == 1
+    # The SFT baseline (select_sft) is read by the evaluation, and by PPO only where PPO starts from it: in a one-round
+    # run it is a branch, so re-selecting (more prompts, longer answers) re-runs neither PPO stage that starts from the
+    # pretraining-mix run. Rounds sample from it (round_earlier_models): there it stays on the main chain.
+    select_branch = plain_first and config.sft_select_by_rm
+    reads_baseline = lambda ptx: ("select_sft",) if select_branch and not config.mix_init(ptx) else ()  # noqa: E731
     plain_ppo = (
         [
             stage(
@@ -90,7 +95,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                 *run.PPO_FIELDS,
                 "ppo_starts_from_pretrain_mix",
                 branch=plain_first,
-                uses=("sft_ppo_init",) if config.mix_init(False) else (),
+                uses=("sft_ppo_init",) if config.mix_init(False) else reads_baseline(False),
             )
         ]
         if config.run_plain_ppo
@@ -166,6 +171,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                     run.select_sft_stage,
                     "sft_select_prompts",
                     "sft_select_tokens",
+                    branch=select_branch,
                 )
             ]
             if config.sft_select_by_rm
@@ -180,7 +186,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "ptx_coef",
             "ptx_per_episode",
             "ptx_starts_from_pretrain_mix",
-            uses=("sft_ppo_init",) if config.mix_init(True) else (),
+            uses=("sft_ppo_init",) if config.mix_init(True) else reads_baseline(True),
         ),
         *([] if plain_first else plain_ppo),
         *round_stages(config, stage),
@@ -195,7 +201,11 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "eval_batch_size",
             "eval_tasks",
             *LABEL_FIELDS[config.labelers],
-            uses=(*round_evals(config), *(("ppo",) if plain_first else ())),
+            uses=(
+                *round_evals(config),
+                *(("ppo",) if plain_first else ()),
+                *(("select_sft",) if select_branch else ()),
+            ),
         ),
     ]
 

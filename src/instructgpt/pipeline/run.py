@@ -489,6 +489,7 @@ def _score_sft_checkpoints(config: PipelineConfig, results, candidates: list[Pat
         temperature=0.0,
         seed=config.seed,
         autocast=_autocast_dtype(),
+        batch_size=config.eval_batch_size,
     )
 
 

@@ -104,10 +104,12 @@ def select_sft_checkpoint(
     template: str = "auto",
     seed: int = 0,
     autocast: torch.dtype | None = None,
+    batch_size: int = 8,
 ) -> list[dict[str, Any]]:
     """Each SFT checkpoint's mean RM score on ``prompts``, in checkpoint order (method.md step 1).
 
-    ``autocast`` (e.g. bf16) runs sampling and scoring under that autocast dtype.
+    ``autocast`` (e.g. bf16) runs sampling and scoring under that autocast dtype; ``batch_size`` prompts are decoded
+    together (not a method choice: on a CPU a larger batch decodes several times more tokens per second).
     """
     from instructgpt.models.generate import generate
     from instructgpt.models.loader import load_model
@@ -117,7 +119,15 @@ def select_sft_checkpoint(
     for folder in checkpoints:
         policy, tokenizer = load_model(str(folder))
         responses = generate(
-            policy, tokenizer, list(prompts), max_new_tokens, temperature, template, seed=seed, autocast=autocast
+            policy,
+            tokenizer,
+            list(prompts),
+            max_new_tokens,
+            temperature,
+            template,
+            batch_size=batch_size,
+            seed=seed,
+            autocast=autocast,
         )
         del policy
         scores = score_texts(
