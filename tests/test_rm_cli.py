@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from instructgpt.cli.main import main
 from instructgpt.models.reward import load_reward_model, score_texts
 from instructgpt.models.tiny import save_tiny
@@ -136,3 +138,7 @@ def test_select_sft_scores_every_checkpoint(tmp_path, capsys):
     assert "<- best" in capsys.readouterr().out
     report = json.loads((tmp_path / "sel.json").read_text())
     assert [r["checkpoint"].split("/")[-1] for r in report["results"]] == ["step-000001", "step-000002", "final"]
+    assert main([*args[:-1], str(tmp_path / "one.json"), "--batch-size", "1"]) == 0  # batching is speed only
+    alone = json.loads((tmp_path / "one.json").read_text())["results"]
+    flat = lambda results: [x for r in results for x in r["scores"]]  # noqa: E731
+    assert flat(alone) == pytest.approx(flat(report["results"]), abs=1e-4)

@@ -78,8 +78,8 @@ class SelectSFTConfig:
     """SFT run folder: every checkpoints/step-N and final/ are scored."""
     prompts: Path | None = None
     """Validation prompts: JSONL with a 'text' (prompts) or 'prompt' (demonstrations, rankings) field."""
-    max_prompts: int = 32
-    """Use the first N prompts."""
+    max_prompts: int = 100
+    """Use the first N prompts (with 16 the miniature's SFT epochs differed by less than their standard error)."""
     max_new_tokens: int = 128
     """Longest sample, in tokens."""
     temperature: float = 0.0
@@ -88,12 +88,15 @@ class SelectSFTConfig:
     """Prompt rendering."""
     seed: int = 0
     """Sampling seed."""
+    batch_size: int = 32
+    """Prompts decoded together (speed only: on a CPU a larger batch decodes more tokens per second)."""
     report: Path | None = None
     """Also write the scores as JSON here."""
 
     def validate(self) -> None:
         check(self.prompts is not None, "prompts", "give --prompts FILE")
         check(self.max_prompts >= 1 and self.max_new_tokens >= 1, "max_prompts", "must be at least 1")
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")
 
 
 def _train(config: RMConfig) -> None:
@@ -195,6 +198,7 @@ def _select_sft(config: SelectSFTConfig) -> None:
         config.temperature,
         config.template,
         config.seed,
+        batch_size=config.batch_size,
     )
     best = max(results, key=lambda r: r["mean_score"])
     for result in results:
