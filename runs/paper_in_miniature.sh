@@ -9,7 +9,9 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: 50.3 minutes whole from scratch on 2026-12-06 evening with 12 PPO iterations and the trimmed vocabulary
+# How long: 56-57 minutes of stages with the evaluation on all 215 test prompts and 48 items per benchmark (2026-12-06
+# night, README "Less noisy measurement"; the evaluation 572-598 s of it); 50.3 minutes whole from scratch on 2026-12-06
+# evening with 128 prompts and 16 items, 12 PPO iterations and the trimmed vocabulary
 # (2-core Xeon with AMX, bf16 peak 1.71 TFLOP/s; README "12 PPO iterations"). Before the trimmed vocabulary:
 # 69.9 minutes whole from scratch on 2026-12-06 (a process per stage, on a Xeon with AMX whose
 # bf16 peak measured only 0.74-1.47 TFLOP/s that day); 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
