@@ -85,7 +85,13 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
     # run it is a branch, so re-selecting (more prompts, longer answers) re-runs neither PPO stage that starts from the
     # pretraining-mix run. Rounds sample from it (round_earlier_models): there it stays on the main chain.
     select_branch = plain_first and config.sft_select_by_rm
-    reads_baseline = lambda ptx: ("select_sft",) if select_branch and not config.mix_init(ptx) else ()  # noqa: E731
+
+    def init_branch(ptx: bool) -> tuple[str, ...]:
+        """The branch stage PPO (``ptx``: PPO-ptx) reads its init from, if that stage is a branch."""
+        if config.mix_init(ptx):
+            return ("sft_ppo_init",)
+        return ("select_sft",) if select_branch else ()
+
     plain_ppo = (
         [
             stage(
@@ -95,7 +101,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
                 *run.PPO_FIELDS,
                 "ppo_starts_from_pretrain_mix",
                 branch=plain_first,
-                uses=("sft_ppo_init",) if config.mix_init(False) else reads_baseline(False),
+                uses=init_branch(False),
             )
         ]
         if config.run_plain_ppo
@@ -186,7 +192,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "ptx_coef",
             "ptx_per_episode",
             "ptx_starts_from_pretrain_mix",
-            uses=("sft_ppo_init",) if config.mix_init(True) else reads_baseline(True),
+            uses=init_branch(True),
         ),
         *([] if plain_first else plain_ppo),
         *round_stages(config, stage),
