@@ -66,6 +66,17 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     assert results["config"]["batch_size"] == 3  # the pipeline's eval_batch_size reaches the evaluation
     assert set(results["per_model"]) == {"pretrained", "prompted", "sft", "ppo", "ppo-ptx"}
     assert set(results["winrate"]["per_model"]) >= {"pretrained", "prompted", "ppo", "ppo-ptx"}
+    tests = [json.loads(line) for line in (config.out_dir / "eval" / "test_prompts.jsonl").read_text().splitlines()]
+    assert [t["set"] for t in tests] == ["held-out-users"] * 4 + ["self-instruct"] * 4
+    trained_on = {
+        json.loads(line)["user_id"]
+        for dataset in ("rm", "ppo")
+        for split in ("train", "valid")
+        for line in (config.out_dir / "prepare" / "api" / dataset / f"{split}.jsonl").read_text().splitlines()
+    }
+    assert trained_on and not trained_on & {t["user_id"] for t in tests[:4]}  # users no split before test has
+    by_set = results["winrate"]["by_set"]
+    assert {name: part["n_prompts"] for name, part in by_set.items()} == {"held-out-users": 4, "self-instruct": 4}
     html = outputs["eval"]["report"].read_text()
     assert "<svg" in html and "held-out simulated labelers" in html
     panel = json.loads(outputs["rankings"]["panel"].read_text())

@@ -74,6 +74,16 @@ def test_summary_reads_stage_times_rm_accuracy_win_rates_and_nlp(tmp_path):
     text = render(figures)
     assert "10.0 [4.0, 16.0]" in text and "+2.0 [-3.0, +7.5]" in text and "n/a" in text  # fr_en has no paired row
 
+    loss = {"rate": 0.0, "low": 0.0, "high": 0.8, "wins": 0, "ties": 0, "losses": 1, "n": 1}
+    results["winrate"]["by_set"] = {
+        "held-out-users": {"n_prompts": 3, "per_model": {"ppo": {**win, "rate": 1.0, "n": 3, "wins": 3, "losses": 0}}},
+        "self-instruct": {"n_prompts": 1, "per_model": {"ppo": loss}},
+    }
+    (tmp_path / "eval").joinpath("results.json").write_text(json.dumps(results))
+    text = render(collect(tmp_path))
+    assert "(test set held-out-users, 3 prompts;" in text and "(test set self-instruct, 1 prompts;" in text
+    assert "(all test sets pooled, 4 prompts;" in text and "0.00   [0.00, 0.80]" in text
+
 
 def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_path, monkeypatch):
     from instructgpt.pipeline import plan, run

@@ -43,6 +43,40 @@ def test_blind_outcomes_randomise_order_and_map_back():
     assert len(judge.seen) == 30  # identical outputs are a tie without asking
 
 
+def test_win_rates_per_test_set_are_the_pooled_outcomes_split_by_set():
+    from instructgpt.evaluation.metrics import win_rate
+    from instructgpt.evaluation.suite import judge_win_rates
+
+    judge = LongerWins()
+    judge.can_rate = False
+    prompts = [f"p{i}" for i in range(12)]
+    sets = ["api"] * 8 + ["self-instruct"] * 4
+    responses = {"sft": ["short"] * 12, "ppo": ["long answer"] * 6 + ["x"] * 2 + ["x"] * 2 + ["short"] * 2}
+    result, records = judge_win_rates(judge, prompts, responses, "sft", np.random.default_rng(0), sets=sets)
+    assert result["per_model"]["ppo"] == win_rate(["win"] * 6 + ["loss"] * 4 + ["tie"] * 2).to_dict()
+    assert result["by_set"]["api"] == {
+        "n_prompts": 8,
+        "per_model": {"ppo": win_rate(["win"] * 6 + ["loss"] * 2).to_dict()},
+    }
+    assert result["by_set"]["self-instruct"]["per_model"]["ppo"] == win_rate(["loss"] * 2 + ["tie"] * 2).to_dict()
+    assert [r["set"] for r in records] == sets
+    single, _ = judge_win_rates(judge, prompts, responses, "sft", np.random.default_rng(0), sets=["api"] * 12)
+    assert "by_set" not in single and single["per_model"] == result["per_model"]  # one set: only the pooled figure
+
+
+def test_a_prompts_file_names_each_prompts_test_set(tmp_path):
+    from instructgpt.data.jsonl import DataError
+    from instructgpt.evaluation.suite import EvalConfig, load_win_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"text": "a", "set": "api"}\n{"prompt": "b"}\n')
+    config = EvalConfig(prompts_file=path, limit=10)
+    assert load_win_prompts(config, tmp_path) == (["a", "b"], ["api", ""])
+    path.write_text('{"text": "a", "set": "api"}\n{"text": "b", "set": 3}\n')
+    with pytest.raises(DataError, match=r"prompts.jsonl:2: set: must be a string"):
+        load_win_prompts(config, tmp_path)
+
+
 def test_reward_model_judge_with_ties():
     judge = RewardModelJudge(lambda prompts, responses: [float(len(r)) for r in responses], tie_margin=1.0)
     assert judge.compare(["p"] * 3, ["aaaa", "a", "aa"], ["a", "aaaa", "a"]) == ["a", "b", "tie"]

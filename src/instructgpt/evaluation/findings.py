@@ -245,20 +245,22 @@ def findings(results: dict, rm_results: dict[str, dict] | None = None) -> list[s
     value (0.5, 50%, 0) is inside it."""
     lines = []
     w = results.get("winrate") or {}
-    for name, r in (w.get("per_model") or {}).items():
-        verdict = _against(
-            0.5,
-            _float(r.get("low")),
-            _float(r.get("high")),
-            "0.5",
-            "not a measured preference",
-            f"{name} preferred",
-            f"{w['baseline']} preferred",
-        )
-        lines.append(
-            f"Win rate {name} vs {w['baseline']}: {_interval(r['rate'], r['low'], r['high'], 2)} (n={r['n']}): "
-            f"{verdict}"
-        )
+    parts = {f" on test set {name}": part["per_model"] for name, part in (w.get("by_set") or {}).items()}
+    for where, per_model in {**parts, " pooled" if parts else "": w.get("per_model") or {}}.items():
+        for name, r in per_model.items():
+            verdict = _against(
+                0.5,
+                _float(r.get("low")),
+                _float(r.get("high")),
+                "0.5",
+                "not a measured preference",
+                f"{name} preferred",
+                f"{w['baseline']} preferred",
+            )
+            lines.append(
+                f"Win rate {name} vs {w['baseline']}{where}: {_interval(r['rate'], r['low'], r['high'], 2)} "
+                f"(n={r['n']}): {verdict}"
+            )
     for run, values in (rm_results or {}).items():
         for label in (k for k in values if isinstance(values[k], (int, float)) and f"{k} 95% low" in values):
             low, high = _float(values[f"{label} 95% low"]), _float(values[f"{label} 95% high"])
@@ -326,7 +328,7 @@ def judge_names(results: dict) -> dict[str, str]:
         "ppo_curves": "none: training metrics",
     }
     if w.get("judge"):
-        names.update(winrate=w["judge"], likert=w["judge"], metadata=w["judge"])
+        names.update(winrate=w["judge"], winrate_by_set=w["judge"], likert=w["judge"], metadata=w["judge"])
     return names
 
 
@@ -366,6 +368,9 @@ def statement(results: dict) -> str:
             f"{w['judge_description']}, shown in random order without model names; ties count half; "
             "error bars are 95% Wilson intervals."
         )
+        if w.get("by_set"):
+            sets = ", ".join(f"{name} ({part['n_prompts']})" for name, part in w["by_set"].items())
+            parts.append(f"The test prompts come from {len(w['by_set'])} test sets, reported apart and pooled: {sets}.")
         if w.get("likert"):
             parts.append(
                 f"Likert scores and metadata: every model's response to each prompt rated by {w['judge_description']}, "

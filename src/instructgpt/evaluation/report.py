@@ -301,6 +301,27 @@ def winrate_figure(winrate: dict) -> tuple[str, dict]:
     }
 
 
+def winrate_by_set_figure(winrate: dict) -> tuple[str, dict]:
+    """Each model's win rate on each test set and pooled (95% Wilson intervals, the 0.5 line)."""
+    parts = {**{name: part["per_model"] for name, part in winrate["by_set"].items()}, "pooled": winrate["per_model"]}
+    table = {
+        model: {
+            name: cell(r[model]["rate"], (r[model]["low"], r[model]["high"]), r[model].get("n"))
+            for name, r in parts.items()
+        }
+        for model in winrate["per_model"]
+    }
+    return grouped_bars(
+        "winrate_by_set",
+        f"Win rate against {winrate['baseline']} per test set",
+        table,
+        "win rate",
+        (0, 1),
+        reference=(0.5, "no preference (0.5)"),
+        judge=winrate["judge"],
+    )
+
+
 def grouped_bars(
     fig_id: str,
     title: str,
@@ -565,6 +586,8 @@ def render_html(
             for n, v in w["per_model"].items()
         }
         add(f"Win rate against {w['baseline']}", plot(winrate_figure(w)) + table_html(rows))
+        if w.get("by_set"):
+            add(f"Win rate against {w['baseline']} per test set", plot(winrate_by_set_figure(w)))
     else:
         add("Win rate", "<p class='note'>Not measured in this run.</p>")
     if w.get("likert"):

@@ -271,22 +271,24 @@ def task_rng(seed: int, task: str) -> np.random.Generator:
 # ---------------------------------------------------------------- inputs
 
 
-def load_win_prompts(config: EvalConfig, root: Path) -> list[str]:
-    """The held-out test prompts (at most ``limit``, seeded)."""
+def load_win_prompts(config: EvalConfig, root: Path) -> tuple[list[str], list[str]]:
+    """The held-out test prompts (at most ``limit``, seeded) and the test set each is from: a prompts file's
+    'set' field ('' where it has none), 'self-instruct' for the default prompts."""
     if config.prompts_file is not None:
-        prompts = _prompts_from_file(Path(config.prompts_file))
+        pairs = _prompts_from_file(Path(config.prompts_file))
     else:
         from instructgpt.data.importers import instruction_prompt
 
         path = root / "self-instruct" / "human_eval" / "user_oriented_instructions.jsonl"
-        prompts = []
+        pairs = []
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
-            prompts.append(instruction_prompt(record["instruction"], record["instances"][0]["input"]))
-    return subsample(prompts, config.limit_of("winrate"), task_rng(config.seed, "winrate"))
+            pairs.append((instruction_prompt(record["instruction"], record["instances"][0]["input"]), "self-instruct"))
+    chosen = subsample(pairs, config.limit_of("winrate"), task_rng(config.seed, "winrate"))
+    return [text for text, _ in chosen], [name for _, name in chosen]
 
 
-def _prompts_from_file(path: Path) -> list[str]:
+def _prompts_from_file(path: Path) -> list[tuple[str, str]]:
     from instructgpt.data.jsonl import DataError, Problem, iter_objects
     from instructgpt.data.render import as_text
 
@@ -300,7 +302,10 @@ def _prompts_from_file(path: Path) -> list[str]:
         if not value:
             problems.append(Problem(str(path), line, "text", "needs a non-empty 'text' or 'prompt' field"))
             continue
-        prompts.append(as_text(value))
+        if not isinstance(record.get("set", ""), str):
+            problems.append(Problem(str(path), line, "set", "must be a string (the test set the prompt is from)"))
+            continue
+        prompts.append((as_text(value), record.get("set", "")))
     if problems:
         raise DataError(problems)
     return prompts
@@ -311,6 +316,8 @@ class Inputs:
     """Everything the automatic tasks need, loaded once for all models."""
 
     win_prompts: list[str] = field(default_factory=list)
+    win_sets: list[str] = field(default_factory=list)
+    """The test set each win-rate prompt is from (win rates are also reported per set when there are several)."""
     questions: list = field(default_factory=list)
     truth_judges: tuple | None = None
     rtp_prompts: list[str] = field(default_factory=list)
@@ -325,7 +332,7 @@ def load_inputs(config: EvalConfig, root: Path) -> Inputs:
 
     inputs = Inputs()
     if "winrate" in config.tasks:
-        inputs.win_prompts = load_win_prompts(config, root)
+        inputs.win_prompts, inputs.win_sets = load_win_prompts(config, root)
     if "truthfulqa" in config.tasks:
         inputs.questions = subsample(
             truthfulqa.load_questions(root, config.truthfulqa_version),
@@ -587,11 +594,14 @@ def judge_win_rates(
     baseline: str,
     rng: np.random.Generator,
     rating_rng: np.random.Generator | None = None,
+    sets: Sequence[str] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Win rate of each model against the baseline, Likert and metadata if the judge rates.
 
     Both are blind: pairs in a random order drawn from ``rng``, every model's outputs to a prompt
-    in a random order drawn from ``rating_rng`` (default: ``rng``, after the pairs)."""
+    in a random order drawn from ``rating_rng`` (default: ``rng``, after the pairs). With ``sets``
+    (the test set of each prompt) naming two or more sets, ``by_set`` gives each set's win rates too:
+    test sets from different distributions are reported apart, not only pooled."""
     from instructgpt.evaluation.judges import blind_outcomes, blind_ratings
 
     result: dict = {
@@ -601,15 +611,22 @@ def judge_win_rates(
         "n_prompts": len(prompts),
         "per_model": {},
     }
+    sets = list(sets) if sets is not None else [""] * len(prompts)
+    names = list(dict.fromkeys(sets))
+    if len(names) > 1:
+        result["by_set"] = {s: {"n_prompts": sets.count(s), "per_model": {}} for s in names}
     records = []
     for name, texts in responses.items():
         if name == baseline:
             continue
         outcomes = blind_outcomes(judge, prompts, texts, responses[baseline], rng)
         result["per_model"][name] = win_rate(outcomes).to_dict()
+        for s, part in result.get("by_set", {}).items():
+            part["per_model"][name] = win_rate([o for o, t in zip(outcomes, sets) if t == s]).to_dict()
         records += [
             {
                 "prompt": p,
+                "set": t,
                 "model": name,
                 "baseline": baseline,
                 "response": r,
@@ -617,7 +634,7 @@ def judge_win_rates(
                 "outcome": o,
                 "judge": judge.name,
             }
-            for p, r, b, o in zip(prompts, texts, responses[baseline], outcomes)
+            for p, t, r, b, o in zip(prompts, sets, texts, responses[baseline], outcomes)
         ]
     if getattr(judge, "can_rate", True) and (
         callable(getattr(judge, "rate_outputs", None)) or callable(getattr(judge, "rate", None))
@@ -692,9 +709,9 @@ def run_eval(
         write_jsonl_atomic(
             out_dir / "responses.jsonl",
             [
-                {"prompt": p, "model": n, "response": r[i]}
+                {"prompt": p, "set": t, "model": n, "response": r[i]}
                 for n, r in responses.items()
-                for i, p in enumerate(inputs.win_prompts)
+                for i, (p, t) in enumerate(zip(inputs.win_prompts, inputs.win_sets))
             ],
         )
         results["samples"] = [
@@ -704,7 +721,7 @@ def run_eval(
         judge = judge if judge is not None else make_judge(config)
         if judge is not None:
             results["winrate"] = _judge_or_export(
-                judge, inputs.win_prompts, responses, config, out_dir, write_jsonl_atomic, log
+                judge, inputs.win_prompts, inputs.win_sets, responses, config, out_dir, write_jsonl_atomic, log
             )
     (out_dir / "results.json").write_text(
         json.dumps(finite(results), indent=1, ensure_ascii=False, default=str), encoding="utf-8"
@@ -714,7 +731,7 @@ def run_eval(
     return results
 
 
-def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
+def _judge_or_export(judge, prompts, sets, responses, config, out_dir, write_jsonl_atomic, log) -> dict:
     try:
         winrate, records = judge_win_rates(
             judge,
@@ -723,6 +740,7 @@ def _judge_or_export(judge, prompts, responses, config, out_dir, write_jsonl_ato
             config.baseline,
             task_rng(config.seed, "blind-order"),
             task_rng(config.seed, "blind-rating-order"),
+            sets,
         )
     except KeyError as err:  # human judge: pairs not labeled yet -> files for the labeling app
         folder = export_for_labeling(prompts, responses, config.baseline, out_dir / "to_label", write_jsonl_atomic)

@@ -58,8 +58,8 @@ class PipelineConfig:
     """hh-rlhf first human turns added to the unlabelled prompt pool."""
     api_split_fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
     """User split (train, valid, test) of the unlabelled API-style prompts: RM training and PPO prompts come from train,
-    the RM validation prompts (held-out labelers' rankings) from valid; test is unused (the win-rate prompts are
-    self-instruct's)."""
+    the RM validation prompts (held-out labelers' rankings) from valid; test gives the win rates' held-out-users test
+    set (eval_prompt_sets)."""
     max_prompt_tokens: int = 256
     """Prompts longer than this are dropped in preparation (paper: 1k; shorter keeps a CPU run fast)."""
     # --- step 1: SFT
@@ -237,7 +237,13 @@ class PipelineConfig:
     """Seconds between two looks at the labels while waiting."""
     # --- evaluation
     eval_prompts: int = 64
-    """Held-out test prompts for the win rates (64: a 95% interval of about +-0.12 around 0.5)."""
+    """Held-out test prompts for the win rates, at most this many from each of eval_prompt_sets (seeded; 64: a 95%
+    interval of about +-0.12 around 0.5)."""
+    eval_prompt_sets: tuple[str, ...] = ("held-out-users", "self-instruct")
+    """Test sets of the win rates, each reported apart (and pooled): held-out-users, the API pool's test split (the
+    prompts of users in neither the training nor the validation split: the paper's test set, from the distribution
+    the RM and PPO train on), and self-instruct, its 252 user-oriented instructions (another distribution, never
+    trained on; those over 400 characters dropped)."""
     eval_items: int = 12
     """Items per automatic benchmark (TruthfulQA, RealToxicityPrompts, CrowS-Pairs, ...)."""
     eval_tokens: int = 48
@@ -271,6 +277,12 @@ class PipelineConfig:
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
+        sets = ("held-out-users", "self-instruct")
+        check(
+            bool(self.eval_prompt_sets) and set(self.eval_prompt_sets) <= set(sets),
+            "eval_prompt_sets",
+            f"one or more of {sets}",
+        )
         for pair in self.stage_allocators:
             stage, _, mode = pair.partition("=")
             check(

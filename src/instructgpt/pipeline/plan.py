@@ -202,6 +202,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             + (f" of round {config.rounds}; every round's figures" if config.rounds > 1 else ""),
             final_eval,
             "eval_prompts",
+            "eval_prompt_sets",
             "eval_items",
             "eval_tokens",
             "eval_batch_size",

@@ -115,6 +115,7 @@ def _round_eval(config: PipelineConfig, stage, r: int) -> Stage:
         f"round {r}: win rates against the SFT baseline",
         lambda c, f, res: run.eval_stage(c, f, res, round_number=r, tasks=c.round_eval_tasks),
         "eval_prompts",
+        "eval_prompt_sets",
         "eval_items",
         "eval_tokens",
         "eval_batch_size",

@@ -568,6 +568,22 @@ def stage_name(round_number: int, name: str) -> str:
     return name if round_number == 1 else f"round-{round_number}/{name}"
 
 
+def test_prompts(config: PipelineConfig, data: dict[str, Path]) -> list[dict]:
+    """The win rates' test prompts: at most eval_prompts from each of eval_prompt_sets (seeded), each record naming
+    its set. held-out-users is the API pool's test split of both of its datasets (RM and PPO): prompts of users
+    none of whose prompts train or validate anything."""
+    files = {
+        "held-out-users": [Path(data[k]).with_name("test.jsonl") for k in ("rm_train", "ppo_train")],
+        "self-instruct": [Path(data["test_prompts"])],
+    }
+    chosen = []
+    for name in config.eval_prompt_sets:
+        prompts = [p for path in files[name] for p in read_records(path, "prompts")]
+        picked = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
+        chosen += [{**p.model_dump(exclude_none=True), "set": name} for p in picked]
+    return chosen
+
+
 def eval_stage(
     config: PipelineConfig, folder: Path, results, round_number: int = 1, tasks: tuple[str, ...] | None = None
 ) -> dict[str, Path]:
@@ -580,9 +596,7 @@ def eval_stage(
     data = _load(results, config.out_dir, "prepare")
     rankings = _load(results, config.out_dir, "rankings")
     calibrations = json.loads(Path(rankings["panel"]).read_text(encoding="utf-8"))["calibrations"]
-    prompts = read_records(data["test_prompts"], "prompts")
-    chosen = random.Random(config.seed).sample(prompts, min(config.eval_prompts, len(prompts)))
-    write_jsonl_atomic(folder / "test_prompts.jsonl", chosen)
+    write_jsonl_atomic(folder / "test_prompts.jsonl", test_prompts(config, data))
     names = {name: stage_name(round_number, name) for name in ("rm", "ppo_ptx", "ppo")}
     trained = {
         name: _load(results, config.out_dir, stage)
@@ -606,7 +620,7 @@ def eval_stage(
         prompts_file=folder / "test_prompts.jsonl",
         tasks=config.eval_tasks if tasks is None else tasks,
         limit=config.eval_items,
-        task_limits=(f"winrate={config.eval_prompts}",),
+        task_limits=(f"winrate={config.eval_prompts * len(config.eval_prompt_sets)}",),
         win_max_new_tokens=config.eval_tokens,
         batch_size=config.eval_batch_size,
         precision="bf16-weights",  # bf16 where native, else fp32 (EvalConfig.precision)

@@ -61,6 +61,7 @@ def collect(run_dir: Path) -> dict:
             "judge": win.get("judge_description"),
             "n_prompts": win.get("n_prompts"),
             "per_model": win.get("per_model", {}),
+            "by_set": win.get("by_set", {}),
         }
         out["nlp"] = {
             name: {
@@ -81,6 +82,19 @@ def collect(run_dir: Path) -> dict:
             k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")
         }
     return out
+
+
+def _win_table(w: dict, part: dict, title: str) -> list[str]:
+    lines = [
+        f"win rate against {w['baseline']} ({title}{part['n_prompts']} prompts; judge: {w['judge']}; ties count half)",
+        "model        rate   95% CI          wins ties losses",
+    ]
+    for name, r in part["per_model"].items():
+        lines.append(
+            f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} "
+            f"{r['losses']:>6}"
+        )
+    return lines
 
 
 def render(figures: dict) -> str:
@@ -117,16 +131,10 @@ def render(figures: dict) -> str:
             )
     if "winrate" in figures:
         w = figures["winrate"]
-        lines += [
-            "",
-            f"win rate against {w['baseline']} ({w['n_prompts']} prompts; judge: {w['judge']}; ties count half)",
-            "model        rate   95% CI          wins ties losses",
-        ]
-        for name, r in w["per_model"].items():
-            lines.append(
-                f"{name:<12} {r['rate']:.2f}   [{r['low']:.2f}, {r['high']:.2f}]    {r['wins']:>4} {r['ties']:>4} "
-                f"{r['losses']:>6}"
-            )
+        parts = {f"test set {name}": part for name, part in w.get("by_set", {}).items()}
+        pooled = "all test sets pooled" if parts else ""
+        for title, part in {**parts, pooled: {"n_prompts": w["n_prompts"], "per_model": w["per_model"]}}.items():
+            lines += ["", *_win_table(w, part, f"{title}, " if title else "")]
     if len(figures.get("rounds", [])) > 1:
         models = list(dict.fromkeys(m for r in figures["rounds"] for m in r["winrate"]))
         lines += [
