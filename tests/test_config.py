@@ -67,3 +67,18 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 2e-5\n")
     assert parse(Cfg, ["--config", str(path)], prog="x").lr == 2e-5
+
+
+@pytest.mark.parametrize(
+    "flags, field",
+    [
+        (["--eval-task-items", "truthfulqa=0"], "eval_task_items"),
+        (["--eval-task-items", "winrate=5"], "eval_task_items"),
+        (["--eval-prompt-sets", "held-out"], "eval_prompt_sets"),
+    ],
+)
+def test_invalid_pipeline_evaluation_sizes_name_the_field(flags, field):
+    from instructgpt.pipeline.config import PipelineConfig
+
+    with pytest.raises(ConfigError, match=field):
+        parse(PipelineConfig, flags, prog="t")

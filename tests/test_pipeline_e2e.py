@@ -33,6 +33,7 @@ TINY = dict(
     ptx_per_episode=1.0,
     eval_prompts=4,
     eval_items=2,
+    eval_task_items=("truthfulqa=1",),
     eval_tokens=8,
     eval_batch_size=3,  # 4 prompts: a full batch and a partial one
     training_labelers=3,
@@ -64,6 +65,7 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     results = json.loads(outputs["eval"]["results"].read_text())
     assert results["config"]["models"][2] == f"sft={selection['chosen']}"  # the chosen epoch is the SFT baseline
     assert results["config"]["batch_size"] == 3  # the pipeline's eval_batch_size reaches the evaluation
+    assert results["per_model"]["sft"]["truthfulqa"]["n"] == 1 and results["per_model"]["sft"]["nlp"]["drop"]["n"] == 2
     assert set(results["per_model"]) == {"pretrained", "prompted", "sft", "ppo", "ppo-ptx"}
     assert set(results["winrate"]["per_model"]) >= {"pretrained", "prompted", "ppo", "ppo-ptx"}
     tests = [json.loads(line) for line in (config.out_dir / "eval" / "test_prompts.jsonl").read_text().splitlines()]

@@ -246,6 +246,9 @@ class PipelineConfig:
     trained on; those over 400 characters dropped)."""
     eval_items: int = 12
     """Items per automatic benchmark (TruthfulQA, RealToxicityPrompts, CrowS-Pairs, ...)."""
+    eval_task_items: tuple[str, ...] = ()
+    """Per-benchmark overrides of eval_items as TASK=N (truthfulqa, toxicity, bias, nlp), e.g. truthfulqa=24: the
+    alignment tax's NLP items can get more items than the benchmarks no bar rests on."""
     eval_tokens: int = 48
     """New tokens per evaluation sample."""
     eval_batch_size: int = 64
@@ -277,6 +280,13 @@ class PipelineConfig:
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
+        for pair in self.eval_task_items:
+            task, _, n = pair.partition("=")
+            check(
+                task in ("truthfulqa", "toxicity", "bias", "nlp") and n.isdigit() and int(n) >= 1,
+                "eval_task_items",
+                f"{pair!r}: expected TASK=N, TASK one of truthfulqa, toxicity, bias, nlp and N at least 1",
+            )
         sets = ("held-out-users", "self-instruct")
         check(
             bool(self.eval_prompt_sets) and set(self.eval_prompt_sets) <= set(sets),

@@ -204,6 +204,7 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
             "eval_prompts",
             "eval_prompt_sets",
             "eval_items",
+            "eval_task_items",
             "eval_tokens",
             "eval_batch_size",
             "eval_tasks",

@@ -117,6 +117,7 @@ def _round_eval(config: PipelineConfig, stage, r: int) -> Stage:
         "eval_prompts",
         "eval_prompt_sets",
         "eval_items",
+        "eval_task_items",
         "eval_tokens",
         "eval_batch_size",
         "round_eval_tasks",

@@ -620,7 +620,7 @@ def eval_stage(
         prompts_file=folder / "test_prompts.jsonl",
         tasks=config.eval_tasks if tasks is None else tasks,
         limit=config.eval_items,
-        task_limits=(f"winrate={config.eval_prompts * len(config.eval_prompt_sets)}",),
+        task_limits=(f"winrate={config.eval_prompts * len(config.eval_prompt_sets)}", *config.eval_task_items),
         win_max_new_tokens=config.eval_tokens,
         batch_size=config.eval_batch_size,
         precision="bf16-weights",  # bf16 where native, else fp32 (EvalConfig.precision)
