@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,21 @@ def test_feature_deltas_are_model_minus_baseline_per_model():
     assert table["a"]["feature_deltas"]["finished"] == pytest.approx(-0.5)  # one of two answers cut off
     assert table["b"]["feature_deltas"]["finished"] == pytest.approx(1.0) and table["b"]["win_rate"] == 1.0
     assert table["b"]["weighted_delta"] > 0 > table["a"]["weighted_delta"]
+
+
+def test_rm_sweep_reports_each_points_accuracy_with_its_interval(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "runs"))  # the script imports its sibling sweep_ppo_kl
+    sweep_rm = _script("sweep_rm")
+    overall = {"accuracy": 0.65, "comparisons": 500, "prompts": 100, "loss": 0.6}
+    groups = {"training_labelers": {"overall": overall}, "held_out_labelers": {"overall": {**overall, "accuracy": 0.6}}}
+    (tmp_path / "summary.json").write_text(json.dumps(groups))
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 1, "rm/loss": 0.7}\n{"step": 2, "rm/loss": 0.5}\n{"step": 2, "rm/val_accuracy": 0.6}\n'
+    )
+    point = sweep_rm.point_figures(tmp_path, 2e-5, 1, 12.0)
+    assert point["steps"] == 2 and point["last_train_loss"] == 0.5
+    assert point["held_out"]["accuracy"] == 0.6 and point["training"]["comparisons"] == 500
+    low, high = point["held_out"]["ci"]
+    assert 0.55 < low < 0.6 < high < 0.65  # Wilson, n = 500: about +-4 points
+    text = sweep_rm.table({"run": "r", "seed": 0, "points": {"preset": point}})
+    assert "60.0% [" in text and "65.0% [" in text and "n=500" in text
