@@ -3,14 +3,17 @@
 # reward model -> PPO-ptx and PPO -> evaluation -> report) from the embedded base model
 # (Gemma 3 270M) and the bundled data, sized to say something about the paper's claims:
 #
-#   - PPO-ptx and PPO against SFT, judged blind by held-out simulated labelers;
+#   - PPO-ptx and PPO against SFT, judged blind by held-out simulated labelers, on held-out API users' prompts
+#     (the paper's kind of test set) and on self-instruct's instructions, reported apart;
 #   - SFT against the few-shot "prompted" pretrained model (win rates against SFT, so a prompted
 #     rate below 0.5 means SFT is preferred);
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: 56-57 minutes of stages with the evaluation on all 215 test prompts and 48 items per benchmark (2026-12-06
-# night, README "Less noisy measurement"; the evaluation 572-598 s of it); 50.3 minutes whole from scratch on 2026-12-06
+# How long: 57.7-59.5 minutes of stages with the evaluation on 195 held-out-user + 215 self-instruct test prompts
+# (2026-12-06 night, README "The paper's kind of test set"; the evaluation 658-718 s of it, on a day the machine's bf16
+# matmul peak measured 0.63 TFLOP/s); 56-57 minutes with 215 test prompts and 48 items per benchmark (README "Less
+# noisy measurement"; the evaluation 572-598 s); 50.3 minutes whole from scratch on 2026-12-06
 # evening with 128 prompts and 16 items, 12 PPO iterations and the trimmed vocabulary
 # (2-core Xeon with AMX, bf16 peak 1.71 TFLOP/s; README "12 PPO iterations"). Before the trimmed vocabulary:
 # 69.9 minutes whole from scratch on 2026-12-06 (a process per stage, on a Xeon with AMX whose
