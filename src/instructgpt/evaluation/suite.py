@@ -103,7 +103,8 @@ class EvalConfig:
     human_comparisons: tuple[Path, ...] = ()
     """Comparison JSONL files exported by the labeling app (for --judge human)."""
     prompts_file: Path | None = None
-    """Held-out test prompts (JSONL with a 'text' or 'prompt' field); default: self-instruct's 252 user-oriented
+    """Held-out test prompts (JSONL with a 'text' or 'prompt' field, and optionally 'set': the test set the prompt is
+    from; two or more sets get their win rates reported apart too); default: self-instruct's 252 user-oriented
     instructions."""
     limit: int = 50
     """Items per task at most (prompts, questions, pairs), drawn with the seed."""
