@@ -20,6 +20,10 @@ from instructgpt.runtime import MODES
 PRESETS = ("quickstart", "miniature", "large")
 
 
+EVAL_PROMPT_SETS = ("held-out-users", "self-instruct")
+"""The win rates' test sets (PipelineConfig.eval_prompt_sets; pipeline.run.test_prompts reads each)."""
+
+
 @dataclass
 class PipelineConfig:
     """The whole method end to end: prompts -> SFT -> samples -> rankings -> RM -> PPO(-ptx) -> evaluation -> report."""
@@ -287,11 +291,10 @@ class PipelineConfig:
                 "eval_task_items",
                 f"{pair!r}: expected TASK=N, TASK one of truthfulqa, toxicity, bias, nlp and N at least 1",
             )
-        sets = ("held-out-users", "self-instruct")
         check(
-            bool(self.eval_prompt_sets) and set(self.eval_prompt_sets) <= set(sets),
+            bool(self.eval_prompt_sets) and set(self.eval_prompt_sets) <= set(EVAL_PROMPT_SETS),
             "eval_prompt_sets",
-            f"one or more of {sets}",
+            f"one or more of {EVAL_PROMPT_SETS}",
         )
         for pair in self.stage_allocators:
             stage, _, mode = pair.partition("=")
