@@ -112,6 +112,43 @@ def test_sft_residual_dropout_reaches_the_sft_config_and_the_stage_settings(tmp_
         config.validate()
 
 
+def test_sft_demo_max_tokens_leaves_long_demonstrations_out_before_the_subset(tmp_path, monkeypatch):
+    from instructgpt.models.tiny import save_tiny, tiny_tokenizer
+    from instructgpt.pipeline import plan, run
+    from instructgpt.training import sft
+
+    model = save_tiny(str(tmp_path / "tiny"))
+    argv = ["--out-dir", str(tmp_path), "--model", model, "--sft-demo-max-tokens", "4"]
+    argv += ["--sft-demonstrations", "1", "--sft-batch-size", "1"]
+    config = parse(PipelineConfig, argv, "pipeline")
+    prompts, demos = tmp_path / "prompts.jsonl", tmp_path / "demos.jsonl"
+    texts = ["a b c d e f g h i j", "Hi.", "one two three four five six seven"]  # only "Hi." fits 4 tokens
+    lengths = [len(tiny_tokenizer()(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert lengths[1] <= 4 < min(lengths[0], lengths[2])
+    prompts.write_text(
+        "".join(json.dumps({"id": f"p{i}", "text": f"Say {i}.", "user_id": "u0", "source": "labeler"}) + "\n" for i in range(3))
+    )
+    demos.write_text(
+        "".join(
+            json.dumps({"prompt": f"Say {i}.", "response": t, "labeler_id": "l0", "prompt_id": f"p{i}"}) + "\n"
+            for i, t in enumerate(texts)
+        )
+    )
+    monkeypatch.setattr(sft, "train_sft", lambda sft_config: sft_config.out_dir / "final")
+    prepared = {"prepare": {"sft_train": prompts, "sft_valid": prompts, "demonstrations": demos}}
+    run.train_sft_stage(config, tmp_path / "sft", prepared)
+    trained = [json.loads(line)["response"] for line in (tmp_path / "sft" / "train.jsonl").read_text().splitlines()]
+    assert trained == ["Hi."]  # whatever the seeded shuffle: the one fitting demonstration is the subset of 1
+    config.sft_demo_max_tokens = None
+    run.train_sft_stage(config, tmp_path / "sft-all", prepared)
+    assert len((tmp_path / "sft-all" / "train.jsonl").read_text().splitlines()) == 1  # the subset of all three
+    config.sft_demo_max_tokens = 4
+    assert plan.build_stages(config)[1].settings["sft_demo_max_tokens"] == 4  # in the fingerprint: re-runs SFT
+    config.sft_demo_max_tokens = 0
+    with pytest.raises(ConfigError, match="sft_demo_max_tokens"):
+        config.validate()
+
+
 def test_summary_names_the_base_model_and_its_trimmed_vocabulary(tmp_path):
     model = tmp_path / "model-vocab"
     model.mkdir()

@@ -71,3 +71,23 @@ def test_rm_sweep_reports_each_points_accuracy_with_its_interval(tmp_path, monke
     assert 0.55 < low < 0.6 < high < 0.65  # Wilson, n = 500: about +-4 points
     text = sweep_rm.table({"run": "r", "seed": 0, "points": {"preset": point}})
     assert "60.0% [" in text and "65.0% [" in text and "n=500" in text
+
+
+def test_sft_sweep_reports_win_rate_finished_rate_and_words_per_model(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "runs"))  # the script imports its sibling sweep_ppo_kl
+    sweep_sft = _script("sweep_sft")
+    rows = [
+        {"model": "prompted", "response": "Paris."},
+        {"model": "prompted", "response": "Paris is"},
+        {"model": "sft", "response": "The capital of France is Paris."},
+        {"model": "sft", "response": "It is Paris, on the Seine."},
+    ]
+    (tmp_path / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rate = {"rate": 0.75, "low": 0.3, "high": 0.95, "wins": 1, "ties": 1, "losses": 0, "n": 2}
+    winrate = {"n_prompts": 2, "baseline": "prompted", "per_model": {"sft": rate}}
+    figures = sweep_sft.model_figures(tmp_path / "responses.jsonl", winrate)
+    assert figures["baseline"] == "prompted" and figures["models"]["prompted"]["win_rate"] is None
+    assert figures["models"]["prompted"]["finished"] == 0.5 and figures["models"]["sft"]["finished"] == 1.0
+    assert figures["models"]["prompted"]["median_words"] == 1.5 and figures["models"]["sft"]["median_words"] == 6
+    text = sweep_sft.table({"run": "r", "seed": 0, **figures})
+    assert "(baseline)" in text and "0.75 [0.30, 0.95]" in text

@@ -69,6 +69,12 @@ class PipelineConfig:
     # --- step 1: SFT
     sft_demonstrations: int = 160
     """Most demonstrations SFT trains on (a seeded subset of the SFT training split)."""
+    sft_demo_max_tokens: int | None = None
+    """Demonstrations whose response is longer than this many tokens are left out of SFT (before the
+    sft_demonstrations subset is drawn) rather than cut at max_response_tokens: a cut demonstration loses its EOS
+    and teaches answers that run past the response budget. The paper caps responses at 1k tokens and samples,
+    ranks and evaluates up to that length; a CPU run generating 64-token responses wants demonstrations that fit
+    them. None (the default) keeps every demonstration."""
     sft_epochs: int = 1
     """SFT epochs (paper: 16)."""
     sft_lr: float = 5e-5
@@ -303,6 +309,9 @@ class PipelineConfig:
             )
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
+        check(
+            self.sft_demo_max_tokens is None or self.sft_demo_max_tokens >= 1, "sft_demo_max_tokens", "must be >= 1"
+        )
         check(
             self.sft_select_prompts >= 1 and self.sft_select_tokens >= 1,
             "sft_select_prompts",

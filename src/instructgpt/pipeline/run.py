@@ -42,7 +42,14 @@ from instructgpt.data.jsonl import read_records, write_jsonl_atomic
 from instructgpt.pipeline import sources
 from instructgpt.pipeline.config import PipelineConfig
 
-SFT_FIELDS = ("sft_demonstrations", "sft_lr", "sft_batch_size", "sft_residual_dropout", "max_response_tokens")
+SFT_FIELDS = (
+    "sft_demonstrations",
+    "sft_demo_max_tokens",
+    "sft_lr",
+    "sft_batch_size",
+    "sft_residual_dropout",
+    "max_response_tokens",
+)
 PPO_FIELDS = (
     "ppo_iterations",
     "ppo_batch_size",
@@ -191,9 +198,22 @@ def _sft_train_demonstrations(config: PipelineConfig, data: dict[str, Path]) -> 
         prompts = read_records(data["sft_train"], "prompts")
         random.Random(config.seed).shuffle(prompts)
         return collect(config, "demonstration", "demonstrations", prompts[: config.sft_demonstrations])
-    train = _demos_for(data["sft_train"], data["demonstrations"])
+    train = _fitting(config, _demos_for(data["sft_train"], data["demonstrations"]))
     random.Random(config.seed).shuffle(train)
     return train[: config.sft_demonstrations]
+
+
+def _fitting(config: PipelineConfig, demos: list) -> list:
+    """The demonstrations whose response is at most ``sft_demo_max_tokens`` tokens (all when it is None)."""
+    if config.sft_demo_max_tokens is None:
+        return demos
+    from instructgpt.models.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    lengths = [len(ids) for ids in tokenizer([d.response for d in demos], add_special_tokens=False)["input_ids"]]
+    kept = [d for d, n in zip(demos, lengths) if n <= config.sft_demo_max_tokens]
+    print(f"    sft demonstrations: {len(kept)} of {len(demos)} within {config.sft_demo_max_tokens} response tokens")
+    return kept
 
 
 def _fast_precision() -> str:
