@@ -126,7 +126,10 @@ def test_sft_demo_max_tokens_leaves_long_demonstrations_out_before_the_subset(tm
     lengths = [len(tiny_tokenizer()(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert lengths[1] <= 4 < min(lengths[0], lengths[2])
     prompts.write_text(
-        "".join(json.dumps({"id": f"p{i}", "text": f"Say {i}.", "user_id": "u0", "source": "labeler"}) + "\n" for i in range(3))
+        "".join(
+            json.dumps({"id": f"p{i}", "text": f"Say {i}.", "user_id": "u0", "source": "labeler"}) + "\n"
+            for i in range(3)
+        )
     )
     demos.write_text(
         "".join(

@@ -309,9 +309,7 @@ class PipelineConfig:
             )
         check(self.sft_demonstrations >= self.sft_batch_size, "sft_demonstrations", "must be at least sft_batch_size")
         check(0 <= self.sft_residual_dropout < 1, "sft_residual_dropout", "must be in [0, 1)")
-        check(
-            self.sft_demo_max_tokens is None or self.sft_demo_max_tokens >= 1, "sft_demo_max_tokens", "must be >= 1"
-        )
+        check(self.sft_demo_max_tokens is None or self.sft_demo_max_tokens >= 1, "sft_demo_max_tokens", "must be >= 1")
         check(
             self.sft_select_prompts >= 1 and self.sft_select_tokens >= 1,
             "sft_select_prompts",
