@@ -159,10 +159,13 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
     return out
 
 
-def judge_against_sft(config: PipelineConfig, out: Path, models: dict, count: int, **settings) -> tuple[dict, list]:
+def judge_against_sft(
+    config: PipelineConfig, out: Path, models: dict, count: int, baseline: str = "sft", **settings
+) -> tuple[dict, list]:
     """Win rates against the run's SFT baseline of ``models`` (name -> folder) on ``count`` PPO-validation
     prompts, judged by the run's held-out panel as the eval stage judges; ``settings``: other EvalConfig fields
-    (e.g. ``win_temperature``). Writes the prompts, answers and comparisons under ``out``; returns the per-model
+    (e.g. ``win_temperature``). ``baseline`` names another model of ``models`` to judge against instead (SFT is
+    then one of the judged). Writes the prompts, answers and comparisons under ``out``; returns the per-model
     rates and the held-out panel."""
     from instructgpt.evaluation.judges import LabelerJudge
     from instructgpt.evaluation.suite import EvalConfig, run_eval
@@ -173,7 +176,7 @@ def judge_against_sft(config: PipelineConfig, out: Path, models: dict, count: in
     panel = run._panel(config, calibrations).held_out
     evaluation = EvalConfig(
         models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f}" for n, f in models.items())),
-        baseline="sft",
+        baseline=baseline,
         judge="none",
         prompts_file=out / "valid_prompts.jsonl",
         tasks=("winrate",),

@@ -6,7 +6,7 @@ RUN_DIR is a finished pipeline run of the preset (``--seed``: the run's, if not 
 point is ``FIELD=VALUE[,FIELD=VALUE...]`` (PipelineConfig fields, YAML values, e.g.
 ``sft_demo_max_tokens=64``); each trains the SFT baseline as the run's ``sft`` stage does (the same
 demonstrations split, seed and epochs) with the point's settings, into ``RUN_DIR/sweeps/sft/<point>/``.
-Then every epoch's weights of every point, and the run's own SFT baseline (the epoch its
+Then every epoch's weights of every point, and the run's own SFT baseline (``sft``: the epoch its
 ``select_sft`` chose), answer ``--prompts`` prompts of the PPO *validation* split (user-disjoint from
 every test prompt), and the run's held-out panel judges each against the few-shot prompted
 pretrained model, as the eval stage judges against SFT: the paper's "SFT preferred to the prompted
@@ -24,9 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import tyro
-from sweep_ppo_kl import run_config, typed_fields, validation_prompts
+from sweep_ppo_kl import judge_against_sft, run_config, typed_fields
 
-from instructgpt.data.jsonl import write_jsonl_atomic
 from instructgpt.labelers.simulated import finished
 from instructgpt.pipeline import run
 
@@ -44,7 +43,7 @@ def main(
 ) -> None:
     config = run_config(run_dir, preset, seed)
     sweep = run_dir / "sweeps" / "sft"
-    models = {"preset": run._sft_baseline(config, {})}
+    models: dict[str, Path] = {}  # the run's own SFT baseline is judged too, as "sft"
     for point in grid:
         fields = typed_fields(dict(part.split("=", 1) for part in point.split(",")), point)
         folder = sweep / point.replace("=", "-").replace(",", "+")
@@ -61,30 +60,12 @@ def main(
 
 def judge(config, sweep: Path, models: dict[str, Path], count: int) -> dict:
     """Each SFT model's win rate against the prompted model on ``count`` PPO-validation prompts (held-out panel)."""
-    from instructgpt.evaluation.judges import LabelerJudge
-    from instructgpt.evaluation.suite import EvalConfig, run_eval
-
     out = sweep / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out / "valid_prompts.jsonl", validation_prompts(config, count))
-    calibrations = json.loads((config.out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
-    evaluation = EvalConfig(
-        models=(f"prompted={config.model}", *(f"{name}={path}" for name, path in models.items())),
-        prompted=("prompted",),
-        baseline="prompted",
-        judge="none",
-        prompts_file=out / "valid_prompts.jsonl",
-        tasks=("winrate",),
-        task_limits=(f"winrate={count}",),
-        win_max_new_tokens=config.eval_tokens,
-        batch_size=config.eval_batch_size,
-        precision="bf16-weights",
-        seed=config.seed,
-        out_dir=out,
-    )
-    panel = run._panel(config, calibrations).held_out
-    results = run_eval(evaluation, judge=LabelerJudge(panel, name="held-out simulated labelers"))
-    return model_figures(out / "responses.jsonl", results["winrate"])
+    named = {"prompted": config.model, **models}
+    settings = {"prompted": ("prompted",), "precision": "bf16-weights"}
+    rates, _ = judge_against_sft(config, out, named, count, "prompted", **settings)
+    winrate = {"n_prompts": max(r["n"] for r in rates.values()), "baseline": "prompted", "per_model": rates}
+    return model_figures(out / "responses.jsonl", winrate)
 
 
 def model_figures(responses: Path, winrate: dict) -> dict:

@@ -91,3 +91,29 @@ def test_sft_sweep_reports_win_rate_finished_rate_and_words_per_model(tmp_path, 
     assert figures["models"]["prompted"]["median_words"] == 1.5 and figures["models"]["sft"]["median_words"] == 6
     text = sweep_sft.table({"run": "r", "seed": 0, **figures})
     assert "(baseline)" in text and "0.75 [0.30, 0.95]" in text
+
+
+def test_sft_sweep_judges_every_sft_against_the_prompted_model(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "runs"))
+    sweep_sft = _script("sweep_sft")
+    calls = []
+
+    def fake_judge(config, out, models, count, baseline, **settings):
+        calls.append((models, count, baseline, settings))
+        out.mkdir(parents=True)
+        rows = [{"model": name, "response": "Paris."} for name in ("sft", *models)]
+        (out / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rate = {"rate": 0.5, "low": 0.1, "high": 0.9, "wins": 0, "ties": 3, "losses": 0, "n": 3}
+        return {name: rate for name in ("sft", *models) if name != baseline}, None
+
+    monkeypatch.setattr(sweep_sft, "judge_against_sft", fake_judge)
+    config = type("Config", (), {"model": "base"})()
+    figures = sweep_sft.judge(config, tmp_path, {"point/final": tmp_path / "final"}, 3)
+    models, count, baseline, settings = calls[0]
+    assert baseline == "prompted" and models == {"prompted": "base", "point/final": tmp_path / "final"}
+    assert settings["prompted"] == ("prompted",) and count == 3  # the few-shot prefix for the prompted model
+    assert figures["prompts"] == 3 and figures["baseline"] == "prompted"
+    assert (
+        set(figures["models"]) == {"sft", "prompted", "point/final"}
+        and figures["models"]["prompted"]["win_rate"] is None
+    )
