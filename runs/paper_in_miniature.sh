@@ -10,7 +10,8 @@
 #   - the reward model's accuracy on training vs held-out labelers' rankings;
 #   - the alignment tax: PPO-ptx against PPO on DROP / SQuADv2 F1 and Fr->En BLEU.
 #
-# How long: 57.7-59.5 minutes of stages with the evaluation on 195 held-out-user + 215 self-instruct test prompts
+# How long: 51.5 and 44.6 minutes of stages (seeds 0 and 1, 2026-12-07 morning, SFT on the 113 demonstrations that fit 64
+# tokens, README "SFT on demonstrations that fit the response budget"; bf16 matmul peak 0.61 TFLOP/s that day); 57.7-59.5 minutes of stages with the evaluation on 195 held-out-user + 215 self-instruct test prompts
 # (2026-12-06 night, README "The paper's kind of test set"; the evaluation 658-718 s of it, on a day the machine's bf16
 # matmul peak measured 0.63 TFLOP/s); 56-57 minutes with 215 test prompts and 48 items per benchmark (README "Less
 # noisy measurement"; the evaluation 572-598 s); 50.3 minutes whole from scratch on 2026-12-06
