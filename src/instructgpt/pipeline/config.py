@@ -74,7 +74,8 @@ class PipelineConfig:
     sft_demonstrations subset is drawn) rather than cut at max_response_tokens: a cut demonstration loses its EOS
     and teaches answers that run past the response budget. The paper caps responses at 1k tokens and samples,
     ranks and evaluates up to that length; a CPU run generating 64-token responses wants demonstrations that fit
-    them. None (the default) keeps every demonstration."""
+    them. None (the default) keeps every demonstration. With ``labelers="app"`` the demonstrations people write are
+    all kept (their labeling instructions should state the length instead)."""
     sft_epochs: int = 1
     """SFT epochs (paper: 16)."""
     sft_lr: float = 5e-5
