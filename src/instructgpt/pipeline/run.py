@@ -204,13 +204,15 @@ def _sft_train_demonstrations(config: PipelineConfig, data: dict[str, Path]) -> 
 
 
 def _fitting(config: PipelineConfig, demos: list) -> list:
-    """The demonstrations whose response is at most ``sft_demo_max_tokens`` tokens (all when it is None)."""
+    """The demonstrations whose response, as SFT trains on it (``render.response_ids``: with its end token), is at
+    most ``sft_demo_max_tokens`` tokens: it ends within the budget (all when it is None)."""
     if config.sft_demo_max_tokens is None:
         return demos
+    from instructgpt.data.render import response_ids
     from instructgpt.models.loader import load_tokenizer
 
     tokenizer = load_tokenizer(config.model)
-    lengths = [len(ids) for ids in tokenizer([d.response for d in demos], add_special_tokens=False)["input_ids"]]
+    lengths = [len(response_ids(tokenizer, d.prompt, d.response)) for d in demos]
     kept = [d for d, n in zip(demos, lengths) if n <= config.sft_demo_max_tokens]
     print(f"    sft demonstrations: {len(kept)} of {len(demos)} within {config.sft_demo_max_tokens} response tokens")
     return kept
