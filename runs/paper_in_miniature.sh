@@ -12,14 +12,14 @@
 #
 # How long: 51.5 and 44.6 minutes of stages (seeds 0 and 1, 2026-12-07 morning, SFT on the 113 demonstrations that fit 64
 # tokens, README "SFT on demonstrations that fit the response budget"; bf16 matmul peak 0.61 TFLOP/s that day); 57.7-59.5 minutes of stages with the evaluation on 195 held-out-user + 215 self-instruct test prompts
-# (2026-12-06 night, README "The paper's kind of test set"; the evaluation 658-718 s of it, on a day the machine's bf16
-# matmul peak measured 0.63 TFLOP/s); 56-57 minutes with 215 test prompts and 48 items per benchmark (README "Less
+# (2026-12-06 night, docs/results-history.md, "The paper's kind of test set"; the evaluation 658-718 s of it, on a day the machine's bf16
+# matmul peak measured 0.63 TFLOP/s); 56-57 minutes with 215 test prompts and 48 items per benchmark (docs/results-history.md, "Less
 # noisy measurement"; the evaluation 572-598 s); 50.3 minutes whole from scratch on 2026-12-06
 # evening with 128 prompts and 16 items, 12 PPO iterations and the trimmed vocabulary
-# (2-core Xeon with AMX, bf16 peak 1.71 TFLOP/s; README "12 PPO iterations"). Before the trimmed vocabulary:
+# (2-core Xeon with AMX, bf16 peak 1.71 TFLOP/s; docs/results-history.md, "12 PPO iterations"). Before the trimmed vocabulary:
 # 69.9 minutes whole from scratch on 2026-12-06 (a process per stage, on a Xeon with AMX whose
-# bf16 peak measured only 0.74-1.47 TFLOP/s that day); 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; README "The paper
-# in miniature", 2026-12-05/06, with the pretraining-mix init: PPO and PPO-ptx 64 episodes an iteration, about 30
+# bf16 peak measured only 0.74-1.47 TFLOP/s that day); 63-71 minutes on a quiet 2-core Intel Xeon with AMX (2.0 TFLOP/s bf16; docs/results-history.md, "PPO-ptx's start"
+# and "Plain PPO from the pretraining-mix run", 2026-12-05/06, with the pretraining-mix init: PPO and PPO-ptx 64 episodes an iteration, about 30
 # of them; 71.5-73.7 on a day that machine measured 1.1-1.4 TFLOP/s); the
 # earlier preset (16 episodes an iteration) took about 80 minutes on a 2-core AMD EPYC with avx512_bf16
 # (0.36 TFLOP/s bf16) and 36 on the Xeon, so expect well over 100 on such an EPYC; far less on a GPU. It is

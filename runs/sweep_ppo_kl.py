@@ -10,8 +10,8 @@ into ``RUN_DIR/sweeps/ppo-kl/<point>/``; then SFT and every point (plus the run'
 calibrated held-out simulated labelers judge each against SFT, as the eval stage does. The default
 is 256 prompts (of the split's 297 in the seed-0 miniature run; interval about +-0.06): on 64 (about
 +-0.12, the default until 2026-12-05) the PPO settings this script compared differed by less than
-their noise, and two that read 0.59 and 0.67 on 64 prompts read 0.54 and 0.52 on 256 (README, "The
-RM's reading of a cut-off episode").
+their noise, and two that read 0.59 and 0.67 on 64 prompts read 0.54 and 0.52 on 256 (docs/results-history.md,
+"The RM's reading of a cut-off episode").
 
 A grid point is ``LR:BETA:TARGET[:INIT[:GAMMA[:PER]]][:FIELD=VALUE...]``: policy lr, initial beta,
 the adaptive controller's KL target in nats per response (``-`` keeps beta fixed), and the model PPO

@@ -215,10 +215,10 @@ def test_new_stages_sit_where_their_inputs_are_and_carry_their_settings():
 @pytest.mark.parametrize("name", ["miniature", "large"])
 def test_paper_sized_presets_ptx_and_ppo_init(name):
     """The large preset is the paper's: gamma 27.8 with 8 pretraining sequences per episode, PPO from
-    the pretraining-mix SFT run. The miniature's choices were measured on validation prompts (README,
-    runs/sweep_ppo_kl.py): PPO and PPO-ptx from the pretraining-mix SFT run too, gamma 0.278 with 0.5 sequences
-    per episode (32 an iteration of 64 episodes), episodes as long as the evaluation's answers, a missing-EOS
-    penalty, K = 4."""
+    the pretraining-mix SFT run. The miniature's choices were measured on validation prompts
+    (docs/results-history.md, runs/sweep_ppo_kl.py): PPO and PPO-ptx from the pretraining-mix SFT run too, gamma
+    0.278 with 0.5 sequences per episode (32 an iteration of 64 episodes), episodes as long as the evaluation's
+    answers, a missing-EOS penalty, K = 4."""
     config = parse(PipelineConfig, ["--config", str(preset_path(name))], "pipeline")
     paper = name == "large"
     assert (config.ptx_coef, config.ptx_per_episode) == ((27.8, 8) if paper else (0.278, 0.5))
@@ -226,7 +226,7 @@ def test_paper_sized_presets_ptx_and_ppo_init(name):
     if not paper:
         assert config.ppo_response_tokens == config.eval_tokens == config.sample_tokens == 64
         assert (config.ppo_batch_size, config.ppo_minibatch_size, config.ppo_missing_eos_penalty) == (64, 16, 1.0)
-        assert config.samples_per_prompt == 4  # K = 9 ran over 60 minutes on AMX (README)
+        assert config.samples_per_prompt == 4  # K = 9 ran over 60 minutes on AMX (docs/results-history.md)
     assert config.sft_pretrain_mix == 0 and config.ppo_init_from_pretrain_mix
     quick = PipelineConfig()
     assert quick.ptx_per_episode == 1.0 and not quick.ppo_init_from_pretrain_mix  # the quickstart keeps its 20 minutes

@@ -113,8 +113,9 @@ class PipelineConfig:
     """PPO-ptx's own init (policy and KL reference): the pretraining-mix SFT run (True) or the SFT baseline (False);
     None follows ``ppo_init_from_pretrain_mix``, so both start alike, as in the paper. The miniature preset sets True
     with plain PPO from the SFT baseline: from the SFT baseline, whose pretraining NLL SFT raised by 0.6 nats, the
-    pretraining term spends PPO-ptx's steps undoing SFT (README, "PPO-ptx's start"), and each init is the better one
-    measured on validation prompts for its stage. The two policies then differ in init as well as in gamma."""
+    pretraining term spends PPO-ptx's steps undoing SFT (docs/results-history.md, "PPO-ptx's start"), and each init is
+    the better one measured on validation prompts for its stage. The two policies then differ in init as well as in
+    gamma."""
 
     def mix_init(self, ptx: bool) -> bool:
         """Whether PPO (``ptx`` False) or PPO-ptx (``ptx`` True) starts from the pretraining-mix SFT run."""
@@ -131,7 +132,8 @@ class PipelineConfig:
     # --- step 2: comparisons and the reward model
     rm_prompts: int = 160
     """RM training prompts whose SFT samples the simulated training labelers rank. At 32 (+ 24 human rankings, 3 steps)
-    the quickstart's RM was at chance on 322 held-out comparisons (README); the miniature's 320 (+ 48) reach 65-67%."""
+    the quickstart's RM was at chance on 322 held-out comparisons (docs/results-history.md); the miniature's 320 (+ 48)
+    reach 65-67%."""
     rm_eval_prompts: int = 60
     """RM validation prompts whose SFT samples the held-out labelers rank (generalisation check); 60 give about 300
     comparisons per labeler group at K = 4, enough for an interval of about +-5 points (issue 18)."""
@@ -162,7 +164,8 @@ class PipelineConfig:
     ppo_missing_eos_penalty: float = 0.0
     """Subtracted from the RM score of a PPO episode that hits ``ppo_response_tokens`` without EOS ("the missing-EOS
     handling", which method.md leaves open). 0 keeps a cut-off response's score: the RM then favours longer
-    responses, and at a short cap they end cut off mid-sentence (README, "The paper in miniature")."""
+    responses, and at a short cap they end cut off mid-sentence (docs/results-history.md, "The sweeps on validation
+    prompts")."""
     ppo_score_unfinished: str = "end-marker"
     """How the RM reads a PPO episode cut off without EOS: 'end-marker' (EOS appended, as every ranked sample was
     rendered in the RM's training, cut-off ones included) or 'as-is' (at its last sampled token, as before
@@ -177,7 +180,8 @@ class PipelineConfig:
     """beta of the per-token KL penalty to the reference (paper: 0.02, fixed); the start value when adaptive."""
     ppo_kl_target: float | None = None
     """Adaptive beta (Ziegler et al. 2019): the KL per episode, in nats, to steer toward; None keeps beta fixed.
-    A choice the paper leaves open; what bounds the KL in a short run (README, "The paper in miniature")."""
+    A choice the paper leaves open; what bounds the KL in a short run (docs/results-history.md, "The sweeps on
+    validation prompts")."""
     ppo_kl_horizon: int = 10_000
     """Adaptive beta's horizon, in episodes (Ziegler et al.: 10,000; a run of a few hundred episodes needs far
     fewer for beta to move)."""
@@ -186,7 +190,7 @@ class PipelineConfig:
     ``instructgpt ppo``'s default) weighs its own normalisation of the two terms, which it does not give; here both
     are per-token means, and with the bundled pretraining corpus (not the base model's pretraining distribution)
     27.8 pulls the policy far from SFT: on 64 PPO-validation prompts of the miniature run, win rate against SFT
-    0.16 at 27.8, 0.20 at 2.78 and 0.39 at 0.278 (runs/sweep_ppo_kl.py, README)."""
+    0.16 at 27.8, 0.20 at 2.78 and 0.39 at 0.278 (runs/sweep_ppo_kl.py, docs/results-history.md)."""
     ptx_per_episode: float = 1.0
     """PPO-ptx pretraining sequences per episode (paper: 8, as in the miniature and large presets; the quickstart uses 1
     to stay within its 20 minutes)."""
