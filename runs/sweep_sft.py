@@ -1,19 +1,19 @@
 """Sweep the SFT baseline's settings against the few-shot prompted model on validation prompts (issue 18).
 
     .venv/bin/python runs/sweep_sft.py RUN_DIR [--preset miniature] [--seed N] [--grid POINT ...] [--prompts 256]
+        [--run-epochs]
 
-RUN_DIR is a finished pipeline run of the preset (``--seed``: the run's, if not the preset's). A grid
-point is ``FIELD=VALUE[,FIELD=VALUE...]`` (PipelineConfig fields, YAML values, e.g.
-``sft_demo_max_tokens=64``); each trains the SFT baseline as the run's ``sft`` stage does (the same
-demonstrations split, seed and epochs) with the point's settings, into ``RUN_DIR/sweeps/sft/<point>/``.
-Then every epoch's weights of every point, and the run's own SFT baseline (``sft``: the epoch its
-``select_sft`` chose), answer ``--prompts`` prompts of the PPO *validation* split (user-disjoint from
-every test prompt), and the run's held-out panel judges each against the few-shot prompted
-pretrained model, as the eval stage judges against SFT: the paper's "SFT preferred to the prompted
-model" measured where a preset may be tuned. A win rate above 0.5 here is a prompted win rate below
-0.5 against that SFT. A finished point is not trained again. Prints a table (win rate with its 95%
-interval, the answers' finished rate and median words) and writes ``RUN_DIR/sweeps/sft/summary.json``
-(``--out``).
+RUN_DIR is a finished pipeline run of the preset (``--seed``: the run's, if not the preset's). A grid point is
+``FIELD=VALUE[,FIELD=VALUE...]`` (PipelineConfig fields, YAML values, e.g. ``sft_demo_max_tokens=64``); each
+trains the SFT baseline as the run's ``sft`` stage does (the same demonstrations split, seed and epochs) with
+the point's settings, into ``RUN_DIR/sweeps/sft/<point>/``. Then every epoch's weights of every point, and the
+run's own SFT baseline (``sft``: the epoch its ``select_sft`` chose; with ``--run-epochs`` its other epochs
+too, as ``sft/epoch-N``), answer ``--prompts`` prompts of the PPO *validation* split (user-disjoint from every
+test prompt), and the run's held-out panel judges each against the few-shot prompted pretrained model, as the
+eval stage judges against SFT: the paper's "SFT preferred to the prompted model" measured where a preset may
+be tuned. A win rate above 0.5 here is a prompted win rate below 0.5 against that SFT. A finished point is not
+trained again. Prints a table (win rate with its 95% interval, the answers' finished rate and median words)
+and writes ``RUN_DIR/sweeps/sft/summary.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main(
     grid: tuple[str, ...] = DEFAULT_GRID,
     prompts: int = 256,
     out: Path | None = None,
+    run_epochs: bool = False,
 ) -> None:
     config = run_config(run_dir, preset, seed)
     sweep = run_dir / "sweeps" / "sft"
@@ -52,10 +53,22 @@ def main(
         for epoch in sorted((folder / "epochs").glob("epoch-*")):
             models[f"{folder.name}/{epoch.name}"] = epoch
         models[f"{folder.name}/final"] = folder / "final"
+    if run_epochs:
+        models.update(run_sft_epochs(config))
     figures = {"run": str(run_dir), "seed": config.seed, "split": "ppo valid", **judge(config, sweep, models, prompts)}
     path = out or sweep / "summary.json"
     path.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     print(table(figures))
+
+
+def run_sft_epochs(config) -> dict[str, Path]:
+    """The run's own SFT epochs as ``sft/epoch-N`` (the last is ``sft/final``), but the one ``select_sft``
+    chose: that one is judged as ``sft`` already."""
+    chosen = run._sft_baseline(config, {}).resolve()
+    folder = config.out_dir / "sft"
+    epochs = {f"sft/{e.name}": e for e in sorted((folder / "epochs").glob("epoch-*"))}
+    epochs[f"sft/epoch-{config.sft_epochs}"] = folder / "final"
+    return {name: path for name, path in epochs.items() if path.resolve() != chosen}
 
 
 def judge(config, sweep: Path, models: dict[str, Path], count: int) -> dict:

@@ -117,3 +117,15 @@ def test_sft_sweep_judges_every_sft_against_the_prompted_model(tmp_path, monkeyp
         set(figures["models"]) == {"sft", "prompted", "point/final"}
         and figures["models"]["prompted"]["win_rate"] is None
     )
+
+
+def test_sft_sweep_run_epochs_are_every_epoch_of_the_run_but_the_chosen_one(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "runs"))
+    sweep_sft = _script("sweep_sft")
+    for name in ("epochs/epoch-1", "epochs/epoch-2", "final"):
+        (tmp_path / "sft" / name).mkdir(parents=True)
+    chosen = tmp_path / "sft" / "epochs" / "epoch-2"
+    monkeypatch.setattr(sweep_sft.run, "_sft_baseline", lambda config, results: chosen)
+    config = type("Config", (), {"out_dir": tmp_path, "sft_epochs": 3})()
+    epochs = sweep_sft.run_sft_epochs(config)
+    assert epochs == {"sft/epoch-1": tmp_path / "sft/epochs/epoch-1", "sft/epoch-3": tmp_path / "sft/final"}
