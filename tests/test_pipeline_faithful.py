@@ -108,6 +108,12 @@ def test_select_sft_chooses_the_epoch_with_the_best_mean_rm_score(tmp_path, monk
         ("epoch-2", 2.0, 2.0, 4),
         ("final", 3.0, 1.5, 4),
     ]
+    # each other epoch against the chosen, prompt by prompt: epoch 1 [3, -2, -2, -2], final [1, -1, -1, -1]
+    differences = [c.get("minus_chosen") for c in selection["candidates"]]
+    assert differences[1] is None and [d["mean"] for d in (differences[0], differences[2])] == [-0.75, -0.5]
+    low, high = differences[2]["ci"]  # t interval: -0.5 +- 3.182 * 1 / sqrt(4)
+    assert low == pytest.approx(-0.5 - 1.5910, abs=1e-3) and high == pytest.approx(-0.5 + 1.5910, abs=1e-3)
+    assert selection["chosen_clearly"] is False  # 4 prompts: both intervals reach 0
     results["select_sft"] = out
     assert run._sft_baseline(config, results) == out["model"]  # the baseline of the evaluation ...
     assert run._ppo_init(config, results) == out["model"]  # ... and PPO's init without the pretrain-mix run
@@ -121,6 +127,7 @@ def test_select_sft_with_one_epoch_scores_nothing(tmp_path, monkeypatch):
     out = run.select_sft_stage(config, tmp_path / "run" / "select_sft", results)
     selection = json.loads(out["selection"].read_text())
     assert out["model"] == results["sft"]["model"] and selection["candidates"][0]["n"] == 0
+    assert selection["chosen_clearly"] is None  # nothing to compare
 
 
 def test_sft_stage_keeps_each_epochs_weights_without_optimizer_state(tmp_path):

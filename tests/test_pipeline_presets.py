@@ -162,3 +162,17 @@ def test_summary_names_the_base_model_and_its_trimmed_vocabulary(tmp_path):
     assert "base model: /cache/gemma, vocabulary trimmed to the bundled data's 3 tokens" in render(figures)
     (model / "vocabulary.json").unlink()
     assert "base model: " + str(model) in render(collect(tmp_path / "run"))
+
+
+def test_summary_says_which_sft_epoch_was_chosen_and_whether_past_the_noise(tmp_path):
+    (tmp_path / "select_sft").mkdir()
+    candidates = [{"epoch": 1.0, "mean_score": -2.0}, {"epoch": 2.0, "mean_score": -2.1}]
+    selection = {"chosen_epoch": 1.0, "chosen_clearly": False, "candidates": candidates}
+    (tmp_path / "select_sft" / "selection.json").write_text(json.dumps(selection))
+    figures = collect(tmp_path)
+    assert figures["sft_selection"] == {
+        "chosen_epoch": 1.0,
+        "chosen_clearly": False,
+        "mean_scores": {"1": -2.0, "2": -2.1},
+    }
+    assert "SFT baseline: epoch 1 by mean RM score (1: -2.000, 2: -2.100; inside the noise)" in render(figures)

@@ -35,6 +35,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -475,10 +476,12 @@ def select_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str,
     best = max(
         rows, key=lambda r: -math.inf if r["mean_score"] is None else r["mean_score"]
     )  # max keeps the first of equals
+    others = [_minus_chosen(r, best) for r in rows if r is not best and r["scores"]]
     selection = {
         "rule": "highest mean RM score on validation prompts (method.md step 1)",
         "chosen": best["checkpoint"],
         "chosen_epoch": best["epoch"],
+        "chosen_clearly": all(d["ci"][1] < 0 for d in others) if others else None,
         "max_new_tokens": config.sft_select_tokens,
         "temperature": 0.0,
         "candidates": rows,
@@ -490,8 +493,27 @@ def select_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str,
             if r["mean_score"] is None
             else f"mean RM score {r['mean_score']:+.4f} (n={r['n']})"
         )
-        print(f"    epoch {r['epoch']:g}: {score}{'  <- chosen' if r is best else ''}")
+        print(f"    epoch {r['epoch']:g}: {score}{'  <- chosen' if r is best else _difference_text(r)}")
+    if others and not selection["chosen_clearly"]:
+        print("    (the choice is inside the noise: another epoch's paired difference interval reaches 0)")
     return {"model": Path(best["checkpoint"]), "selection": folder / "selection.json"}
+
+
+def _minus_chosen(row: dict, best: dict) -> dict:
+    """``row``'s per-prompt RM scores minus the chosen epoch's on the same prompts: the mean and its Student's t
+    95% interval, stored in ``row`` (whether the choice is more than noise: every other epoch's interval below 0)."""
+    from instructgpt.evaluation.metrics import mean_interval
+
+    differences = [a - b for a, b in zip(row["scores"], best["scores"], strict=True)]
+    row["minus_chosen"] = {"mean": statistics.fmean(differences), "ci": list(mean_interval(differences))}
+    return row["minus_chosen"]
+
+
+def _difference_text(row: dict) -> str:
+    if "minus_chosen" not in row:
+        return ""
+    low, high = row["minus_chosen"]["ci"]
+    return f"  (minus the chosen: {row['minus_chosen']['mean']:+.4f} [{low:+.4f}, {high:+.4f}])"
 
 
 def _score_sft_checkpoints(config: PipelineConfig, results, candidates: list[Path]) -> list[dict]:

@@ -53,6 +53,11 @@ def collect(run_dir: Path) -> dict:
         out["rm_accuracy"] = {
             group: rm[f"{group}_labelers"]["overall"] for group in ("training", "held_out") if f"{group}_labelers" in rm
         }
+    selection = _read(run_dir / "select_sft" / "selection.json")
+    if selection:
+        out["sft_selection"] = {k: selection.get(k, "not recorded") for k in ("chosen_epoch", "chosen_clearly")} | {
+            "mean_scores": {f"{c['epoch']:g}": c["mean_score"] for c in selection["candidates"]}
+        }
     results = _read(run_dir / "eval" / "results.json")
     if results:
         win = results.get("winrate", {})
@@ -129,6 +134,8 @@ def render(figures: dict) -> str:
                 f"  {group + ' labelers':<20} {r['accuracy']:.3f}  ({r['comparisons']} comparisons, {r['prompts']} "
                 "prompts)"
             )
+    if "sft_selection" in figures:
+        lines += ["", _selection_line(figures["sft_selection"])]
     if "winrate" in figures:
         w = figures["winrate"]
         parts = {f"test set {name}": part for name, part in w.get("by_set", {}).items()}
@@ -166,6 +173,13 @@ def render(figures: dict) -> str:
                 + "   (paired over the same items)"
             )
     return "\n".join(lines)
+
+
+def _selection_line(selection: dict) -> str:
+    scores = ", ".join(f"{e}: {m:+.3f}" for e, m in selection["mean_scores"].items() if m is not None)
+    clear = {True: "every other epoch's paired difference below 0", False: "inside the noise", None: "one candidate"}
+    how = clear.get(selection["chosen_clearly"], "noise not recorded")
+    return f"SFT baseline: epoch {selection['chosen_epoch']:g} by mean RM score ({scores}; {how})"
 
 
 def _rate(value: float | None) -> str:
