@@ -476,7 +476,10 @@ def select_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str,
     best = max(
         rows, key=lambda r: -math.inf if r["mean_score"] is None else r["mean_score"]
     )  # max keeps the first of equals
-    others = [_minus_chosen(r, best) for r in rows if r is not best and r["scores"]]
+    for r in rows:
+        if r is not best and r["scores"]:
+            r["minus_chosen"] = _minus_chosen(r["scores"], best["scores"])
+    others = [r["minus_chosen"] for r in rows if "minus_chosen" in r]
     selection = {
         "rule": "highest mean RM score on validation prompts (method.md step 1)",
         "chosen": best["checkpoint"],
@@ -499,14 +502,13 @@ def select_sft_stage(config: PipelineConfig, folder: Path, results) -> dict[str,
     return {"model": Path(best["checkpoint"]), "selection": folder / "selection.json"}
 
 
-def _minus_chosen(row: dict, best: dict) -> dict:
-    """``row``'s per-prompt RM scores minus the chosen epoch's on the same prompts: the mean and its Student's t
-    95% interval, stored in ``row`` (whether the choice is more than noise: every other epoch's interval below 0)."""
+def _minus_chosen(scores: list[float], chosen: list[float]) -> dict:
+    """Per-prompt RM scores minus the chosen epoch's on the same prompts: the mean and its Student's t 95% interval
+    (the choice is more than noise when every other epoch's interval is below 0)."""
     from instructgpt.evaluation.metrics import mean_interval
 
-    differences = [a - b for a, b in zip(row["scores"], best["scores"], strict=True)]
-    row["minus_chosen"] = {"mean": statistics.fmean(differences), "ci": list(mean_interval(differences))}
-    return row["minus_chosen"]
+    differences = [a - b for a, b in zip(scores, chosen, strict=True)]
+    return {"mean": statistics.fmean(differences), "ci": list(mean_interval(differences))}
 
 
 def _difference_text(row: dict) -> str:

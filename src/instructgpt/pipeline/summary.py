@@ -55,8 +55,10 @@ def collect(run_dir: Path) -> dict:
         }
     selection = _read(run_dir / "select_sft" / "selection.json")
     if selection:
-        out["sft_selection"] = {k: selection.get(k, "not recorded") for k in ("chosen_epoch", "chosen_clearly")} | {
-            "mean_scores": {f"{c['epoch']:g}": c["mean_score"] for c in selection["candidates"]}
+        out["sft_selection"] = {
+            "chosen_epoch": selection["chosen_epoch"],
+            "chosen_clearly": selection.get("chosen_clearly", "not recorded"),  # absent before 2026-12-07
+            "mean_scores": {f"{c['epoch']:g}": c["mean_score"] for c in selection["candidates"]},
         }
     results = _read(run_dir / "eval" / "results.json")
     if results:
