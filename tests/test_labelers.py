@@ -19,7 +19,16 @@ from instructgpt.labelers.embedding import HashingEmbedder
 from instructgpt.labelers.human import human_labelers, read_exports
 from instructgpt.labelers.llm import ChatLabeler, parse_flags, parse_preference, parse_ranking, parse_ratings
 from instructgpt.labelers.panel import Panel
-from instructgpt.labelers.simulated import QUALITIES, LabelerDraw, QualityScorer, finished, ranks_with_ties, repetition
+from instructgpt.labelers.simulated import (
+    QUALITIES,
+    LabelerDraw,
+    QualityScorer,
+    copied_share,
+    finished,
+    originality,
+    ranks_with_ties,
+    repetition,
+)
 
 TOPICS = [
     "the ocean",
@@ -124,6 +133,32 @@ def test_repetition_finished_and_ties():
     assert finished("It ends.") and finished("- item one") and not finished("It stops in the")
     assert ranks_with_ties(np.array([0.9, 0.5, 0.88, 0.1]), 0.05) == [0, 1, 0, 2]
     assert ranks_with_ties(np.array([0.5, 0.5, 0.5]), 0.05) == [0, 1, 1]  # never all tied
+
+
+def test_copied_share_and_originality_by_hand():
+    prompt = "Is it true that some people steal things from banks?"
+    assert copied_share(prompt, "Some people steal things from banks.") == 1.0  # every bigram is the prompt's
+    assert originality(prompt, "Some people steal things from banks.") == 0.0
+    # "the capital", "capital of", "of france" copied; "france is", "is paris" its own: 2/5 own -> 0.4 / 0.5
+    assert copied_share("What is the capital of France?", "The capital of France is Paris.") == pytest.approx(0.6)
+    assert originality("What is the capital of France?", "The capital of France is Paris.") == pytest.approx(0.8)
+    assert originality(prompt, "Yes.") == 1.0 and copied_share(prompt, "") == 0.0  # no bigram: nothing copied
+    assert originality(prompt, "Banks guard their money, so few robberies succeed.", own_share=0.5) == 1.0
+
+
+def test_an_echo_of_the_prompt_loses_to_an_attempted_answer(scorer):
+    """The prompt copied back embeds next to the prompt; without originality it outscored answers."""
+    prompt = "How can I keep my houseplants alive while I travel for two weeks?"
+    echo = "How can I keep my houseplants alive while I travel for two weeks?"
+    answer = "To keep houseplants alive while you travel, water them well and keep the pots out of direct sun."
+    relevance = QUALITIES.index("relevance")
+    assert scorer.measure([(prompt, [echo, answer])])[0].features[0, relevance] == 0.0
+    blind = QualityScorer(scorer.embedder, own_share=0)  # the factor off: the echo is "on topic"
+    assert blind.measure([(prompt, [echo])])[0].features[0, relevance] == 1.0
+    panel = Panel.simulated(4, 2, seed=0, scorer=scorer)
+    for labeler in panel.training + panel.held_out:
+        assert labeler.compare(prompt, echo, answer).preferred == "b"
+        assert labeler.rank(prompt, [echo, answer]).metadata[0]["fails_to_follow_instruction"]
 
 
 # --- the simulated labeler -------------------------------------------------------------------
@@ -413,6 +448,8 @@ def test_minilm_relevance_ranks_on_topic_above_off_topic():
     )[0]
     relevance = measured.features[:, QUALITIES.index("relevance")]
     assert relevance[0] > 0.5 and relevance[1] < 0.3
+    echo = QualityScorer(MiniLMEmbedder()).measure([("How do volcanoes erupt?", ["How do volcanoes erupt?"])])[0]
+    assert echo.features[0, QUALITIES.index("relevance")] == 0.0
 
 
 def test_panel_of_any_labelers(tmp_path):

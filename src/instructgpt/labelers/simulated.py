@@ -11,7 +11,11 @@ Each response gets five quality features in [0, 1] (``QUALITIES``):
   (``instructgpt.labelers.constraints``; 1 when the instruction states none);
 - ``relevance``: cosine similarity of prompt and response sentence embeddings
   (all-MiniLM-L6-v2, ``embedding.MiniLMEmbedder``), divided by 0.5 and clipped: unrelated
-  texts score about 0, a clearly on-topic answer 1;
+  texts score about 0, a clearly on-topic answer 1; times the response's ``originality``
+  (:func:`originality`): an answer must add words of its own to count as on topic, so a
+  response that only copies the prompt back (which embeds next to it) scores about 0, as an
+  unrelated one does. Without that factor the panel preferred echoes of the prompt to attempted
+  answers, and PPO learned to echo (2026-12-07: a third of plain PPO's test answers in one run);
 - ``no_repetition``: 1 minus the share of repeated word 3-grams (degenerate loops score low);
 - ``finished``: 1 when the response ends a sentence, a list item, a code block or a JSON value;
   0 when it stops mid-sentence (a cut-off sample);
@@ -53,6 +57,7 @@ BASE_WEIGHTS = np.array([0.30, 0.30, 0.15, 0.10, 0.15])
 """The panel's mean weights over ``QUALITIES`` (helpfulness first: follows the instruction, on topic)."""
 
 _OPINION = re.compile(r"\b(?:I think|I believe|I feel|in my (?:humble )?opinion|personally,? I|my view is)\b", re.I)
+_WORD = re.compile(r"\w+")
 _FINISHED = re.compile(r"""(?:[.!?…]["'”’)\]]*|```|[}\]]|:\)|^\s*(?:[-*•]|\d+[.)]).*)\s*$""", re.M)
 
 
@@ -61,6 +66,26 @@ def repetition(text: str, n: int = 3) -> float:
     words = text.lower().split()
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def copied_share(prompt: str, response: str, n: int = 2) -> float:
+    """The share of the response's word n-grams (lower-cased, punctuation dropped) that occur in
+    the prompt: 0 for an answer in its own words, 1 for the prompt copied back; 0 with no n-gram."""
+    own = _WORD.findall(response.lower())
+    grams = list(zip(*(own[i:] for i in range(n))))
+    if not grams:
+        return 0.0
+    words = _WORD.findall(prompt.lower())
+    source = set(zip(*(words[i:] for i in range(n))))
+    return sum(g in source for g in grams) / len(grams)
+
+
+def originality(prompt: str, response: str, own_share: float = 0.5, n: int = 2) -> float:
+    """``min(1, (1 - copied_share) / own_share)``: 1 when at least ``own_share`` of the response's
+    word n-grams are its own (an answer may restate part of the question), falling linearly to 0
+    for a response copied from the prompt. Choices the method leaves open (it has people judge):
+    word bigrams, and half of them."""
+    return min(1.0, (1 - copied_share(prompt, response, n)) / own_share)
 
 
 def finished(text: str) -> bool:
@@ -96,15 +121,20 @@ class Measured:
 
 class QualityScorer:
     """Measures ``QUALITIES`` for batches of (prompt, responses) items; ``embedder`` is any
-    object with ``embed(texts) -> (n, d)`` unit-norm array (default: ``MiniLMEmbedder``)."""
+    object with ``embed(texts) -> (n, d)`` unit-norm array (default: ``MiniLMEmbedder``);
+    ``own_share`` and ``copy_ngram``: :func:`originality`'s (``own_share=0`` turns it off)."""
 
-    def __init__(self, embedder: object | None = None, cache_size: int = 100_000):
+    def __init__(
+        self, embedder: object | None = None, cache_size: int = 100_000, own_share: float = 0.5, copy_ngram: int = 2
+    ):
         if embedder is None:
             from instructgpt.labelers.embedding import MiniLMEmbedder
 
             embedder = MiniLMEmbedder()
         self.embedder = embedder
         self.cache_size = cache_size
+        self.own_share = own_share
+        self.copy_ngram = copy_ngram
         self._cache: dict[str, np.ndarray] = {}  # text -> embedding: prompts recur across responses and calls
 
     def _embed(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -114,6 +144,9 @@ class QualityScorer:
                 self._cache.clear()
             self._cache.update(zip(new, self.embedder.embed(new)))
         return {t: self._cache[t] for t in texts}
+
+    def _originality(self, prompt: str, response: str) -> float:
+        return originality(prompt, response, self.own_share, self.copy_ngram) if self.own_share > 0 else 1.0
 
     def measure(self, items: Sequence[tuple[PromptInput, Sequence[str]]]) -> list[Measured]:
         """Features of every item, embedding all the batch's texts in one call."""
@@ -130,7 +163,7 @@ class QualityScorer:
                 met[k] = all(checks)
                 features[k] = (
                     sum(checks) / len(checks) if checks else 1.0,
-                    np.clip(float(vectors[response] @ p_vec) / 0.5, 0, 1),
+                    np.clip(float(vectors[response] @ p_vec) / 0.5, 0, 1) * self._originality(prompt, response),
                     1 - repetition(response),
                     float(finished(response)),
                     length_score(len(response.split())),
