@@ -35,20 +35,27 @@ def main(
     out: Path | None = None,
 ) -> None:
     config = run_config(run_dir, preset, seed)
-    prompts, sets, responses = stored_answers(eval_dir / "responses.jsonl")
     calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
     judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")
-    rates, _ = judge_win_rates(judge, prompts, responses, baseline, task_rng(config.seed, "blind-order"), sets=sets)
+    figures = {"run": str(run_dir), "eval_dir": str(eval_dir)}
+    figures.update(rejudge(judge, *stored_answers(eval_dir / "responses.jsonl"), baseline, config.seed))
+    path = out or eval_dir / "rejudged.json"
+    path.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    print(table(figures))
+
+
+def rejudge(
+    judge, prompts: list[str], sets: list[str], responses: dict[str, list[str]], baseline: str, seed: int
+) -> dict:
+    """Every model's win rates against ``baseline`` (pooled and per test set) and its share of echoes."""
+    rates, _ = judge_win_rates(judge, prompts, responses, baseline, task_rng(seed, "blind-order"), sets=sets)
     echoes = {
         name: sum(originality(p, r) < 0.5 for p, r in zip(prompts, texts)) / len(texts)
         for name, texts in responses.items()
     }
-    figures = {"run": str(run_dir), "eval_dir": str(eval_dir), "baseline": baseline, "echo_share": echoes}
-    figures["win_rates"] = {"pooled": rates["per_model"]}
-    figures["win_rates"].update({s: part["per_model"] for s, part in rates.get("by_set", {}).items()})
-    path = out or eval_dir / "rejudged.json"
-    path.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    print(table(figures))
+    win_rates = {"pooled": rates["per_model"]}
+    win_rates.update({s: part["per_model"] for s, part in rates.get("by_set", {}).items()})
+    return {"baseline": baseline, "echo_share": echoes, "win_rates": win_rates}
 
 
 def stored_answers(path: Path) -> tuple[list[str], list[str], dict[str, list[str]]]:

@@ -129,3 +129,34 @@ def test_sft_sweep_run_epochs_are_every_epoch_of_the_run_but_the_chosen_one(tmp_
     config = type("Config", (), {"out_dir": tmp_path, "sft_epochs": 3})()
     epochs = sweep_sft.run_sft_epochs(config)
     assert epochs == {"sft/epoch-1": tmp_path / "sft/epochs/epoch-1", "sft/epoch-3": tmp_path / "sft/final"}
+
+
+def test_rejudge_reads_answers_in_stored_order_and_counts_echoes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "runs"))  # the script imports its sibling sweep_ppo_kl
+    rejudge = _script("rejudge")
+    from instructgpt.evaluation.judges import LabelerJudge
+    from instructgpt.labelers.panel import Panel
+
+    prompts = ["How do I keep basil growing indoors?", "What makes bread rise?", "Why is the sky blue?"]
+    answers = {
+        "sft": [
+            "Basil keeps growing indoors in a sunny window if you pinch off its flowers.",
+            "Bread dough rises because the yeast in it makes gas.",
+            "The sky looks blue because air scatters blue light the most.",
+        ],
+        "echo": prompts,  # every answer copies its prompt back
+    }
+    rows = [
+        {"prompt": p, "set": "a" if i < 2 else "b", "model": m, "response": r}
+        for m, texts in answers.items()
+        for i, (p, r) in enumerate(zip(prompts, texts))
+    ]
+    (tmp_path / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    read = rejudge.stored_answers(tmp_path / "responses.jsonl")
+    assert read == (prompts, ["a", "a", "b"], answers)
+    panel = Panel.simulated(3, 3, seed=0, scorer=QualityScorer(HashingEmbedder())).held_out
+    figures = rejudge.rejudge(LabelerJudge(panel, name="held-out"), *read, baseline="sft", seed=0)
+    assert figures["echo_share"] == {"sft": 0.0, "echo": 1.0}
+    assert set(figures["win_rates"]) == {"pooled", "a", "b"} and figures["win_rates"]["a"]["echo"]["n"] == 2
+    assert figures["win_rates"]["pooled"]["echo"]["losses"] == 3  # the echo loses every pair
+    assert "echo | 0.00 [" in rejudge.table(figures)
