@@ -22,8 +22,9 @@
 # and "Plain PPO from the pretraining-mix run", 2026-12-05/06, with the pretraining-mix init: PPO and PPO-ptx 64 episodes an iteration, about 30
 # of them; 71.5-73.7 on a day that machine measured 1.1-1.4 TFLOP/s); the
 # earlier preset (16 episodes an iteration) took about 80 minutes on a 2-core AMD EPYC with avx512_bf16
-# (0.36 TFLOP/s bf16) and 36 on the Xeon. Today's preset on such an EPYC (no AMX, 0.344 TFLOP/s bf16): 71.8 minutes
-# of stages, seed 0, 2026-12-07 (README, "The same preset on a CPU without AMX"); far less on a GPU. It is
+# (0.36 TFLOP/s bf16) and 36 on the Xeon. Today's preset on such an EPYC (no AMX): 71.8 minutes
+# of stages at 0.344 TFLOP/s bf16 and 61.8 at 0.399, seed 0, 2026-12-07 (docs/results-history.md, "The same preset on
+# a CPU without AMX"; README, "The preset judged by the new labelers"); far less on a GPU. It is
 # `instructgpt pipeline --preset miniature` (src/instructgpt/pipeline/presets/miniature.yaml), so a
 # re-run skips finished stages.
 #
