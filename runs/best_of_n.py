@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import tyro
-from sweep_ppo_kl import rm_label, run_config, validation_prompts  # runs/: the same config and prompts as the sweep
+
+# runs/: the same config, prompts and judges as the sweep
+from sweep_ppo_kl import held_out_panel, rm_label, run_config, validation_prompts
 
 from instructgpt.data.jsonl import write_jsonl_atomic
 from instructgpt.pipeline import run
@@ -68,8 +70,7 @@ def main(
         flat = score_texts(rm, rm_tokenizer, repeated, samples)
         all_scores["" if len(pickers) == 1 else f"{rm_label(path)}:"] = np.array(flat).reshape(-1, most)
         del rm
-    calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
-    panel = run._panel(config, calibrations).held_out
+    panel = held_out_panel(config)
     judge = LabelerJudge(panel, name="held-out simulated labelers")
     picks = {
         f"{label}best-of-{k}": [d[int(np.argmax(s[:k]))] for d, s in zip(drawn, scores)]

@@ -18,12 +18,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import tyro
-from sweep_ppo_kl import run_config
+from sweep_ppo_kl import held_out_panel, run_config
 
 from instructgpt.evaluation.judges import LabelerJudge
 from instructgpt.evaluation.suite import judge_win_rates, task_rng
 from instructgpt.labelers.simulated import originality
-from instructgpt.pipeline import run
 
 
 def main(
@@ -35,8 +34,7 @@ def main(
     out: Path | None = None,
 ) -> None:
     config = run_config(run_dir, preset, seed)
-    calibrations = json.loads((run_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
-    judge = LabelerJudge(run._panel(config, calibrations).held_out, name="held-out simulated labelers")
+    judge = LabelerJudge(held_out_panel(config), name="held-out simulated labelers")
     figures = {"run": str(run_dir), "eval_dir": str(eval_dir)}
     figures.update(rejudge(judge, *stored_answers(eval_dir / "responses.jsonl"), baseline, config.seed))
     path = out or eval_dir / "rejudged.json"

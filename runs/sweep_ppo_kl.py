@@ -159,6 +159,12 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
     return out
 
 
+def held_out_panel(config: PipelineConfig):
+    """The run's held-out simulated labelers, as its ``rankings`` stage calibrated them (``rankings/panel.json``)."""
+    calibrations = json.loads((config.out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
+    return run._panel(config, calibrations).held_out
+
+
 def judge_against_sft(
     config: PipelineConfig, out: Path, models: dict, count: int, baseline: str = "sft", **settings
 ) -> tuple[dict, list]:
@@ -172,8 +178,7 @@ def judge_against_sft(
 
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out / "valid_prompts.jsonl", validation_prompts(config, count))
-    calibrations = json.loads((config.out_dir / "rankings" / "panel.json").read_text(encoding="utf-8"))["calibrations"]
-    panel = run._panel(config, calibrations).held_out
+    panel = held_out_panel(config)
     evaluation = EvalConfig(
         models=(f"sft={run._sft_baseline(config, {})}", *(f"{n}={f}" for n, f in models.items())),
         baseline=baseline,
