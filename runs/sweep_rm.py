@@ -42,7 +42,7 @@ def main(
 ) -> None:
     config = run_config(run_dir, preset, seed)
     sweep = run_dir / "sweeps" / "rm"
-    points = {"preset": point_figures(run_dir / "rm", config.rm_lr, config.rm_epochs, None)}
+    points = {"preset": point_figures(run_dir / "rm", *trained_settings(run_dir / "rm", config), None)}
     for point in grid:
         lr, epochs = point.split(":")
         folder = sweep / f"lr{lr}-epochs{epochs}"
@@ -61,6 +61,16 @@ def main(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     print(table(figures))
+
+
+def trained_settings(folder: Path, config) -> tuple[float, int]:
+    """The lr and epochs a finished RM stage trained with (its ``final/meta.json``), not today's preset's, which may
+    have changed since the run; the preset's where the model is gone."""
+    meta = folder / "final" / "meta.json"
+    if not meta.is_file():
+        return config.rm_lr, config.rm_epochs
+    trained = json.loads(meta.read_text(encoding="utf-8"))["config"]
+    return trained["lr"], trained["epochs"]
 
 
 def point_figures(folder: Path, lr: float, epochs: int, seconds: float | None) -> dict:
