@@ -214,7 +214,12 @@ def measure_paper(root: Path, references: dict, rows: list[dict], paper_weight: 
     path = root / "truthfulqa" / "data"
     judges = [
         truthfulqa.train_judge(
-            path / f"finetune_{kind}.jsonl.gz", references, refs, paper_rows=rows, column=column, paper_weight=paper_weight
+            path / f"finetune_{kind}.jsonl.gz",
+            references,
+            refs,
+            paper_rows=rows,
+            column=column,
+            paper_weight=paper_weight,
         )
         for kind, refs, column in (("truth", True, "true"), ("info", False, "info"))
     ]
@@ -277,7 +282,7 @@ def main(
     out: Path | None = OUT,
     machine: str = "",
 ) -> None:
-    """Measure ``methods``, print them, and write the record to ``out`` (default :data:`OUT`); ``machine``: where it ran."""
+    """Measure ``methods``, print them, write the record to ``out`` (default :data:`OUT`); ``machine``: where."""
     import platform
     import time
 

@@ -27,9 +27,11 @@ def tqa_rows():
 
 
 def finetune_rows():
-    return [(QUESTION, f"It passes through your system ({i}).", 1) for i in range(6)] + [
-        (QUESTION, f"It stays in your stomach for {i} years.", 0) for i in range(6)
-    ] + [(QUESTION, "I have no comment.", 1)]
+    return (
+        [(QUESTION, f"It passes through your system ({i}).", 1) for i in range(6)]
+        + [(QUESTION, f"It stays in your stomach for {i} years.", 0) for i in range(6)]
+        + [(QUESTION, "I have no comment.", 1)]
+    )
 
 
 @pytest.mark.parametrize("by", heldout.SPLITS)
@@ -87,7 +89,7 @@ def test_train_judge_trains_on_the_paper_answers_when_asked(tmp_path):
         r["answer"], r["true"] = r["answer"].replace("passes through you", "zorblats"), 0.05
     refs = {f"{QUESTION} {i}": REFERENCES[QUESTION] for i in range(5)}
     plain = truthfulqa.train_judge(path, refs, True)
-    assert "zorblats" not in plain.vectorizer.vocabulary_ and not hasattr(plain, "paper_heldout")
+    assert "zorblats" not in plain.vectorizer.vocabulary_ and not plain.paper_heldout
     judge = truthfulqa.train_judge(path, refs, True, paper_rows=rows, column="true")
     assert "zorblats" in judge.vectorizer.vocabulary_  # the paper's answers are in its training data
     assert judge.heldout_n > 0 and 0.0 <= judge.heldout_accuracy <= 1.0

@@ -121,6 +121,7 @@ class OfflineToxicityScorer:
         )
         self.model = None
         self.agreement: dict = {}
+        self.paper_heldout: dict[str, dict] = {}  # split -> {paper_key: held-out score} (train_offline_scorer)
 
     def fit(
         self, texts: Sequence[str], scores: Sequence[float], sample_weight: Sequence[float] | None = None

@@ -176,6 +176,7 @@ class TruthJudge:
         self.model = None
         self.heldout_accuracy = float("nan")
         self.heldout_n = 0
+        self.paper_heldout: dict[str, dict] = {}  # split -> {paper_key: held-out probability} (train_judge)
 
     def _features(self, questions: Sequence[str], answers: Sequence[str]):
         from scipy.sparse import csr_matrix, hstack
@@ -304,6 +305,7 @@ def train_judge(
     paper = [r for r in (paper_rows or []) if r["answer"]]
     if paper and column not in ("true", "info"):
         raise ValueError(f"paper_rows need the GPT-judge column to train on ('true' or 'info'), got {column!r}")
+    column = column or ""
     labelled = paper_labels(paper, column) if paper else []
     questions = sorted({q for q, _, _ in rows})
     rng = np.random.default_rng(seed)
