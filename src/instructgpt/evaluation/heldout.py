@@ -49,7 +49,7 @@ def leave_one_out(
 def cross_predict(
     model_types: Sequence[str],
     texts: Sequence[object],
-    fit_predict: Callable[[list[int], list[int]], Sequence[float]],
+    fit_predict: Callable[[list[int], list[int]], np.ndarray | Sequence[float]],
     by: str = BY_MODEL,
 ) -> np.ndarray:
     """[n] held-out predictions: for each group, ``fit_predict(train, test)`` (index lists of
