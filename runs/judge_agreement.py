@@ -1,17 +1,32 @@
-"""The offline judges' agreement with the paper's own judges on its released samples (issue 22),
-for the TF-IDF judges of the evaluation and for the same with all-MiniLM-L6-v2 sentence-embedding
-features added.
+"""The offline judges' agreement with the paper's own judges on its released samples (issue 22).
 
-    .venv/bin/python runs/judge_agreement.py [--methods tfidf minilm] [--embeddings /tmp/emb.pkl] [--out FILE.json]
+    .venv/bin/python runs/judge_agreement.py [--methods tfidf paper minilm] [--paper-weight 1.0]
+        [--embeddings /tmp/emb.pkl] [--out bench/results/sweeps/judge-agreement-model-heldout.json]
 
-Each recipe is trained as :func:`~instructgpt.evaluation.truthfulqa.train_judge` and
-:func:`~instructgpt.evaluation.toxicity.train_offline_scorer` train the evaluation's: TruthfulQA
-truth and informativeness judges on the fine-tune files (80% of the questions, accuracy on the
-rest, then refit on all; the paper's own answers excluded), the toxicity scorer on the bundled
-RealToxicityPrompts texts (90% / 10%, then refit). None sees the paper's samples. Printed, in issue
-22's terms: toxicity Pearson r with the stored Perspective scores, the (model type, condition)
-means more than 0.02 off and the worst, the respectful-prompt effect; TruthfulQA % true and %
-informative per model type, ours against the stored GPT-judge's, and the worst difference.
+Recipes (``--methods``; default ``tfidf paper``):
+
+- ``paper`` (the evaluation's judges and scorer since JUDGE_VERSION / SCORER_VERSION 4): the
+  TF-IDF judges and scorer trained on their usual data *and the paper's own samples* with the
+  labels stored with them (GPT-judge true / info probabilities over 0.5; Perspective toxicity),
+  each paper row weighted ``--paper-weight`` (1, fixed a priori). Measured strictly held out by
+  model: each model type's samples are scored by a judge / scorer trained on the usual data and
+  the samples of every *other* model type (leave-one-model-type-out), and, stricter, of every other
+  family (leave-one-family-out: all sizes of e.g. ppo-ptx held out at once); any training row with
+  the same text as a held-out one is dropped (:mod:`instructgpt.evaluation.heldout`). These are
+  :func:`~instructgpt.evaluation.truthfulqa.train_judge` (``paper_rows``) and
+  :func:`~instructgpt.evaluation.toxicity.train_offline_scorer` themselves.
+- ``tfidf`` (the recipe before, JUDGE_VERSION / SCORER_VERSION 3): trained on the TruthfulQA
+  fine-tune files only (the paper's answers excluded), the RealToxicityPrompts texts only; never
+  sees the paper's samples, so all of them are held out.
+- ``minilm``: ``tfidf`` with all-MiniLM-L6-v2 sentence-embedding features (below; not adopted).
+
+Each: TruthfulQA truth and informativeness judges (80% of the fine-tune questions, accuracy on
+the rest, then refit on all), the toxicity scorer (90% / 10% of the RTP records, then refit).
+Printed and written (``--out``), in issue 22's terms: toxicity Pearson r with the stored
+Perspective scores, the (model type, condition) means more than 0.02 off and the worst, the
+respectful-prompt effect per model type with Perspective's interval; TruthfulQA % true and %
+informative per model type, ours against the stored GPT-judge's, the worst difference and the
+model types more than 5 points off, per-answer agreement.
 
 ``minilm`` (:class:`EmbeddingTruthJudge`, :class:`EmbeddingToxicityScorer`): beside the TF-IDF
 features, the answer's (text's) MiniLM embedding; for TruthfulQA also 3x its cosine to the question
@@ -111,9 +126,10 @@ def train_judge(path: Path, references: dict, use_references: bool, exclude: fro
 
 
 def train_scorer(root: Path, embedder: Any, seed: int = 0):
-    """:func:`instructgpt.evaluation.toxicity.train_offline_scorer` with :class:`EmbeddingToxicityScorer`."""
+    """:func:`instructgpt.evaluation.toxicity.train_offline_scorer` with :class:`EmbeddingToxicityScorer`
+    (``embedder`` None: the TF-IDF scorer itself, never trained on the paper's samples)."""
     if embedder is None:
-        return toxicity.train_offline_scorer(root, seed=seed)
+        return toxicity.train_offline_scorer(root, seed=seed, use_paper=False)
     records = toxicity.read_rtp(root)
     order = np.random.default_rng(seed).permutation(len(records))
     cut = int(len(records) * 0.1)
@@ -161,12 +177,14 @@ class FileMemoEmbedder:
             pickle.dump({**stored, self.key: self.memo}, handle)
 
 
-def measure(root: Path, method: str, embeddings: Path | None) -> dict:
+def measure(root: Path, method: str, embeddings: Path | None, paper_weight: float = truthfulqa.PAPER_WEIGHT) -> dict:
     """Train one recipe's judges and scorer and measure them on the paper's samples."""
     references: dict = {}
     for version in ("v0", "v1", "current"):
         references.update(truthfulqa.reference_answers(root, version))
     samples = root / "instructgpt-samples" / "automatic-eval-samples" / "truthful_qa_samples.csv"
+    if method == "paper":
+        return measure_paper(root, references, truthfulqa.read_paper_samples(samples), paper_weight)
     paper = frozenset((r["question"], r["answer"]) for r in truthfulqa.read_paper_samples(samples))
     tqa = FileMemoEmbedder(embeddings, 64, "tqa") if method == "minilm" else None
     tox = FileMemoEmbedder(embeddings, 128, "tox") if method == "minilm" else None
@@ -183,51 +201,110 @@ def measure(root: Path, method: str, embeddings: Path | None) -> dict:
         "truth_judge": judges[0].name,
         "info_judge": judges[1].name,
         "toxicity_scorer": scorer.name,
+        "trained_on_paper_samples": False,
         "heldout_accuracy": {"truth": judges[0].heldout_accuracy, "info": judges[1].heldout_accuracy},
         "truthfulqa": agreement,
         "toxicity": scorer.agreement,
     }
 
 
-def show(method: str, out: dict) -> None:
-    tox, held = out["toxicity"]["paper_samples"], out["toxicity"]["heldout_rtp_texts"]
-    print(f"\n== {method}: {out['truth_judge']} / {out['toxicity_scorer']}")
-    print(
-        f"toxicity: Pearson {tox['pearson']:.3f} (held-out RTP {held['pearson']:.3f}), "
-        f"{tox['groups_over_0.02']} of {len(tox['mean_differences'])} means over 0.02, "
-        f"worst {tox['worst_mean_difference']:.3f}, respectful effect reproduced "
-        f"{tox['respectful_reproduced']} of {tox['respectful_significant']}"
-    )
-    for kind in ("truth", "info"):
-        a = out["truthfulqa"][kind]
-        print(
-            f"truthfulqa {kind}: held-out accuracy {out['heldout_accuracy'][kind]:.3f}, agreement "
-            f"{a['agreement']:.3f}, worst model {a['worst_model_difference']:.3f}, "
-            f"{a['models_over_5_points']} of {len(a['per_model'])} over 5 points"
+def measure_paper(root: Path, references: dict, rows: list[dict], paper_weight: float) -> dict:
+    """The ``paper`` recipe: the evaluation's own training functions with the paper's samples,
+    measured held out by model type and by family (the judges' and scorer's ``paper_heldout``)."""
+    path = root / "truthfulqa" / "data"
+    judges = [
+        truthfulqa.train_judge(
+            path / f"finetune_{kind}.jsonl.gz",
+            references,
+            refs,
+            paper_rows=rows,
+            column=column,
+            paper_weight=paper_weight,
         )
-        for model, row in a["per_model"].items():
-            ours, theirs = row["ours"], row["gpt_judge"]
-            print(f"   {model:<16} ours {ours:.2f}  GPT-judge {theirs:.2f}  {ours - theirs:+.2f}")
+        for kind, refs, column in (("truth", True, "true"), ("info", False, "info"))
+    ]
+    scorer = toxicity.train_offline_scorer(root, paper_weight=paper_weight)
+    return {
+        "truth_judge": judges[0].name + " + the paper's answers",
+        "info_judge": judges[1].name + " + the paper's answers",
+        "toxicity_scorer": scorer.name + " + the paper's samples",
+        "trained_on_paper_samples": True,
+        "paper_weight": paper_weight,
+        "heldout_accuracy": {"truth": judges[0].heldout_accuracy, "info": judges[1].heldout_accuracy},
+        "truthfulqa": truthfulqa.paper_samples_agreement(root, *judges),
+        "toxicity": scorer.agreement,
+    }
+
+
+def show(method: str, out: dict) -> None:
+    held = out["toxicity"]["heldout_rtp_texts"]
+    print(f"\n== {method}: {out['truth_judge']} / {out['toxicity_scorer']}")
+    splits = [("", "paper_samples")] + (
+        [(" (by family)", "paper_samples_by_family")] if "paper_samples_by_family" in out["toxicity"] else []
+    )
+    for label, key in splits:
+        tox = out["toxicity"][key]
+        print(
+            f"toxicity{label}: Pearson {tox['pearson']:.3f} (held-out RTP {held['pearson']:.3f}), "
+            f"{tox['groups_over_0.02']} of {len(tox['mean_differences'])} means over 0.02, "
+            f"worst {tox['worst_mean_difference']:.3f}, respectful effect reproduced "
+            f"{tox['respectful_reproduced']} of {tox['respectful_significant']}"
+        )
+        for model, e in tox["respectful_effect"].items():
+            low, high = e["perspective_ci"]
+            print(
+                f"   {model:<16} respectful - basic: Perspective {e['perspective']:+.3f} [{low:+.3f}, {high:+.3f}]"
+                f"  ours {e['ours']:+.3f}{'  (significant)' if e['significant'] else ''}"
+            )
+    for kind in ("truth", "info"):
+        for label, key in (("", kind), (" (by family)", f"{kind}_by_family")):
+            if key not in out["truthfulqa"]:
+                continue
+            a = out["truthfulqa"][key]
+            print(
+                f"truthfulqa {kind}{label}: held-out accuracy {out['heldout_accuracy'][kind]:.3f}, agreement "
+                f"{a['agreement']:.3f}, worst model {a['worst_model_difference']:.3f}, "
+                f"{a['models_over_5_points']} of {len(a['per_model'])} over 5 points"
+            )
+            for model, row in a["per_model"].items():
+                ours, theirs = row["ours"], row["gpt_judge"]
+                print(f"   {model:<16} ours {ours:.2f}  GPT-judge {theirs:.2f}  {ours - theirs:+.2f}")
+
+
+OUT = Path(__file__).resolve().parents[1] / "bench" / "results" / "sweeps" / "judge-agreement-model-heldout.json"
 
 
 def main(
-    methods: tuple[str, ...] = ("tfidf", "minilm"),
+    methods: tuple[str, ...] = ("tfidf", "paper"),
     embeddings: Path | None = None,
     data: Path | None = None,
-    out: Path | None = None,
+    paper_weight: float = truthfulqa.PAPER_WEIGHT,
+    out: Path | None = OUT,
+    machine: str = "",
 ) -> None:
+    """Measure ``methods``, print them, write the record to ``out`` (default :data:`OUT`); ``machine``: where."""
+    import platform
+    import time
+
     import torch
 
     from instructgpt.data.importers import find_data_root
 
     torch.set_num_threads(1)
     root = data or find_data_root(Path(__file__).parent)
-    results = {}
+    results: dict = {
+        "what": "runs/judge_agreement.py: the offline TruthfulQA judges and toxicity scorer against the paper's own "
+        "judges (stored GPT-judge labels, Perspective scores) on its released samples, in issue 22's terms; "
+        "'paper' held out by model type (paper_samples / truth / info) and by family (*_by_family)",
+        "machine": machine or f"{platform.machine()} {platform.processor()}".strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "methods": {},
+    }
     for method in methods:
-        results[method] = measure(root, method, embeddings)
-        show(method, results[method])
+        results["methods"][method] = measure(root, method, embeddings, paper_weight)
+        show(method, results["methods"][method])
     if out is not None:
-        out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(results, indent=1, default=float) + "\n", encoding="utf-8")
         print(f"wrote {out}")
 
 

@@ -342,15 +342,27 @@ def _judge_text(j: dict, kind: str, what: str) -> str:
     if _finite(accuracy) and n:
         value = _interval(*(100 * v for v in (accuracy, *wilson_interval(accuracy, n))), 1)
         parts.append(f"held-out accuracy {value}% {what}, n={n} answers to unseen questions")
+    by_model = str(paper.get(f"{kind}_held_out_by", "")).startswith("model type")
     if _finite(agreement):
-        parts.append(f"{100 * agreement:.1f}% agreement with the paper's GPT-judge on {paper.get('n')} of its answers")
+        held = ", each model type's answers judged by a judge trained without any of them" if by_model else ""
+        parts.append(
+            f"{100 * agreement:.1f}% agreement with the paper's GPT-judge on {paper.get('n')} of its answers{held}"
+        )
     if _finite(rates.get("worst_model_difference")):
         parts.append(
             f"per model type % {what} within {100 * rates['worst_model_difference']:.1f} points of GPT-judge's "
             f"({rates['models_over_5_points']} of {len(rates['per_model'])} model types more than 5 points off)"
         )
+    family = paper.get(f"{kind}_by_family") or {}
+    if _finite(family.get("worst_model_difference")):
+        parts.append(
+            f"holding out every size of a family at once, within {100 * family['worst_model_difference']:.1f} points "
+            f"({family['models_over_5_points']} of {len(family['per_model'])} more than 5 points off)"
+        )
     if name == "offline logistic regression":
-        name = "a logistic regression trained on the TruthfulQA judge fine-tune files"
+        name = "a logistic regression trained on the TruthfulQA judge fine-tune files" + (
+            " and the paper's own answers (labelled by its GPT-judge)" if by_model else ""
+        )
     return f"{name} ({'; '.join(parts)})" if parts else name
 
 
@@ -392,10 +404,14 @@ def statement(results: dict) -> str:
         a = s.get("agreement", {}).get("heldout_rtp_texts")
         p = s.get("agreement", {}).get("paper_samples")
         measured = []
+        by_model = str(s.get("agreement", {}).get("paper_samples_held_out_by", "")).startswith("model type")
+        if by_model:
+            measured.append("trained on RealToxicityPrompts texts and the paper's own scored samples")
         if a:
             measured.append(f"Pearson r with Perspective {a['pearson']:.2f} on n={a['n']} held-out texts")
         if p and _finite(p.get("pearson")):
-            measured.append(f"{p['pearson']:.2f} on n={p['n']} of the paper's samples")
+            held = ", each model type's scored by a scorer trained without any of them" if by_model else ""
+            measured.append(f"{p['pearson']:.2f} on n={p['n']} of the paper's samples{held}")
         if p and _finite(p.get("worst_mean_difference")):
             measured.append(
                 f"mean per model type and condition within {p['worst_mean_difference']:.3f} of Perspective's "
@@ -405,6 +421,12 @@ def statement(results: dict) -> str:
             measured.append(
                 f"the respectful-prompt effect inside Perspective's 95% interval for {p['respectful_reproduced']} of "
                 f"the {p['respectful_significant']} model types whose interval excludes 0"
+            )
+        f = s.get("agreement", {}).get("paper_samples_by_family")
+        if f and _finite(f.get("pearson")):
+            measured.append(
+                f"holding out every size of a family at once, r {f['pearson']:.2f}, means within "
+                f"{f['worst_mean_difference']:.3f} ({f['groups_over_0.02']} of {len(f['mean_differences'])} over 0.02)"
             )
         extra = f" ({'; '.join(measured)})" if measured else ""
         conditions = cfg.get("toxicity_prompts") or ("basic", "respectful")
