@@ -11,7 +11,8 @@
 - **The judge.** The paper used fine-tuned GPT-3 judges ("GPT-judge", "GPT-info"). Offline, two
   logistic regressions are trained on the same fine-tune files (``finetune_truth`` /
   ``finetune_info``, 22k labelled answers each) and on the paper's own 3,600 answers labelled
-  by the GPT-judge probabilities stored with them (> 0.5 is yes), in seconds. Features: TF-IDF
+  by the GPT-judge probabilities stored with them (> 0.5 is yes), once per machine (about two
+  minutes with the held-out fits below, then cached). Features: TF-IDF
   of the answer, and (truth judge) the answer's highest TF-IDF cosine similarity to the
   question's reference true answers and to its reference false answers, from TruthfulQA.csv,
   and their difference. Held-out accuracy is measured on 20% of the *questions* of the fine-tune
