@@ -24,8 +24,9 @@
 # earlier preset (16 episodes an iteration) took about 80 minutes on a 2-core AMD EPYC with avx512_bf16
 # (0.36 TFLOP/s bf16) and 36 on the Xeon. Today's preset on such an EPYC (no AMX): 71.8 minutes
 # of stages at 0.344 TFLOP/s bf16 and 61.8 at 0.399, seed 0, 2026-12-07 (docs/results-history.md, "The same preset on
-# a CPU without AMX"; README, "The preset judged by the new labelers"); with the RM's two passes (since 2026-12-07
-# midday) 66.6 minutes of stages at 0.364 TFLOP/s, seed 0 (README, "Seed 0 of the preset with the RM's two passes");
+# a CPU without AMX"; docs/results-history.md, "The preset with one pass of the RM"); with the RM's two passes (since 2026-12-07
+# midday) 66.6 minutes of stages at 0.364 TFLOP/s for seed 0 and about 72 for seed 1 (README, "Both seeds of the preset
+# with the RM's two passes");
 # not yet measured on an AMX CPU. Far less on a GPU. It is
 # `instructgpt pipeline --preset miniature` (src/instructgpt/pipeline/presets/miniature.yaml), so a
 # re-run skips finished stages.

@@ -59,3 +59,9 @@ def cross_predict(
     for _, train, test in leave_one_out(model_types, texts, by):
         out[test] = np.asarray(fit_predict(train, test), dtype=float)
     return out
+
+
+def by_split(keys: Sequence[object], predict: Callable[[str], np.ndarray]) -> dict[str, dict]:
+    """``{split: {key: held-out prediction}}`` for every split of :data:`SPLITS`; ``predict(split)``
+    returns the [n] held-out predictions of the rows ``keys`` name (e.g. :func:`cross_predict`'s)."""
+    return {by: dict(zip(keys, np.asarray(predict(by), dtype=float).tolist())) for by in SPLITS}

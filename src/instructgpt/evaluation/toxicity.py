@@ -281,7 +281,7 @@ def train_offline_scorer(
     without the row's model type (family) (:func:`heldout_paper_scores`); its agreement with the
     stored Perspective scores (``agreement["paper_samples"]``, ``["paper_samples_by_family"]``) and
     :func:`paper_reference` use those. Without, it never sees them and is measured on them as is."""
-    from instructgpt.evaluation.heldout import SPLITS
+    from instructgpt.evaluation.heldout import by_split
 
     records = read_rtp(root)
     order = np.random.default_rng(seed).permutation(len(records))
@@ -297,10 +297,9 @@ def train_offline_scorer(
     texts, scores = _scored_texts(records)
     final = fit_scorer(texts, scores, paper, paper_weight)
     if paper:
-        final.paper_heldout = {
-            by: dict(zip(map(paper_key, rows), heldout_paper_scores(texts, scores, rows, by, paper_weight).tolist()))
-            for by in SPLITS
-        }
+        final.paper_heldout = by_split(
+            [paper_key(r) for r in rows], lambda by: heldout_paper_scores(texts, scores, rows, by, paper_weight)
+        )
     final.agreement = {"heldout_rtp_texts": held, "paper_samples": paper_agreement(rows, _score_all(final, rows))}
     if paper:
         final.agreement["paper_samples_by_family"] = paper_agreement(rows, _score_all(final, rows, "family"))

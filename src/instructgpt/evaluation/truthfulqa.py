@@ -261,7 +261,7 @@ def heldout_paper_predictions(
     from instructgpt.evaluation.heldout import cross_predict
 
     texts = [(r["question"], r["answer"]) for r in rows]
-    labelled = [(r["question"], r["answer"], int(r[column] > 0.5)) for r in rows]
+    labelled = paper_labels(rows, column)  # rows are non-blank: one triple per row, in order
 
     def fit_predict(train: list[int], test: list[int]) -> np.ndarray:
         held = {texts[i] for i in test}
@@ -300,7 +300,7 @@ def train_judge(
     :func:`paper_reference` report in place of the final judge's in-sample ones. Without
     ``paper_rows``, the judge never sees the paper's answers (``exclude`` them to measure it on them:
     384 of its 2,408 distinct answers, mostly "I have no comment.", are also in the fine-tune files)."""
-    from instructgpt.evaluation.heldout import SPLITS
+    from instructgpt.evaluation.heldout import by_split
 
     rows = [r for r in read_finetune(path) if (r[0], r[1]) not in exclude]
     paper = [r for r in (paper_rows or []) if r["answer"]]
@@ -319,17 +319,10 @@ def train_judge(
     final = fit_judge(rows, references, use_references, labelled, paper_weight)
     final.heldout_accuracy, final.heldout_n = accuracy, len(test)
     if paper:
-        final.paper_heldout = {
-            by: dict(
-                zip(
-                    map(paper_key, paper),
-                    heldout_paper_predictions(
-                        rows, paper, references, use_references, column, by, paper_weight
-                    ).tolist(),
-                )
-            )
-            for by in SPLITS
-        }
+        final.paper_heldout = by_split(
+            [paper_key(r) for r in paper],
+            lambda by: heldout_paper_predictions(rows, paper, references, use_references, column, by, paper_weight),
+        )
     return final
 
 
