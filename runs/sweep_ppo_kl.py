@@ -148,13 +148,16 @@ def evaluate(config: PipelineConfig, sweep: Path, points: dict[str, Path], count
     for name, model in models.items():
         log = Path(model).parent / "metrics.jsonl"
         text = log.read_text() if name != "init-mix" and log.is_file() else ""
-        metrics = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        metrics = [m for m in records if "objective/score" in m]  # not the validation curve's iteration-0 record
+        curve = [m for m in records if "validation/score" in m]
         out["points"][name] = {
             "win_rate": rates[name],
             "score": metrics[-1]["objective/score"] if metrics else float("nan"),
             "kl": metrics[-1]["objective/kl"] if metrics else 0.0,
             "score_curve": [m["objective/score"] for m in metrics],
             "kl_curve": [m["objective/kl"] for m in metrics],
+            "validation_curve": [{k: m[k] for k in ("step", "validation/score_gain", "validation/kl")} for m in curve],
         }
     return out
 

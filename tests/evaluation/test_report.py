@@ -391,3 +391,24 @@ def test_rounds_figure_names_its_judge():
     ]
     assert rounds_figure(rounds)[1]["judge"] == "labelers"
     assert "winrate.judge" in rounds_figure([{**r, "judge": None} for r in rounds])[1]["judge"]
+
+
+def test_ppo_curves_draw_the_validation_gain_with_its_interval(tmp_path):
+    log = tmp_path / "ppo.jsonl"
+    rows = [
+        {"step": 0, "validation/score_gain": 0.0, "validation/score_gain_low": 0.0, "validation/score_gain_high": 0.0}
+    ]
+    rows += [{"step": i, "objective/score": 0.1 * i, "objective/kl": 0.01 * i} for i in (1, 2)]
+    rows[-1].update({"validation/score_gain": 0.5, "validation/score_gain_low": 0.1, "validation/score_gain_high": 0.9})
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(fake_results(), tmp_path / "out", ppo_metrics={"ppo": log})
+    figures = {f["id"]: f for f in json.loads((tmp_path / "out" / "figures.json").read_text())}
+    gain = figures["ppo_curves"]["data"]["RM score gain, validation prompts"]["ppo"]
+    assert gain == {
+        "metric": "validation/score_gain",
+        "step": [0, 2],
+        "value": [0.0, 0.5],
+        "low": [0.0, 0.1],
+        "high": [0.0, 0.9],
+    }
+    assert figures["ppo_curves"]["data"]["RM score"]["ppo"]["step"] == [1, 2]  # the rollout's curve, unchanged

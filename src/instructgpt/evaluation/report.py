@@ -46,6 +46,8 @@ PPO_PANELS: dict[str, tuple[str, ...]] = {
     "KL to SFT": (r"^objective/kl$", r"/kl(_mean)?$", r"kl"),
     "entropy": (r"^objective/entropy$", r"entropy"),
     "ptx loss": (r"^ppo/ptx/loss$", r"^ptx/loss$", r"^objective/ptx(_loss)?$", r"ptx.*loss", r"ptx"),
+    "RM score gain, validation prompts": (r"^validation/score_gain$",),
+    "KL, validation prompts": (r"^validation/kl$",),
 }
 """Panels of the PPO curves: the first metric name matching one of the patterns, in order."""
 
@@ -400,12 +402,18 @@ def ppo_figure(runs: dict[str, list[dict]]) -> tuple[str, dict] | None:
             if name:
                 steps, values = series(rows, name)
                 panels.setdefault(panel, {})[run] = {"metric": name, "step": steps, "value": values}
+                if any(f"{name}_low" in r for r in rows):  # a 95% interval per point (the validation curve's gain)
+                    panels[panel][run]["low"] = [r.get(f"{name}_low") for r in rows if _number(r.get(name))]
+                    panels[panel][run]["high"] = [r.get(f"{name}_high") for r in rows if _number(r.get(name))]
     if not panels:
         return None
     fig, axes = _figure(3.0 * len(panels), 2.8, ncols=len(panels))
     for ax, (panel, by_run) in zip(axes[0], panels.items()):
         for run, s in by_run.items():
-            ax.plot(s["step"], s["value"], label=run)
+            line = ax.plot(s["step"], s["value"], label=run, marker="o" if "low" in s else None)[0]
+            if "low" in s:
+                ax.fill_between(s["step"], s["low"], s["high"], color=line.get_color(), alpha=0.2, linewidth=0)
+                ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
         ax.set_title(panel)
         ax.set_xlabel("iteration")
         ax.legend(fontsize=7, frameon=False)

@@ -202,6 +202,12 @@ class PipelineConfig:
     ptx_per_episode: float = 1.0
     """PPO-ptx pretraining sequences per episode (paper: 8, as in the miniature and large presets; the quickstart uses 1
     to stay within its 20 minutes)."""
+    ppo_validation_prompts: int = 64
+    """Prompts of the PPO validation split on which each PPO run's RM score and KL are measured at iteration 0 and
+    along the run, the same prompts and uniforms each time (PPOConfig.validation_prompts; the ``validation/...``
+    curve with the score's gain over iteration 0 and its interval); 0: no curve."""
+    ppo_validation_every: int | None = None
+    """Iterations between points of that curve; None: half the run (points at 0, the middle and the end)."""
     ppo_ema_decay: float | None = None
     """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so
     the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32
@@ -302,6 +308,10 @@ class PipelineConfig:
         check(self.ppo_score_unfinished in unfinished, "ppo_score_unfinished", f"must be one of {unfinished}")
         check(self.ppo_kl_target is None or self.ppo_kl_target > 0, "ppo_kl_target", "must be positive (or unset)")
         check(self.ppo_kl_horizon >= 1, "ppo_kl_horizon", "must be at least 1")
+        check(self.ppo_validation_prompts >= 0, "ppo_validation_prompts", "must be >= 0 (0: no validation curve)")
+        check(
+            self.ppo_validation_every is None or self.ppo_validation_every >= 1, "ppo_validation_every", "must be >= 1"
+        )
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
         for pair in self.eval_task_items:
             task, _, n = pair.partition("=")

@@ -65,6 +65,8 @@ PPO_FIELDS = (
     "ppo_kl_target",
     "ppo_kl_horizon",
     "ppo_ema_decay",
+    "ppo_validation_prompts",
+    "ppo_validation_every",
 )
 
 
@@ -585,6 +587,9 @@ def ppo_stage(
         kl_horizon=config.ppo_kl_horizon,
         ema_decay=_ema_decay(config),
         seed=config.seed + round_number - 1,  # a new round draws new prompts and samples
+        validation_prompts=(Path(data["ppo_train"]).with_name("valid.jsonl"),) if config.ppo_validation_prompts else (),
+        validation_size=max(1, config.ppo_validation_prompts),
+        validation_every=config.ppo_validation_every or max(1, config.ppo_iterations // 2),
     )
     return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
 

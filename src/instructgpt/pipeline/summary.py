@@ -6,7 +6,8 @@ prints, as plain text (and with ``--json`` as JSON): the base model (and its tri
 run trimmed it), the wall time of every stage (and the peak
 resident memory of each that ran in its own process, ``<stage>/process.json``); the win rate of
 each model against the baseline with its 95% Wilson interval and win / tie / loss counts; the reward
-model's validation accuracy on the training labelers' and on the held-out labelers' rankings; and
+model's validation accuracy on the training labelers' and on the held-out labelers' rankings; each PPO run's
+RM score and KL on its validation prompts along the run (``<stage>/metrics.jsonl``'s ``validation/...``); and
 the NLP scores (the alignment tax of PPO-ptx against PPO); with iterated rounds, each round's win
 rates and RM accuracies. Missing pieces are skipped, so it also works on an unfinished run.
 """
@@ -60,6 +61,9 @@ def collect(run_dir: Path) -> dict:
             "chosen_clearly": selection.get("chosen_clearly", "not recorded"),  # absent before 2026-12-07
             "mean_scores": {f"{c['epoch']:g}": c["mean_score"] for c in selection["candidates"]},
         }
+    curves = {stage: _validation_curve(run_dir / stage / "metrics.jsonl") for stage in ("ppo", "ppo_ptx")}
+    if any(curves.values()):
+        out["ppo_validation"] = {stage: points for stage, points in curves.items() if points}
     results = _read(run_dir / "eval" / "results.json")
     if results:
         win = results.get("winrate", {})
@@ -89,6 +93,32 @@ def collect(run_dir: Path) -> dict:
             k: results.get("config", {}).get(k) for k in ("limit", "task_limits", "win_max_new_tokens", "precision")
         }
     return out
+
+
+def _validation_curve(log: Path) -> list[dict]:
+    """A PPO run's validation points (training/ppo_validation.py): iteration, RM score, its gain over iteration 0
+    with the 95% interval, KL, EOS fraction."""
+    if not log.is_file():
+        return []
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keys = ("score", "score_gain", "score_gain_low", "score_gain_high", "kl", "eos_fraction", "prompts")
+    return [{"step": r["step"], **{k: r[f"validation/{k}"] for k in keys}} for r in rows if "validation/score" in r]
+
+
+def _validation_lines(curves: dict) -> list[str]:
+    prompts = int(next(iter(curves.values()))[0]["prompts"])
+    lines = [
+        f"PPO: RM score on {prompts} validation prompts (the same prompts and uniforms at every point), its gain over "
+        "iteration 0 with the 95% t interval, and the KL to the reference on those answers",
+        "run       iteration   score   gain  [95% CI]          KL   EOS",
+    ]
+    for stage, points in curves.items():
+        for p in points:
+            lines.append(
+                f"{stage:<9} {p['step']:>9} {p['score']:>+7.2f} {p['score_gain']:>+6.2f}  "
+                f"[{p['score_gain_low']:+.2f}, {p['score_gain_high']:+.2f}]  {p['kl']:>6.2f}  {p['eos_fraction']:.2f}"
+            )
+    return lines
 
 
 def _win_table(w: dict, part: dict, title: str) -> list[str]:
@@ -138,6 +168,8 @@ def render(figures: dict) -> str:
             )
     if "sft_selection" in figures:
         lines += ["", _selection_line(figures["sft_selection"])]
+    if "ppo_validation" in figures:
+        lines += ["", *_validation_lines(figures["ppo_validation"])]
     if "winrate" in figures:
         w = figures["winrate"]
         parts = {f"test set {name}": part for name, part in w.get("by_set", {}).items()}

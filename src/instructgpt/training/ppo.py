@@ -11,6 +11,11 @@ One iteration (:func:`ppo_iteration`) reads like the paper:
    are ACCUMULATED into the same buffers, then ONE policy optimizer step (and one value step);
 5. the KL controller is updated, explicitly; the policy's EMA follows every optimizer step.
 
+With ``validation_prompts``, the policy also answers the same validation prompts at iteration 0 and every
+``validation_every`` iterations, with the same uniforms each time, and the RM score and KL of those answers are logged
+as ``validation/...`` with the score's gain over iteration 0 and its interval (:mod:`.ppo_validation`): the rising
+curve a small run's per-batch ``objective/score`` is too noisy to show. Rank 0 alone evaluates.
+
 Paper defaults: beta 0.02 (fixed, or adaptive as in Ziegler et al. 2019), clip 0.2, gamma 1,
 lambda 0.95 (the common choice; the paper gives none), temperature 1, 512 episodes per batch,
 minibatch 64, one inner epoch, a constant policy lr after a linear warm-up over the first 10
@@ -92,6 +97,9 @@ from instructgpt.training.kl_controller import make_kl_controller
 from instructgpt.training.optim import clip_grad_norm, grad_norm
 from instructgpt.training.ppo_config import Models, PPOConfig, config_meta, training_precision  # noqa: F401 (re-exported)
 from instructgpt.training.ppo_parallel import SINGLE, DataParallel
+from instructgpt.training.ppo_validation import Answers, ValidationPrompts
+from instructgpt.training.ppo_validation import answer as answer_validation
+from instructgpt.training.ppo_validation import summary as validation_summary
 from instructgpt.training.precision import MasterWeights
 
 
@@ -178,6 +186,11 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     )
     log = MetricsLog(config.out_dir, group.main, accelerator, "instructgpt-ppo", config, start=state.iteration)
     stop = min(config.iterations, config.max_iterations or config.iterations)
+    validation = _validation_prompts(config, tokenizer) if config.validation_prompts and group.main else None
+    if validation is not None:  # iteration 0: the starting policy, which is the frozen reference
+        start = _validation_answers(config, models, backend, validation, dtype, reference=True)
+        if state.iteration == 0:
+            log.log(0, validation_summary(start, start))
     bar = _progress(config, state.iteration, stop, group.main)
     while state.iteration < stop:
         indices = plan.batch(state.iteration)
@@ -194,6 +207,10 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
             group,
         )
         state.iteration += 1
+        if validation is not None and _validation_due(config, state.iteration, stop):
+            started = time.perf_counter()
+            metrics.update(validation_summary(_validation_answers(config, models, backend, validation, dtype), start))
+            metrics["time/validation_s"] = time.perf_counter() - started
         log.log(state.iteration, metrics)
         bar.update(1)
         bar.set_postfix(score=f"{metrics['objective/score']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
@@ -207,6 +224,43 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     if stop < config.iterations:
         return config.out_dir / "final"
     return ppo_io.save_final(config, models, state, group)
+
+
+def _validation_prompts(config: PPOConfig, tokenizer) -> ValidationPrompts:
+    from instructgpt.rollout.prompts import read_prompts, render_prompts
+
+    ids, _ = render_prompts(
+        tokenizer, read_prompts(config.validation_prompts), config.template, config.separator, config.max_prompt_tokens
+    )
+    check(bool(ids), "validation_prompts", "no usable prompt (all longer than max_prompt_tokens?)")
+    return ValidationPrompts.draw(ids, config.validation_size, config.max_new_tokens, config.seed)
+
+
+def _validation_due(config: PPOConfig, iteration: int, stop: int) -> bool:
+    return iteration == stop or (config.validation_every > 0 and iteration % config.validation_every == 0)
+
+
+def _validation_answers(config, models: Models, backend, prompts: ValidationPrompts, dtype, reference=False) -> Answers:
+    """The validation prompts answered by the policy, or by the frozen reference (``reference``: the starting
+    policy; with LoRA the policy with its adapter off); the backend is synced back to the policy after."""
+    lora = models.sft_policy is models.policy
+    backend.sync_weights(models.sft_policy if reference else models.policy)
+    with models.policy.disable_adapter() if reference and lora else nullcontext():
+        answers = answer_validation(
+            models.policy,
+            models.sft_policy,
+            models.reward_model,
+            backend,
+            prompts,
+            models.tokenizer.pad_token_id,
+            models.tokenizer.eos_token_id if config.score_unfinished == "end-marker" else None,
+            config.temperature,
+            dtype,
+            config.forward_batch_size,
+            config.loss_chunk_size,
+        )
+    backend.sync_weights(models.policy)
+    return answers
 
 
 def ppo_iteration(
