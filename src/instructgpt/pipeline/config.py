@@ -207,7 +207,10 @@ class PipelineConfig:
     along the run, the same prompts and uniforms each time (PPOConfig.validation_prompts; the ``validation/...``
     curve with the score's gain over iteration 0 and its interval); 0: no curve."""
     ppo_validation_every: int | None = None
-    """Iterations between points of that curve; None: half the run (points at 0, the middle and the end)."""
+    """Iterations between points of that curve; None: the run's length (points at iteration 0 and the end). Each point
+    costs about 25 s on a 2-core EPYC (the quickstart's 64 prompts of 48 tokens: a generation, a reference and a
+    reward forward); a midpoint in the quickstart's 6 iterations read +0.02 [-0.46, +0.50] for PPO, whose end
+    read +0.77 [+0.30, +1.23] (2026-12-07)."""
     ppo_ema_decay: float | None = None
     """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so
     the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32

@@ -589,7 +589,7 @@ def ppo_stage(
         seed=config.seed + round_number - 1,  # a new round draws new prompts and samples
         validation_prompts=(Path(data["ppo_train"]).with_name("valid.jsonl"),) if config.ppo_validation_prompts else (),
         validation_size=max(1, config.ppo_validation_prompts),
-        validation_every=config.ppo_validation_every or max(1, config.ppo_iterations // 2),
+        validation_every=config.ppo_validation_every or config.ppo_iterations,
     )
     return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
 
