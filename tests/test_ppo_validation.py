@@ -50,7 +50,8 @@ def _config(tmp_path, out, **overrides):
 
 def _validated(tmp_path, out, **overrides):
     valid = _prompts(tmp_path / "valid.jsonl", 40, offset=100)
-    return _config(tmp_path, out, validation_prompts=(valid,), validation_size=32, validation_every=4, **overrides)
+    settings = dict(validation_prompts=(valid,), validation_size=32, validation_every=4)
+    return _config(tmp_path, out, **{**settings, **overrides})
 
 
 def _curve(run):
@@ -64,7 +65,7 @@ def test_the_curve_starts_at_zero_gain_and_shows_the_rise_with_its_interval(tmp_
     assert sorted(points) == [0, 4, 8]  # iteration 0, every 4, the last
     start, end = points[0], points[8]
     assert start["validation/score_gain"] == 0.0 and start["validation/prompts"] == 32.0
-    assert abs(start["validation/kl"]) < 1e-4  # the reference's own answers: log pi = log pi_ref
+    assert start["validation/kl"] == 0.0  # the reference's own answers: log pi = log pi_ref
     # the vowel reward rises fast on this setup (test_ppo.py): the gain on held-out prompts shows it, interval above 0
     assert end["validation/score_gain_low"] > 0.0, end
     assert end["validation/score"] == pytest.approx(start["validation/score"] + end["validation/score_gain"], abs=1e-5)
@@ -115,3 +116,19 @@ def test_summary_is_the_paired_mean_gain_with_a_t_interval():
     assert out["validation/score_gain_high"] == pytest.approx(2.0 + 4.303 / 3**0.5, abs=1e-3)
     assert out["validation/score"] == pytest.approx(4.0) and out["validation/kl"] == 1.0
     assert out["validation/eos_fraction"] == pytest.approx(2 / 3) and out["validation/response_length"] == 5.0
+
+
+def test_with_lora_the_start_is_the_policy_with_its_adapter_off(tmp_path):
+    from instructgpt.models.lora import add_lora
+    from instructgpt.training.ppo import Models
+    from instructgpt.training.ppo_io import prepare_models
+
+    tokenizer = tiny_tokenizer()
+    config = _validated(tmp_path, "lora", lora_rank=4, episodes=16 * 2, validation_every=1)
+    plain = tiny_models(tokenizer)
+    lora = (config.lora_rank, config.lora_alpha, config.lora_target_modules, config.seed)
+    policy, value = add_lora(plain.policy, *lora), add_lora(plain.value_model, *lora)
+    train_ppo(config, prepare_models(Models(policy, policy, value, plain.reward_model, tokenizer), torch.device("cpu")))
+    points = {step: v for step, v in _curve(tmp_path / "lora") if v}
+    assert sorted(points) == [0, 1, 2] and points[0]["validation/kl"] == 0.0
+    assert points[2]["validation/kl"] != 0.0  # the adapter moved the policy away from its base

@@ -258,6 +258,7 @@ def _validation_answers(config, models: Models, backend, prompts: ValidationProm
             dtype,
             config.forward_batch_size,
             config.loss_chunk_size,
+            own=reference,
         )
     backend.sync_weights(models.policy)
     return answers

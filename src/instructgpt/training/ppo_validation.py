@@ -73,9 +73,11 @@ def answer(
     dtype: torch.dtype | None,
     batch_size: int = 16,
     chunk_size: int = 1024,
+    own: bool = False,
 ) -> Answers:
     """The policy's answers to ``prompts`` (through ``backend``, which samples from whatever it was synced to),
-    scored by ``reward_model`` and compared with ``reference`` (``reference is policy``: LoRA, the adapter off)."""
+    scored by ``reward_model`` and compared with ``reference`` (``reference is policy``: LoRA, the adapter off).
+    ``own``: the backend samples the reference itself (iteration 0), whose KL to itself is 0: not computed."""
     device = next(policy.parameters()).device
     generated = backend.generate(prompts.prompt_ids, prompts.uniforms)
     input_ids, attention_mask = assemble(prompts.prompt_ids, generated.response_ids, generated.response_mask, pad_id)
@@ -86,10 +88,13 @@ def answer(
     for start in range(0, len(input_ids), batch_size):
         rows = slice(start, start + batch_size)
         ids, mask = input_ids[rows].to(device), attention_mask[rows].to(device)
-        with policy.disable_adapter() if reference is policy else nullcontext():
-            ref[rows] = response_logprobs(
-                reference, ids, mask, width, response_mask[rows].to(device), temperature, dtype, chunk_size
-            ).cpu()
+        if own:
+            ref[rows] = generated.logprobs[rows].cpu()
+        else:
+            with policy.disable_adapter() if reference is policy else nullcontext():
+                ref[rows] = response_logprobs(
+                    reference, ids, mask, width, response_mask[rows].to(device), temperature, dtype, chunk_size
+                ).cpu()
         scored = (ids, mask) if end_id is None else with_end_marker(ids, mask, ended[rows].to(device), end_id)
         scores[rows] = sequence_scores(reward_model, *scored, dtype).cpu()
     kl = ((generated.logprobs.cpu() - ref) * response_mask).sum(-1)
