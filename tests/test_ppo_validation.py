@@ -1,8 +1,6 @@
 """PPO's validation curve: the same prompts and uniforms at every point, the gain over iteration 0 with its
 interval, no effect on training, and the same curve after a resume."""
 
-import json
-
 import pytest
 import torch
 from helpers.ppo_models import tiny_models
@@ -11,45 +9,26 @@ from instructgpt.models.tiny import tiny_tokenizer
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.ppo import PPOConfig, train_ppo
 from instructgpt.training.ppo_validation import Answers, ValidationPrompts, summary
+from tests.helpers.ppo_run import TINY_PPO, write_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _prompts(path, count, offset=0):
-    with path.open("w") as handle:
-        for i in range(offset, offset + count):
-            handle.write(
-                json.dumps({"id": f"p{i}", "text": f"{i} {i * 37 % 100}", "user_id": f"u{i % 4}", "source": "api"})
-                + "\n"
-            )
-    return path
-
-
 def _config(tmp_path, out, **overrides):
     base = dict(
-        policy="tiny",
-        reward_model="tiny-rm",
-        prompts=(_prompts(tmp_path / "train.jsonl", 16),),
+        TINY_PPO,
+        prompts=(write_prompts(tmp_path / "train.jsonl"),),
         out_dir=tmp_path / out,
         episodes=16 * 8,
-        batch_size=16,
-        minibatch_size=8,
-        micro_batch_size=8,
-        max_new_tokens=8,
         lr=1e-2,
-        value_lr=1e-3,
-        lr_warmup_iterations=1,
-        ptx_coef=0.0,
+        kl_target=None,
         ema_decay=0.0,
-        precision="fp32",
-        progress=False,
-        template="raw",
     )
     return PPOConfig(**{**base, **overrides})
 
 
 def _validated(tmp_path, out, **overrides):
-    valid = _prompts(tmp_path / "valid.jsonl", 40, offset=100)
+    valid = write_prompts(tmp_path / "valid.jsonl", 40, offset=100)
     settings = dict(validation_prompts=(valid,), validation_size=32, validation_every=4)
     return _config(tmp_path, out, **{**settings, **overrides})
 

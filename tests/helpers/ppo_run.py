@@ -44,9 +44,9 @@ TINY_PPO = dict(
 with 2 ranks); 8 prompts per generation batch (one rank's share, so one process samples the same batches)."""
 
 
-def write_prompts(path: Path, count: int = 16) -> Path:
+def write_prompts(path: Path, count: int = 16, offset: int = 0) -> Path:
     with path.open("w") as handle:
-        for i in range(count):
+        for i in range(offset, offset + count):
             record = {"id": f"p{i}", "text": f"{i} {i * 37 % 100}", "user_id": f"u{i % 4}", "source": "api"}
             handle.write(json.dumps(record) + "\n")
     return path
