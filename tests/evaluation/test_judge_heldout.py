@@ -55,6 +55,33 @@ def test_leave_one_out_never_trains_on_the_held_out_rows_or_their_texts(by):
 
 
 @pytest.mark.parametrize("by", heldout.SPLITS)
+def test_cross_predict_in_processes_gives_the_same_predictions_bit_for_bit(by):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    types = [m for m in MODELS for _ in range(40)]  # [240]
+    x = rng.normal(size=(len(types), 30))  # [240, 30] dense: BLAS does the products
+    y = (x[:, 0] + 0.5 * rng.normal(size=len(types)) > 0).astype(int)  # [240]
+    texts = list(range(len(types)))
+
+    def fit_predict(train, test):
+        with heldout.one_thread():
+            model = LogisticRegression(C=4.0, max_iter=2000).fit(x[train], y[train])
+        return model.predict_proba(x[test])[:, 1]
+
+    one = heldout.cross_predict(types, texts, fit_predict, by)
+    two = heldout.cross_predict(types, texts, fit_predict, by, jobs=2)  # the groups' fits in 2 joblib processes
+    assert np.isfinite(one).all() and one.tobytes() == two.tobytes()
+    args = (finetune_rows(), tqa_rows(), REFERENCES, True, "true", by)  # the judges' own fits
+    one = truthfulqa.heldout_paper_predictions(*args, jobs=1)
+    assert one.tobytes() == truthfulqa.heldout_paper_predictions(*args, jobs=2).tobytes()
+    samples = RTP[0] + ["what a lovely day"]
+    one = toxicity.heldout_paper_scores(samples, RTP[1] + [0.5], tox_rows(), by, jobs=1)
+    assert one.tobytes() == toxicity.heldout_paper_scores(samples, RTP[1] + [0.5], tox_rows(), by, jobs=2).tobytes()
+    assert heldout.build_jobs() >= 1
+
+
+@pytest.mark.parametrize("by", heldout.SPLITS)
 def test_truthfulqa_heldout_predictions_train_without_the_held_out_model(monkeypatch, by):
     rows, calls = tqa_rows(), []
     real = truthfulqa.fit_judge
