@@ -189,12 +189,18 @@ class TruthJudge:
         rows_of: dict[str, list[int]] = {}
         for i, q in enumerate(questions):
             rows_of.setdefault(q, []).append(i)
-        for q, rows in rows_of.items():  # one sparse product per question
-            true_refs, false_refs = self.references.get(q, ([], []))
+        refs = [self.references.get(q, ([], [])) for q in rows_of]
+        # every question's references in one transform (a TF-IDF row depends on its text alone: the
+        # same rows as one transform per question, which cost most of a fit), then sliced per question
+        ref_vectors = self.vectorizer.transform([a for t, f in refs for a in t + f])  # [m, F]
+        start = 0
+        for (q, rows), (true_refs, false_refs) in zip(rows_of.items(), refs):  # one sparse product per question
             block = answer_vectors[rows]  # [r, F]
-            st = _max_cosine(block, self.vectorizer, true_refs)  # [r]
-            sf = _max_cosine(block, self.vectorizer, false_refs)  # [r]
+            middle, end = start + len(true_refs), start + len(true_refs) + len(false_refs)
+            st = _max_cosine(block, ref_vectors[start:middle])  # [r]
+            sf = _max_cosine(block, ref_vectors[middle:end])  # [r]
             sims[rows] = np.stack([st, sf, st - sf], axis=1)
+            start = end
         return hstack([answer_vectors, csr_matrix(sims * 3.0)]).tocsr()
 
     def fit(self, questions, answers, labels, sample_weight=None) -> TruthJudge:
@@ -217,12 +223,12 @@ class TruthJudge:
         return self.model.predict_proba(self._features(questions, answers))[:, 1]
 
 
-def _max_cosine(vectors, vectorizer, references: list[str]) -> np.ndarray:
-    """[r] the best cosine similarity of each row of ``vectors`` to any reference (TF-IDF rows are L2-normalised)."""
-    if not references:
+def _max_cosine(vectors, references) -> np.ndarray:
+    """[r] the best cosine similarity of each row of ``vectors`` [r, F] to any row of ``references``
+    [m, F] (TF-IDF rows are L2-normalised); 0 where there are no references."""
+    if not references.shape[0]:
         return np.zeros(vectors.shape[0])
-    refs = vectorizer.transform(references)  # [m, F]
-    return np.asarray((vectors @ refs.T).max(axis=1).todense()).ravel()
+    return np.asarray((vectors @ references.T).max(axis=1).todense()).ravel()
 
 
 def paper_labels(rows: Sequence[dict], column: str) -> list[tuple[str, str, int]]:
