@@ -11,8 +11,8 @@
 - **The judge.** The paper used fine-tuned GPT-3 judges ("GPT-judge", "GPT-info"). Offline, two
   logistic regressions are trained on the same fine-tune files (``finetune_truth`` /
   ``finetune_info``, 22k labelled answers each) and on the paper's own 3,600 answers labelled
-  by the GPT-judge probabilities stored with them (> 0.5 is yes), once per machine (about two
-  minutes with the held-out fits below, then cached). Features: TF-IDF
+  by the GPT-judge probabilities stored with them (> 0.5 is yes), once per machine (about 45 s
+  on 2 cores with the held-out fits below, run in parallel, then cached). Features: TF-IDF
   of the answer, and (truth judge) the answer's highest TF-IDF cosine similarity to the
   question's reference true answers and to its reference false answers, from TruthfulQA.csv,
   and their difference. Held-out accuracy is measured on 20% of the *questions* of the fine-tune
@@ -191,10 +191,10 @@ class TruthJudge:
             rows_of.setdefault(q, []).append(i)
         refs = [self.references.get(q, ([], [])) for q in rows_of]
         # every question's references in one transform (a TF-IDF row depends on its text alone: the
-        # same rows as one transform per question, which cost most of a fit), then sliced per question
+        # same rows as one transform per question, about half of a truth fit before), then sliced per question
         ref_vectors = self.vectorizer.transform([a for t, f in refs for a in t + f])  # [m, F]
         start = 0
-        for (q, rows), (true_refs, false_refs) in zip(rows_of.items(), refs):  # one sparse product per question
+        for rows, (true_refs, false_refs) in zip(rows_of.values(), refs):  # one sparse product per question
             block = answer_vectors[rows]  # [r, F]
             middle, end = start + len(true_refs), start + len(true_refs) + len(false_refs)
             st = _max_cosine(block, ref_vectors[start:middle])  # [r]
