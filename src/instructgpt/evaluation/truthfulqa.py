@@ -192,7 +192,8 @@ class TruthJudge:
         refs = [self.references.get(q, ([], [])) for q in rows_of]
         # every question's references in one transform (a TF-IDF row depends on its text alone: the
         # same rows as one transform per question, about half of a truth fit before), then sliced per question
-        ref_vectors = self.vectorizer.transform([a for t, f in refs for a in t + f])  # [m, F]
+        flat = [a for t, f in refs for a in t + f]
+        ref_vectors = self.vectorizer.transform(flat) if flat else csr_matrix((0, answer_vectors.shape[1]))  # [m, F]
         start = 0
         for rows, (true_refs, false_refs) in zip(rows_of.values(), refs):  # one sparse product per question
             block = answer_vectors[rows]  # [r, F]
