@@ -81,6 +81,24 @@ def test_cross_predict_in_processes_gives_the_same_predictions_bit_for_bit(by):
     assert heldout.build_jobs() >= 1
 
 
+def test_truth_judge_reference_features_equal_one_transform_per_question():
+    refs = {**REFERENCES, "Is the sky blue?": (["Yes, it is blue.", "It looks blue."], ["No, it is green."])}
+    judge = truthfulqa.fit_judge(finetune_rows(), refs, True)
+    questions = [QUESTION, "Is the sky blue?", "A question without references?", QUESTION]
+    answers = ["It passes through you.", "It is green.", "I have no comment.", "It stays for seven years."]
+    sims = judge._features(questions, answers).toarray()[:, -3:]  # [4, 3]: 3x (best true, best false, difference)
+    vectors = judge.vectorizer.transform(answers)
+    for i, q in enumerate(questions):  # the references transformed per question, as the features once were
+        true, false = (
+            float((vectors[i] @ judge.vectorizer.transform(r).T).toarray().max()) if r else 0.0
+            for r in refs.get(q, ([], []))
+        )
+        assert sims[i].tolist() == [3.0 * true, 3.0 * false, 3.0 * (true - false)]  # bit for bit
+    assert sims[0, 0] > 0 and sims[1, 1] > 0 and not sims[2].any()
+    no_refs = truthfulqa.fit_judge(finetune_rows(), {}, True)  # no question has references: zero similarities
+    assert np.isfinite(no_refs.predict_proba([QUESTION], ["Yes."])).all()
+
+
 @pytest.mark.parametrize("by", heldout.SPLITS)
 def test_truthfulqa_heldout_predictions_train_without_the_held_out_model(monkeypatch, by):
     rows, calls = tqa_rows(), []
