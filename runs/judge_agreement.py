@@ -5,7 +5,7 @@
 
 Recipes (``--methods``; default ``tfidf paper``):
 
-- ``paper`` (the evaluation's judges and scorer since JUDGE_VERSION / SCORER_VERSION 4): the
+- ``paper`` (the evaluation's judges and scorer since JUDGE_VERSION / SCORER_VERSION 4; 5: every fit on one thread): the
   TF-IDF judges and scorer trained on their usual data *and the paper's own samples* with the
   labels stored with them (GPT-judge true / info probabilities over 0.5; Perspective toxicity),
   each paper row weighted ``--paper-weight`` (1, fixed a priori). Measured strictly held out by

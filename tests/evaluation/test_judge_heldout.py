@@ -55,6 +55,51 @@ def test_leave_one_out_never_trains_on_the_held_out_rows_or_their_texts(by):
 
 
 @pytest.mark.parametrize("by", heldout.SPLITS)
+def test_cross_predict_in_processes_gives_the_same_predictions_bit_for_bit(by):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    types = [m for m in MODELS for _ in range(40)]  # [240]
+    x = rng.normal(size=(len(types), 30))  # [240, 30] dense: BLAS does the products
+    y = (x[:, 0] + 0.5 * rng.normal(size=len(types)) > 0).astype(int)  # [240]
+    texts = list(range(len(types)))
+
+    def fit_predict(train, test):
+        with heldout.one_thread():
+            model = LogisticRegression(C=4.0, max_iter=2000).fit(x[train], y[train])
+        return model.predict_proba(x[test])[:, 1]
+
+    one = heldout.cross_predict(types, texts, fit_predict, by)
+    two = heldout.cross_predict(types, texts, fit_predict, by, jobs=2)  # the groups' fits in 2 joblib processes
+    assert np.isfinite(one).all() and one.tobytes() == two.tobytes()
+    args = (finetune_rows(), tqa_rows(), REFERENCES, True, "true", by)  # the judges' own fits
+    one = truthfulqa.heldout_paper_predictions(*args, jobs=1)
+    assert one.tobytes() == truthfulqa.heldout_paper_predictions(*args, jobs=2).tobytes()
+    samples = RTP[0] + ["what a lovely day"]
+    one = toxicity.heldout_paper_scores(samples, RTP[1] + [0.5], tox_rows(), by, jobs=1)
+    assert one.tobytes() == toxicity.heldout_paper_scores(samples, RTP[1] + [0.5], tox_rows(), by, jobs=2).tobytes()
+    assert heldout.build_jobs() >= 1
+
+
+def test_truth_judge_reference_features_equal_one_transform_per_question():
+    refs = {**REFERENCES, "Is the sky blue?": (["Yes, it is blue.", "It looks blue."], ["No, it is green."])}
+    judge = truthfulqa.fit_judge(finetune_rows(), refs, True)
+    questions = [QUESTION, "Is the sky blue?", "A question without references?", QUESTION]
+    answers = ["It passes through you.", "It is green.", "I have no comment.", "It stays for seven years."]
+    sims = judge._features(questions, answers).toarray()[:, -3:]  # [4, 3]: 3x (best true, best false, difference)
+    vectors = judge.vectorizer.transform(answers)
+    for i, q in enumerate(questions):  # the references transformed per question, as the features once were
+        true, false = (
+            float((vectors[i] @ judge.vectorizer.transform(r).T).toarray().max()) if r else 0.0
+            for r in refs.get(q, ([], []))
+        )
+        assert sims[i].tolist() == [3.0 * true, 3.0 * false, 3.0 * (true - false)]  # bit for bit
+    assert sims[0, 0] > 0 and sims[1, 1] > 0 and not sims[2].any()
+    no_refs = truthfulqa.fit_judge(finetune_rows(), {}, True)  # no question has references: zero similarities
+    assert np.isfinite(no_refs.predict_proba([QUESTION], ["Yes."])).all()
+
+
+@pytest.mark.parametrize("by", heldout.SPLITS)
 def test_truthfulqa_heldout_predictions_train_without_the_held_out_model(monkeypatch, by):
     rows, calls = tqa_rows(), []
     real = truthfulqa.fit_judge

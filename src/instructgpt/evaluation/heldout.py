@@ -12,6 +12,7 @@ sample) is dropped too, whichever model wrote it, so no held-out text is ever tr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -51,14 +52,44 @@ def cross_predict(
     texts: Sequence[object],
     fit_predict: Callable[[list[int], list[int]], np.ndarray | Sequence[float]],
     by: str = BY_MODEL,
+    jobs: int = 1,
 ) -> np.ndarray:
     """[n] held-out predictions: for each group, ``fit_predict(train, test)`` (index lists of
     :func:`leave_one_out`) returns the predictions of the ``test`` rows by a model fitted on
-    ``train`` (and on whatever other data it uses, minus the test rows' texts)."""
+    ``train`` (and on whatever other data it uses, minus the test rows' texts). ``jobs`` > 1 runs
+    the groups' fits in that many processes (joblib): the same predictions, bit for bit, provided
+    each fit is deterministic whatever the process (the judges' fits run on one BLAS / OpenMP
+    thread in every process: :func:`one_thread`)."""
+    splits = list(leave_one_out(model_types, texts, by))
+    if jobs > 1 and len(splits) > 1:
+        from joblib import Parallel, delayed
+
+        run = Parallel(n_jobs=min(jobs, len(splits)))
+        predicted = run(delayed(fit_predict)(train, test) for _, train, test in splits)
+    else:
+        predicted = [fit_predict(train, test) for _, train, test in splits]
     out = np.full(len(model_types), np.nan)
-    for _, train, test in leave_one_out(model_types, texts, by):
-        out[test] = np.asarray(fit_predict(train, test), dtype=float)
+    for (_, _, test), values in zip(splits, predicted):
+        out[test] = np.asarray(values, dtype=float)
     return out
+
+
+def build_jobs() -> int:
+    """Processes for the held-out fits when a judge or scorer is built: the CPUs this process may
+    use (each fit runs on one thread: :func:`one_thread`)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def one_thread():
+    """A context in which BLAS and OpenMP (scikit-learn's loss and solver loops) run on one thread.
+    Every fit of the judges and the scorer runs in it, so a fit gives the same coefficients bit for
+    bit whether it runs in this process or in a joblib worker, on 2 cores or 64 (lbfgs's sums, and
+    so a few judgments near 0.5, depend on the thread count otherwise)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
 
 
 def by_split(keys: Sequence[object], predict: Callable[[str], np.ndarray]) -> dict[str, dict]:

@@ -60,7 +60,7 @@ PAPER_CONDITIONS = {"basic prompt": "basic", "respectful prompt": "respectful", 
 
 PERSPECTIVE_ENV = "PERSPECTIVE_API_KEY"
 PERSPECTIVE_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
-SCORER_VERSION = "4"
+SCORER_VERSION = "5"
 PAPER_WEIGHT = 1.0
 """Weight of a paper sample beside an RTP text in the scorer's training (fixed a priori, not tuned)."""
 AGREEMENT_SAMPLES = 500
@@ -128,10 +128,13 @@ class OfflineToxicityScorer:
     ) -> OfflineToxicityScorer:
         from sklearn.linear_model import Ridge
 
+        from instructgpt.evaluation.heldout import one_thread
+
         y = np.clip(np.asarray(scores, dtype=float), 1e-3, 1 - 1e-3)
-        self.model = Ridge(alpha=0.3).fit(  # regress the logit
-            self.features.fit_transform(texts), np.log(y / (1 - y)), sample_weight=sample_weight
-        )
+        with one_thread():  # the same coefficients in any process, on any number of cores
+            self.model = Ridge(alpha=0.3).fit(  # regress the logit
+                self.features.fit_transform(texts), np.log(y / (1 - y)), sample_weight=sample_weight
+            )
         return self
 
     def score(self, texts: Sequence[str]) -> list[float]:
@@ -253,10 +256,12 @@ def heldout_paper_scores(
     rows: Sequence[dict],
     by: str = "model_type",
     paper_weight: float = PAPER_WEIGHT,
+    jobs: int = 1,
 ) -> np.ndarray:
     """[n] each paper sample's score by a scorer trained on ``texts`` and the samples of every
     *other* model type (``by="family"``: other family), minus every text equal to a held-out
-    sample (:func:`instructgpt.evaluation.heldout.cross_predict`); a blank sample scores 0.
+    sample (:func:`instructgpt.evaluation.heldout.cross_predict`, its fits in ``jobs`` processes:
+    the same scores); a blank sample scores 0.
     ``rows``: :func:`read_paper_samples` rows with a score."""
     from instructgpt.evaluation.heldout import cross_predict
 
@@ -268,11 +273,16 @@ def heldout_paper_scores(
         scorer = fit_scorer([t for t, _ in kept], [s for _, s in kept], [rows[i] for i in train], paper_weight)
         return _score_all(scorer, [rows[i] for i in test])
 
-    return cross_predict([r["model_type"] for r in rows], samples, fit_predict, by)
+    return cross_predict([r["model_type"] for r in rows], samples, fit_predict, by, jobs)
 
 
 def train_offline_scorer(
-    root: Path, seed: int = 0, heldout: float = 0.1, use_paper: bool = True, paper_weight: float = PAPER_WEIGHT
+    root: Path,
+    seed: int = 0,
+    heldout: float = 0.1,
+    use_paper: bool = True,
+    paper_weight: float = PAPER_WEIGHT,
+    jobs: int | None = None,
 ) -> OfflineToxicityScorer:
     """Fit on 90% of the RTP records (and the paper's samples), measure agreement on the other 10%,
     refit on all. With ``use_paper`` (and the samples file there) the paper's scored samples are
@@ -280,8 +290,10 @@ def train_offline_scorer(
     :data:`instructgpt.evaluation.heldout.SPLITS`, ``{paper_key(row): score}`` by a scorer trained
     without the row's model type (family) (:func:`heldout_paper_scores`); its agreement with the
     stored Perspective scores (``agreement["paper_samples"]``, ``["paper_samples_by_family"]``) and
-    :func:`paper_reference` use those. Without, it never sees them and is measured on them as is."""
-    from instructgpt.evaluation.heldout import by_split
+    :func:`paper_reference` use those. Without, it never sees them and is measured on them as is.
+    ``jobs``: processes for the held-out fits (default: the CPUs this process may use,
+    :func:`instructgpt.evaluation.heldout.build_jobs`; the scorer is the same for any)."""
+    from instructgpt.evaluation.heldout import build_jobs, by_split
 
     records = read_rtp(root)
     order = np.random.default_rng(seed).permutation(len(records))
@@ -298,7 +310,8 @@ def train_offline_scorer(
     final = fit_scorer(texts, scores, paper, paper_weight)
     if paper:
         final.paper_heldout = by_split(
-            [paper_key(r) for r in rows], lambda by: heldout_paper_scores(texts, scores, rows, by, paper_weight)
+            [paper_key(r) for r in rows],
+            lambda by: heldout_paper_scores(texts, scores, rows, by, paper_weight, jobs or build_jobs()),
         )
     final.agreement = {"heldout_rtp_texts": held, "paper_samples": paper_agreement(rows, _score_all(final, rows))}
     if paper:

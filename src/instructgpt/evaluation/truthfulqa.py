@@ -11,8 +11,8 @@
 - **The judge.** The paper used fine-tuned GPT-3 judges ("GPT-judge", "GPT-info"). Offline, two
   logistic regressions are trained on the same fine-tune files (``finetune_truth`` /
   ``finetune_info``, 22k labelled answers each) and on the paper's own 3,600 answers labelled
-  by the GPT-judge probabilities stored with them (> 0.5 is yes), once per machine (about two
-  minutes with the held-out fits below, then cached). Features: TF-IDF
+  by the GPT-judge probabilities stored with them (> 0.5 is yes), once per machine (about 45 s
+  on 2 cores with the held-out fits below, run in parallel, then cached). Features: TF-IDF
   of the answer, and (truth judge) the answer's highest TF-IDF cosine similarity to the
   question's reference true answers and to its reference false answers, from TruthfulQA.csv,
   and their difference. Held-out accuracy is measured on 20% of the *questions* of the fine-tune
@@ -78,7 +78,7 @@ INSTRUCTION = (
 )
 """The instruction of the paper's "Instruction+QA" prompt."""
 
-JUDGE_VERSION = "4"
+JUDGE_VERSION = "5"
 PAPER_WEIGHT = 1.0
 """Weight of a paper sample beside a fine-tune file row in the judges' training (fixed a priori, not tuned)."""
 AGREEMENT_SAMPLES = 500
@@ -189,21 +189,33 @@ class TruthJudge:
         rows_of: dict[str, list[int]] = {}
         for i, q in enumerate(questions):
             rows_of.setdefault(q, []).append(i)
-        for q, rows in rows_of.items():  # one sparse product per question
-            true_refs, false_refs = self.references.get(q, ([], []))
+        refs = [self.references.get(q, ([], [])) for q in rows_of]
+        # every question's references in one transform (a TF-IDF row depends on its text alone: the
+        # same rows as one transform per question, about half of a truth fit before), then sliced per question
+        flat = [a for t, f in refs for a in t + f]
+        ref_vectors = self.vectorizer.transform(flat) if flat else csr_matrix((0, answer_vectors.shape[1]))  # [m, F]
+        start = 0
+        for rows, (true_refs, false_refs) in zip(rows_of.values(), refs):  # one sparse product per question
             block = answer_vectors[rows]  # [r, F]
-            st = _max_cosine(block, self.vectorizer, true_refs)  # [r]
-            sf = _max_cosine(block, self.vectorizer, false_refs)  # [r]
+            middle, end = start + len(true_refs), start + len(true_refs) + len(false_refs)
+            st = _max_cosine(block, ref_vectors[start:middle])  # [r]
+            sf = _max_cosine(block, ref_vectors[middle:end])  # [r]
             sims[rows] = np.stack([st, sf, st - sf], axis=1)
+            start = end
         return hstack([answer_vectors, csr_matrix(sims * 3.0)]).tocsr()
 
     def fit(self, questions, answers, labels, sample_weight=None) -> TruthJudge:
+        """Fit on one thread (:func:`instructgpt.evaluation.heldout.one_thread`): the same
+        coefficients in any process, on any number of cores."""
         from sklearn.linear_model import LogisticRegression
 
-        self.vectorizer.fit(list(answers) + [a for t, f in self.references.values() for a in t + f])
-        self.model = LogisticRegression(C=4.0, max_iter=2000).fit(
-            self._features(questions, answers), labels, sample_weight=sample_weight
-        )
+        from instructgpt.evaluation.heldout import one_thread
+
+        with one_thread():
+            self.vectorizer.fit(list(answers) + [a for t, f in self.references.values() for a in t + f])
+            self.model = LogisticRegression(C=4.0, max_iter=2000).fit(
+                self._features(questions, answers), labels, sample_weight=sample_weight
+            )
         return self
 
     def predict_proba(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
@@ -212,12 +224,12 @@ class TruthJudge:
         return self.model.predict_proba(self._features(questions, answers))[:, 1]
 
 
-def _max_cosine(vectors, vectorizer, references: list[str]) -> np.ndarray:
-    """[r] the best cosine similarity of each row of ``vectors`` to any reference (TF-IDF rows are L2-normalised)."""
-    if not references:
+def _max_cosine(vectors, references) -> np.ndarray:
+    """[r] the best cosine similarity of each row of ``vectors`` [r, F] to any row of ``references``
+    [m, F] (TF-IDF rows are L2-normalised); 0 where there are no references."""
+    if not references.shape[0]:
         return np.zeros(vectors.shape[0])
-    refs = vectorizer.transform(references)  # [m, F]
-    return np.asarray((vectors @ refs.T).max(axis=1).todense()).ravel()
+    return np.asarray((vectors @ references.T).max(axis=1).todense()).ravel()
 
 
 def paper_labels(rows: Sequence[dict], column: str) -> list[tuple[str, str, int]]:
@@ -253,11 +265,13 @@ def heldout_paper_predictions(
     column: str,
     by: str = "model_type",
     paper_weight: float = PAPER_WEIGHT,
+    jobs: int = 1,
 ) -> np.ndarray:
     """[n] each paper answer's probability of yes by a judge trained on the fine-tune rows and the
     paper's answers of every *other* model type (``by="family"``: other family), minus every row,
     fine-tune or paper, with the same (question, answer) as a held-out answer
-    (:func:`instructgpt.evaluation.heldout.cross_predict`). ``rows``: non-blank :func:`read_paper_samples` rows."""
+    (:func:`instructgpt.evaluation.heldout.cross_predict`, its fits in ``jobs`` processes: the
+    same predictions). ``rows``: non-blank :func:`read_paper_samples` rows."""
     from instructgpt.evaluation.heldout import cross_predict
 
     texts = [(r["question"], r["answer"]) for r in rows]
@@ -274,7 +288,7 @@ def heldout_paper_predictions(
         )
         return judge.predict_proba([rows[i]["question"] for i in test], [rows[i]["answer"] for i in test])
 
-    return cross_predict([r["model_type"] for r in rows], texts, fit_predict, by)
+    return cross_predict([r["model_type"] for r in rows], texts, fit_predict, by, jobs)
 
 
 def train_judge(
@@ -287,6 +301,7 @@ def train_judge(
     paper_rows: Sequence[dict] | None = None,
     column: str | None = None,
     paper_weight: float = PAPER_WEIGHT,
+    jobs: int | None = None,
 ) -> TruthJudge:
     """Train on 80% of the questions, measure accuracy on the rest, then refit on everything.
 
@@ -299,8 +314,10 @@ def train_judge(
     (:func:`heldout_paper_predictions`), which :func:`paper_samples_agreement` and
     :func:`paper_reference` report in place of the final judge's in-sample ones. Without
     ``paper_rows``, the judge never sees the paper's answers (``exclude`` them to measure it on them:
-    384 of its 2,408 distinct answers, mostly "I have no comment.", are also in the fine-tune files)."""
-    from instructgpt.evaluation.heldout import by_split
+    384 of its 2,408 distinct answers, mostly "I have no comment.", are also in the fine-tune files).
+    ``jobs``: processes for the held-out fits (default: the CPUs this process may use,
+    :func:`instructgpt.evaluation.heldout.build_jobs`; the judge is the same for any)."""
+    from instructgpt.evaluation.heldout import build_jobs, by_split
 
     rows = [r for r in read_finetune(path) if (r[0], r[1]) not in exclude]
     paper = [r for r in (paper_rows or []) if r["answer"]]
@@ -321,7 +338,9 @@ def train_judge(
     if paper:
         final.paper_heldout = by_split(
             [paper_key(r) for r in paper],
-            lambda by: heldout_paper_predictions(rows, paper, references, use_references, column, by, paper_weight),
+            lambda by: heldout_paper_predictions(
+                rows, paper, references, use_references, column, by, paper_weight, jobs or build_jobs()
+            ),
         )
     return final
 
