@@ -46,3 +46,11 @@ def test_truthfulqa_rates_per_model_type():
     assert out["per_model"]["ppo"] == {"n": 1, "ours": 0.0, "gpt_judge": 1.0}
     assert out["agreement"] == 0.5 and out["worst_model_difference"] == 1.0 and out["models_over_5_points"] == 2
     assert out["worst_model_prompt_difference"] == 1.0  # gpt / instruction_qa and ppo / qa
+
+
+@pytest.mark.parametrize(("ours_yes", "over"), [(55, False), (56, True), (45, False), (44, True)])
+def test_exactly_5_points_is_within(ours_yes, over):
+    """15 of 300 answers (0.55 against 0.50) is 5.00 points: within, although 0.55 - 0.50 > 0.05 in floating point."""
+    rows = [{"model_type": "m", "prompt": "qa", "true": float(i < 50)} for i in range(100)]
+    predicted = np.array([float(i < ours_yes) for i in range(100)])
+    assert truthfulqa.rates_agreement(rows, predicted, "true")["models_over_5_points"] == int(over)

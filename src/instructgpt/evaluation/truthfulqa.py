@@ -533,8 +533,14 @@ def rates_agreement(rows: Sequence[dict], predicted: np.ndarray, column: str) ->
         },
         "worst_model_difference": max(map(difference, by_model.values())),
         "worst_model_prompt_difference": max(map(difference, by_prompt.values())),
-        "models_over_5_points": sum(difference(i) > 0.05 for i in by_model.values()),
+        "models_over_5_points": sum(_over_5_points(ours[i], theirs[i]) for i in by_model.values()),
     }
+
+
+def _over_5_points(ours: np.ndarray, theirs: np.ndarray) -> bool:
+    """Whether two rates over the same n answers differ by more than 5 points, counted exactly: 15 of 300 is 5.00
+    points, within (``0.55 - 0.50 > 0.05`` holds in floating point)."""
+    return abs(int(ours.sum()) - int(theirs.sum())) * 20 > len(ours)
 
 
 def paper_samples_agreement(root: Path, truth: Any, info: Any) -> dict:
