@@ -10,10 +10,12 @@ batch (PPO's data-parallel ranks each sample a share of one table).
 
 - :class:`HFBackend` (the default): the Hugging Face model's own forward with a KV cache,
   batched, left-padded prompts, one token per step for every unfinished row, stopping at EOS.
-  The decode loop (:mod:`instructgpt.rollout.decoding`, setting ``decode``) is eager with a
-  ``DynamicCache``, or, by default on CPUs with native bf16 and real-sized models, a static
-  cache whose one-token step and sampler reductions go through ``torch.compile`` (compiled once
-  per process). The trunk gives the last position's hidden state and
+  The decode loop (:mod:`instructgpt.rollout.decoding`, setting ``decode``) is, by default on
+  CPUs, the written-out Gemma 3 step (:mod:`instructgpt.rollout.fused_decode`) where it applies,
+  with the sampler's chunk reductions compiled where that pays
+  (:func:`instructgpt.rollout.sampling.compiled_sampling_pays`); else eager with a
+  ``DynamicCache``, or (``compiled``) a static cache whose one-token step and sampler reductions
+  go through ``torch.compile`` (compiled once per process). The trunk gives the last position's hidden state and
   :func:`instructgpt.rollout.sampling.sample_next` projects it on the vocabulary in chunks and
   samples with one random number per row (no ``[B, V]`` multinomial). It is written as a loop rather than through
   ``model.generate`` because PPO needs the log-probability of each sampled token under the
@@ -52,7 +54,7 @@ from instructgpt.rollout.decoding import (
 )
 from instructgpt.rollout.forward import autocast, causal_lm, trunk, unembedding
 from instructgpt.rollout.fused_decode import FusedDecoder, FusedWeights
-from instructgpt.rollout.sampling import RandomSource, VocabProjection, sample_next
+from instructgpt.rollout.sampling import RandomSource, VocabProjection, compiled_sampling_pays, sample_next
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,11 @@ class HFBackend:
                 self._fused = FusedWeights.of(trunk(self.model), text_config(lm), self.dtype, self.batch_size)
             weights = self._fused
             return self._sample(
-                prompt_ids, random, weight, lambda mask: FusedDecoder(weights, trunk(self.model), mask, length)
+                prompt_ids,
+                random,
+                weight,
+                lambda mask: FusedDecoder(weights, trunk(self.model), mask, length),
+                compiled_sampling_pays(weight, device),
             )
         if path == "eager":
             return self._sample(
