@@ -7,11 +7,11 @@ import torch
 
 from instructgpt.models.reward import RewardModel
 from instructgpt.models.tiny import tiny_model
+from instructgpt.rollout import sampling
 from instructgpt.rollout.collect import collect_rollout
+from instructgpt.rollout.decoding import have_compiler
 from instructgpt.rollout.forward import response_logprobs
 from instructgpt.rollout.generation import HFBackend, SamplingSettings
-from instructgpt.rollout import sampling
-from instructgpt.rollout.decoding import have_compiler
 from instructgpt.rollout.sampling import (
     VocabProjection,
     _packable,
