@@ -7,15 +7,14 @@ import torch
 
 from instructgpt.models.reward import RewardModel
 from instructgpt.models.tiny import tiny_model
-from instructgpt.rollout import sampling
+from instructgpt.rollout import generation, sampling
 from instructgpt.rollout.collect import collect_rollout
 from instructgpt.rollout.decoding import have_compiler
 from instructgpt.rollout.forward import response_logprobs
-from instructgpt.rollout.generation import HFBackend, SamplingSettings
+from instructgpt.rollout.generation import HFBackend, SamplingSettings, compiled_sampling_pays
 from instructgpt.rollout.sampling import (
     VocabProjection,
     _packable,
-    compiled_sampling_pays,
     inverse_cdf_sample,
     next_logits,
     sample_next,
@@ -90,10 +89,10 @@ def test_compiled_sampling_only_where_it_pays(monkeypatch):
     CUDA), never for the tests' small ones."""
     big, small = VocabProjection.of(torch.zeros(65536, 4)), VocabProjection.of(torch.zeros(300, 4))
     cpu = torch.device("cpu")
-    monkeypatch.setattr(sampling, "have_compiler", lambda: True)
+    monkeypatch.setattr(generation, "have_compiler", lambda: True)
     assert compiled_sampling_pays(big, cpu) and not compiled_sampling_pays(small, cpu)
     assert not compiled_sampling_pays(big, torch.device("meta"))
-    monkeypatch.setattr(sampling, "have_compiler", lambda: False)
+    monkeypatch.setattr(generation, "have_compiler", lambda: False)
     assert not compiled_sampling_pays(big, cpu) and compiled_sampling_pays(big, torch.device("cuda"))
 
 

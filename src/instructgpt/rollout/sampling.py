@@ -37,7 +37,6 @@ from dataclasses import dataclass
 
 import torch
 
-from instructgpt.rollout.decoding import have_compiler
 from instructgpt.rollout.forward import entropy_from_logits
 
 RandomSource = torch.Generator | torch.Tensor
@@ -254,17 +253,6 @@ def _reduce_chunk(
                 stacklevel=2,
             )
     return _chunk_stats(raw, temperature, softcap, block)
-
-
-def compiled_sampling_pays(projection: VocabProjection, device: torch.device) -> bool:
-    """Whether the fused decode path should reduce the vocabulary's chunks through ``torch.compile``: a vocabulary
-    of real size (the reductions are then a tenth of a step: Gemma 3's 262k words at batch 64 on a 2-core EPYC,
-    bf16, 16.9-19.7 ms a step eager against 9.3-10.6 ms compiled, measured in the decode loop) on a CPU with a C++
-    compiler (inductor's toolchain) or a CUDA device. Small vocabularies (the tests' models) stay eager: there
-    the compile (about 10 s a process, more per shape) costs more than it saves."""
-    if projection.vocab < 32768 or device.type not in ("cpu", "cuda"):
-        return False
-    return device.type == "cuda" or have_compiler()
 
 
 def _shifted(raw: torch.Tensor, temperature: float, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
