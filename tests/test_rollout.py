@@ -290,20 +290,21 @@ def test_fused_decoding_is_used_only_where_it_computes_the_same(tokenizer):
 
 
 def test_fused_prompt_pass_runs_once_per_distinct_prompt(tokenizer):
-    """K samples of a prompt in one batch share one prompt pass (the model sees 2 rows, not 5), and each row
-    samples what it would alone: the same tokens as a batch of distinct prompts with the same uniforms."""
+    """K samples of a prompt in one batch share one prompt pass (the trunk sees the real tokens of 2 prompts, not
+    the padded 5), and each row samples what it would alone: the same tokens as a batch of distinct prompts with the
+    same uniforms."""
     policy = tiny_model(tokenizer, layers=3)
     prompts = _prompts(tokenizer)
     repeated = [prompts[0], prompts[1], prompts[0], prompts[1], prompts[0]]
     seen = []
-    handle = policy.model.register_forward_pre_hook(
-        lambda _, args, kwargs: seen.append(kwargs["input_ids"].shape), with_kwargs=True
-    )
+    handle = policy.model.embed_tokens.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
     uniforms = torch.rand(5, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     backend = HFBackend(policy, SamplingSettings(12), tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=5)
     out = backend.generate(repeated, uniforms)
     handle.remove()
-    assert seen[0][0] == 2
+    assert len(prompts[0]) != len(prompts[1])  # so the prompt pass below is unpadded
+    assert seen[0] == (len(prompts[0]) + len(prompts[1]),)  # the prompt pass: the real tokens only, once each
+    assert seen[1] == (5,)  # the first decode step: one token per row
     for row in range(5):
         alone = backend.generate([repeated[row]], uniforms[row : row + 1])
         width = int(alone.response_mask.sum())

@@ -7,10 +7,18 @@ import torch
 
 from instructgpt.models.reward import RewardModel
 from instructgpt.models.tiny import tiny_model
+from instructgpt.rollout import generation, sampling
 from instructgpt.rollout.collect import collect_rollout
+from instructgpt.rollout.decoding import have_compiler
 from instructgpt.rollout.forward import response_logprobs
-from instructgpt.rollout.generation import HFBackend, SamplingSettings
-from instructgpt.rollout.sampling import VocabProjection, _packable, inverse_cdf_sample, next_logits, sample_next
+from instructgpt.rollout.generation import HFBackend, SamplingSettings, compiled_sampling_pays
+from instructgpt.rollout.sampling import (
+    VocabProjection,
+    _packable,
+    inverse_cdf_sample,
+    next_logits,
+    sample_next,
+)
 
 
 def _naive(hidden, weight, temperature=1.0, softcap=None):
@@ -34,16 +42,58 @@ def test_logprob_and_entropy_equal_a_full_log_softmax(vocab, chunk, block, softc
     torch.testing.assert_close(step.entropy, entropy, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("chunk,block", [(128, 16), (300, 300), (64, 64)])
-def test_samples_follow_the_softmax(chunk, block):
+@pytest.mark.parametrize(
+    "chunk,block,compiled",
+    [
+        (128, 16, False),
+        (300, 300, False),
+        (64, 64, False),
+        pytest.param(128, 16, True, marks=pytest.mark.skipif(not have_compiler(), reason="no C++ compiler")),
+    ],
+)
+def test_samples_follow_the_softmax(chunk, block, compiled):
+    """Eager, and with the chunk reductions compiled (inductor's own exp and sums), as the fused decode path runs
+    them for real-sized vocabularies."""
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(300, 8, generator=generator)
     hidden = torch.randn(1, 8, generator=generator).expand(40_000, 8).contiguous()
-    step = sample_next(hidden, weight, torch.Generator().manual_seed(2), chunk=chunk, block=block)
+    step = sample_next(hidden, weight, torch.Generator().manual_seed(2), chunk=chunk, block=block, compiled=compiled)
+    logp, entropy = _naive(hidden[:1], weight)
+    torch.testing.assert_close(step.logprob, logp[0, step.token], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step.entropy, entropy.expand(len(step.token)), atol=1e-5, rtol=1e-5)
     expected = torch.softmax(hidden[:1] @ weight.T, -1)[0]
     observed = torch.bincount(step.token, minlength=300).float() / len(step.token)
     assert 0.5 * (observed - expected).abs().sum() < 0.03  # total variation; 40k draws over 300 words give ~0.015
     assert (observed[expected < 1e-9] == 0).all()  # 40k draws: a word this unlikely is drawn with probability < 4e-5
+
+
+def test_failed_compile_falls_back_to_the_eager_reductions(monkeypatch):
+    """Where inductor cannot build (no toolchain, an unsupported op), the reductions run eagerly, with a warning,
+    and give what the eager sampler gives."""
+
+    def broken(*args):
+        raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(sampling, "_compiled_chunk_stats", lambda: broken)
+    monkeypatch.setattr(sampling, "_compile_failed", [])
+    weight, hidden = torch.randn(1000, 16), torch.randn(9, 16)
+    with pytest.warns(RuntimeWarning, match="run eagerly"):
+        compiled = sample_next(hidden, weight, torch.Generator().manual_seed(5), chunk=256, compiled=True)
+    eager = sample_next(hidden, weight, torch.Generator().manual_seed(5), chunk=256)
+    assert torch.equal(compiled.token, eager.token)
+    assert torch.equal(compiled.logprob, eager.logprob) and torch.equal(compiled.entropy, eager.entropy)
+
+
+def test_compiled_sampling_only_where_it_pays(monkeypatch):
+    """The fused decode path compiles the reductions for real-sized vocabularies on a CPU with a compiler (or
+    CUDA), never for the tests' small ones."""
+    big, small = VocabProjection.of(torch.zeros(65536, 4)), VocabProjection.of(torch.zeros(300, 4))
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(generation, "have_compiler", lambda: True)
+    assert compiled_sampling_pays(big, cpu) and not compiled_sampling_pays(small, cpu)
+    assert not compiled_sampling_pays(big, torch.device("meta"))
+    monkeypatch.setattr(generation, "have_compiler", lambda: False)
+    assert not compiled_sampling_pays(big, cpu) and compiled_sampling_pays(big, torch.device("cuda"))
 
 
 def test_zero_mass_words_are_never_drawn():

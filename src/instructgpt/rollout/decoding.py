@@ -233,7 +233,7 @@ def decode_path(setting: str, lm: Any, device: torch.device, length: int) -> str
         return "eager"
     if setting == "static":
         return "static"
-    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and not _have_compiler()):
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and not have_compiler()):
         return "eager"
     return "compiled"
 
@@ -243,5 +243,5 @@ def text_config(lm: Any) -> Any:
 
 
 @functools.cache
-def _have_compiler() -> bool:
+def have_compiler() -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))

@@ -31,6 +31,7 @@ same uniforms, give the same tokens.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -198,9 +199,8 @@ def _vocab_stats(
         stored = h.new_empty(len(projection.chunks), h.shape[0], projection.chunk)  # [C, B, chunk]
         raws = (_project(h, part, stored[index]) for index, part in enumerate(projection.chunks))
     maxes, dots, block_masses = [], [], []
-    reduce = _compiled_chunk_stats() if compiled else _chunk_stats
     for raw in raws:
-        top, dot, masses = reduce(raw, temperature, softcap, block)
+        top, dot, masses = _reduce_chunk(raw, temperature, softcap, block, compiled)
         maxes.append(top)
         dots.append(dot)
         block_masses.append(masses)
@@ -227,8 +227,32 @@ def _chunk_stats(
 
 @functools.cache
 def _compiled_chunk_stats():
-    """:func:`_chunk_stats` through ``torch.compile`` (one wrapper per process)."""
-    return torch.compile(_chunk_stats)
+    """:func:`_chunk_stats` through ``torch.compile`` (one wrapper per process), specialised to each chunk shape
+    (a batch size, the last chunk's width: a few compiles per process; shapes marked dynamic after the second one
+    would give generic kernels)."""
+    return torch.compile(_chunk_stats, dynamic=False)
+
+
+_compile_failed: list[str] = []
+"""Why compiling the chunk reductions failed in this process (then they run eagerly), or empty."""
+
+
+def _reduce_chunk(
+    raw: torch.Tensor, temperature: float, softcap: float | None, block: int, compiled: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_chunk_stats`, compiled when ``compiled`` and the compile works here (else eager from then on,
+    with a warning: no C++ toolchain, an unsupported op)."""
+    if compiled and not _compile_failed:
+        try:
+            return _compiled_chunk_stats()(raw, temperature, softcap, block)
+        except Exception as error:  # inductor could not build: the same arithmetic eagerly
+            _compile_failed.append(f"{type(error).__name__}: {str(error)[:300]}")
+            warnings.warn(
+                f"compiling the sampler's reductions failed ({_compile_failed[0]}); they run eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return _chunk_stats(raw, temperature, softcap, block)
 
 
 def _shifted(raw: torch.Tensor, temperature: float, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
