@@ -85,9 +85,9 @@ def test_failed_compile_falls_back_to_the_eager_reductions(monkeypatch):
 
 
 def test_compiled_sampling_only_where_it_pays(monkeypatch):
-    """The fused decode path compiles the reductions for real-sized vocabularies on a CPU with a compiler (or
-    CUDA), never for the tests' small ones."""
-    big, small = VocabProjection.of(torch.zeros(65536, 4)), VocabProjection.of(torch.zeros(300, 4))
+    """The fused decode path compiles the reductions for full-size vocabularies on a CPU with a compiler (or
+    CUDA), never for the tests' small ones nor a trimmed 66k-word one."""
+    big, small = VocabProjection.of(torch.zeros(262144, 4)), VocabProjection.of(torch.zeros(66250, 4))
     cpu = torch.device("cpu")
     monkeypatch.setattr(generation, "have_compiler", lambda: True)
     assert compiled_sampling_pays(big, cpu) and not compiled_sampling_pays(small, cpu)

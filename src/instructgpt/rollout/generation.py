@@ -351,13 +351,21 @@ def make_backend(
     return HFBackend(policy, settings, eos_id, pad_id, batch_size, dtype)
 
 
+COMPILED_SAMPLING_MIN_VOCAB = 131_072
+"""Vocabularies at least this large get the compiled sampler reductions (:func:`compiled_sampling_pays`)."""
+
+
 def compiled_sampling_pays(projection: VocabProjection, device: torch.device) -> bool:
-    """Whether the fused decode path should reduce the vocabulary's chunks through ``torch.compile``: a vocabulary
-    of real size (the reductions are then a tenth of a step: Gemma 3's 262k words at batch 64 on a 2-core EPYC,
-    bf16, 16.9-19.7 ms a step eager against 9.3-10.6 ms compiled, measured in the decode loop) on a CPU with a C++
-    compiler (inductor's toolchain) or a CUDA device. Small vocabularies (the tests' models) stay eager: there
-    the compile (about 10 s a process, more per shape) costs more than it saves."""
-    if projection.vocab < 32768 or device.type not in ("cpu", "cuda"):
+    """Whether the fused decode path should reduce the vocabulary's chunks through ``torch.compile``: a full-size
+    vocabulary (:data:`COMPILED_SAMPLING_MIN_VOCAB` words or more; the reductions are then a tenth of a step: Gemma 3's
+    262k words at batch 64 on a 2-core EPYC, bf16, 16.9-19.7 ms a step eager against 9.3-10.6 ms compiled, measured
+    in the decode loop) on a CPU with a C++ compiler (inductor's toolchain) or a CUDA device. Smaller vocabularies
+    stay eager: the compile (about 3 s a process with a warm inductor cache, 10 s or more cold, again for each new
+    batch size) costs more than the reductions save there. The trimmed 66k-word vocabulary of the quickstart and
+    miniature presets saves about 2 ms a step at batch 64, so a stage would need thousands of decode steps to
+    repay it: in the quickstart (2026-12-07, EPYC) compiling cost its PPO about 3 s in the first iteration's
+    generation (5.0 s against about 2.1 s after) for no measurable gain."""
+    if projection.vocab < COMPILED_SAMPLING_MIN_VOCAB or device.type not in ("cpu", "cuda"):
         return False
     return device.type == "cuda" or have_compiler()
 
