@@ -98,9 +98,11 @@ def collect(run_dir: Path) -> dict:
 def _validation_curve(log: Path) -> list[dict]:
     """A PPO run's validation points (training/ppo_validation.py): iteration, RM score, its gain over iteration 0
     with the 95% interval, KL, EOS fraction."""
+    from instructgpt.training.metrics import read_metrics
+
     if not log.is_file():
         return []
-    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_metrics(log.parent)
     keys = ("score", "score_gain", "score_gain_low", "score_gain_high", "kl", "eos_fraction", "prompts")
     return [{"step": r["step"], **{k: r[f"validation/{k}"] for k in keys}} for r in rows if "validation/score" in r]
 

@@ -186,7 +186,8 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     )
     log = MetricsLog(config.out_dir, group.main, accelerator, "instructgpt-ppo", config, start=state.iteration)
     stop = min(config.iterations, config.max_iterations or config.iterations)
-    validation = _validation_prompts(config, tokenizer) if config.validation_prompts and group.main else None
+    wanted = config.validation_prompts and group.main and state.iteration < stop  # a finished run: nothing to add
+    validation = _validation_prompts(config, tokenizer) if wanted else None
     if validation is not None:  # iteration 0: the starting policy, which is the frozen reference
         start = _validation_answers(config, models, backend, validation, dtype, reference=True)
         if state.iteration == 0:

@@ -84,20 +84,18 @@ def answer(
     response_mask = generated.response_mask.cpu()
     width = input_ids.shape[1] - response_mask.shape[1]
     ended = generated.ended_with_eos.cpu()
-    scores, ref = torch.zeros(len(input_ids)), torch.zeros(response_mask.shape)
+    scores, kl = torch.zeros(len(input_ids)), torch.zeros(len(input_ids))
     for start in range(0, len(input_ids), batch_size):
         rows = slice(start, start + batch_size)
-        ids, mask = input_ids[rows].to(device), attention_mask[rows].to(device)
-        if own:
-            ref[rows] = generated.logprobs[rows].cpu()
-        else:
+        ids, mask, part_mask = input_ids[rows].to(device), attention_mask[rows].to(device), response_mask[rows]
+        if not own:
             with policy.disable_adapter() if reference is policy else nullcontext():
-                ref[rows] = response_logprobs(
-                    reference, ids, mask, width, response_mask[rows].to(device), temperature, dtype, chunk_size
-                ).cpu()
+                ref = response_logprobs(
+                    reference, ids, mask, width, part_mask.to(device), temperature, dtype, chunk_size
+                )
+            kl[rows] = ((generated.logprobs[rows].cpu() - ref.cpu()) * part_mask).sum(-1)
         scored = (ids, mask) if end_id is None else with_end_marker(ids, mask, ended[rows].to(device), end_id)
         scores[rows] = sequence_scores(reward_model, *scored, dtype).cpu()
-    kl = ((generated.logprobs.cpu() - ref) * response_mask).sum(-1)
     return Answers(scores, kl, ended, response_mask.sum(-1))
 
 
