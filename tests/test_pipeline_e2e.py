@@ -88,6 +88,11 @@ def test_tiny_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
     assert not any(
         (config.out_dir / s / "checkpoints").exists() for s in ("sft", "sft_ppo_init", "rm", "ppo_ptx", "ppo")
     )  # deleted once done
+    from instructgpt.training.metrics import read_metrics
+
+    assert len(list((config.out_dir / "cache").glob("validation-start-*.pt"))) == 1  # PPO-ptx read PPO's iteration 0
+    start = [[r | {"time": 0} for r in read_metrics(config.out_dir / s) if r["step"] == 0] for s in ("ppo", "ppo_ptx")]
+    assert start[0] == start[1] and "validation/score" in start[0][0]
     from instructgpt.pipeline.summary import collect
 
     figures = collect(config.out_dir)

@@ -9,7 +9,7 @@ from instructgpt.models.tiny import tiny_tokenizer
 from instructgpt.training.metrics import read_metrics
 from instructgpt.training.ppo import PPOConfig, train_ppo
 from instructgpt.training.ppo_validation import Answers, ValidationPrompts, summary
-from tests.helpers.ppo_run import TINY_PPO, write_prompts
+from tests.helpers.ppo_run import TINY_PPO, write_prompts, write_ptx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +28,9 @@ def _config(tmp_path, out, **overrides):
 
 
 def _validated(tmp_path, out, **overrides):
-    valid = write_prompts(tmp_path / "valid.jsonl", 40, offset=100)
+    valid = tmp_path / "valid.jsonl"
+    if not valid.is_file():  # written once: its modification time is part of the cache key
+        write_prompts(valid, 40, offset=100)
     settings = dict(validation_prompts=(valid,), validation_size=32, validation_every=4)
     return _config(tmp_path, out, **{**settings, **overrides})
 
@@ -111,3 +113,41 @@ def test_with_lora_the_start_is_the_policy_with_its_adapter_off(tmp_path):
     points = {step: v for step, v in _curve(tmp_path / "lora") if v}
     assert sorted(points) == [0, 1, 2] and points[0]["validation/kl"] == 0.0
     assert points[2]["validation/kl"] != 0.0  # the adapter moved the policy away from its base
+
+
+def test_a_run_from_the_same_start_reads_iteration_0_from_the_cache(tmp_path, monkeypatch):
+    import instructgpt.training.ppo as ppo
+
+    tokenizer = tiny_tokenizer()
+    cache = tmp_path / "cache"
+    train_ppo(_validated(tmp_path, "first", validation_cache=cache, episodes=16 * 4), tiny_models(tokenizer))
+    assert len(list(cache.glob("validation-start-*.pt"))) == 1
+    calls = []
+    answer = ppo.answer_validation
+    monkeypatch.setattr(ppo, "answer_validation", lambda *a, **k: calls.append(k["own"]) or answer(*a, **k))
+    other = dict(episodes=16 * 4, lr=3e-3, ptx_coef=0.5, ptx_data=write_ptx(tmp_path / "ptx"))  # training differs
+    train_ppo(_validated(tmp_path, "cached", validation_cache=cache, **other), tiny_models(tokenizer))
+    assert calls == [False]  # the end only: iteration 0 was read
+    train_ppo(_validated(tmp_path, "fresh", **other), tiny_models(tokenizer))
+    assert _curve(tmp_path / "cached") == _curve(tmp_path / "fresh")  # the same curve as answering afresh
+    assert [s for s, v in _curve(tmp_path / "first") if v] == [0, 4]
+    train_ppo(_validated(tmp_path, "other", validation_cache=cache, validation_size=16), tiny_models(tokenizer))
+    assert len(list(cache.glob("validation-start-*.pt"))) == 2  # other prompts: another key
+
+
+def test_the_start_key_follows_the_models_files_and_the_sampling_not_the_training(tmp_path):
+    import os
+
+    from instructgpt.training.ppo_validation import start_key
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "model.safetensors").write_bytes(b"weights")
+    config = _validated(tmp_path, "run", policy=str(policy))
+    cpu = torch.device("cpu")
+    key = start_key(config, cpu)
+    assert start_key(_validated(tmp_path, "x", policy=str(policy), lr=5e-2, ptx_coef=2.0), cpu) == key
+    assert start_key(_validated(tmp_path, "run", policy=str(policy), temperature=0.7), cpu) != key
+    stat = (policy / "model.safetensors").stat()
+    os.utime(policy / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # trained again
+    assert start_key(config, cpu) != key

@@ -202,15 +202,18 @@ class PipelineConfig:
     ptx_per_episode: float = 1.0
     """PPO-ptx pretraining sequences per episode (paper: 8, as in the miniature and large presets; the quickstart uses 1
     to stay within its 20 minutes)."""
-    ppo_validation_prompts: int = 64
-    """Prompts of the PPO validation split on which each PPO run's RM score and KL are measured at iteration 0 and
-    along the run, the same prompts and uniforms each time (PPOConfig.validation_prompts; the ``validation/...``
-    curve with the score's gain over iteration 0 and its interval); 0: no curve."""
+    ppo_validation_prompts: int = 128
+    """Prompts of the PPO validation split (at most; all of a smaller split) on which each PPO run's RM score and KL
+    are measured at iteration 0 and along the run, the same prompts and uniforms each time
+    (PPOConfig.validation_prompts; the ``validation/...`` curve with the score's gain over iteration 0 and its
+    interval); 0: no curve. PPO and PPO-ptx from the same init share iteration 0's answers (the run's ``cache/``). 128
+    since 2026-12-07 night (64 before): the quickstart's split has 113, whose gain interval is about +-0.36 against
+    +-0.5 on 64 (bench/results/sweeps/quickstart-ppo-minibatch-validation-epyc.json)."""
     ppo_validation_every: int | None = None
     """Iterations between points of that curve; None: the run's length (points at iteration 0 and the end). Each point
-    costs about 25 s on a 2-core EPYC (the quickstart's 64 prompts of 48 tokens: a generation, a reference and a
-    reward forward); a midpoint in the quickstart's 6 iterations read +0.02 [-0.46, +0.50] for PPO, whose end
-    read +0.77 [+0.30, +1.23] (2026-12-07)."""
+    costs about 37 s on a 2-core EPYC (the quickstart's 113 prompts of 48 tokens: a generation, a reference and a
+    reward forward; 21 s for 64); a midpoint in the quickstart's 6 iterations read +0.02 [-0.46, +0.50] for PPO
+    (64 prompts), whose end read +0.77 [+0.30, +1.23] (2026-12-07)."""
     ppo_ema_decay: float | None = None
     """Decay of the policy EMA that becomes the final PPO model (paper: 0.992 over ~4000 policy steps); None: scaled so
     the EMA spans the same fraction of this run (about 3% of its steps; 0, the last weights, for runs under 32

@@ -590,6 +590,7 @@ def ppo_stage(
         validation_prompts=(Path(data["ppo_train"]).with_name("valid.jsonl"),) if config.ppo_validation_prompts else (),
         validation_size=max(1, config.ppo_validation_prompts),
         validation_every=config.ppo_validation_every or config.ppo_iterations,
+        validation_cache=config.out_dir / "cache",  # PPO and PPO-ptx from the same init share iteration 0's answers
     )
     return {"model": train_ppo(ppo), "metrics": folder / "metrics.jsonl"}
 

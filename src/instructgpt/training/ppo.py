@@ -97,8 +97,9 @@ from instructgpt.training.kl_controller import make_kl_controller
 from instructgpt.training.optim import clip_grad_norm, grad_norm
 from instructgpt.training.ppo_config import Models, PPOConfig, config_meta, training_precision  # noqa: F401 (re-exported)
 from instructgpt.training.ppo_parallel import SINGLE, DataParallel
-from instructgpt.training.ppo_validation import Answers, ValidationPrompts
+from instructgpt.training.ppo_validation import Answers, ValidationPrompts, start_key
 from instructgpt.training.ppo_validation import answer as answer_validation
+from instructgpt.training.ppo_validation import cached as cached_answers
 from instructgpt.training.ppo_validation import summary as validation_summary
 from instructgpt.training.precision import MasterWeights
 
@@ -189,7 +190,11 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     wanted = config.validation_prompts and group.main and state.iteration < stop  # a finished run: nothing to add
     validation = _validation_prompts(config, tokenizer) if wanted else None
     if validation is not None:  # iteration 0: the starting policy, which is the frozen reference
-        start = _validation_answers(config, models, backend, validation, dtype, reference=True)
+        start = cached_answers(
+            config.validation_cache,
+            start_key(config, accelerator.device),
+            lambda: _validation_answers(config, models, backend, validation, dtype, reference=True),
+        )
         if state.iteration == 0:
             log.log(0, validation_summary(start, start))
     bar = _progress(config, state.iteration, stop, group.main)

@@ -88,6 +88,11 @@ class PPOConfig(TrainerOptions):
     no curve. Prompts no update trains on (e.g. the PPO prompts' validation split)."""
     validation_size: int = 64
     """Prompts of the validation curve (a seeded draw of ``validation_prompts``; all of them when fewer)."""
+    validation_cache: Path | None = None
+    """A folder where iteration 0's validation answers are kept under a key of everything they depend on (the policy's
+    and the reward model's files, the prompts and the sampling settings), so that another run from the same start reads
+    them instead of answering again (the pipeline's PPO and PPO-ptx); None: no cache. The key names models by their
+    folders' files, so models passed in memory to :func:`train_ppo` (not loaded from ``policy``) want None."""
     validation_every: int = 0
     """Evaluate the validation curve every N iterations and after the last one; 0: after the last one only. Iteration
     0 (the starting policy, which is the KL reference) is always evaluated. Each point costs one generation over the

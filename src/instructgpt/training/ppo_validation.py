@@ -18,13 +18,22 @@ Measured (the quickstart run of 2026-12-07, 113 PPO-validation prompts, sampled 
 uniforms, 2-core EPYC): final PPO against its start +0.71 +- 0.32, PPO-ptx +0.27 +- 0.35; without the common prompts
 the same comparison would have +-0.47 from the prompts alone. The answers are sampled as in the rollout (temperature,
 top-k / top-p of the run), not greedy: the RM score PPO raises is that of its samples.
+
+Iteration 0's answers depend on the starting policy, the reward model and the sampling settings only, so two runs
+that share those (the pipeline's PPO and PPO-ptx) can share them: with a cache folder (``PPOConfig.validation_cache``)
+they are kept there under a key of everything they depend on (:func:`start_key`) and read by the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,3 +124,53 @@ def summary(now: Answers, start: Answers) -> dict[str, float]:
         "validation/response_length": now.lengths.float().mean().item(),
         "validation/prompts": float(len(gain)),
     }
+
+
+TRAINING_ONLY = frozenset(
+    {
+        "out_dir", "prompts", "episodes", "batch_size", "minibatch_size", "micro_batch_size", "ppo_epochs", "lr",
+        "lr_warmup_iterations", "lr_warmup_start", "value_lr", "kl_coef", "kl_target", "kl_horizon", "clip",
+        "value_clip", "gamma", "lam", "whiten_advantages", "ptx_coef", "ptx_per_episode", "ptx_data", "ptx_seq_len",
+        "ptx_corpus_tokens", "ptx_clip", "ema_decay", "validation_every", "validation_cache", "missing_eos_penalty",
+        "max_grad_norm", "weight_decay", "adam_betas", "adam_eps", "master_weights", "save_every",
+        "save_total_limit", "max_iterations", "resume", "progress", "report_to", "gradient_checkpointing", "save",
+    }
+)  # fmt: skip
+"""PPOConfig fields iteration 0's answers do not depend on; every other field is part of :func:`start_key` (a field
+added later is part of it until it is named here: a missed share, never a wrong one)."""
+
+
+def start_key(config: Any, device: torch.device) -> str:
+    """The key of iteration 0's answers: the config's fields but :data:`TRAINING_ONLY`, with the policy, the reward
+    model and the validation prompt files named by their files' paths, sizes and modification times (so a model
+    trained again into the same folder is a new key), the device type and torch's version."""
+    fields = {name: value for name, value in asdict(config).items() if name not in TRAINING_ONLY}
+    fields["policy"], fields["reward_model"] = _identity(config.policy), _identity(config.reward_model)
+    fields["validation_prompts"] = [_identity(path) for path in config.validation_prompts]
+    fields.update(device=device.type, torch=torch.__version__)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _identity(path: str | os.PathLike) -> list:
+    """A file or folder as its resolved path and its files' names, sizes and modification times (a Hub id: itself)."""
+    root = Path(path)
+    if not root.exists():
+        return [str(path)]
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+    return [str(root.resolve())] + [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def cached(folder: Path | None, key: str, compute: Callable[[], Answers]) -> Answers:
+    """``compute()``, or the answers kept in ``folder`` under ``key`` by an earlier run; new answers are written there
+    (atomically: a crash leaves no partial file). ``folder`` None: no cache."""
+    if folder is None:
+        return compute()
+    path = Path(folder) / f"validation-start-{key}.pt"
+    if path.is_file():
+        return Answers(**torch.load(path))
+    answers = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save(asdict(answers), partial)
+    os.replace(partial, path)
+    return answers
