@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ValidationError
 
 from instructgpt.data.schemas import KINDS
-from instructgpt.files import with_umask
+from instructgpt.files import atomic_file
 
 MAX_LINE_BYTES = 1_000_000
 """Default cap on the size of one line, newline excluded."""
@@ -234,19 +233,9 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[BaseModel | di
     file is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with_umask(fd)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".gz":
-                with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-                    _write_lines(gz, records)
-            else:
-                _write_lines(f, records)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+                _write_lines(gz, records)
+        else:
+            _write_lines(f, records)

@@ -192,7 +192,7 @@ def train_ppo(config: PPOConfig, models: Models | None = None) -> Path:
     if validation is not None:  # iteration 0: the starting policy, which is the frozen reference
         start = cached_answers(
             config.validation_cache,
-            start_key(config, accelerator.device),
+            lambda: start_key(config, accelerator.device),
             lambda: _validation_answers(config, models, backend, validation, dtype, reference=True),
         )
         if state.iteration == 0:

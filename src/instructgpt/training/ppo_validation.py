@@ -26,9 +26,6 @@ they are kept there under a key of everything they depend on (:func:`start_key`)
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -38,6 +35,7 @@ from typing import Any
 
 import torch
 
+from instructgpt.files import digest, file_identity, load_or_compute
 from instructgpt.rollout.collect import assemble, with_end_marker
 from instructgpt.rollout.forward import response_logprobs, sequence_scores
 
@@ -145,32 +143,16 @@ def start_key(config: Any, device: torch.device) -> str:
     model and the validation prompt files named by their files' paths, sizes and modification times (so a model
     trained again into the same folder is a new key), the device type and torch's version."""
     fields = {name: value for name, value in asdict(config).items() if name not in TRAINING_ONLY}
-    fields["policy"], fields["reward_model"] = _identity(config.policy), _identity(config.reward_model)
-    fields["validation_prompts"] = [_identity(path) for path in config.validation_prompts]
+    fields["policy"], fields["reward_model"] = file_identity(config.policy), file_identity(config.reward_model)
+    fields["validation_prompts"] = [file_identity(path) for path in config.validation_prompts]
     fields.update(device=device.type, torch=torch.__version__)
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return digest(fields, length=20)
 
 
-def _identity(path: str | os.PathLike) -> list:
-    """A file or folder as its resolved path and its files' names, sizes and modification times (a Hub id: itself)."""
-    root = Path(path)
-    if not root.exists():
-        return [str(path)]
-    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
-    return [str(root.resolve())] + [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-
-
-def cached(folder: Path | None, key: str, compute: Callable[[], Answers]) -> Answers:
-    """``compute()``, or the answers kept in ``folder`` under ``key`` by an earlier run; new answers are written there
-    (atomically: a crash leaves no partial file). ``folder`` None: no cache."""
+def cached(folder: Path | None, key: Callable[[], str], compute: Callable[[], Answers]) -> Answers:
+    """``compute()``, or the answers kept in ``folder`` under ``key()`` by an earlier run; new answers are written
+    there (atomically: a crash leaves no partial file). ``folder`` None: no cache (and no key computed)."""
     if folder is None:
         return compute()
-    path = Path(folder) / f"validation-start-{key}.pt"
-    if path.is_file():
-        return Answers(**torch.load(path))
-    answers = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(asdict(answers), partial)
-    os.replace(partial, path)
-    return answers
+    path = Path(folder) / f"validation-start-{key()}.pt"
+    return load_or_compute(path, compute, lambda p: Answers(**torch.load(p)), lambda a, f: torch.save(asdict(a), f))
