@@ -126,6 +126,22 @@ def test_packed_bf16_projection_equals_the_split_one():
     torch.testing.assert_close(b.entropy, a.entropy, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.skipif(not _packable(torch.zeros(1, 1)), reason="no oneDNN on this CPU")
+def test_packed_fp32_projection_equals_the_split_one():
+    """In fp32 the unembedding is packed for oneDNN too: the same logits as the split chunks within fp32 rounding, so
+    the same samples, log-probabilities and entropies."""
+    generator = torch.Generator().manual_seed(0)
+    weight, hidden = torch.randn(1000, 32, generator=generator), torch.randn(9, 32, generator=generator)
+    packed, split = VocabProjection.of(weight, chunk=128, pack=True), VocabProjection.of(weight, chunk=128, pack=False)
+    assert packed.packed is not None and split.packed is None
+    torch.testing.assert_close(next_logits(hidden, packed), hidden @ weight.T, atol=1e-5, rtol=1e-5)
+    a = sample_next(hidden, packed, torch.Generator().manual_seed(3), chunk=128)
+    b = sample_next(hidden, split, torch.Generator().manual_seed(3), chunk=128)
+    assert torch.equal(a.token, b.token)
+    torch.testing.assert_close(a.logprob, b.logprob, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.entropy, b.entropy, atol=1e-5, rtol=1e-5)
+
+
 def test_sampling_is_seeded():
     weight, hidden = torch.randn(1000, 16), torch.randn(9, 16)
     first = sample_next(hidden, weight, torch.Generator().manual_seed(5), chunk=256).token
