@@ -7,10 +7,11 @@ element-wise ops, conversions and cache concatenations per generation. This step
 arithmetic with fewer, larger operations:
 
 - the projections merged (q, k and v in one ``[H, (Hq + 2 Hkv) D]`` product, gate and up in one)
-  and, on a CPU in fp32 or in bf16 where it is native, held in oneDNN's packed layout, the one inductor uses
-  for CPU linears (``[64, 640] x [640, 4096]``: 0.64 against 0.48 TFLOP/s for ``F.linear`` on
-  that Xeon in bf16; in fp32 on an AVX2-only EPYC 56-78 against 37-67 GFLOP/s), with the MLP's GELU and its product with the up projection in the matmuls'
-  epilogues (0.63 ms against 1.7 ms for the merged product, GELU and product at batch 64);
+  and, on a CPU in fp32 or in bf16 where it is native, held in oneDNN's packed layout, the one
+  inductor uses for CPU linears (``[64, 640] x [640, 4096]``: 0.64 against 0.48 TFLOP/s for
+  ``F.linear`` on that Xeon in bf16; in fp32 on an AVX2-only EPYC 56-78 against 37-67 GFLOP/s),
+  with the MLP's GELU and its product with the up projection in the matmuls' epilogues (0.63 ms
+  against 1.7 ms for the merged product, GELU and product at batch 64);
 - a static ``[B, Hkv, L, D]`` key/value cache in the compute dtype, written in place, and
   attention over all its ``L`` = prompt + new-token slots with the unfilled ones masked (two
   batched products on the contiguous cache, the query heads of a key/value head stacked as rows,
