@@ -84,3 +84,27 @@ def test_token_logprobs_bf16_weights_gradient_in_their_dtype(chunk):
     assert [g.dtype for g in grads] == [torch.bfloat16, torch.bfloat16]
     for a, b in zip(grads, exact_grads):
         torch.testing.assert_close(a.float(), b, atol=0.1, rtol=0.05)
+
+
+def test_token_logprobs_into_grad_adds_into_the_existing_gradient_also_with_a_tied_sparse_lookup():
+    """``into_grad``: the weight's gradient goes into its existing ``.grad`` in place (the same sum as autograd's);
+    without one it is returned as usual; a tied sparse embedding lookup adds its rows into the same buffer."""
+    hidden, weight, targets, _ = _inputs(n=37, h=8, v=50)
+    coeffs = torch.linspace(-1, 1, len(targets))
+    ids = torch.tensor([3, 7, 7, 49])
+
+    def loss(into, sparse):
+        lookup = torch.nn.functional.embedding(ids, weight, sparse=sparse).sum() * 0.5
+        picked = token_logprobs(hidden, weight, targets, chunk_size=8, into_grad=into)
+        return (picked * coeffs).sum() + lookup
+
+    want_hidden, want_weight = _grads(loss(False, False), hidden, weight)
+    loss(True, True).backward()  # no .grad yet: the usual path
+    torch.testing.assert_close(weight.grad, want_weight)
+    before = torch.randn(weight.shape, generator=torch.Generator().manual_seed(1))
+    weight.grad, hidden.grad = before.clone(), None
+    buffer = weight.grad
+    loss(True, True).backward()
+    assert weight.grad is buffer  # written in place
+    torch.testing.assert_close(weight.grad, before + want_weight)
+    torch.testing.assert_close(hidden.grad, want_hidden)

@@ -128,6 +128,27 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(prompts_fil
         assert torch.equal(x, y), key  # the EMA was resumed too
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-weights"])
+def test_kept_gradients_train_as_freed_ones(prompts_file, tmp_path, monkeypatch, precision):
+    """Every gradient kept between steps (``_clear_grads`` with a threshold of 1 element; the unembedding's written in
+    place by the log-probabilities' backward, the sparse lookups added into it) trains the models as freed ones do."""
+    from instructgpt.training import ppo
+
+    tokenizer = tiny_tokenizer()
+    results = []
+    for kept in (ppo.KEPT_GRAD_NUMEL, 1):
+        monkeypatch.setattr(ppo, "KEPT_GRAD_NUMEL", kept)
+        models = tiny_models(tokenizer)
+        config = _config(prompts_file, tmp_path / f"run-{kept}", episodes=16 * 3, precision=precision)
+        train_ppo(config, models)
+        results.append((models, _metric(tmp_path / f"run-{kept}", "ppo/policy/grad_norm")))
+    (freed, freed_norms), (kept, kept_norms) = results
+    assert kept_norms == pytest.approx(freed_norms, rel=1e-4)
+    for name in ("policy", "value_model"):
+        for (key, x), (_, y) in zip(getattr(freed, name).named_parameters(), getattr(kept, name).named_parameters()):
+            torch.testing.assert_close(y, x, atol=1e-5, rtol=1e-4, msg=f"{name} {key}")
+
+
 def test_bf16_weights_trains_bf16_models_through_fp32_masters(prompts_file, tmp_path):
     """The models run in bf16 during training (value head in fp32), the optimizer steps fp32 masters, which end in
     place."""

@@ -102,14 +102,16 @@ def fused_linear_cross_entropy(
 class _TokenLogprobs(torch.autograd.Function):
     """Per-token log-probabilities with a chunked, fused backward.
 
-    Forward keeps only the log-normaliser ``lse [N]`` per token. Backward recomputes each chunk's
+    Forward keeps only the log-normaliser ``lse [N]`` per token (computed in the logits' buffer: a
+    fresh ``[n, V]`` tensor is page-faulted in on every allocation in glibc's or the ``thp`` allocator
+    mode, :mod:`instructgpt.runtime`). Backward recomputes each chunk's
     logits once and turns them in place into ``d logp_t / d logits = g_t * (onehot_t - softmax)``
     (``softmax = exp(logits - lse)``), then ``grad_h = G @ W`` and ``grad_W += G.T @ h`` in
     ``compute_dtype``: one ``[n, V]`` fp32 buffer per chunk, no autograd graph over the logits.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size, compute_dtype, softcap):
+    def forward(ctx, hidden, weight, targets, chunk_size, compute_dtype, softcap, into_grad):
         hidden_c, weight_c = hidden.to(compute_dtype), weight.to(compute_dtype)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
@@ -117,10 +119,13 @@ class _TokenLogprobs(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk_size):
                 rows = slice(start, start + chunk_size)
                 logits = _logits(hidden_c[rows], weight_c, softcap)  # [n, V] fp32
-                lse[rows] = torch.logsumexp(logits, dim=-1)
-                out[rows] = logits.gather(1, targets[rows, None])[:, 0] - lse[rows]
+                picked = logits.gather(1, targets[rows, None])[:, 0]
+                peak = logits.amax(dim=-1, keepdim=True)  # logsumexp in place: no second [n, V] buffer
+                lse[rows] = logits.sub_(peak).exp_().sum(dim=-1).log_().add_(peak[:, 0])
+                out[rows] = picked - lse[rows]
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk_size, ctx.compute_dtype, ctx.softcap = chunk_size, compute_dtype, softcap
+        ctx.into = weight if into_grad else None  # the parameter itself, for its .grad
         return out
 
     @staticmethod
@@ -129,7 +134,8 @@ class _TokenLogprobs(torch.autograd.Function):
         dtype, softcap = ctx.compute_dtype, ctx.softcap
         hidden_c, weight_c = hidden.to(dtype), weight.to(dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = None
+        grad_weight = _existing_grad(ctx.into, dtype) if ctx.needs_input_grad[1] else None
+        added = grad_weight is not None  # accumulated into weight.grad in place: nothing returned for it
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], ctx.chunk_size):
                 rows = slice(start, start + ctx.chunk_size)
@@ -147,13 +153,25 @@ class _TokenLogprobs(torch.autograd.Function):
                 grad = grad.to(dtype)
                 if grad_hidden is not None:
                     grad_hidden[rows] = (grad @ weight_c).to(hidden.dtype)
-                if ctx.needs_input_grad[1]:
+                if added:
+                    grad_weight.addmm_(grad.T, h)
+                elif ctx.needs_input_grad[1]:
                     part = grad.T @ h  # [V, H]
                     if grad_weight is None:  # one chunk: no fp32 round trip (the same values, two [V, H] copies fewer)
                         grad_weight = part if len(t) == hidden.shape[0] else part.float()
                     else:
                         grad_weight = grad_weight.add_(part)
-        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None, None
+        ctx.into = None
+        returned = None if added or grad_weight is None else grad_weight.to(weight.dtype)
+        return grad_hidden, returned, None, None, None, None, None
+
+
+def _existing_grad(weight: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """``weight.grad`` where backward may add into it in place: dense, contiguous, in the products' dtype."""
+    grad = None if weight is None else weight.grad
+    if grad is None or grad.is_sparse or grad.dtype != dtype or not grad.is_contiguous():
+        return None
+    return grad
 
 
 def token_logprobs(
@@ -163,16 +181,26 @@ def token_logprobs(
     chunk_size: int = 1024,
     softcap: float | None = None,
     compute_dtype: torch.dtype | None = None,
+    into_grad: bool = False,
 ) -> torch.Tensor:  # [N]
     """``log softmax(hidden @ weight.T)[targets]`` per token, chunked, with autograd.
 
     Equivalent to ``torch.log_softmax((hidden @ weight.T).float(), -1).gather(1, targets[:, None])[:, 0]``.
     ``compute_dtype`` (default: the hidden states' dtype) is used for the matrix products; the
     softmax is fp32.
+
+    ``into_grad``: where ``weight`` (a leaf) already has a dense ``.grad`` in ``compute_dtype``,
+    backward adds the weight's gradient into it in place and hands autograd none for it
+    (Megatron-LM's gradient-accumulation fusion). A trainer that keeps that gradient between steps
+    (:func:`instructgpt.training.ppo._clear_grads`) then needs no fresh ``[V, H]`` buffer per
+    micro-batch: one is 670 MB in fp32 for a 262k vocabulary, page-faulted in again on every
+    allocation outside the ``heap`` allocator mode. The sum is the same; only ``.grad`` is written,
+    so it is for ``backward()``, not ``torch.autograd.grad``.
     """
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32) + (hidden.sum() + weight.sum()) * 0.0
-    return _TokenLogprobs.apply(hidden, weight, targets, chunk_size, compute_dtype or hidden.dtype, softcap)
+    dtype = compute_dtype or hidden.dtype
+    return _TokenLogprobs.apply(hidden, weight, targets, chunk_size, dtype, softcap, into_grad)
 
 
 def naive_cross_entropy(hidden, weight, targets, token_weights=None, softcap=None) -> torch.Tensor:

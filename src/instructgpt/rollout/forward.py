@@ -88,10 +88,13 @@ def response_logprobs(
     temperature: float = 1.0,
     dtype: torch.dtype | None = None,
     chunk_size: int = 1024,
+    into_grad: bool = False,
 ) -> torch.Tensor:
     """``log softmax(logits / temperature)[y_t]`` of each response token ``[B, R]`` (0 on padding).
 
-    With autograd when grad is enabled (each vocabulary chunk is recomputed in backward).
+    With autograd when grad is enabled (each vocabulary chunk is recomputed in backward);
+    ``into_grad``: the unembedding's gradient is added into its existing ``.grad`` in place
+    (:func:`~instructgpt.losses.lm.token_logprobs`).
     """
     hidden = response_hidden(model, input_ids, attention_mask, prompt_width, response_mask, dtype)  # [N, H]
     softcap = getattr(causal_lm(model).config, "final_logit_softcapping", None)
@@ -102,7 +105,7 @@ def response_logprobs(
     targets = input_ids[:, prompt_width:][response_mask]  # [N]
     weight = unembedding(model)
     with autocast(input_ids.device, dtype):
-        picked = token_logprobs(hidden, weight, targets, chunk_size, softcap, dtype)  # [N]
+        picked = token_logprobs(hidden, weight, targets, chunk_size, softcap, dtype, into_grad)  # [N]
     out = torch.zeros(response_mask.shape, dtype=torch.float32, device=input_ids.device)
     return out.masked_scatter(response_mask, picked.float())
 

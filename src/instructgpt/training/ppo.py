@@ -398,7 +398,12 @@ def ppo_minibatch_step(
         part, adv, _, weight = _micro_batch(batch, advantages, returns, chunk, tokens, device)
         args = (part.input_ids, part.attention_mask, part.prompt_width, part.response_mask)
         new_logprobs = response_logprobs(
-            policy, *args, temperature=config.temperature, dtype=dtype, chunk_size=config.loss_chunk_size
+            policy,
+            *args,
+            temperature=config.temperature,
+            dtype=dtype,
+            chunk_size=config.loss_chunk_size,
+            into_grad=True,
         )
         pg_loss, clipfrac, approx_kl = policy_loss(new_logprobs, part.logprobs, adv, part.response_mask, config.clip)
         (pg_loss * weight).backward()  # token mean over the minibatch
@@ -409,7 +414,7 @@ def ppo_minibatch_step(
             sums[name] += value.item() * weight
     clip_by = None  # plain PPO, or ptx_clip="total": the gradients' own norm
     if ptx_batch:  # into the same gradient buffers, before the one optimizer step
-        group.sum_grads(_params(state.policy_optimizer))  # the global PPO gradient, for its norm
+        _summed_grads(_params(state.policy_optimizer), group)  # the global PPO gradient, for its norm
         sums["ppo/policy/ppo_grad_norm"] = grad_norm(_trained(state.policy_optimizer))  # the masters' with bf16-weights
         clip_by = sums["ppo/policy/ppo_grad_norm"] if config.ptx_clip == "ppo-norm" else None
         if not group.main:  # rank 0 carries the summed PPO part into the second sum; the others add ptx alone
@@ -426,7 +431,7 @@ def ppo_minibatch_step(
             after_backward=lambda: _to_masters(state.policy_masters),
             share=(group.rank, group.world),
         )
-    group.sum_grads(_params(state.policy_optimizer))
+    _summed_grads(_params(state.policy_optimizer), group)
     sums["ppo/policy/grad_norm"] = _step(state.policy_optimizer, state.policy_masters, config.max_grad_norm, clip_by)
     if state.ema is not None:
         with state.policy_masters.fp32_model() if state.policy_masters else nullcontext():
@@ -440,9 +445,48 @@ def ppo_minibatch_step(
         _to_masters(state.value_masters)
         sums["ppo/val/loss"] += vf_loss.item() * weight
         sums["ppo/val/clipfrac"] += vf_clipfrac.item() * weight
-    group.sum_grads(_params(state.value_optimizer))
+    _summed_grads(_params(state.value_optimizer), group)
     sums["ppo/val/grad_norm"] = _step(state.value_optimizer, state.value_masters, config.max_grad_norm)
     return sums
+
+
+KEPT_GRAD_NUMEL = 2**24
+"""Gradients of at least this many elements (64 MiB in fp32) stay allocated between optimizer steps."""
+
+
+@torch.no_grad()
+def _summed_grads(params: list[torch.Tensor], group: DataParallel) -> None:
+    """The gradients of ``params`` made dense, then summed over the ranks.
+
+    The token embeddings look up with ``sparse=True`` (:func:`_init_state`), so a micro-batch's
+    lookup gradient holds only the rows it read, added in place into the kept dense gradient
+    (:func:`_clear_grads`) or, with bf16-weights, into the fp32 masters'
+    (:meth:`MasterWeights.accumulate_grads`); a dense lookup gradient would be a fresh zero-filled
+    ``[V, H]`` tensor every micro-batch (670 MB in fp32 for a 262k vocabulary). A gradient still
+    sparse here (the first step's) is made dense once."""
+    for param in params:
+        if param.grad is not None and param.grad.is_sparse:
+            param.grad = param.grad.to_dense()
+    group.sum_grads(params)
+
+
+def _clear_grads(optimizer: torch.optim.Optimizer) -> None:
+    """After a step: the embedding-sized gradients (:data:`KEPT_GRAD_NUMEL`) zeroed in place and kept, the others freed.
+
+    A fresh tensor of hundreds of MiB is page-faulted in on every allocation in glibc's and the
+    ``thp`` allocator modes (:mod:`instructgpt.runtime`): in a profiled fp32 PPO update on a 2-core
+    AVX2 EPYC (Gemma 3 270M, 8 episodes in 2 micro-batches) the unembedding's gradient product and
+    the embeddings' zero-filled lookup gradients took about 5 s of 14 for that. Kept, the policy's
+    tied unembedding gradient is written in place by the log-probabilities' backward
+    (``token_logprobs(into_grad=True)``) and the sparse lookups add into it, as into the value
+    model's embedding gradient. The cost: those gradients (0.67 GB each in fp32 for a 262k
+    vocabulary) stay allocated through the rollout and the other model's update."""
+    for param in _params(optimizer):
+        grad = param.grad
+        if grad is not None and not grad.is_sparse and grad.numel() >= KEPT_GRAD_NUMEL:
+            grad.zero_()
+        else:
+            param.grad = None
 
 
 def _to_masters(masters: MasterWeights | None) -> None:
@@ -486,7 +530,7 @@ def _step(
     bf16-weights: round the masters into the model. Returns the grad norm before clipping."""
     norm = clip_grad_norm(_trained(optimizer), max_norm, clip_by)
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    _clear_grads(optimizer)
     if masters is not None:
         masters.copy_to_model()
     return norm
@@ -553,9 +597,8 @@ def _init_state(config: PPOConfig, models: Models, masters: bool = False, ema: b
         )
 
     averaged = PolicyEMA(models.policy, config.ema_decay) if ema and config.ema_decay > 0 else None  # before any cast
-    if masters:  # sparse embedding gradients: the looked-up rows go straight into the fp32 masters' gradient
-        for model in (models.policy, models.value_model):
-            model.get_input_embeddings().sparse = True
+    for model in (models.policy, models.value_model):  # sparse lookup gradients (_summed_grads says why)
+        model.get_input_embeddings().sparse = True
     policy_masters = MasterWeights(models.policy) if masters else None
     value_masters = (
         MasterWeights(models.value_model, keep_fp32=lambda name: name.startswith("head.")) if masters else None
