@@ -40,9 +40,12 @@ Memory and speed: the reference and the reward model are held in bf16 without gr
 are held in bf16 too, so sampling, forward and backward run without casts, while the optimizers
 step fp32 master copies (:class:`instructgpt.training.precision.MasterWeights`; the value
 model's scalar head stays fp32): each micro-batch's bf16 gradients are added into the masters'
-fp32 gradients and freed, and the token embeddings produce sparse gradients (only the rows
-looked up) that go straight into them. The policy is updated (and its gradients freed) before
-the value model's backward, so only one model's gradients exist at a time. With LoRA
+fp32 gradients and freed. In every precision the token embeddings produce sparse gradients (only
+the rows looked up), and the embedding-sized gradients (the tied unembedding's, the value model's
+embedding's, or their fp32 masters') stay allocated between steps, zeroed in place, the
+unembedding's written in place by the log-probabilities' backward (:func:`_clear_grads`): no
+fresh ``[V, H]`` buffer per micro-batch. The policy is updated (and its other gradients freed)
+before the value model's backward. With LoRA
 (``lora_rank > 0``) only adapters are trained, on the policy and the value model, and the
 reference is the policy with its adapter disabled (no second copy). Log-probabilities are
 computed over response positions only, in vocabulary chunks with a fused backward (no
